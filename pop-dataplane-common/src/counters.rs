@@ -1,0 +1,126 @@
+/// Room for reasons in [`InterfaceCounters`]. Fixed so that adding a reason keeps the layout of
+/// the pinned counter map that a running dataplane hands to its next version.
+pub const MAX_REASONS: usize = 16;
+
+/// Per-interface counters, one entry per interface slot and CPU in `COUNTERS`; userspace sums
+/// the CPUs. Every received packet is counted in `rx_*` and in exactly one outcome: forwarded,
+/// one `to_kernel` reason or one `dropped` reason.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceCounters {
+    /// Frames received on this interface (the program saw them).
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Frames received here and redirected to an egress interface.
+    pub forwarded_packets: u64,
+    pub forwarded_bytes: u64,
+    /// Frames redirected out of this interface (counted when the program redirects them).
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames received here and handed to the kernel (`XDP_PASS`), by [`PassReason`].
+    pub to_kernel: [u64; MAX_REASONS],
+    /// Frames received here and dropped, by [`DropReason`].
+    pub dropped: [u64; MAX_REASONS],
+}
+
+/// Why a frame went to the kernel instead of being forwarded by XDP.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PassReason {
+    /// Not IPv4: ARP, IPv6, LLDP and any other EtherType.
+    NonIp = 0,
+    /// Unicast to another host's MAC: not addressed to this router at L2.
+    OtherHost = 1,
+    /// Broadcast or multicast destination MAC.
+    LinkMulticast = 2,
+    /// IPv4 header with options; the kernel processes them.
+    IpOptions = 3,
+    /// IP multicast or broadcast destination.
+    IpMulticast = 4,
+    /// Link-local destination (169.254.0.0/16): never forwarded.
+    LinkLocal = 5,
+    /// TTL <= 1: the kernel answers ICMP time exceeded.
+    TtlExceeded = 6,
+    /// No route matches the destination.
+    NoRoute = 7,
+    /// The route says so.
+    KernelRoute = 8,
+    /// The next hop's MAC is unknown: the kernel resolves it.
+    Unresolved = 9,
+    /// Larger than the egress MTU: the kernel fragments or answers "fragmentation needed".
+    MtuExceeded = 10,
+    /// Addressed to one of the router's own addresses.
+    Local = 11,
+}
+
+/// Why a frame was dropped.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Truncated or inconsistent headers: shorter than its headers, wrong IP version, IHL < 5,
+    /// total length outside the frame.
+    Malformed = 0,
+    /// IPv4 header checksum wrong (RFC 1812 5.2.2: a router must discard it).
+    BadChecksum = 1,
+    /// The route is a blackhole.
+    Blackhole = 2,
+    /// The egress interface has no devmap entry: the redirect failed.
+    NoEgress = 3,
+}
+
+impl PassReason {
+    pub const ALL: [Self; 12] = [
+        Self::NonIp,
+        Self::OtherHost,
+        Self::LinkMulticast,
+        Self::IpOptions,
+        Self::IpMulticast,
+        Self::LinkLocal,
+        Self::TtlExceeded,
+        Self::NoRoute,
+        Self::KernelRoute,
+        Self::Unresolved,
+        Self::MtuExceeded,
+        Self::Local,
+    ];
+
+    /// The stable name used in `stats`, JSON and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::NonIp => "non_ip",
+            Self::OtherHost => "other_host",
+            Self::LinkMulticast => "link_multicast",
+            Self::IpOptions => "ip_options",
+            Self::IpMulticast => "ip_multicast",
+            Self::LinkLocal => "link_local",
+            Self::TtlExceeded => "ttl_exceeded",
+            Self::NoRoute => "no_route",
+            Self::KernelRoute => "kernel_route",
+            Self::Unresolved => "unresolved",
+            Self::MtuExceeded => "mtu_exceeded",
+            Self::Local => "local",
+        }
+    }
+}
+
+impl DropReason {
+    pub const ALL: [Self; 4] = [
+        Self::Malformed,
+        Self::BadChecksum,
+        Self::Blackhole,
+        Self::NoEgress,
+    ];
+
+    /// The stable name used in `stats`, JSON and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::BadChecksum => "bad_checksum",
+            Self::Blackhole => "blackhole",
+            Self::NoEgress => "no_egress",
+        }
+    }
+}
+
+const _: () = assert!(PassReason::ALL.len() <= MAX_REASONS);
+const _: () = assert!(DropReason::ALL.len() <= MAX_REASONS);

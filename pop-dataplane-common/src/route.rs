@@ -1,0 +1,82 @@
+/// What a route lookup yields: the value of the route maps, packed in 32 bits (the kind in the
+/// top four bits, an id below) so that compiled FIB tables of many entries stay small.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RouteTarget(u32);
+
+/// A decoded [`RouteTarget`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// Forward through the next hop with this id.
+    Nexthop(u32),
+    /// Drop, counted.
+    Blackhole,
+    /// Hand to the kernel, counted.
+    Kernel,
+    /// One of the router's own addresses: hand to the kernel.
+    Local,
+    /// An encoding this version does not know: handled like [`Route::Kernel`].
+    Unknown,
+}
+
+impl RouteTarget {
+    const KIND_SHIFT: u32 = 28;
+    /// Ids are below 2^28.
+    pub const ID_MASK: u32 = (1 << Self::KIND_SHIFT) - 1;
+
+    const KIND_NEXTHOP: u32 = 1;
+    const KIND_BLACKHOLE: u32 = 2;
+    const KIND_KERNEL: u32 = 3;
+    const KIND_LOCAL: u32 = 4;
+
+    const fn pack(kind: u32, id: u32) -> Self {
+        Self((kind << Self::KIND_SHIFT) | (id & Self::ID_MASK))
+    }
+
+    pub const fn nexthop(id: u32) -> Self {
+        Self::pack(Self::KIND_NEXTHOP, id)
+    }
+
+    pub const fn blackhole() -> Self {
+        Self::pack(Self::KIND_BLACKHOLE, 0)
+    }
+
+    pub const fn kernel() -> Self {
+        Self::pack(Self::KIND_KERNEL, 0)
+    }
+
+    pub const fn local() -> Self {
+        Self::pack(Self::KIND_LOCAL, 0)
+    }
+
+    #[inline(always)]
+    pub const fn decode(self) -> Route {
+        let id = self.0 & Self::ID_MASK;
+        match self.0 >> Self::KIND_SHIFT {
+            Self::KIND_NEXTHOP => Route::Nexthop(id),
+            Self::KIND_BLACKHOLE => Route::Blackhole,
+            Self::KIND_KERNEL => Route::Kernel,
+            Self::KIND_LOCAL => Route::Local,
+            _ => Route::Unknown,
+        }
+    }
+
+    pub const fn to_bits(self) -> u32 {
+        self.0
+    }
+
+    pub const fn from_bits(bits: u32) -> Self {
+        Self(bits)
+    }
+}
+
+impl From<Route> for RouteTarget {
+    fn from(route: Route) -> Self {
+        match route {
+            Route::Nexthop(id) => Self::nexthop(id),
+            Route::Blackhole => Self::blackhole(),
+            Route::Local => Self::local(),
+            Route::Kernel | Route::Unknown => Self::kernel(),
+        }
+    }
+}

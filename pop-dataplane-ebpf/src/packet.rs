@@ -1,0 +1,24 @@
+//! Bounds-checked access to the frame. Every header is reached through [`header_mut`], which
+//! proves to the verifier that the whole header lies inside the frame.
+
+use core::mem::size_of;
+
+use aya_ebpf::programs::XdpContext;
+
+/// A pointer to a `T` at `offset` bytes into the frame, or `None` when the frame is too short.
+/// `T` must be a header type valid for any bytes with alignment 1 or 2.
+#[inline(always)]
+pub fn header_mut<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *mut T)
+}
+
+/// Length of the frame in bytes.
+#[inline(always)]
+pub fn frame_len(ctx: &XdpContext) -> usize {
+    ctx.data_end() - ctx.data()
+}

@@ -1,0 +1,554 @@
+//! The routing config file (TOML): interfaces to attach to, next hops, routes.
+//!
+//! ```toml
+//! [[interface]]
+//! name = "eth0"
+//!
+//! [[nexthop]]
+//! name = "transit-a"
+//! dev = "eth1"
+//! lladdr = "02:00:5e:10:00:01"
+//!
+//! [[route]]
+//! prefix = "203.0.113.0/24"
+//! nexthop = "transit-a"       # or: type = "blackhole" / type = "kernel"
+//! ```
+//!
+//! [`Config::parse`] checks everything that can be checked without looking at the host, and
+//! every error names the file, the line and the entry.
+
+use std::{collections::HashMap, fmt, fs, path::Path};
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::mac::MacAddr;
+
+/// Longest interface name Linux accepts (IFNAMSIZ - 1).
+const MAX_IFNAME_LEN: usize = 15;
+
+/// A validated config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub interfaces: Vec<InterfaceConfig>,
+    pub nexthops: Vec<NexthopConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceConfig {
+    pub name: String,
+    pub line: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NexthopConfig {
+    pub name: String,
+    /// Egress interface: one of `Config::interfaces`.
+    pub dev: String,
+    /// The neighbour's MAC address.
+    pub lladdr: MacAddr,
+    pub line: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub prefix: Ipv4Net,
+    pub action: RouteAction,
+    pub line: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteAction {
+    /// Index into `Config::nexthops`.
+    Nexthop(usize),
+    Blackhole,
+    Kernel,
+}
+
+/// What is wrong with a config file, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default, rename = "interface")]
+    interfaces: Vec<Spanned<RawInterface>>,
+    #[serde(default, rename = "nexthop")]
+    nexthops: Vec<Spanned<RawNexthop>>,
+    #[serde(default, rename = "route")]
+    routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterface {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNexthop {
+    name: String,
+    dev: String,
+    lladdr: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: String,
+    nexthop: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<RawRouteKind>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawRouteKind {
+    Unicast,
+    Blackhole,
+    Kernel,
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = fs::read(path).map_err(|err| ConfigError {
+            file: file.clone(),
+            line: None,
+            message: format!("cannot read: {err}"),
+        })?;
+        let text = String::from_utf8(text).map_err(|err| ConfigError {
+            file: file.clone(),
+            line: Some(line_of(
+                &String::from_utf8_lossy(err.as_bytes()),
+                err.utf8_error().valid_up_to(),
+            )),
+            message: "not UTF-8 text".to_owned(),
+        })?;
+        Self::parse(&file, &text)
+    }
+
+    /// Validates config `text`; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
+        let error = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
+            file: file.to_owned(),
+            line: span.map(|span| line_of(text, span.start)),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|err| {
+            // toml's message already quotes the offending line; keep its first line, which
+            // says what is wrong, and our line number.
+            error(err.span(), err.message().trim().to_owned())
+        })?;
+
+        if raw.interfaces.is_empty() {
+            return Err(error(
+                None,
+                "no [[interface]]: nothing to attach to".to_owned(),
+            ));
+        }
+        let mut interfaces = Vec::with_capacity(raw.interfaces.len());
+        for entry in &raw.interfaces {
+            let line = line_of(text, entry.span().start);
+            let name = &entry.get_ref().name;
+            let at = |message: String| ConfigError {
+                file: file.to_owned(),
+                line: Some(line),
+                message: format!("interface {name:?}: {message}"),
+            };
+            if name.is_empty() || name.len() > MAX_IFNAME_LEN || name.contains(['/', ' ', '\0']) {
+                return Err(at(format!(
+                    "not a valid interface name (1-{MAX_IFNAME_LEN} characters, no '/' or spaces)"
+                )));
+            }
+            if let Some(first) = interfaces
+                .iter()
+                .find(|i: &&InterfaceConfig| &i.name == name)
+            {
+                return Err(at(format!("listed twice (first on line {})", first.line)));
+            }
+            interfaces.push(InterfaceConfig {
+                name: name.clone(),
+                line,
+            });
+        }
+
+        let mut nexthops: Vec<NexthopConfig> = Vec::with_capacity(raw.nexthops.len());
+        let mut nexthop_ids = HashMap::new();
+        for entry in &raw.nexthops {
+            let line = line_of(text, entry.span().start);
+            let raw = entry.get_ref();
+            let at = |message: String| ConfigError {
+                file: file.to_owned(),
+                line: Some(line),
+                message: format!("next hop {:?}: {message}", raw.name),
+            };
+            if raw.name.is_empty() {
+                return Err(at("the name is empty".to_owned()));
+            }
+            if let Some(&first) = nexthop_ids.get(raw.name.as_str()) {
+                let first: &NexthopConfig = &nexthops[first];
+                return Err(at(format!("defined twice (first on line {})", first.line)));
+            }
+            if !interfaces.iter().any(|i| i.name == raw.dev) {
+                return Err(at(format!(
+                    "dev {:?} is not one of the [[interface]] entries ({})",
+                    raw.dev,
+                    names(interfaces.iter().map(|i| i.name.as_str()))
+                )));
+            }
+            let lladdr: MacAddr = raw.lladdr.parse().map_err(|err: String| at(err))?;
+            if !lladdr.is_unicast() || lladdr.is_zero() {
+                return Err(at(format!("lladdr {lladdr} is not a unicast MAC address")));
+            }
+            nexthop_ids.insert(raw.name.as_str(), nexthops.len());
+            nexthops.push(NexthopConfig {
+                name: raw.name.clone(),
+                dev: raw.dev.clone(),
+                lladdr,
+                line,
+            });
+        }
+
+        let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.routes.len());
+        let mut route_lines = HashMap::new();
+        for entry in &raw.routes {
+            let line = line_of(text, entry.span().start);
+            let raw = entry.get_ref();
+            let at = |message: String| ConfigError {
+                file: file.to_owned(),
+                line: Some(line),
+                message: format!("route {}: {message}", raw.prefix),
+            };
+            let prefix = parse_prefix(&raw.prefix).map_err(at)?;
+            if let Some(first) = route_lines.insert(prefix, line) {
+                return Err(at(format!("defined twice (first on line {first})")));
+            }
+            let kind = raw.kind.unwrap_or(RawRouteKind::Unicast);
+            let action = match (kind, &raw.nexthop) {
+                (RawRouteKind::Unicast, Some(name)) => {
+                    let id = nexthop_ids.get(name.as_str()).ok_or_else(|| {
+                        at(format!(
+                            "next hop {name:?} is not defined (defined: {})",
+                            names(nexthops.iter().map(|n| n.name.as_str()))
+                        ))
+                    })?;
+                    RouteAction::Nexthop(*id)
+                }
+                (RawRouteKind::Unicast, None) => {
+                    return Err(at(
+                        "needs `nexthop = \"NAME\"`, or `type = \"blackhole\"` or `\"kernel\"`"
+                            .to_owned(),
+                    ));
+                }
+                (RawRouteKind::Blackhole | RawRouteKind::Kernel, Some(_)) => {
+                    return Err(at(
+                        "a blackhole or kernel route takes no next hop".to_owned()
+                    ));
+                }
+                (RawRouteKind::Blackhole, None) => RouteAction::Blackhole,
+                (RawRouteKind::Kernel, None) => RouteAction::Kernel,
+            };
+            routes.push(RouteConfig {
+                prefix,
+                action,
+                line,
+            });
+        }
+
+        Ok(Self {
+            interfaces,
+            nexthops,
+            routes,
+        })
+    }
+}
+
+/// Parses an IPv4 prefix in CIDR form, refusing host bits (a typo more often than intent).
+pub fn parse_prefix(text: &str) -> Result<Ipv4Net, String> {
+    let prefix: Ipv4Net = text.parse().map_err(|_| {
+        format!("{text:?} is not an IPv4 prefix (expected ADDRESS/LENGTH, e.g. 203.0.113.0/24)")
+    })?;
+    if prefix.addr() != prefix.network() {
+        return Err(format!(
+            "{text} has host bits set (the prefix is {})",
+            prefix.trunc()
+        ));
+    }
+    Ok(prefix)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<_> = names.collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[interface]]
+name = "ra"
+
+[[interface]]
+name = "rb"
+
+[[nexthop]]
+name = "host-b"
+dev = "rb"
+lladdr = "02:00:00:00:00:0b"
+
+[[route]]
+prefix = "198.18.2.0/24"
+nexthop = "host-b"
+
+[[route]]
+prefix = "198.18.99.0/24"
+type = "blackhole"
+
+[[route]]
+prefix = "198.18.98.0/24"
+type = "kernel"
+"#;
+
+    fn error(text: &str) -> String {
+        Config::parse("lab.toml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_a_good_config() {
+        let config = Config::parse("lab.toml", GOOD).unwrap();
+        assert_eq!(
+            config
+                .interfaces
+                .iter()
+                .map(|i| (i.name.as_str(), i.line))
+                .collect::<Vec<_>>(),
+            [("ra", 2), ("rb", 5)]
+        );
+        assert_eq!(
+            config.nexthops,
+            [NexthopConfig {
+                name: "host-b".into(),
+                dev: "rb".into(),
+                lladdr: MacAddr([2, 0, 0, 0, 0, 0x0b]),
+                line: 8,
+            }]
+        );
+        assert_eq!(
+            config.routes,
+            [
+                RouteConfig {
+                    prefix: "198.18.2.0/24".parse().unwrap(),
+                    action: RouteAction::Nexthop(0),
+                    line: 13,
+                },
+                RouteConfig {
+                    prefix: "198.18.99.0/24".parse().unwrap(),
+                    action: RouteAction::Blackhole,
+                    line: 17,
+                },
+                RouteConfig {
+                    prefix: "198.18.98.0/24".parse().unwrap(),
+                    action: RouteAction::Kernel,
+                    line: 21,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_prefix() {
+        let text = GOOD.replace("198.18.2.0/24", "198.18.2.0/33");
+        assert_eq!(
+            error(&text),
+            "lab.toml:13: route 198.18.2.0/33: \"198.18.2.0/33\" is not an IPv4 prefix \
+             (expected ADDRESS/LENGTH, e.g. 203.0.113.0/24)"
+        );
+        let text = GOOD.replace("198.18.2.0/24", "banana");
+        assert!(
+            error(&text).starts_with("lab.toml:13: route banana: \"banana\" is not an IPv4 prefix")
+        );
+    }
+
+    #[test]
+    fn host_bits() {
+        let text = GOOD.replace("198.18.2.0/24", "198.18.2.1/24");
+        assert_eq!(
+            error(&text),
+            "lab.toml:13: route 198.18.2.1/24: 198.18.2.1/24 has host bits set (the prefix is 198.18.2.0/24)"
+        );
+    }
+
+    #[test]
+    fn duplicate_route() {
+        let text = GOOD.replace("198.18.99.0/24", "198.18.2.0/24");
+        assert_eq!(
+            error(&text),
+            "lab.toml:17: route 198.18.2.0/24: defined twice (first on line 13)"
+        );
+    }
+
+    #[test]
+    fn unknown_nexthop() {
+        let text = GOOD.replace("nexthop = \"host-b\"", "nexthop = \"host-c\"");
+        assert_eq!(
+            error(&text),
+            "lab.toml:13: route 198.18.2.0/24: next hop \"host-c\" is not defined (defined: host-b)"
+        );
+    }
+
+    #[test]
+    fn nexthop_on_unknown_interface() {
+        let text = GOOD.replace("dev = \"rb\"", "dev = \"eth9\"");
+        assert_eq!(
+            error(&text),
+            "lab.toml:8: next hop \"host-b\": dev \"eth9\" is not one of the [[interface]] entries (ra, rb)"
+        );
+    }
+
+    #[test]
+    fn bad_lladdr() {
+        let text = GOOD.replace("02:00:00:00:00:0b", "02:00:00:00:0b");
+        assert_eq!(
+            error(&text),
+            "lab.toml:8: next hop \"host-b\": \"02:00:00:00:0b\" is not a MAC address \
+             (expected six hex octets: 02:00:5e:10:00:01)"
+        );
+        let text = GOOD.replace("02:00:00:00:00:0b", "01:00:5e:00:00:01");
+        assert_eq!(
+            error(&text),
+            "lab.toml:8: next hop \"host-b\": lladdr 01:00:5e:00:00:01 is not a unicast MAC address"
+        );
+    }
+
+    #[test]
+    fn duplicates() {
+        let text = GOOD.replace("name = \"rb\"", "name = \"ra\"");
+        assert_eq!(
+            error(&text),
+            "lab.toml:5: interface \"ra\": listed twice (first on line 2)"
+        );
+        let text = format!(
+            "{GOOD}\n[[nexthop]]\nname = \"host-b\"\ndev = \"ra\"\nlladdr = \"02:00:00:00:00:01\"\n"
+        );
+        assert_eq!(
+            error(&text),
+            "lab.toml:25: next hop \"host-b\": defined twice (first on line 8)"
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_unknown_fields() {
+        let text = GOOD.replace("name = \"ra\"", "name = 7");
+        let err = error(&text);
+        assert!(
+            err.starts_with("lab.toml:3: invalid type: integer `7`, expected a string"),
+            "{err}"
+        );
+
+        let text = GOOD.replace("prefix = \"198.18.2.0/24\"", "prefx = \"198.18.2.0/24\"");
+        let err = error(&text);
+        assert!(
+            err.starts_with("lab.toml:14: unknown field `prefx`"),
+            "{err}"
+        );
+
+        let text = GOOD.replace("type = \"kernel\"", "type = \"anycast\"");
+        let err = error(&text);
+        assert!(
+            err.starts_with("lab.toml:23: unknown variant `anycast`"),
+            "{err}"
+        );
+
+        let err = error("[[interface]]\nname = \"ra\"\n[[route]\n");
+        assert!(err.starts_with("lab.toml:3: "), "{err}");
+    }
+
+    #[test]
+    fn route_kinds() {
+        let text = GOOD.replace("nexthop = \"host-b\"", "");
+        assert_eq!(
+            error(&text),
+            "lab.toml:13: route 198.18.2.0/24: needs `nexthop = \"NAME\"`, or `type = \"blackhole\"` or `\"kernel\"`"
+        );
+        let text = GOOD.replace(
+            "type = \"blackhole\"",
+            "type = \"blackhole\"\nnexthop = \"host-b\"",
+        );
+        assert_eq!(
+            error(&text),
+            "lab.toml:17: route 198.18.99.0/24: a blackhole or kernel route takes no next hop"
+        );
+    }
+
+    #[test]
+    fn no_interfaces() {
+        assert_eq!(
+            error(""),
+            "lab.toml: no [[interface]]: nothing to attach to"
+        );
+    }
+
+    #[test]
+    fn bad_interface_name() {
+        let text = GOOD.replace("name = \"ra\"", "name = \"a-very-long-interface-name\"");
+        assert_eq!(
+            error(&text),
+            "lab.toml:2: interface \"a-very-long-interface-name\": not a valid interface name \
+             (1-15 characters, no '/' or spaces)"
+        );
+    }
+
+    #[test]
+    fn unreadable_and_not_utf8() {
+        let err = Config::load(Path::new("/nonexistent/pop.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/nonexistent/pop.toml: cannot read: No such file"),
+            "{err}"
+        );
+
+        let dir = std::env::temp_dir().join(format!("pop-config-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        fs::write(&path, b"[[interface]]\nname = \"r\xffa\"\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(err, format!("{}:2: not UTF-8 text", path.display()));
+    }
+}

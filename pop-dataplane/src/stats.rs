@@ -1,0 +1,236 @@
+//! Per-interface counters of a running dataplane, read from its pinned maps and summed over
+//! CPUs, as a table for people or JSON for scripts.
+
+use std::{borrow::Borrow, fmt::Write as _, path::Path};
+
+use anyhow::Context as _;
+use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use pop_dataplane_common::{DropReason, Interface, InterfaceCounters, PassReason, maps};
+use serde::Serialize;
+
+use crate::{dataplane::open_pinned, netdev};
+
+/// The counters of one interface, summed over CPUs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InterfaceStats {
+    /// Interface name, or `if<index>` when it no longer exists.
+    pub name: String,
+    pub ifindex: u32,
+    pub slot: u32,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub forwarded_packets: u64,
+    pub forwarded_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// All packets handed to the kernel; by reason in `to_kernel`.
+    pub to_kernel_packets: u64,
+    /// All packets dropped; by reason in `dropped`.
+    pub dropped_packets: u64,
+    /// Every reason, zero or not, so that scripts can rely on the keys.
+    pub to_kernel: std::collections::BTreeMap<&'static str, u64>,
+    pub dropped: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl InterfaceStats {
+    fn new(name: String, ifindex: u32, slot: u32, c: &InterfaceCounters) -> Self {
+        let to_kernel: std::collections::BTreeMap<_, _> = PassReason::ALL
+            .iter()
+            .map(|r| (r.name(), c.to_kernel[*r as usize]))
+            .collect();
+        let dropped: std::collections::BTreeMap<_, _> = DropReason::ALL
+            .iter()
+            .map(|r| (r.name(), c.dropped[*r as usize]))
+            .collect();
+        Self {
+            name,
+            ifindex,
+            slot,
+            rx_packets: c.rx_packets,
+            rx_bytes: c.rx_bytes,
+            forwarded_packets: c.forwarded_packets,
+            forwarded_bytes: c.forwarded_bytes,
+            tx_packets: c.tx_packets,
+            tx_bytes: c.tx_bytes,
+            to_kernel_packets: to_kernel.values().sum(),
+            dropped_packets: dropped.values().sum(),
+            to_kernel,
+            dropped,
+        }
+    }
+}
+
+/// Reads the counters of every interface of the dataplane pinned under `pin_dir`, in slot
+/// order.
+pub fn read(pin_dir: &Path) -> anyhow::Result<Vec<InterfaceStats>> {
+    let interfaces = HashMap::try_from(Map::HashMap(open_pinned(pin_dir, maps::INTERFACES)?))?;
+    let counters = PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, maps::COUNTERS)?))?;
+    collect(&interfaces, &counters)
+}
+
+/// The counters of every interface in `interfaces`, in slot order.
+pub fn collect<T: Borrow<MapData>>(
+    interfaces: &HashMap<T, u32, Interface>,
+    counters: &PerCpuArray<T, InterfaceCounters>,
+) -> anyhow::Result<Vec<InterfaceStats>> {
+    let mut stats = Vec::new();
+    for entry in interfaces.iter() {
+        let (ifindex, interface) = entry.context("reading INTERFACES")?;
+        let per_cpu = counters
+            .get(&interface.slot, 0)
+            .with_context(|| format!("reading COUNTERS[{}]", interface.slot))?;
+        let sum = per_cpu
+            .iter()
+            .fold(InterfaceCounters::default(), |sum, c| add(&sum, c));
+        let name = netdev::name_of(ifindex).unwrap_or_else(|| format!("if{ifindex}"));
+        stats.push(InterfaceStats::new(name, ifindex, interface.slot, &sum));
+    }
+    stats.sort_by_key(|s| s.slot);
+    Ok(stats)
+}
+
+fn add(a: &InterfaceCounters, b: &InterfaceCounters) -> InterfaceCounters {
+    let mut sum = *a;
+    sum.rx_packets += b.rx_packets;
+    sum.rx_bytes += b.rx_bytes;
+    sum.forwarded_packets += b.forwarded_packets;
+    sum.forwarded_bytes += b.forwarded_bytes;
+    sum.tx_packets += b.tx_packets;
+    sum.tx_bytes += b.tx_bytes;
+    for (s, x) in sum.to_kernel.iter_mut().zip(b.to_kernel) {
+        *s += x;
+    }
+    for (s, x) in sum.dropped.iter_mut().zip(b.dropped) {
+        *s += x;
+    }
+    sum
+}
+
+/// The counters as a table: one row per interface, then the non-zero reasons.
+pub fn render(stats: &[InterfaceStats]) -> String {
+    let headers = [
+        "INTERFACE",
+        "RX PKTS",
+        "RX BYTES",
+        "FORWARDED",
+        "TO KERNEL",
+        "DROPPED",
+        "TX PKTS",
+        "TX BYTES",
+    ];
+    let rows: Vec<[String; 8]> = stats
+        .iter()
+        .map(|s| {
+            [
+                s.name.clone(),
+                s.rx_packets.to_string(),
+                s.rx_bytes.to_string(),
+                s.forwarded_packets.to_string(),
+                s.to_kernel_packets.to_string(),
+                s.dropped_packets.to_string(),
+                s.tx_packets.to_string(),
+                s.tx_bytes.to_string(),
+            ]
+        })
+        .collect();
+    let mut out = table(&headers, &rows);
+
+    let mut reasons: Vec<Vec<String>> = Vec::new();
+    for (kind, pick) in [
+        (
+            "to kernel",
+            (|s: &InterfaceStats| s.to_kernel.clone()) as fn(&InterfaceStats) -> _,
+        ),
+        ("dropped", |s: &InterfaceStats| s.dropped.clone()),
+    ] {
+        let per_interface: Vec<_> = stats.iter().map(pick).collect();
+        let Some(first) = per_interface.first() else {
+            continue;
+        };
+        for reason in first.keys() {
+            if per_interface.iter().all(|m| m[reason] == 0) {
+                continue;
+            }
+            let mut row = vec![format!("{kind}: {reason}")];
+            row.extend(per_interface.iter().map(|m| m[reason].to_string()));
+            reasons.push(row);
+        }
+    }
+    if !reasons.is_empty() {
+        let mut headers = vec!["REASON".to_owned()];
+        headers.extend(stats.iter().map(|s| s.name.clone()));
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        out.push('\n');
+        out.push_str(&table(&headers, &reasons));
+    }
+    out
+}
+
+/// Left-aligns the first column and right-aligns the others.
+fn table<R: AsRef<[String]>>(headers: &[&str], rows: &[R]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row.as_ref()) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i == 0 {
+                let _ = write!(text, "{cell:<w$}");
+            } else {
+                let _ = write!(text, "  {cell:>w$}");
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut headers.iter().copied());
+    for row in rows {
+        line(&mut row.as_ref().iter().map(String::as_str));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_a_table() {
+        let mut a = InterfaceCounters {
+            rx_packets: 12,
+            rx_bytes: 1176,
+            forwarded_packets: 10,
+            forwarded_bytes: 980,
+            ..Default::default()
+        };
+        a.to_kernel[PassReason::NonIp as usize] = 2;
+        let b = InterfaceCounters {
+            tx_packets: 10,
+            tx_bytes: 980,
+            ..Default::default()
+        };
+        let stats = [
+            InterfaceStats::new("ra".into(), 3, 0, &a),
+            InterfaceStats::new("rb".into(), 4, 1, &add(&b, &InterfaceCounters::default())),
+        ];
+        assert_eq!(
+            render(&stats),
+            "\
+INTERFACE  RX PKTS  RX BYTES  FORWARDED  TO KERNEL  DROPPED  TX PKTS  TX BYTES
+ra              12      1176         10          2        0        0         0
+rb               0         0          0          0        0       10       980
+
+REASON             ra  rb
+to kernel: non_ip   2   0
+"
+        );
+        let json = serde_json::to_value(&stats[0]).unwrap();
+        assert_eq!(json["to_kernel"]["non_ip"], 2);
+        assert_eq!(json["to_kernel"]["no_route"], 0);
+        assert_eq!(json["dropped_packets"], 0);
+    }
+}

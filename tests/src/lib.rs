@@ -1,0 +1,30 @@
+//! Test support for pop-dataplane: network namespaces that clean up after themselves, the
+//! three-namespace lab, and a frame builder. The integration tests live in `tests/tests/`;
+//! xtask's demo and bench use the lab too.
+
+pub mod frame;
+pub mod lab;
+pub mod netns;
+
+use std::path::PathBuf;
+
+/// The `pop-dataplane` binary to test: `$POP_DATAPLANE_BIN`, else the one cargo built next to
+/// the running test executable (`target/<profile>/pop-dataplane`).
+pub fn dataplane_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("POP_DATAPLANE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/pop-dataplane
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executables live in target/<profile>/deps");
+    let binary = profile_dir.join("pop-dataplane");
+    assert!(
+        binary.exists(),
+        "{} does not exist: build it first (`cargo xtask test` does)",
+        binary.display()
+    );
+    binary
+}

@@ -1,0 +1,189 @@
+//! `cargo xtask`: the project's developer tasks. Each task first installs what it needs
+//! (see `setup`), so that on a new machine `cargo xtask demo` and `cargo xtask test` are all
+//! there is to type.
+
+mod demo;
+mod setup;
+
+use std::{
+    env,
+    ffi::OsStr,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the pinned toolchain, bpf-linker, the Debian packages the tests use, and mount
+    /// bpffs. Idempotent; every other task runs it first.
+    Setup,
+    /// Build the workspace (XDP program included) with the pinned toolchain.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run the whole test suite: unit, BPF_PROG_TEST_RUN packet tests, end-to-end namespace
+    /// tests. Needs root.
+    Test {
+        /// Passed to `cargo test` after `--` (a test name filter, `--nocapture`, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build a lab of three network namespaces, forward ping, TCP and UDP from host A to host
+    /// B through pop-dataplane (kernel forwarding off), print its counters, tear it all down.
+    Demo {
+        /// native, generic or auto.
+        #[arg(long, default_value = "native")]
+        xdp_mode: String,
+        /// Seconds of TCP and of UDP traffic.
+        #[arg(long, default_value_t = 3)]
+        seconds: u32,
+    },
+    /// rustfmt and clippy, warnings as errors.
+    Lint,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> anyhow::Result<()> {
+    match task {
+        Task::Setup => setup::all(),
+        Task::Build { release } => {
+            setup::toolchain()?;
+            build(release)
+        }
+        Task::Test { args } => {
+            setup::all()?;
+            build(false)?;
+            let mut test = pinned_cargo();
+            test.args(["test", "--no-fail-fast", "--"]).args(args);
+            test.env(
+                "POP_DATAPLANE_BIN",
+                target_dir().join("debug/pop-dataplane"),
+            );
+            cmd(&mut test)
+        }
+        Task::Demo { xdp_mode, seconds } => {
+            setup::all()?;
+            build(false)?;
+            demo::run(
+                &target_dir().join("debug/pop-dataplane"),
+                &xdp_mode,
+                seconds,
+            )
+        }
+        Task::Lint => {
+            setup::toolchain()?;
+            cmd(pinned_cargo().args(["fmt", "--all", "--", "--check"]))?;
+            cmd(pinned_cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))
+        }
+    }
+}
+
+fn build(release: bool) -> anyhow::Result<()> {
+    let mut build = pinned_cargo();
+    build.args(["build", "--bins"]);
+    if release {
+        build.arg("--release");
+    }
+    cmd(&mut build)
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// `cargo` of the pinned toolchain, in the workspace, with the matching bpf-linker first on
+/// PATH, and none of the variables that the cargo running xtask set for it.
+fn pinned_cargo() -> Command {
+    let mut cargo = Command::new("cargo");
+    cargo.current_dir(workspace());
+    for (key, _) in env::vars_os() {
+        let key = key.to_string_lossy();
+        let inherited_from_cargo = key == "CARGO"
+            || key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&&*key)
+            || ["RUSTC", "RUSTDOC", "RUSTUP_TOOLCHAIN", "LD_LIBRARY_PATH"].contains(&&*key);
+        if inherited_from_cargo {
+            cargo.env_remove(&*key);
+        }
+    }
+    cargo.env("RUSTUP_TOOLCHAIN", setup::TOOLCHAIN);
+    let path = env::var_os("PATH").unwrap_or_default();
+    let paths = std::iter::once(setup::bpf_linker_bin_dir()).chain(env::split_paths(&path));
+    cargo.env(
+        "PATH",
+        env::join_paths(paths).expect("PATH entries without ':'"),
+    );
+    cargo
+}
+
+/// Runs `command`, failing unless it succeeds. Output goes to the terminal.
+pub fn cmd(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("running {}", display(command)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", display(command));
+    }
+    Ok(())
+}
+
+/// Runs `command` and returns its stdout, failing unless it succeeds.
+pub fn output(command: &mut Command) -> anyhow::Result<String> {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", display(command)))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            display(command),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn display(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(OsStr::to_string_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,238 @@
+//! Installs what building and testing need, idempotently: the pinned Rust toolchain with
+//! rust-src, bpf-linker built against that toolchain's own LLVM, the Debian packages the tests
+//! use, and a bpf filesystem on /sys/fs/bpf. Each step checks first and does nothing when
+//! its piece is already there.
+
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{cmd, output};
+
+/// The toolchain that builds everything but xtask: aya 0.16 needs rustc >= 1.98, and its eBPF
+/// crate builds `core` with `-Z build-std` (allowed on stable through RUSTC_BOOTSTRAP).
+pub const TOOLCHAIN: &str = "1.99.1";
+const COMPONENTS: [&str; 3] = ["rust-src", "rustfmt", "clippy"];
+
+/// bpf-linker 0.13's default feature links LLVM 23, the LLVM of Rust 1.99.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages: the tools the tests and the demo drive.
+const APT_PACKAGES: [(&str, &str); 6] = [
+    ("iproute2", "ip"),
+    ("ethtool", "ethtool"),
+    ("iperf3", "iperf3"),
+    ("iputils-ping", "ping"),
+    ("tcpdump", "tcpdump"),
+    ("traceroute", "traceroute"),
+];
+
+/// Where this project keeps what it installs outside the workspace.
+fn tools_dir() -> PathBuf {
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cargo"));
+    cargo_home.join("pop-dataplane")
+}
+
+fn home() -> PathBuf {
+    env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+/// The directory holding the bpf-linker built for [`TOOLCHAIN`].
+pub fn bpf_linker_bin_dir() -> PathBuf {
+    tools_dir()
+        .join(format!("bpf-linker-{BPF_LINKER_VERSION}-rust-{TOOLCHAIN}"))
+        .join("bin")
+}
+
+/// Everything: toolchain, bpf-linker, packages, bpffs.
+pub fn all() -> anyhow::Result<()> {
+    toolchain()?;
+    apt_packages()?;
+    bpffs()?;
+    Ok(())
+}
+
+/// The pinned toolchain and the bpf-linker that matches it: enough to build.
+pub fn toolchain() -> anyhow::Result<()> {
+    rust_toolchain()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn rust_toolchain() -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args(["toolchain", "list"]))?;
+    let have_toolchain = installed
+        .lines()
+        .any(|line| line.starts_with(&format!("{TOOLCHAIN}-")));
+    if have_toolchain {
+        let components = output(Command::new("rustup").args([
+            "component",
+            "list",
+            "--installed",
+            "--toolchain",
+            TOOLCHAIN,
+        ]))?;
+        let missing: Vec<_> = COMPONENTS
+            .iter()
+            .filter(|c| {
+                !components
+                    .lines()
+                    .any(|line| line.starts_with(&format!("{c}-")))
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        println!(
+            "setup: adding {} to Rust {TOOLCHAIN}",
+            COMPONENTS.join(", ")
+        );
+        cmd(Command::new("rustup")
+            .args(["component", "add", "--toolchain", TOOLCHAIN])
+            .args(missing)
+            .stdin(std::process::Stdio::null()))?;
+        return Ok(());
+    }
+    let started = Instant::now();
+    println!(
+        "setup: installing Rust {TOOLCHAIN} with {}",
+        COMPONENTS.join(", ")
+    );
+    // rustup may wait on a terminal that is not there: give it none.
+    let mut install = Command::new("rustup");
+    install.args(["toolchain", "install", TOOLCHAIN, "--profile", "minimal"]);
+    for component in COMPONENTS {
+        install.args(["--component", component]);
+    }
+    cmd(install.stdin(std::process::Stdio::null()))?;
+    println!(
+        "setup: Rust {TOOLCHAIN} installed in {:.0?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// bpf-linker must link the same LLVM major version as the rustc that emits the eBPF bitcode.
+/// Every rustup toolchain ships its own libLLVM: we build bpf-linker against that one, through
+/// a directory that holds it under the name bpf-linker's build script looks for.
+fn bpf_linker() -> anyhow::Result<()> {
+    let bin = bpf_linker_bin_dir().join("bpf-linker");
+    if bin.exists()
+        && Command::new(&bin)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        return Ok(());
+    }
+    let started = Instant::now();
+    println!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against the LLVM of Rust {TOOLCHAIN}"
+    );
+    let sysroot =
+        output(Command::new("rustup").args(["run", TOOLCHAIN, "rustc", "--print", "sysroot"]))?;
+    let toolchain_lib = Path::new(sysroot.trim()).join("lib");
+    let libllvm = fs::read_dir(&toolchain_lib)
+        .with_context(|| format!("reading {}", toolchain_lib.display()))?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("libLLVM.so."))
+        })
+        .with_context(|| format!("no libLLVM.so.* in {}", toolchain_lib.display()))?;
+
+    let llvm_prefix = tools_dir().join(format!("llvm-rust-{TOOLCHAIN}"));
+    let llvm_lib = llvm_prefix.join("lib");
+    fs::create_dir_all(&llvm_lib)?;
+    let file_name = libllvm.file_name().expect("a file");
+    for link in [llvm_lib.join("libLLVM.so"), llvm_lib.join(file_name)] {
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&libllvm, &link)
+            .with_context(|| format!("linking {} to {}", link.display(), libllvm.display()))?;
+    }
+
+    let root = bpf_linker_bin_dir()
+        .parent()
+        .expect("bin's parent")
+        .to_owned();
+    cmd(Command::new("rustup")
+        .args([
+            "run",
+            TOOLCHAIN,
+            "cargo",
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+        ])
+        .arg(BPF_LINKER_VERSION)
+        .arg("--root")
+        .arg(&root)
+        .env("LLVM_PREFIX", &llvm_prefix)
+        .stdin(std::process::Stdio::null()))?;
+    if !Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        bail!("{} was installed but does not run", bin.display());
+    }
+    println!("setup: bpf-linker built in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// Installs the Debian packages whose commands are missing.
+pub fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(_, command)| !on_path(command))
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    println!("setup: installing Debian packages {}", missing.join(" "));
+    cmd(Command::new("apt-get")
+        .args(["update", "-qq"])
+        .stdin(std::process::Stdio::null()))?;
+    cmd(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(std::process::Stdio::null()))?;
+    println!("setup: packages installed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn on_path(command: &str) -> bool {
+    let path = env::var_os("PATH").unwrap_or_default();
+    env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .any(|dir| dir.join(command).is_file())
+}
+
+/// Mounts a bpf filesystem on /sys/fs/bpf when none is there (a new machine may not have one).
+pub fn bpffs() -> anyhow::Result<()> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let path = c"/sys/fs/bpf";
+    // SAFETY: statfs writes into the zeroed struct.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    let mounted = unsafe { libc::statfs(path.as_ptr(), &mut stat) } == 0
+        && stat.f_type as i64 == BPF_FS_MAGIC;
+    if !mounted {
+        println!("setup: mounting a bpf filesystem on /sys/fs/bpf");
+        cmd(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
+    }
+    Ok(())
+}
