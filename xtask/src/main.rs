@@ -74,12 +74,13 @@ fn run(task: Task) -> anyhow::Result<()> {
             setup::all()?;
             build(false)?;
             let mut test = pinned_cargo();
-            test.args(["test", "--no-fail-fast", "--"]).args(args);
+            test.args(["test", "--all-targets", "--no-fail-fast", "--"])
+                .args(args);
             test.env(
                 "POP_DATAPLANE_BIN",
                 target_dir().join("debug/pop-dataplane"),
             );
-            cmd(&mut test)
+            test_with_summary(&mut test)
         }
         Task::Demo { xdp_mode, seconds } => {
             setup::all()?;
@@ -96,6 +97,49 @@ fn run(task: Task) -> anyhow::Result<()> {
             cmd(pinned_cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))
         }
     }
+}
+
+/// Runs `cargo test`, echoing its output, and ends with one line that adds up every test
+/// binary's result: `summary: N passed, N failed, N ignored`.
+fn test_with_summary(test: &mut Command) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, BufReader};
+
+    let mut child = test
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", display(test)))?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        // test result: ok. 21 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; ...
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (Some(what), Some(count)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let Ok(count) = count.parse::<u64>() else {
+                    continue;
+                };
+                match what {
+                    "passed" => passed += count,
+                    "failed" => failed += count,
+                    "ignored" => ignored += count,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("summary: {passed} passed, {failed} failed, {ignored} ignored");
+    if !status.success() {
+        bail!("{} failed ({status})", display(test));
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
 }
 
 fn build(release: bool) -> anyhow::Result<()> {
