@@ -1,6 +1,6 @@
 /// Room for reasons in [`InterfaceCounters`]. Fixed so that adding a reason keeps the layout of
 /// the pinned counter map that a running dataplane hands to its next version.
-pub const MAX_REASONS: usize = 16;
+pub const MAX_REASONS: usize = 24;
 
 /// Per-interface counters, one entry per interface slot and CPU in `COUNTERS`; userspace sums
 /// the CPUs. Every received packet is counted in `rx_*` and in exactly one outcome: forwarded,
@@ -27,7 +27,7 @@ pub struct InterfaceCounters {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PassReason {
-    /// Not IPv4: ARP, IPv6, LLDP and any other EtherType.
+    /// Neither IPv4 nor IPv6: ARP, LLDP and any other EtherType.
     NonIp = 0,
     /// Unicast to another host's MAC: not addressed to this router at L2.
     OtherHost = 1,
@@ -35,11 +35,11 @@ pub enum PassReason {
     LinkMulticast = 2,
     /// IPv4 header with options; the kernel processes them.
     IpOptions = 3,
-    /// IP multicast or broadcast destination.
+    /// IP multicast destination (224.0.0.0/4, ff00::/8).
     IpMulticast = 4,
-    /// Link-local destination (169.254.0.0/16): never forwarded.
+    /// Link-local destination or source (169.254.0.0/16, fe80::/10): never forwarded.
     LinkLocal = 5,
-    /// TTL <= 1: the kernel answers ICMP time exceeded.
+    /// TTL or hop limit <= 1: the kernel answers ICMP time exceeded.
     TtlExceeded = 6,
     /// No route matches the destination.
     NoRoute = 7,
@@ -51,6 +51,14 @@ pub enum PassReason {
     MtuExceeded = 10,
     /// Addressed to one of the router's own addresses.
     Local = 11,
+    /// IPv6 hop-by-hop options: the kernel processes them.
+    HopByHop = 12,
+    /// Arrived on a VLAN, or the untagged side of a port, that is not a configured
+    /// interface, or with more than two VLAN tags.
+    NotRouted = 13,
+    /// A destination that is never forwarded: 0.0.0.0/8, 127.0.0.0/8, 240.0.0.0/4 (limited
+    /// broadcast included), ::, ::1.
+    Reserved = 14,
 }
 
 /// Why a frame was dropped.
@@ -58,7 +66,7 @@ pub enum PassReason {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DropReason {
     /// Truncated or inconsistent headers: shorter than its headers, wrong IP version, IHL < 5,
-    /// total length outside the frame.
+    /// IPv4 total length or IPv6 payload length outside the frame.
     Malformed = 0,
     /// IPv4 header checksum wrong (RFC 1812 5.2.2: a router must discard it).
     BadChecksum = 1,
@@ -66,10 +74,12 @@ pub enum DropReason {
     Blackhole = 2,
     /// The egress interface has no devmap entry: the redirect failed.
     NoEgress = 3,
+    /// The frame could not be grown or shrunk for the next hop's VLAN tags.
+    RewriteFailed = 4,
 }
 
 impl PassReason {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 15] = [
         Self::NonIp,
         Self::OtherHost,
         Self::LinkMulticast,
@@ -82,6 +92,9 @@ impl PassReason {
         Self::Unresolved,
         Self::MtuExceeded,
         Self::Local,
+        Self::HopByHop,
+        Self::NotRouted,
+        Self::Reserved,
     ];
 
     /// The stable name used in `stats`, JSON and metrics.
@@ -99,16 +112,20 @@ impl PassReason {
             Self::Unresolved => "unresolved",
             Self::MtuExceeded => "mtu_exceeded",
             Self::Local => "local",
+            Self::HopByHop => "hop_by_hop",
+            Self::NotRouted => "not_routed",
+            Self::Reserved => "reserved",
         }
     }
 }
 
 impl DropReason {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Malformed,
         Self::BadChecksum,
         Self::Blackhole,
         Self::NoEgress,
+        Self::RewriteFailed,
     ];
 
     /// The stable name used in `stats`, JSON and metrics.
@@ -118,6 +135,7 @@ impl DropReason {
             Self::BadChecksum => "bad_checksum",
             Self::Blackhole => "blackhole",
             Self::NoEgress => "no_egress",
+            Self::RewriteFailed => "rewrite_failed",
         }
     }
 }

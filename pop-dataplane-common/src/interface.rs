@@ -1,21 +1,51 @@
-/// An interface the XDP program is attached to: the value of `INTERFACES`, keyed by ifindex.
+/// Identifies the interface a frame arrived on: the port it was received on and its VLAN
+/// tags. The key of `INTERFACES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InterfaceKey {
+    /// The port: the physical interface the program is attached to.
+    pub ifindex: u32,
+    /// VLAN id of the outer tag (802.1ad or 802.1Q), 0 for an untagged frame. A priority
+    /// tag (VLAN id 0) counts as untagged.
+    pub vlan_outer: u16,
+    /// VLAN id of the inner tag of a double-tagged (QinQ) frame, else 0.
+    pub vlan_inner: u16,
+}
+
+impl InterfaceKey {
+    pub const fn untagged(ifindex: u32) -> Self {
+        Self {
+            ifindex,
+            vlan_outer: 0,
+            vlan_inner: 0,
+        }
+    }
+}
+
+/// An interface the router routes on: a port (untagged) or a VLAN sub-interface of one. The
+/// value of `INTERFACES`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Interface {
-    /// Dense index of this interface in `EGRESS` and `COUNTERS`, `0..MAX_INTERFACES`.
+    /// Its index in `COUNTERS`, `0..MAX_INTERFACES`.
     pub slot: u32,
-    /// The interface's own MAC address. A unicast frame to any other address is not for this
-    /// router to forward (it reached us only because the port is promiscuous or flooded).
+    /// Its own MAC address. A unicast frame to any other address is not for this router to
+    /// forward (it reached us only because the port is promiscuous or flooded).
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// `Interface::ROUTED` and friends.
+    pub flags: u16,
 }
 
 impl Interface {
-    pub const fn new(slot: u32, mac: [u8; 6]) -> Self {
-        Self {
-            slot,
-            mac,
-            _pad: [0; 2],
-        }
+    /// Frames on it are routed. Without it (a port whose untagged side is not configured),
+    /// frames are counted and handed to the kernel.
+    pub const ROUTED: u16 = 1 << 0;
+
+    pub const fn new(slot: u32, mac: [u8; 6], flags: u16) -> Self {
+        Self { slot, mac, flags }
+    }
+
+    pub const fn is_routed(&self) -> bool {
+        self.flags & Self::ROUTED != 0
     }
 }

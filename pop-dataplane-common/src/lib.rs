@@ -4,15 +4,18 @@
 #![no_std]
 
 pub mod counters;
+pub mod ecmp;
 pub mod interface;
 pub mod maps;
 pub mod nexthop;
 pub mod route;
+pub mod trace;
 
 pub use counters::{DropReason, InterfaceCounters, PassReason};
-pub use interface::Interface;
-pub use nexthop::Nexthop;
-pub use route::{Route, RouteTarget};
+pub use interface::{Interface, InterfaceKey};
+pub use nexthop::{Nexthop, NexthopGroup};
+pub use route::{Route, RouteEntry, RouteTarget};
+pub use trace::TraceRecord;
 
 /// Implements `aya::Pod` (userspace only): the type is plain old data, valid for any bytes.
 macro_rules! impl_pod {
@@ -26,4 +29,13 @@ macro_rules! impl_pod {
     };
 }
 
-impl_pod!(Interface, Nexthop, RouteTarget, InterfaceCounters);
+impl_pod!(
+    Interface,
+    InterfaceKey,
+    Nexthop,
+    NexthopGroup,
+    RouteTarget,
+    RouteEntry,
+    InterfaceCounters,
+    TraceRecord,
+);

@@ -1,11 +1,12 @@
 //! Names and capacities of the BPF maps. The eBPF crate declares each map under exactly the name
 //! given here; userspace opens them by these names.
 
-/// `HASH`: ingress ifindex (`u32`) -> [`crate::Interface`]. Interfaces not in it are not ours:
-/// their packets go to the kernel untouched and uncounted.
+/// `HASH`: [`crate::InterfaceKey`] (port ifindex and VLAN tags) -> [`crate::Interface`]. A
+/// frame whose port has no entry at all is not ours: it goes to the kernel untouched and
+/// uncounted.
 pub const INTERFACES: &str = "INTERFACES";
 
-/// `DEVMAP`: interface slot -> egress ifindex, the target of `bpf_redirect_map`.
+/// `DEVMAP`: port index -> egress ifindex, the target of `bpf_redirect_map`.
 pub const EGRESS: &str = "EGRESS";
 
 /// `PERCPU_ARRAY`: interface slot -> [`crate::InterfaceCounters`].
@@ -14,14 +15,35 @@ pub const COUNTERS: &str = "COUNTERS";
 /// `ARRAY`: next-hop id -> [`crate::Nexthop`].
 pub const NEXTHOPS: &str = "NEXTHOPS";
 
-/// `LPM_TRIE`: IPv4 prefix (destination address in network byte order) -> [`crate::RouteTarget`].
+/// `ARRAY`: group id -> [`crate::NexthopGroup`].
+pub const NEXTHOP_GROUPS: &str = "NEXTHOP_GROUPS";
+
+/// `LPM_TRIE`: IPv4 prefix (address in network byte order) -> [`crate::RouteEntry`].
 pub const ROUTES_V4: &str = "ROUTES_V4";
 
-/// Interface slots: attached interfaces, each with one devmap entry and one counter entry.
-pub const MAX_INTERFACES: u32 = 256;
+/// `LPM_TRIE`: IPv6 prefix -> [`crate::RouteEntry`].
+pub const ROUTES_V6: &str = "ROUTES_V6";
+
+/// `PERCPU_ARRAY`, one entry: the [`crate::TraceRecord`] of the last traced frame.
+pub const TRACE: &str = "TRACE";
+
+/// Global (`.rodata`, set at load): the seed of the ECMP flow hash.
+pub const ECMP_SEED: &str = "ECMP_SEED";
+
+/// Interface slots: ports and VLAN sub-interfaces, each with one counter entry.
+pub const MAX_INTERFACES: u32 = 1024;
+
+/// Ports: attached physical interfaces, each with one devmap entry.
+pub const MAX_PORTS: u32 = 256;
 
 /// Next-hop ids are `0..MAX_NEXTHOPS`.
 pub const MAX_NEXTHOPS: u32 = 65_536;
 
+/// ECMP group ids are `0..MAX_NEXTHOP_GROUPS`.
+pub const MAX_NEXTHOP_GROUPS: u32 = 4096;
+
 /// IPv4 routes. The global table holds about 1.0-1.2 million prefixes today.
 pub const MAX_ROUTES_V4: u32 = 2 * 1024 * 1024;
+
+/// IPv6 routes. The global table holds about 230-280 thousand prefixes today.
+pub const MAX_ROUTES_V6: u32 = 1024 * 1024;

@@ -1,17 +1,25 @@
 /// A next hop: where and how a routed packet leaves. The value of `NEXTHOPS`, keyed by id.
 ///
-/// Routes name next hops by id, so a neighbour's MAC changing or its link going down is one
-/// write here, whatever the number of routes through it.
+/// Routes name next hops by id (directly or through a group), so a neighbour's MAC changing
+/// or its link going down is one write here, whatever the number of routes through it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Nexthop {
-    /// Slot of the egress interface in `EGRESS` and `COUNTERS`.
-    pub egress_slot: u32,
+    /// The egress port's index in `EGRESS` (the devmap).
+    pub port: u32,
+    /// The egress interface's index in `COUNTERS` (the port, or its VLAN sub-interface).
+    pub slot: u32,
     /// The egress interface's MTU: the largest IP packet it sends. Larger packets go to the
     /// kernel, which fragments them or answers "fragmentation needed" / "packet too big".
     pub mtu: u16,
     /// `Nexthop::RESOLVED` and friends.
     pub flags: u16,
+    /// VLAN id of the tag to send with, 0 for none. With `vlan_inner`, the outer tag.
+    pub vlan_outer: u16,
+    /// VLAN id of the inner tag (QinQ), 0 for none.
+    pub vlan_inner: u16,
+    /// TPID of the outer tag: 0x8100 (802.1Q) or 0x88a8 (802.1ad).
+    pub vlan_outer_tpid: u16,
     /// Source MAC of forwarded frames: the egress interface's own address.
     pub src_mac: [u8; 6],
     /// Destination MAC of forwarded frames: the neighbour's address.
@@ -24,5 +32,34 @@ impl Nexthop {
 
     pub const fn is_resolved(&self) -> bool {
         self.flags & Self::RESOLVED != 0
+    }
+
+    /// VLAN tags the frame leaves with: 0, 1 or 2.
+    pub const fn vlan_tags(&self) -> usize {
+        match (self.vlan_outer, self.vlan_inner) {
+            (0, _) => 0,
+            (_, 0) => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// Buckets of an ECMP group: a power of two, so that a hash picks one with a mask.
+pub const ECMP_BUCKETS: usize = 64;
+
+/// An ECMP group: the value of `NEXTHOP_GROUPS`. Its members' next-hop ids fill the buckets
+/// (each member about equally often); a flow's hash picks a bucket. Taking a member out
+/// rewrites only its own buckets, so the other flows stay where they are.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NexthopGroup {
+    pub buckets: [u32; ECMP_BUCKETS],
+}
+
+impl Default for NexthopGroup {
+    fn default() -> Self {
+        Self {
+            buckets: [0; ECMP_BUCKETS],
+        }
     }
 }

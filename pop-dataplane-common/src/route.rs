@@ -1,7 +1,7 @@
-/// What a route lookup yields: the value of the route maps, packed in 32 bits (the kind in the
-/// top four bits, an id below) so that compiled FIB tables of many entries stay small.
+/// What a route points at, packed in 32 bits (the kind in the top four bits, an id below) so
+/// that compiled FIB tables of many entries stay small.
 #[repr(transparent)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteTarget(u32);
 
 /// A decoded [`RouteTarget`].
@@ -9,6 +9,8 @@ pub struct RouteTarget(u32);
 pub enum Route {
     /// Forward through the next hop with this id.
     Nexthop(u32),
+    /// Forward through a member of the ECMP group with this id.
+    Group(u32),
     /// Drop, counted.
     Blackhole,
     /// Hand to the kernel, counted.
@@ -28,25 +30,20 @@ impl RouteTarget {
     const KIND_BLACKHOLE: u32 = 2;
     const KIND_KERNEL: u32 = 3;
     const KIND_LOCAL: u32 = 4;
+    const KIND_GROUP: u32 = 5;
 
     const fn pack(kind: u32, id: u32) -> Self {
         Self((kind << Self::KIND_SHIFT) | (id & Self::ID_MASK))
     }
 
-    pub const fn nexthop(id: u32) -> Self {
-        Self::pack(Self::KIND_NEXTHOP, id)
-    }
-
-    pub const fn blackhole() -> Self {
-        Self::pack(Self::KIND_BLACKHOLE, 0)
-    }
-
-    pub const fn kernel() -> Self {
-        Self::pack(Self::KIND_KERNEL, 0)
-    }
-
-    pub const fn local() -> Self {
-        Self::pack(Self::KIND_LOCAL, 0)
+    pub const fn new(route: Route) -> Self {
+        match route {
+            Route::Nexthop(id) => Self::pack(Self::KIND_NEXTHOP, id),
+            Route::Group(id) => Self::pack(Self::KIND_GROUP, id),
+            Route::Blackhole => Self::pack(Self::KIND_BLACKHOLE, 0),
+            Route::Local => Self::pack(Self::KIND_LOCAL, 0),
+            Route::Kernel | Route::Unknown => Self::pack(Self::KIND_KERNEL, 0),
+        }
     }
 
     #[inline(always)]
@@ -54,6 +51,7 @@ impl RouteTarget {
         let id = self.0 & Self::ID_MASK;
         match self.0 >> Self::KIND_SHIFT {
             Self::KIND_NEXTHOP => Route::Nexthop(id),
+            Self::KIND_GROUP => Route::Group(id),
             Self::KIND_BLACKHOLE => Route::Blackhole,
             Self::KIND_KERNEL => Route::Kernel,
             Self::KIND_LOCAL => Route::Local,
@@ -72,11 +70,26 @@ impl RouteTarget {
 
 impl From<Route> for RouteTarget {
     fn from(route: Route) -> Self {
-        match route {
-            Route::Nexthop(id) => Self::nexthop(id),
-            Route::Blackhole => Self::blackhole(),
-            Route::Local => Self::local(),
-            Route::Kernel | Route::Unknown => Self::kernel(),
+        Self::new(route)
+    }
+}
+
+/// The value of the route maps (`ROUTES_V4`, `ROUTES_V6`): the target, and the length of the
+/// prefix it was stored under, so that a lookup also tells which route matched (`trace`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RouteEntry {
+    pub target: RouteTarget,
+    pub prefix_len: u8,
+    pub _pad: [u8; 3],
+}
+
+impl RouteEntry {
+    pub const fn new(target: RouteTarget, prefix_len: u8) -> Self {
+        Self {
+            target,
+            prefix_len,
+            _pad: [0; 3],
         }
     }
 }

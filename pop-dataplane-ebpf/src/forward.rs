@@ -3,23 +3,26 @@
 //! reason that the counters record.
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
-use network_types::{
-    eth::{EthHdr, EtherType},
-    ip::Ipv4Hdr,
+use pop_dataplane_common::{
+    DropReason, Interface, InterfaceKey, Nexthop, PassReason, Route, RouteEntry,
+    nexthop::ECMP_BUCKETS,
 };
-use pop_dataplane_common::{DropReason, Interface, PassReason, Route};
 
 use crate::{
-    checksum,
-    maps::{NEXTHOPS, ROUTES_V4},
-    packet::{frame_len, header_mut},
+    ipv4, ipv6,
+    l2::{self, LinkError},
+    maps::{ECMP_SEED, INTERFACES, NEXTHOP_GROUPS, NEXTHOPS, ROUTES_V4, ROUTES_V6},
+    packet::frame_len,
 };
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
 
 /// The outcome for one frame.
 #[derive(Clone, Copy)]
 pub enum Verdict {
-    /// Headers rewritten; redirect out of this egress slot.
-    Forward { egress_slot: u32 },
+    /// Headers rewritten; redirect out of `port`, count on interface `slot`.
+    Forward { port: u32, slot: u32 },
     /// `XDP_PASS`, frame untouched.
     ToKernel(PassReason),
     /// `XDP_DROP`.
@@ -28,91 +31,144 @@ pub enum Verdict {
 
 use Verdict::{Drop, ToKernel};
 
-/// Decides what happens to the frame in `ctx`, received on `ingress`, and when it is to be
-/// forwarded, rewrites it for its next hop.
+/// What the decision went through, for `trace`.
+pub struct Path {
+    /// The ingress interface's counter slot; `None` when the frame is not ours.
+    pub ingress_slot: Option<u32>,
+    pub route: Option<RouteEntry>,
+    pub hash: u32,
+    pub nexthop: Option<u32>,
+}
+
+/// The network header's fields, for the steps that differ by family.
+enum Network {
+    V4(ipv4::Ipv4),
+    V6(ipv6::Ipv6),
+}
+
+/// Decides what happens to the frame in `ctx` and, when it is to be forwarded, rewrites it
+/// for its next hop. `None` when the frame did not arrive on one of our ports.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, ingress: &Interface) -> Verdict {
-    match try_forward(ctx, ingress) {
+pub fn forward(ctx: &XdpContext, path: &mut Path) -> Option<Verdict> {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let link = l2::parse(ctx);
+
+    // The ingress interface: the port's, or its VLAN sub-interface's. Frames we cannot place
+    // on a configured interface are still counted on their port.
+    let key = match &link {
+        Ok(link) => InterfaceKey {
+            ifindex,
+            vlan_outer: link.vlan_outer,
+            vlan_inner: link.vlan_inner,
+        },
+        Err(_) => InterfaceKey::untagged(ifindex),
+    };
+    let ingress = match interface(&key) {
+        Some(ingress) => ingress,
+        None => {
+            let port = interface(&InterfaceKey::untagged(ifindex))?;
+            path.ingress_slot = Some(port.slot);
+            return Some(ToKernel(PassReason::NotRouted));
+        }
+    };
+    path.ingress_slot = Some(ingress.slot);
+    let link = match link {
+        Ok(link) => link,
+        Err(LinkError::Truncated) => return Some(Drop(DropReason::Malformed)),
+        Err(LinkError::TooManyTags) => return Some(ToKernel(PassReason::NotRouted)),
+    };
+    Some(match route(ctx, &ingress, &link, path) {
         Ok(verdict) | Err(verdict) => verdict,
-    }
+    })
 }
 
 #[inline(always)]
-fn try_forward(ctx: &XdpContext, ingress: &Interface) -> Result<Verdict, Verdict> {
-    let eth: *mut EthHdr = header_mut(ctx, 0).ok_or(Drop(DropReason::Malformed))?;
-    // SAFETY: `header_mut` checked that the header lies inside the frame.
-    let eth = unsafe { &mut *eth };
-    if eth.ether_type != EtherType::Ipv4 as u16 {
+fn interface(key: &InterfaceKey) -> Option<Interface> {
+    // SAFETY: the map is not preallocated: an entry read is never reused under us.
+    unsafe { INTERFACES.get(key) }.copied()
+}
+
+#[inline(always)]
+fn route(
+    ctx: &XdpContext,
+    ingress: &Interface,
+    link: &l2::Link,
+    path: &mut Path,
+) -> Result<Verdict, Verdict> {
+    if !ingress.is_routed() {
+        return Err(ToKernel(PassReason::NotRouted));
+    }
+    if link.ether_type != ETH_P_IP && link.ether_type != ETH_P_IPV6 {
         return Err(ToKernel(PassReason::NonIp));
     }
-    if eth.dst_addr[0] & 1 != 0 {
+    if link.dst[0] & 1 != 0 {
         return Err(ToKernel(PassReason::LinkMulticast));
     }
-    if eth.dst_addr != ingress.mac {
+    if link.dst != ingress.mac {
         return Err(ToKernel(PassReason::OtherHost));
     }
 
-    let ip: *mut Ipv4Hdr = header_mut(ctx, EthHdr::LEN).ok_or(Drop(DropReason::Malformed))?;
-    // SAFETY: as above.
-    let ip = unsafe { &mut *ip };
-    if ip.vihl >> 4 != 4 || ip.vihl & 0x0f < 5 {
-        return Err(Drop(DropReason::Malformed));
-    }
-    if ip.vihl & 0x0f > 5 {
-        return Err(ToKernel(PassReason::IpOptions));
-    }
-    let total_len = u16::from_be_bytes(ip.tot_len);
-    if usize::from(total_len) < Ipv4Hdr::LEN
-        || EthHdr::LEN + usize::from(total_len) > frame_len(ctx)
-    {
-        return Err(Drop(DropReason::Malformed));
-    }
-    // SAFETY: an options-free IPv4 header is exactly these 20 bytes.
-    if !checksum::ipv4_header_valid(unsafe { &*(ip as *const Ipv4Hdr).cast::<[u8; 20]>() }) {
-        return Err(Drop(DropReason::BadChecksum));
-    }
-
-    let dst = ip.dst_addr;
-    // 224.0.0.0/4 multicast, 240.0.0.0/4 reserved and 255.255.255.255 broadcast.
-    if dst[0] >= 224 {
-        return Err(ToKernel(PassReason::IpMulticast));
-    }
-    if dst[0] == 169 && dst[1] == 254 {
-        return Err(ToKernel(PassReason::LinkLocal));
-    }
-
-    let target = ROUTES_V4
-        .get(&Key::new(32, dst))
-        .ok_or(ToKernel(PassReason::NoRoute))?;
-    let nexthop_id = match target.decode() {
-        Route::Nexthop(id) => id,
-        Route::Blackhole => return Err(Drop(DropReason::Blackhole)),
-        Route::Local => return Err(ToKernel(PassReason::Local)),
-        Route::Kernel | Route::Unknown => return Err(ToKernel(PassReason::KernelRoute)),
+    let l3 = link.l3_offset();
+    let len = frame_len(ctx);
+    let network = if link.ether_type == ETH_P_IP {
+        Network::V4(ipv4::inspect(ctx, l3, len)?)
+    } else {
+        Network::V6(ipv6::inspect(ctx, l3, len)?)
     };
 
-    if ip.ttl <= 1 {
+    let entry = match &network {
+        Network::V4(ip) => ROUTES_V4.get(&Key::new(32, ip.dst)),
+        Network::V6(ip) => ROUTES_V6.get(&Key::new(128, ip.dst)),
+    }
+    .copied()
+    .ok_or(ToKernel(PassReason::NoRoute))?;
+    path.route = Some(entry);
+
+    let nexthop_id = match entry.target.decode() {
+        Route::Nexthop(id) => id,
+        Route::Group(group) => {
+            let seed = ECMP_SEED.load();
+            path.hash = match &network {
+                Network::V4(ip) => ipv4::flow_hash(ctx, l3, ip, seed),
+                Network::V6(ip) => ipv6::flow_hash(ctx, l3, ip, seed),
+            };
+            let group = NEXTHOP_GROUPS
+                .get(group)
+                .ok_or(ToKernel(PassReason::Unresolved))?;
+            group.buckets[path.hash as usize % ECMP_BUCKETS]
+        }
+        Route::Local => return Err(ToKernel(PassReason::Local)),
+        Route::Blackhole => return Err(Drop(DropReason::Blackhole)),
+        Route::Kernel | Route::Unknown => return Err(ToKernel(PassReason::KernelRoute)),
+    };
+    path.nexthop = Some(nexthop_id);
+
+    let (ttl, ip_len) = match &network {
+        Network::V4(ip) => (ip.ttl, u32::from(ip.total_len)),
+        Network::V6(ip) => (ip.hop_limit, ip.total_len()),
+    };
+    if ttl <= 1 {
         return Err(ToKernel(PassReason::TtlExceeded));
     }
-    let nexthop = NEXTHOPS
+    let nexthop: Nexthop = *NEXTHOPS
         .get(nexthop_id)
         .ok_or(ToKernel(PassReason::Unresolved))?;
     if !nexthop.is_resolved() {
         return Err(ToKernel(PassReason::Unresolved));
     }
-    if total_len > nexthop.mtu {
+    if ip_len > u32::from(nexthop.mtu) {
         return Err(ToKernel(PassReason::MtuExceeded));
     }
 
     // Commit: from here on the frame is ours to send.
-    let old_word = u16::from_be_bytes([ip.ttl, ip.proto]);
-    ip.ttl -= 1;
-    let new_word = u16::from_be_bytes([ip.ttl, ip.proto]);
-    let check = checksum::replace_word(u16::from_be_bytes(ip.check), old_word, new_word);
-    ip.check = check.to_be_bytes();
-    eth.dst_addr = nexthop.dst_mac;
-    eth.src_addr = nexthop.src_mac;
+    match &network {
+        Network::V4(_) => ipv4::decrement_ttl(ctx, l3),
+        Network::V6(_) => ipv6::decrement_hop_limit(ctx, l3),
+    }
+    .ok_or(Drop(DropReason::RewriteFailed))?;
+    l2::rewrite(ctx, link, &nexthop).map_err(|()| Drop(DropReason::RewriteFailed))?;
     Ok(Verdict::Forward {
-        egress_slot: nexthop.egress_slot,
+        port: nexthop.port,
+        slot: nexthop.slot,
     })
 }

@@ -1,24 +1,27 @@
 //! The BPF maps, under the names and capacities of `pop_dataplane_common::maps`. Userspace fills
-//! all of them; the program only reads them, except the counters.
+//! all of them; the program only reads them, except `COUNTERS` and `TRACE`.
 
 use aya_ebpf::{
+    Global,
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, DevMap, HashMap, LpmTrie, PerCpuArray},
 };
 use pop_dataplane_common::{
-    Interface, InterfaceCounters, Nexthop, RouteTarget,
-    maps::{MAX_INTERFACES, MAX_NEXTHOPS, MAX_ROUTES_V4},
+    Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, TraceRecord,
+    maps::{
+        MAX_INTERFACES, MAX_NEXTHOP_GROUPS, MAX_NEXTHOPS, MAX_PORTS, MAX_ROUTES_V4, MAX_ROUTES_V6,
+    },
 };
 
 /// Not preallocated: an update then swaps in a new element instead of rewriting the one a
 /// packet may be reading.
 #[map]
-pub static INTERFACES: HashMap<u32, Interface> =
+pub static INTERFACES: HashMap<InterfaceKey, Interface> =
     HashMap::with_max_entries(MAX_INTERFACES, BPF_F_NO_PREALLOC);
 
 #[map]
-pub static EGRESS: DevMap = DevMap::with_max_entries(MAX_INTERFACES, 0);
+pub static EGRESS: DevMap = DevMap::with_max_entries(MAX_PORTS, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<InterfaceCounters> =
@@ -27,6 +30,19 @@ pub static COUNTERS: PerCpuArray<InterfaceCounters> =
 #[map]
 pub static NEXTHOPS: Array<Nexthop> = Array::with_max_entries(MAX_NEXTHOPS, 0);
 
+#[map]
+pub static NEXTHOP_GROUPS: Array<NexthopGroup> = Array::with_max_entries(MAX_NEXTHOP_GROUPS, 0);
+
 /// Keyed by the destination address in network byte order.
 #[map]
-pub static ROUTES_V4: LpmTrie<[u8; 4], RouteTarget> = LpmTrie::with_max_entries(MAX_ROUTES_V4, 0);
+pub static ROUTES_V4: LpmTrie<[u8; 4], RouteEntry> = LpmTrie::with_max_entries(MAX_ROUTES_V4, 0);
+
+#[map]
+pub static ROUTES_V6: LpmTrie<[u8; 16], RouteEntry> = LpmTrie::with_max_entries(MAX_ROUTES_V6, 0);
+
+#[map]
+pub static TRACE: PerCpuArray<TraceRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Set by userspace at load time; constant for the verifier.
+#[unsafe(no_mangle)]
+pub static ECMP_SEED: Global<u32> = Global::new(0);

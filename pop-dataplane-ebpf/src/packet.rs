@@ -1,14 +1,14 @@
-//! Bounds-checked access to the frame. Every header is reached through [`header_mut`], which
-//! proves to the verifier that the whole header lies inside the frame.
+//! Bounds-checked access to the frame. Every header is reached through [`header`], which
+//! proves to the verifier that the whole header lies inside the frame's linear part.
 
 use core::mem::size_of;
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{helpers::generated::bpf_xdp_get_buff_len, programs::XdpContext};
 
 /// A pointer to a `T` at `offset` bytes into the frame, or `None` when the frame is too short.
-/// `T` must be a header type valid for any bytes with alignment 1 or 2.
+/// `T` must be a header type valid for any bytes, with alignment 1 or 2.
 #[inline(always)]
-pub fn header_mut<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+pub fn header<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
@@ -17,8 +17,9 @@ pub fn header_mut<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-/// Length of the frame in bytes.
+/// Length of the whole frame in bytes, fragments of a multi-buffer frame included.
 #[inline(always)]
 pub fn frame_len(ctx: &XdpContext) -> usize {
-    ctx.data_end() - ctx.data()
+    // SAFETY: the helper only reads the context it is given.
+    unsafe { bpf_xdp_get_buff_len(ctx.ctx) as usize }
 }

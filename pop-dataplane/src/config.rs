@@ -1,17 +1,23 @@
-//! The routing config file (TOML): interfaces to attach to, next hops, routes.
+//! The routing config file (TOML): interfaces to route on, next hops, routes.
 //!
 //! ```toml
 //! [[interface]]
-//! name = "eth0"
+//! name = "eth0"                # a port, or a Linux VLAN device on one ("eth0.100")
+//!
+//! [[interface]]
+//! name = "eth0.300"            # a VLAN sub-interface defined here
+//! port = "eth0"
+//! vlan = 300                   # or [200, 300]: QinQ (outer, inner)
 //!
 //! [[nexthop]]
 //! name = "transit-a"
 //! dev = "eth1"
-//! lladdr = "02:00:5e:10:00:01"
+//! via = "198.51.100.1"         # the neighbour's address
+//! lladdr = "02:00:5e:10:00:01" # its MAC, when static
 //!
 //! [[route]]
-//! prefix = "203.0.113.0/24"
-//! nexthop = "transit-a"       # or: type = "blackhole" / type = "kernel"
+//! prefix = "203.0.113.0/24"    # IPv4 or IPv6
+//! nexthop = "transit-a"        # or a list (ECMP), or: type = "blackhole" / "kernel"
 //! ```
 //!
 //! [`Config::parse`] checks everything that can be checked without looking at the host, and
@@ -19,7 +25,10 @@
 
 use std::{collections::HashMap, fmt, fs, path::Path};
 
-use ipnet::Ipv4Net;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use pop_dataplane_common::nexthop::ECMP_BUCKETS;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -39,7 +48,21 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InterfaceConfig {
     pub name: String,
+    /// For a VLAN sub-interface defined here rather than as a Linux VLAN device: the port
+    /// it is on, and its tags.
+    pub vlan: Option<VlanConfig>,
     pub line: usize,
+}
+
+/// A VLAN sub-interface of a port, as the config defines it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VlanConfig {
+    pub port: String,
+    /// Outer tag's VLAN id, and the inner tag's for QinQ.
+    pub outer: u16,
+    pub inner: Option<u16>,
+    /// TPID of the outer tag: 0x8100 (802.1Q), or 0x88a8 (802.1ad, the default for QinQ).
+    pub outer_tpid: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,25 +70,31 @@ pub struct NexthopConfig {
     pub name: String,
     /// Egress interface: one of `Config::interfaces`.
     pub dev: String,
-    /// The neighbour's MAC address.
-    pub lladdr: MacAddr,
+    /// The neighbour's address.
+    pub via: Option<IpAddr>,
+    /// The neighbour's MAC address, when static. Without it the next hop is unresolved and
+    /// its packets go to the kernel.
+    pub lladdr: Option<MacAddr>,
     pub line: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteConfig {
-    pub prefix: Ipv4Net,
+    pub prefix: IpNet,
     pub action: RouteAction,
     pub line: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RouteAction {
-    /// Index into `Config::nexthops`.
-    Nexthop(usize),
+    /// Indexes into `Config::nexthops`: one, or several for ECMP (sorted, distinct).
+    Nexthops(Vec<usize>),
     Blackhole,
     Kernel,
 }
+
+/// Most next hops one route may spread over.
+pub const MAX_ECMP_NEXTHOPS: usize = ECMP_BUCKETS;
 
 /// What is wrong with a config file, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +130,25 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawInterface {
     name: String,
+    port: Option<String>,
+    vlan: Option<OneOrManyIds>,
+    vlan_protocol: Option<RawVlanProtocol>,
+}
+
+/// `vlan = 100` or `vlan = [200, 300]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrManyIds {
+    One(i64),
+    Many(Vec<i64>),
+}
+
+#[derive(Deserialize, Clone, Copy)]
+enum RawVlanProtocol {
+    #[serde(rename = "802.1q")]
+    Dot1q,
+    #[serde(rename = "802.1ad")]
+    Dot1ad,
 }
 
 #[derive(Deserialize)]
@@ -108,16 +156,25 @@ struct RawInterface {
 struct RawNexthop {
     name: String,
     dev: String,
-    lladdr: String,
+    via: Option<String>,
+    lladdr: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
     prefix: String,
-    nexthop: Option<String>,
+    nexthop: Option<OneOrMany>,
     #[serde(rename = "type")]
     kind: Option<RawRouteKind>,
+}
+
+/// `nexthop = "a"` or `nexthop = ["a", "b"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -187,8 +244,51 @@ impl Config {
             {
                 return Err(at(format!("listed twice (first on line {})", first.line)));
             }
+            let raw = entry.get_ref();
+            let vlan = match (&raw.port, &raw.vlan) {
+                (None, None) => {
+                    if raw.vlan_protocol.is_some() {
+                        return Err(at("vlan_protocol needs port and vlan".to_owned()));
+                    }
+                    None
+                }
+                (Some(_), None) | (None, Some(_)) => {
+                    return Err(at(
+                        "a VLAN sub-interface needs both `port` and `vlan`".to_owned()
+                    ));
+                }
+                (Some(port), Some(ids)) => {
+                    let ids: Vec<i64> = match ids {
+                        OneOrManyIds::One(id) => vec![*id],
+                        OneOrManyIds::Many(ids) => ids.clone(),
+                    };
+                    if ids.is_empty() || ids.len() > 2 {
+                        return Err(at(
+                            "vlan takes one VLAN id, or two (outer, inner) for QinQ".to_owned()
+                        ));
+                    }
+                    let mut checked = Vec::with_capacity(2);
+                    for id in ids {
+                        if !(1..=4094).contains(&id) {
+                            return Err(at(format!("VLAN id {id} is outside 1-4094")));
+                        }
+                        checked.push(id as u16);
+                    }
+                    let outer_tpid = match (raw.vlan_protocol, checked.len()) {
+                        (Some(RawVlanProtocol::Dot1q), _) | (None, 1) => 0x8100,
+                        (Some(RawVlanProtocol::Dot1ad), _) | (None, _) => 0x88a8,
+                    };
+                    Some(VlanConfig {
+                        port: port.clone(),
+                        outer: checked[0],
+                        inner: checked.get(1).copied(),
+                        outer_tpid,
+                    })
+                }
+            };
             interfaces.push(InterfaceConfig {
                 name: name.clone(),
+                vlan,
                 line,
             });
         }
@@ -217,14 +317,33 @@ impl Config {
                     names(interfaces.iter().map(|i| i.name.as_str()))
                 )));
             }
-            let lladdr: MacAddr = raw.lladdr.parse().map_err(|err: String| at(err))?;
-            if !lladdr.is_unicast() || lladdr.is_zero() {
-                return Err(at(format!("lladdr {lladdr} is not a unicast MAC address")));
+            let lladdr = match &raw.lladdr {
+                Some(text) => {
+                    let lladdr: MacAddr = text.parse().map_err(|err: String| at(err))?;
+                    if !lladdr.is_unicast() || lladdr.is_zero() {
+                        return Err(at(format!("lladdr {lladdr} is not a unicast MAC address")));
+                    }
+                    Some(lladdr)
+                }
+                None => None,
+            };
+            let via = match &raw.via {
+                Some(text) => Some(
+                    text.parse::<IpAddr>()
+                        .map_err(|_| at(format!("via {text:?} is not an IPv4 or IPv6 address")))?,
+                ),
+                None => None,
+            };
+            if via.is_none() && lladdr.is_none() {
+                return Err(at(
+                    "needs `via` (the neighbour's address), `lladdr` (its MAC), or both".to_owned(),
+                ));
             }
             nexthop_ids.insert(raw.name.as_str(), nexthops.len());
             nexthops.push(NexthopConfig {
                 name: raw.name.clone(),
                 dev: raw.dev.clone(),
+                via,
                 lladdr,
                 line,
             });
@@ -246,14 +365,35 @@ impl Config {
             }
             let kind = raw.kind.unwrap_or(RawRouteKind::Unicast);
             let action = match (kind, &raw.nexthop) {
-                (RawRouteKind::Unicast, Some(name)) => {
-                    let id = nexthop_ids.get(name.as_str()).ok_or_else(|| {
-                        at(format!(
-                            "next hop {name:?} is not defined (defined: {})",
-                            names(nexthops.iter().map(|n| n.name.as_str()))
-                        ))
-                    })?;
-                    RouteAction::Nexthop(*id)
+                (RawRouteKind::Unicast, Some(names_given)) => {
+                    let names_given: Vec<&String> = match names_given {
+                        OneOrMany::One(name) => vec![name],
+                        OneOrMany::Many(list) => list.iter().collect(),
+                    };
+                    if names_given.is_empty() {
+                        return Err(at("the next hop list is empty".to_owned()));
+                    }
+                    if names_given.len() > MAX_ECMP_NEXTHOPS {
+                        return Err(at(format!(
+                            "{} next hops; at most {MAX_ECMP_NEXTHOPS} per route",
+                            names_given.len()
+                        )));
+                    }
+                    let mut ids = Vec::with_capacity(names_given.len());
+                    for name in names_given {
+                        let id = nexthop_ids.get(name.as_str()).ok_or_else(|| {
+                            at(format!(
+                                "next hop {name:?} is not defined (defined: {})",
+                                names(nexthops.iter().map(|n| n.name.as_str()))
+                            ))
+                        })?;
+                        if ids.contains(id) {
+                            return Err(at(format!("next hop {name:?} is listed twice")));
+                        }
+                        ids.push(*id);
+                    }
+                    ids.sort_unstable();
+                    RouteAction::Nexthops(ids)
                 }
                 (RawRouteKind::Unicast, None) => {
                     return Err(at(
@@ -284,10 +424,14 @@ impl Config {
     }
 }
 
-/// Parses an IPv4 prefix in CIDR form, refusing host bits (a typo more often than intent).
-pub fn parse_prefix(text: &str) -> Result<Ipv4Net, String> {
-    let prefix: Ipv4Net = text.parse().map_err(|_| {
-        format!("{text:?} is not an IPv4 prefix (expected ADDRESS/LENGTH, e.g. 203.0.113.0/24)")
+/// Parses an IPv4 or IPv6 prefix in CIDR form, refusing host bits (a typo more often than
+/// intent).
+pub fn parse_prefix(text: &str) -> Result<IpNet, String> {
+    let prefix: IpNet = text.parse().map_err(|_| {
+        format!(
+            "{text:?} is not an IP prefix (expected ADDRESS/LENGTH, e.g. 203.0.113.0/24 or \
+             2001:db8::/32)"
+        )
     })?;
     if prefix.addr() != prefix.network() {
         return Err(format!(
@@ -364,7 +508,8 @@ type = "kernel"
             [NexthopConfig {
                 name: "host-b".into(),
                 dev: "rb".into(),
-                lladdr: MacAddr([2, 0, 0, 0, 0, 0x0b]),
+                via: None,
+                lladdr: Some(MacAddr([2, 0, 0, 0, 0, 0x0b])),
                 line: 8,
             }]
         );
@@ -373,7 +518,7 @@ type = "kernel"
             [
                 RouteConfig {
                     prefix: "198.18.2.0/24".parse().unwrap(),
-                    action: RouteAction::Nexthop(0),
+                    action: RouteAction::Nexthops(vec![0]),
                     line: 13,
                 },
                 RouteConfig {
@@ -395,12 +540,12 @@ type = "kernel"
         let text = GOOD.replace("198.18.2.0/24", "198.18.2.0/33");
         assert_eq!(
             error(&text),
-            "lab.toml:13: route 198.18.2.0/33: \"198.18.2.0/33\" is not an IPv4 prefix \
-             (expected ADDRESS/LENGTH, e.g. 203.0.113.0/24)"
+            "lab.toml:13: route 198.18.2.0/33: \"198.18.2.0/33\" is not an IP prefix \
+             (expected ADDRESS/LENGTH, e.g. 203.0.113.0/24 or 2001:db8::/32)"
         );
         let text = GOOD.replace("198.18.2.0/24", "banana");
         assert!(
-            error(&text).starts_with("lab.toml:13: route banana: \"banana\" is not an IPv4 prefix")
+            error(&text).starts_with("lab.toml:13: route banana: \"banana\" is not an IP prefix")
         );
     }
 
@@ -512,6 +657,110 @@ type = "kernel"
         assert_eq!(
             error(&text),
             "lab.toml:17: route 198.18.99.0/24: a blackhole or kernel route takes no next hop"
+        );
+    }
+
+    #[test]
+    fn ipv6_ecmp_and_via() {
+        let text = format!(
+            "{GOOD}
+[[nexthop]]
+name = \"b2\"
+dev = \"rb\"
+via = \"2001:2:0:2::3\"
+
+[[route]]
+prefix = \"2001:2:0:9::/64\"
+nexthop = [\"b2\", \"host-b\"]
+"
+        );
+        let config = Config::parse("lab.toml", &text).unwrap();
+        assert_eq!(
+            config.nexthops[1].via,
+            Some("2001:2:0:2::3".parse().unwrap())
+        );
+        assert_eq!(config.nexthops[1].lladdr, None);
+        assert_eq!(
+            config.routes[3],
+            RouteConfig {
+                prefix: "2001:2:0:9::/64".parse().unwrap(),
+                action: RouteAction::Nexthops(vec![0, 1]),
+                line: 30,
+            }
+        );
+
+        let err = error(&text.replace("2001:2:0:9::/64", "2001:2:0:9::1/64"));
+        assert_eq!(
+            err,
+            "lab.toml:30: route 2001:2:0:9::1/64: 2001:2:0:9::1/64 has host bits set (the prefix is 2001:2:0:9::/64)"
+        );
+        let err = error(&text.replace("[\"b2\", \"host-b\"]", "[\"b2\", \"b2\"]"));
+        assert_eq!(
+            err,
+            "lab.toml:30: route 2001:2:0:9::/64: next hop \"b2\" is listed twice"
+        );
+        let err = error(&text.replace("[\"b2\", \"host-b\"]", "[]"));
+        assert_eq!(
+            err,
+            "lab.toml:30: route 2001:2:0:9::/64: the next hop list is empty"
+        );
+        let err = error(&text.replace("via = \"2001:2:0:2::3\"", "via = \"2001:2::2::3\""));
+        assert_eq!(
+            err,
+            "lab.toml:25: next hop \"b2\": via \"2001:2::2::3\" is not an IPv4 or IPv6 address"
+        );
+        let err = error(&text.replace("via = \"2001:2:0:2::3\"", ""));
+        assert_eq!(
+            err,
+            "lab.toml:25: next hop \"b2\": needs `via` (the neighbour's address), `lladdr` (its MAC), or both"
+        );
+    }
+
+    #[test]
+    fn vlan_sub_interfaces() {
+        let text = format!(
+            "{GOOD}
+[[interface]]
+name = \"ra.7\"
+port = \"ra\"
+vlan = 7
+
+[[interface]]
+name = \"qinq\"
+port = \"ra\"
+vlan = [200, 300]
+"
+        );
+        let config = Config::parse("lab.toml", &text).unwrap();
+        assert_eq!(
+            config.interfaces[2].vlan,
+            Some(VlanConfig {
+                port: "ra".into(),
+                outer: 7,
+                inner: None,
+                outer_tpid: 0x8100
+            })
+        );
+        assert_eq!(
+            config.interfaces[3].vlan,
+            Some(VlanConfig {
+                port: "ra".into(),
+                outer: 200,
+                inner: Some(300),
+                outer_tpid: 0x88a8
+            })
+        );
+        assert_eq!(
+            error(&text.replace("vlan = 7", "vlan = 4095")),
+            "lab.toml:25: interface \"ra.7\": VLAN id 4095 is outside 1-4094"
+        );
+        assert_eq!(
+            error(&text.replace("vlan = [200, 300]", "vlan = [1, 2, 3]")),
+            "lab.toml:30: interface \"qinq\": vlan takes one VLAN id, or two (outer, inner) for QinQ"
+        );
+        assert_eq!(
+            error(&text.replace("port = \"ra\"\nvlan = 7", "vlan = 7")),
+            "lab.toml:25: interface \"ra.7\": a VLAN sub-interface needs both `port` and `vlan`"
         );
     }
 

@@ -2,21 +2,28 @@
 
 use std::{
     fs,
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMap, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{
+        Array, DevMap, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key,
+    },
     programs::{TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    util::nr_cpus,
 };
-use ipnet::Ipv4Net;
+use aya_obj::programs::XdpAttachType;
+use ipnet::IpNet;
 use log::{info, warn};
-use pop_dataplane_common::{Interface, Nexthop, RouteTarget, maps};
+use pop_dataplane_common::{
+    Interface, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, TraceRecord, maps,
+    trace::TRACE_MAGIC,
+};
 
-use crate::tables::Tables;
+use crate::{fib::MapWrite, tables::Tables};
 
 /// The XDP object built from `pop-dataplane-ebpf`, embedded at build time.
 pub static XDP_OBJECT: &[u8] =
@@ -24,14 +31,19 @@ pub static XDP_OBJECT: &[u8] =
 
 /// The program's name in the object.
 const PROGRAM: &str = "pop_dataplane";
+/// The program's pin, next to the maps'.
+const PROGRAM_PIN: &str = "program";
 
 /// Every map, for pinning.
-const ALL_MAPS: [&str; 5] = [
+const ALL_MAPS: [&str; 8] = [
     maps::INTERFACES,
     maps::EGRESS,
     maps::COUNTERS,
     maps::NEXTHOPS,
+    maps::NEXTHOP_GROUPS,
     maps::ROUTES_V4,
+    maps::ROUTES_V6,
+    maps::TRACE,
 ];
 
 /// How to attach to an interface.
@@ -61,6 +73,16 @@ impl std::fmt::Display for AttachedMode {
     }
 }
 
+/// Load-time settings of the program.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Which of the program's own log statements the verifier keeps.
+    pub log_level: log::LevelFilter,
+    /// Seed of the ECMP flow hash. Routers of one site should differ, or they all pick the
+    /// same member for the same flows (polarisation); a restart should keep it.
+    pub ecmp_seed: u32,
+}
+
 /// What one run of the program on a frame did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestRunOutput {
@@ -73,15 +95,17 @@ pub struct TestRunOutput {
 pub struct Dataplane {
     ebpf: Ebpf,
     links: Vec<(String, XdpLinkId)>,
+    /// Interface names by counter slot, from the last install.
+    names: std::collections::HashMap<u32, String>,
 }
 
 impl Dataplane {
-    /// Loads the program into the kernel (the verifier runs here). `log_level` sets which of
-    /// the program's own log statements are compiled in by the verifier.
-    pub fn load(log_level: log::LevelFilter) -> anyhow::Result<Self> {
-        let level = log_level as u8;
+    /// Loads the program into the kernel (the verifier runs here).
+    pub fn load(options: LoadOptions) -> anyhow::Result<Self> {
+        let level = options.log_level as u8;
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &level, false)
+            .override_global(maps::ECMP_SEED, &options.ecmp_seed, true)
             .load(XDP_OBJECT)
             .context("loading the XDP object")?;
         let program: &mut Xdp = ebpf
@@ -94,11 +118,12 @@ impl Dataplane {
         Ok(Self {
             ebpf,
             links: Vec::new(),
+            names: std::collections::HashMap::new(),
         })
     }
 
-    /// Starts forwarding the program's own log records (debug builds of the program's logs) to
-    /// the `log` crate. Needs a tokio runtime.
+    /// Starts forwarding the program's own log records (see `--log-level`) to the `log`
+    /// crate. Needs a tokio runtime.
     pub fn forward_logs(&mut self) {
         let logger = match aya_log::EbpfLogger::init(&mut self.ebpf) {
             Ok(logger) => logger,
@@ -137,43 +162,98 @@ impl Dataplane {
             .expect("an XDP program")
     }
 
-    fn map_mut(&mut self, name: &str) -> anyhow::Result<&mut aya::maps::Map> {
+    fn map(&self, name: &str) -> anyhow::Result<&Map> {
+        self.ebpf
+            .map(name)
+            .with_context(|| format!("the XDP object has no map {name}"))
+    }
+
+    fn map_mut(&mut self, name: &str) -> anyhow::Result<&mut Map> {
         self.ebpf
             .map_mut(name)
             .with_context(|| format!("the XDP object has no map {name}"))
     }
 
-    /// Writes `tables` into the maps. Called before attaching, so that the first packet
-    /// already sees complete tables.
-    pub fn install(&mut self, tables: &Tables) -> anyhow::Result<()> {
-        let mut interfaces: HashMap<_, u32, Interface> =
+    /// Writes all of `tables` into the maps, then the route writes `routes` (from
+    /// [`Tables::compile`]). Called before attaching, so that the first packet already sees
+    /// complete tables.
+    pub fn install(&mut self, tables: &Tables, routes: &[MapWrite]) -> anyhow::Result<()> {
+        let mut interfaces: HashMap<_, InterfaceKey, Interface> =
             HashMap::try_from(self.map_mut(maps::INTERFACES)?)?;
-        for port in &tables.ports {
+        for interface in &tables.topology.interfaces {
             interfaces
-                .insert(&port.device.ifindex, &port.entry, 0)
-                .with_context(|| format!("INTERFACES[{}]", port.device.name))?;
+                .insert(&interface.key, &interface.entry, 0)
+                .with_context(|| format!("INTERFACES[{}]", interface.name))?;
         }
-
         let mut egress = DevMap::try_from(self.map_mut(maps::EGRESS)?)?;
-        for port in &tables.ports {
+        for port in &tables.topology.ports {
             egress
-                .set(port.entry.slot, port.device.ifindex, None, 0)
-                .with_context(|| format!("EGRESS[{}] = {}", port.entry.slot, port.device.name))?;
+                .set(port.index, port.ifindex, None, 0)
+                .with_context(|| format!("EGRESS[{}] = {}", port.index, port.name))?;
         }
-
-        let mut nexthops: Array<_, Nexthop> = Array::try_from(self.map_mut(maps::NEXTHOPS)?)?;
         for (id, nexthop) in tables.nexthops.iter().enumerate() {
-            nexthops
-                .set(id as u32, nexthop, 0)
-                .with_context(|| format!("NEXTHOPS[{id}]"))?;
+            self.set_nexthop(id as u32, nexthop)?;
         }
+        self.names = tables
+            .topology
+            .interfaces
+            .iter()
+            .map(|i| (i.entry.slot, i.name.clone()))
+            .collect();
+        self.apply(routes)
+    }
 
-        let mut routes: LpmTrie<_, [u8; 4], RouteTarget> =
-            LpmTrie::try_from(self.map_mut(maps::ROUTES_V4)?)?;
-        for (prefix, target) in &tables.routes_v4 {
-            routes
-                .insert(&route_key_v4(prefix), target, 0)
-                .with_context(|| format!("ROUTES_V4[{prefix}]"))?;
+    pub fn set_nexthop(&mut self, id: u32, nexthop: &Nexthop) -> anyhow::Result<()> {
+        let mut nexthops: Array<_, Nexthop> = Array::try_from(self.map_mut(maps::NEXTHOPS)?)?;
+        nexthops
+            .set(id, nexthop, 0)
+            .with_context(|| format!("NEXTHOPS[{id}]"))
+    }
+
+    /// Performs `writes` in order.
+    pub fn apply(&mut self, writes: &[MapWrite]) -> anyhow::Result<()> {
+        for write in writes {
+            match write {
+                MapWrite::Group(id, group) => {
+                    let mut groups: Array<_, NexthopGroup> =
+                        Array::try_from(self.map_mut(maps::NEXTHOP_GROUPS)?)?;
+                    groups
+                        .set(*id, group, 0)
+                        .with_context(|| format!("NEXTHOP_GROUPS[{id}]"))?;
+                }
+                MapWrite::Route(IpNet::V4(prefix), entry) => {
+                    let mut routes: LpmTrie<_, [u8; 4], RouteEntry> =
+                        LpmTrie::try_from(self.map_mut(maps::ROUTES_V4)?)?;
+                    let key = Key::new(u32::from(prefix.prefix_len()), prefix.network().octets());
+                    routes
+                        .insert(&key, entry, 0)
+                        .with_context(|| format!("ROUTES_V4[{prefix}]"))?;
+                }
+                MapWrite::Route(IpNet::V6(prefix), entry) => {
+                    let mut routes: LpmTrie<_, [u8; 16], RouteEntry> =
+                        LpmTrie::try_from(self.map_mut(maps::ROUTES_V6)?)?;
+                    let key = Key::new(u32::from(prefix.prefix_len()), prefix.network().octets());
+                    routes
+                        .insert(&key, entry, 0)
+                        .with_context(|| format!("ROUTES_V6[{prefix}]"))?;
+                }
+                MapWrite::DeleteRoute(IpNet::V4(prefix)) => {
+                    let mut routes: LpmTrie<_, [u8; 4], RouteEntry> =
+                        LpmTrie::try_from(self.map_mut(maps::ROUTES_V4)?)?;
+                    let key = Key::new(u32::from(prefix.prefix_len()), prefix.network().octets());
+                    routes
+                        .remove(&key)
+                        .with_context(|| format!("deleting ROUTES_V4[{prefix}]"))?;
+                }
+                MapWrite::DeleteRoute(IpNet::V6(prefix)) => {
+                    let mut routes: LpmTrie<_, [u8; 16], RouteEntry> =
+                        LpmTrie::try_from(self.map_mut(maps::ROUTES_V6)?)?;
+                    let key = Key::new(u32::from(prefix.prefix_len()), prefix.network().octets());
+                    routes
+                        .remove(&key)
+                        .with_context(|| format!("deleting ROUTES_V6[{prefix}]"))?;
+                }
+            }
         }
         Ok(())
     }
@@ -226,32 +306,32 @@ impl Dataplane {
         }
     }
 
-    /// Pins every map under `dir` (a directory on a bpf filesystem), so that `stats` and other
-    /// processes can open them.
-    pub fn pin_maps(&self, dir: &Path) -> anyhow::Result<()> {
+    /// Pins the program and every map under `dir` (a directory on a bpf filesystem), so that
+    /// `stats`, `trace` and other processes can open them.
+    pub fn pin(&mut self, dir: &Path) -> anyhow::Result<()> {
         ensure_bpffs(dir)?;
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for name in ALL_MAPS {
-            let map = self
-                .ebpf
-                .map(name)
-                .with_context(|| format!("the XDP object has no map {name}"))?;
-            map.pin(dir.join(name))
+            self.map(name)?
+                .pin(dir.join(name))
                 .with_context(|| format!("pinning {name} under {}", dir.display()))?;
         }
+        self.program()
+            .pin(dir.join(PROGRAM_PIN))
+            .with_context(|| format!("pinning the program under {}", dir.display()))?;
         Ok(())
     }
 
-    /// The counters of every attached interface, summed over CPUs.
+    /// The counters of every interface, summed over CPUs.
     pub fn stats(&self) -> anyhow::Result<Vec<crate::stats::InterfaceStats>> {
-        let map = |name| {
-            self.ebpf
-                .map(name)
-                .with_context(|| format!("the XDP object has no map {name}"))
-        };
-        let interfaces = HashMap::try_from(map(maps::INTERFACES)?)?;
-        let counters = PerCpuArray::try_from(map(maps::COUNTERS)?)?;
-        crate::stats::collect(&interfaces, &counters)
+        let interfaces = HashMap::try_from(self.map(maps::INTERFACES)?)?;
+        let counters = PerCpuArray::try_from(self.map(maps::COUNTERS)?)?;
+        crate::stats::collect(&interfaces, &counters, |slot, key| {
+            self.names
+                .get(&slot)
+                .cloned()
+                .unwrap_or_else(|| format!("if{}", key.ifindex))
+        })
     }
 
     /// Runs the loaded program once on `frame`, as if received on `ingress_ifindex` (which
@@ -262,29 +342,7 @@ impl Dataplane {
         ingress_ifindex: u32,
         frame: &[u8],
     ) -> anyhow::Result<TestRunOutput> {
-        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-        // egress_ifindex }: the kernel wants data = 0 (no metadata) and data_end = the
-        // frame's length, and takes the ingress interface and queue from here.
-        let frame_len = u32::try_from(frame.len()).context("frame too long")?;
-        let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&frame_len.to_ne_bytes());
-        ctx[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
-        // Room for a frame the program grows (VLAN push) by up to 8 bytes.
-        let mut out = vec![0u8; frame.len() + 64];
-        let result = self
-            .program()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                ..TestRunOptions::default()
-            })
-            .context("BPF_PROG_TEST_RUN")?;
-        out.truncate(result.data_size_out as usize);
-        Ok(TestRunOutput {
-            action: result.return_value,
-            frame: out,
-        })
+        test_run(self.program(), ingress_ifindex, frame, false)
     }
 }
 
@@ -294,17 +352,127 @@ impl Drop for Dataplane {
     }
 }
 
-/// The LPM trie key of an IPv4 prefix.
-pub fn route_key_v4(prefix: &Ipv4Net) -> Key<[u8; 4]> {
-    Key::new(u32::from(prefix.prefix_len()), prefix.network().octets())
+/// Runs `program` once on `frame` received on `ingress_ifindex`; with `trace`, asks it for a
+/// trace record (see `pop_dataplane_common::trace`).
+fn test_run(
+    program: &Xdp,
+    ingress_ifindex: u32,
+    frame: &[u8],
+    trace: bool,
+) -> anyhow::Result<TestRunOutput> {
+    // The trace request travels as XDP metadata in front of the frame.
+    let meta_len = if trace { 4 } else { 0 };
+    let mut data = Vec::with_capacity(meta_len + frame.len());
+    if trace {
+        data.extend_from_slice(&TRACE_MAGIC.to_ne_bytes());
+    }
+    data.extend_from_slice(frame);
+    // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex }: offsets into data_in (metadata first), and the ingress interface.
+    let data_end = u32::try_from(data.len()).context("frame too long")?;
+    let mut ctx = [0u8; 24];
+    ctx[0..4].copy_from_slice(&(meta_len as u32).to_ne_bytes());
+    ctx[4..8].copy_from_slice(&data_end.to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+    // Room for VLAN tags the program pushes.
+    let mut out = vec![0u8; data.len() + 64];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(&data),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    out.truncate(result.data_size_out as usize);
+    // data_out starts with the metadata too.
+    let frame = out.split_off(meta_len.min(out.len()));
+    Ok(TestRunOutput {
+        action: result.return_value,
+        frame,
+    })
 }
 
-/// The LPM trie key that looks up one address.
-pub fn lookup_key_v4(addr: Ipv4Addr) -> Key<[u8; 4]> {
+/// The running dataplane as another process sees it: its pinned program and maps.
+pub struct Pinned {
+    dir: PathBuf,
+    program: Xdp,
+}
+
+impl Pinned {
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join(PROGRAM_PIN);
+        let program = Xdp::from_pin(&path, XdpAttachType::Interface).with_context(|| {
+            format!(
+                "opening {} (is `pop-dataplane run` running with --pin-dir {}?)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            program,
+        })
+    }
+
+    pub fn map(&self, name: &str) -> anyhow::Result<MapData> {
+        open_pinned(&self.dir, name)
+    }
+
+    /// Runs the program on `frame` received on `ingress_ifindex` with a trace request, and
+    /// returns its output and its trace record.
+    pub fn trace(
+        &self,
+        ingress_ifindex: u32,
+        frame: &[u8],
+    ) -> anyhow::Result<(TestRunOutput, TraceRecord)> {
+        let mut records: PerCpuArray<_, TraceRecord> =
+            PerCpuArray::try_from(Map::PerCpuArray(self.map(maps::TRACE)?))?;
+        let cpus = nr_cpus().map_err(|(_, err)| err).context("counting CPUs")?;
+        records.set(
+            0,
+            PerCpuValues::try_from(vec![TraceRecord::default(); cpus.get() as usize])?,
+            0,
+        )?;
+        let output = test_run(&self.program, ingress_ifindex, frame, true)?;
+        let written = records
+            .get(&0, 0)?
+            .iter()
+            .copied()
+            .find(|record| record.magic == TRACE_MAGIC);
+        match written {
+            Some(record) => Ok((output, record)),
+            None => bail!("the program left no trace record (is it an older version?)"),
+        }
+    }
+}
+
+/// The LPM trie key that looks up one address in `ROUTES_V4` or `ROUTES_V6`.
+pub fn lookup_v4(addr: std::net::Ipv4Addr) -> Key<[u8; 4]> {
     Key::new(32, addr.octets())
 }
 
-/// Opens a map pinned under `dir` by [`Dataplane::pin_maps`].
+pub fn lookup_v6(addr: std::net::Ipv6Addr) -> Key<[u8; 16]> {
+    Key::new(128, addr.octets())
+}
+
+/// Looks `addr` up in the pinned route maps under `dir`, as the program does.
+pub fn lookup_route(dir: &Path, addr: IpAddr) -> anyhow::Result<Option<RouteEntry>> {
+    Ok(match addr {
+        IpAddr::V4(addr) => {
+            let routes: LpmTrie<_, [u8; 4], RouteEntry> =
+                LpmTrie::try_from(Map::LpmTrie(open_pinned(dir, maps::ROUTES_V4)?))?;
+            routes.get(&lookup_v4(addr), 0).ok()
+        }
+        IpAddr::V6(addr) => {
+            let routes: LpmTrie<_, [u8; 16], RouteEntry> =
+                LpmTrie::try_from(Map::LpmTrie(open_pinned(dir, maps::ROUTES_V6)?))?;
+            routes.get(&lookup_v6(addr), 0).ok()
+        }
+    })
+}
+
+/// Opens a map pinned under `dir` by [`Dataplane::pin`].
 pub fn open_pinned(dir: &Path, name: &str) -> anyhow::Result<MapData> {
     let path = dir.join(name);
     MapData::from_pin(&path).with_context(|| {
@@ -316,9 +484,9 @@ pub fn open_pinned(dir: &Path, name: &str) -> anyhow::Result<MapData> {
     })
 }
 
-/// Removes the pinned maps under `dir`, and `dir` itself.
-pub fn unpin_maps(dir: &Path) -> anyhow::Result<()> {
-    for name in ALL_MAPS {
+/// Removes the pins under `dir`, and `dir` itself.
+pub fn unpin(dir: &Path) -> anyhow::Result<()> {
+    for name in ALL_MAPS.iter().chain(&[PROGRAM_PIN]) {
         let path = dir.join(name);
         match fs::remove_file(&path) {
             Ok(()) => {}
@@ -354,8 +522,7 @@ fn ensure_bpffs(dir: &Path) -> anyhow::Result<()> {
     if is_bpffs(&parent) {
         return Ok(());
     }
-    let default_root = Path::new("/sys/fs/bpf");
-    if parent == default_root {
+    if parent == Path::new("/sys/fs/bpf") {
         info!("mounting a bpf filesystem on /sys/fs/bpf");
         let status = std::process::Command::new("mount")
             .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])

@@ -1,10 +1,14 @@
-//! pop-dataplane userspace: loads the XDP fast path, fills its maps from the routing config,
-//! and reports its counters.
+//! pop-dataplane userspace: loads the XDP fast path, compiles the routing config and the
+//! host's state into its maps, keeps them current, and reports what it does.
 
 pub mod config;
 pub mod dataplane;
+pub mod fib;
+pub mod host;
 pub mod mac;
-pub mod netdev;
+pub mod rib;
 pub mod run;
 pub mod stats;
 pub mod tables;
+pub mod topology;
+pub mod trace;

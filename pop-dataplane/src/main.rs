@@ -5,6 +5,7 @@ use pop_dataplane::{
     dataplane::AttachMode,
     run::{RunOptions, run},
     stats,
+    trace::{self, Probe, Protocol},
 };
 
 /// XDP router dataplane for Point-of-Presence hosts.
@@ -20,7 +21,7 @@ struct Cli {
     )]
     pin_dir: PathBuf,
 
-    /// The daemon's runtime directory (its lock).
+    /// The daemon's runtime directory: its lock, and the names of its interfaces.
     #[arg(
         long,
         global = true,
@@ -57,6 +58,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the loaded XDP program on one packet (BPF_PROG_TEST_RUN; nothing is sent) and
+    /// show what it does: action, matched route, next hop, egress, rewritten headers.
+    Trace {
+        /// The interface the packet arrives on (a port, or a VLAN device on one).
+        #[arg(long = "in", value_name = "IFACE")]
+        ingress: String,
+        /// Destination address.
+        #[arg(long)]
+        dst: std::net::IpAddr,
+        /// Source address (default 198.18.0.1 or 2001:2::1).
+        #[arg(long)]
+        src: Option<std::net::IpAddr>,
+        #[arg(long, value_enum, default_value_t = Protocol::Udp)]
+        proto: Protocol,
+        #[arg(long, default_value_t = 49152)]
+        sport: u16,
+        #[arg(long, default_value_t = 443)]
+        dport: u16,
+        /// Add a VLAN tag (on top of the interface's own, if it is a VLAN device).
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// TTL or hop limit.
+        #[arg(long, default_value_t = 64)]
+        ttl: u8,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,8 +117,37 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 log_level: cli.log_level,
             }))
         }
+        Command::Trace {
+            ingress,
+            dst,
+            src,
+            proto,
+            sport,
+            dport,
+            vlan,
+            ttl,
+            json,
+        } => {
+            let probe = Probe {
+                ingress,
+                dst,
+                src,
+                protocol: proto,
+                sport,
+                dport,
+                vlan,
+                ttl,
+            };
+            let trace = trace::trace(&cli.pin_dir, &cli.run_dir, &probe)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&trace)?);
+            } else {
+                print!("{}", trace::render(&probe, &trace));
+            }
+            Ok(())
+        }
         Command::Stats { json } => {
-            let stats = stats::read(&cli.pin_dir)?;
+            let stats = stats::read(&cli.pin_dir, &cli.run_dir)?;
             if json {
                 let json = serde_json::json!({ "interfaces": stats });
                 println!("{}", serde_json::to_string_pretty(&json)?);

@@ -1,22 +1,27 @@
 //! `pop-dataplane run`: validate the config, load and fill the dataplane, attach, and forward
-//! until SIGINT or SIGTERM; then detach and remove the pinned state.
+//! until SIGINT or SIGTERM, following the host's addresses; then detach and remove the pins.
 
 use std::{
     fs,
+    hash::{BuildHasher as _, RandomState},
     io::Write as _,
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, bail};
-use log::{info, warn};
+use futures_util::StreamExt as _;
+use log::{debug, info, warn};
+use netlink_packet_core::NetlinkPayload;
+use rtnetlink::MulticastGroup;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     config::Config,
-    dataplane::{AttachMode, Dataplane, unpin_maps},
-    netdev::{self, NetDevice},
+    dataplane::{AttachMode, Dataplane, LoadOptions, unpin},
+    host::{self, Host, HostEvent},
     tables::Tables,
+    topology::save_names,
 };
 
 pub struct RunOptions {
@@ -31,35 +36,50 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // Everything a user can get wrong is checked before anything is loaded or attached.
     let file = options.config.display().to_string();
     let config = Config::load(&options.config)?;
-    let local = netdev::local_ipv4_addresses().context("reading the router's own addresses")?;
-    let tables = Tables::compile(&config, &file, NetDevice::by_name, &local)?;
+
+    // Subscribe before the dump, so that no change falls between the two.
+    let (events_connection, _, mut events) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
+    ])
+    .context("subscribing to rtnetlink address events")?;
+    tokio::spawn(events_connection);
+    let (connection, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+    tokio::spawn(connection);
+    let host = Host::read(&handle).await?;
+    let (mut tables, routes) = Tables::compile(&config, &file, &host)?;
 
     warn_if_kernel_forwarding_is_off();
     let _lock = InstanceLock::acquire(&options.run_dir)?;
     if options.pin_dir.exists() {
         warn!(
-            "removing pinned maps left in {} by a daemon that did not exit cleanly",
+            "removing pins left in {} by a daemon that did not exit cleanly",
             options.pin_dir.display()
         );
-        unpin_maps(&options.pin_dir)?;
+        unpin(&options.pin_dir)?;
     }
 
-    let mut dataplane = Dataplane::load(options.log_level)?;
+    let mut dataplane = Dataplane::load(LoadOptions {
+        log_level: options.log_level,
+        ecmp_seed: ecmp_seed(),
+    })?;
     dataplane.forward_logs();
-    dataplane.install(&tables)?;
-    let _pins = Pins::create(&dataplane, &options.pin_dir)?;
+    dataplane.install(&tables, &routes)?;
+    let _pins = Pins::create(&mut dataplane, &options.pin_dir)?;
+    save_names(&options.run_dir, &tables.topology.names())?;
 
     let mut attached = Vec::new();
-    for port in &tables.ports {
-        let mode = dataplane.attach(&port.device.name, options.xdp_mode)?;
-        attached.push(format!("{} ({mode})", port.device.name));
+    for port in &tables.topology.ports {
+        let mode = dataplane.attach(&port.name, options.xdp_mode)?;
+        attached.push(format!("{} ({mode})", port.name));
     }
     let ready = format!(
-        "ready: forwarding on {}; {} IPv4 routes ({} local), {} next hops",
+        "ready: forwarding on {}; {} routes ({} local), {} next hops, {} ECMP groups",
         attached.join(", "),
-        tables.routes_v4.len(),
-        local.len(),
-        tables.nexthops.len()
+        tables.fib.len(),
+        tables.local_addresses().len(),
+        tables.nexthops.len(),
+        tables.fib.groups(),
     );
     info!("{ready}");
     // Scripts and tests wait for this line on stdout.
@@ -68,12 +88,56 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
 
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-    tokio::select! {
-        _ = terminate.recv() => info!("SIGTERM: stopping"),
-        _ = interrupt.recv() => info!("SIGINT: stopping"),
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {
+                info!("SIGTERM: stopping");
+                break;
+            }
+            _ = interrupt.recv() => {
+                info!("SIGINT: stopping");
+                break;
+            }
+            message = events.next() => {
+                let Some((message, _)) = message else {
+                    bail!("the rtnetlink event socket closed");
+                };
+                let writes = match message.payload {
+                    NetlinkPayload::InnerMessage(message) => match host::event(&message) {
+                        Some(HostEvent::AddressAdded(address)) => {
+                            debug!("address {} added on interface {}", address.addr, address.ifindex);
+                            tables.local_address_added(address)
+                        }
+                        Some(HostEvent::AddressRemoved(address)) => {
+                            debug!("address {} removed from interface {}", address.addr, address.ifindex);
+                            tables.local_address_removed(address)
+                        }
+                        _ => continue,
+                    },
+                    NetlinkPayload::Overrun(_) => {
+                        warn!("rtnetlink events were lost; reading the addresses again");
+                        let host = Host::read(&handle).await?;
+                        tables.set_local_addresses(&host.addresses)
+                    }
+                    _ => continue,
+                };
+                dataplane.apply(&writes)?;
+            }
+        }
     }
     dataplane.detach_all();
     Ok(())
+}
+
+/// The ECMP hash seed: derived from /etc/machine-id, so that it differs between routers
+/// (else they all send a flow to the same member: polarisation) and survives restarts (else a
+/// restart moves flows); random when there is no machine id.
+fn ecmp_seed() -> u32 {
+    let machine_id = fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    match u32::from_str_radix(machine_id.trim().get(..8).unwrap_or(""), 16) {
+        Ok(seed) => seed,
+        Err(_) => RandomState::new().hash_one(std::process::id()) as u32,
+    }
 }
 
 /// The kernel is the slow path: it sends ICMP time exceeded and fragmentation needed, and
@@ -90,20 +154,20 @@ fn warn_if_kernel_forwarding_is_off() {
     }
 }
 
-/// The pinned maps, removed when dropped.
+/// The pins, removed when dropped.
 struct Pins(PathBuf);
 
 impl Pins {
-    fn create(dataplane: &Dataplane, dir: &Path) -> anyhow::Result<Self> {
+    fn create(dataplane: &mut Dataplane, dir: &Path) -> anyhow::Result<Self> {
         let pins = Self(dir.to_owned());
-        dataplane.pin_maps(dir)?;
+        dataplane.pin(dir)?;
         Ok(pins)
     }
 }
 
 impl Drop for Pins {
     fn drop(&mut self) {
-        if let Err(err) = unpin_maps(&self.0) {
+        if let Err(err) = unpin(&self.0) {
             warn!("{err:#}");
         }
     }

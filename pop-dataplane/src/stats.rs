@@ -5,18 +5,30 @@ use std::{borrow::Borrow, fmt::Write as _, path::Path};
 
 use anyhow::Context as _;
 use aya::maps::{HashMap, Map, MapData, PerCpuArray};
-use pop_dataplane_common::{DropReason, Interface, InterfaceCounters, PassReason, maps};
+use pop_dataplane_common::{
+    DropReason, Interface, InterfaceCounters, InterfaceKey, PassReason, maps,
+};
 use serde::Serialize;
 
-use crate::{dataplane::open_pinned, netdev};
+use crate::{
+    dataplane::open_pinned,
+    host::Host,
+    topology::{interface_name, load_names},
+};
 
 /// The counters of one interface, summed over CPUs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InterfaceStats {
-    /// Interface name, or `if<index>` when it no longer exists.
+    /// Interface name (a port, or a VLAN device on one), or `if<index>[.<vlan>]` when the
+    /// host no longer has it.
     pub name: String,
+    /// The port's ifindex.
     pub ifindex: u32,
+    /// Outer and inner VLAN ids, 0 when untagged.
+    pub vlan: [u16; 2],
     pub slot: u32,
+    /// Configured for routing (else only counted).
+    pub routed: bool,
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub forwarded_packets: u64,
@@ -45,7 +57,9 @@ impl InterfaceStats {
         Self {
             name,
             ifindex,
+            vlan: [0, 0],
             slot,
+            routed: true,
             rx_packets: c.rx_packets,
             rx_bytes: c.rx_bytes,
             forwarded_packets: c.forwarded_packets,
@@ -61,29 +75,41 @@ impl InterfaceStats {
 }
 
 /// Reads the counters of every interface of the dataplane pinned under `pin_dir`, in slot
-/// order.
-pub fn read(pin_dir: &Path) -> anyhow::Result<Vec<InterfaceStats>> {
+/// order; the names come from the daemon's run directory `run_dir`, else from the host.
+pub fn read(pin_dir: &Path, run_dir: &Path) -> anyhow::Result<Vec<InterfaceStats>> {
     let interfaces = HashMap::try_from(Map::HashMap(open_pinned(pin_dir, maps::INTERFACES)?))?;
     let counters = PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, maps::COUNTERS)?))?;
-    collect(&interfaces, &counters)
+    let saved = load_names(run_dir).unwrap_or_default();
+    let host = Host::read_now()?;
+    collect(&interfaces, &counters, |slot, key| {
+        saved
+            .iter()
+            .find(|n| n.slot == slot && n.key() == *key)
+            .map_or_else(|| interface_name(&host, key), |n| n.name.clone())
+    })
 }
 
-/// The counters of every interface in `interfaces`, in slot order.
+/// The counters of every interface in `interfaces`, in slot order, named by `name`.
 pub fn collect<T: Borrow<MapData>>(
-    interfaces: &HashMap<T, u32, Interface>,
+    interfaces: &HashMap<T, InterfaceKey, Interface>,
     counters: &PerCpuArray<T, InterfaceCounters>,
+    name: impl Fn(u32, &InterfaceKey) -> String,
 ) -> anyhow::Result<Vec<InterfaceStats>> {
     let mut stats = Vec::new();
     for entry in interfaces.iter() {
-        let (ifindex, interface) = entry.context("reading INTERFACES")?;
+        let (key, interface) = entry.context("reading INTERFACES")?;
+        let ifindex = key.ifindex;
         let per_cpu = counters
             .get(&interface.slot, 0)
             .with_context(|| format!("reading COUNTERS[{}]", interface.slot))?;
         let sum = per_cpu
             .iter()
             .fold(InterfaceCounters::default(), |sum, c| add(&sum, c));
-        let name = netdev::name_of(ifindex).unwrap_or_else(|| format!("if{ifindex}"));
-        stats.push(InterfaceStats::new(name, ifindex, interface.slot, &sum));
+        let mut row =
+            InterfaceStats::new(name(interface.slot, &key), ifindex, interface.slot, &sum);
+        row.vlan = [key.vlan_outer, key.vlan_inner];
+        row.routed = interface.is_routed();
+        stats.push(row);
     }
     stats.sort_by_key(|s| s.slot);
     Ok(stats)

@@ -1,163 +1,186 @@
-//! The contents of the BPF maps, compiled from a validated config and the host's interfaces.
-//! Slots and next-hop ids are dense indexes assigned here, in config order.
+//! Everything the maps hold, compiled from a validated config and the host: the topology, the
+//! next hops, and the routes (the RIB, and the FIB compiled from it). Kept by the daemon and
+//! updated as the host changes; every update comes out as map writes.
 
-use std::{io, net::Ipv4Addr};
+use std::{collections::BTreeSet, net::IpAddr};
 
-use ipnet::Ipv4Net;
-use pop_dataplane_common::{Interface, Nexthop, RouteTarget, maps};
+use ipnet::IpNet;
+use pop_dataplane_common::{Nexthop, maps};
 
 use crate::{
-    config::{Config, ConfigError, RouteAction},
-    netdev::NetDevice,
+    config::{self, Config, ConfigError},
+    fib::{Fib, MapWrite},
+    host::{Address, Host},
+    rib::{Action, Rib, Source},
+    topology::Topology,
 };
 
-/// An interface to attach to, with its slot and what the program needs to know of it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Port {
-    pub device: NetDevice,
-    /// Its `INTERFACES` entry; `entry.slot` indexes `EGRESS` and `COUNTERS`.
-    pub entry: Interface,
-}
-
-/// Everything the maps hold.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Tables {
-    /// Slot `i` is `ports[i]`.
-    pub ports: Vec<Port>,
-    /// Next-hop id `i` is `nexthops[i]`.
+    pub topology: Topology,
+    /// Next-hop id `i` is `nexthops[i]`, the config's `i`-th next hop.
     pub nexthops: Vec<Nexthop>,
-    /// Config routes, then a /32 `local` route for each of the router's own addresses; the
-    /// local routes win over a config route for the same /32.
-    pub routes_v4: Vec<(Ipv4Net, RouteTarget)>,
+    pub rib: Rib,
+    pub fib: Fib,
+    /// The router's own addresses, on their interfaces.
+    local: BTreeSet<Address>,
 }
 
 impl Tables {
-    /// Compiles `config` (read from `file`), looking interfaces up with `lookup`; packets to
-    /// `local_addresses` go to the kernel. Fails, naming the entry, when an interface does not
-    /// exist or a limit is exceeded.
+    /// Compiles `config` (read from `file`) against `host`; also returns the map writes that
+    /// install its routes. Fails, naming the entry, when an interface does not exist or a
+    /// limit is exceeded.
     pub fn compile(
         config: &Config,
         file: &str,
-        lookup: impl Fn(&str) -> io::Result<NetDevice>,
-        local_addresses: &[Ipv4Addr],
-    ) -> Result<Self, ConfigError> {
-        let at = |line: usize, message: String| ConfigError {
+        host: &Host,
+    ) -> Result<(Self, Vec<MapWrite>), ConfigError> {
+        let whole_file = |message: String| ConfigError {
             file: file.to_owned(),
-            line: Some(line),
+            line: None,
             message,
         };
-        if config.interfaces.len() > maps::MAX_INTERFACES as usize {
-            return Err(ConfigError {
-                file: file.to_owned(),
-                line: None,
-                message: format!(
-                    "{} interfaces; at most {} are supported",
-                    config.interfaces.len(),
-                    maps::MAX_INTERFACES
-                ),
-            });
-        }
-        let mut ports = Vec::with_capacity(config.interfaces.len());
-        for (slot, interface) in config.interfaces.iter().enumerate() {
-            let device = lookup(&interface.name).map_err(|err| {
-                let why = if err.raw_os_error() == Some(libc::ENODEV) {
-                    "no such interface in this network namespace".to_owned()
-                } else {
-                    err.to_string()
-                };
-                at(
-                    interface.line,
-                    format!("interface {:?}: {why}", interface.name),
-                )
-            })?;
-            let entry = Interface::new(slot as u32, device.mac.0);
-            ports.push(Port { device, entry });
-        }
-
+        let topology = Topology::build(config, file, host)?;
         if config.nexthops.len() > maps::MAX_NEXTHOPS as usize {
-            return Err(ConfigError {
-                file: file.to_owned(),
-                line: None,
-                message: format!(
-                    "{} next hops; at most {} are supported",
-                    config.nexthops.len(),
-                    maps::MAX_NEXTHOPS
-                ),
-            });
+            return Err(whole_file(format!(
+                "{} next hops; at most {} are supported",
+                config.nexthops.len(),
+                maps::MAX_NEXTHOPS
+            )));
         }
         let nexthops = config
             .nexthops
             .iter()
-            .map(|nexthop| {
-                let egress = ports
-                    .iter()
-                    .find(|port| port.device.name == nexthop.dev)
-                    .expect("validated: a next hop's dev is a configured interface");
-                Nexthop {
-                    egress_slot: egress.entry.slot,
-                    mtu: egress.device.mtu.min(u32::from(u16::MAX)) as u16,
-                    flags: Nexthop::RESOLVED,
-                    src_mac: egress.device.mac.0,
-                    dst_mac: nexthop.lladdr.0,
-                }
-            })
+            .map(|n| topology.nexthop(n))
             .collect();
 
-        if config.routes.len() + local_addresses.len() > maps::MAX_ROUTES_V4 as usize {
-            return Err(ConfigError {
-                file: file.to_owned(),
-                line: None,
-                message: format!(
-                    "{} IPv4 routes; at most {} are supported",
-                    config.routes.len() + local_addresses.len(),
-                    maps::MAX_ROUTES_V4
-                ),
-            });
-        }
-        let local: Vec<Ipv4Net> = local_addresses
-            .iter()
-            .map(|addr| Ipv4Net::from(*addr))
-            .collect();
-        let routes_v4 = config
-            .routes
-            .iter()
-            .filter(|route| !local.contains(&route.prefix))
-            .map(|route| {
-                let target = match route.action {
-                    RouteAction::Nexthop(id) => RouteTarget::nexthop(id as u32),
-                    RouteAction::Blackhole => RouteTarget::blackhole(),
-                    RouteAction::Kernel => RouteTarget::kernel(),
-                };
-                (route.prefix, target)
-            })
-            .chain(local.iter().map(|prefix| (*prefix, RouteTarget::local())))
-            .collect();
-
-        Ok(Self {
-            ports,
+        let mut tables = Self {
+            topology,
             nexthops,
-            routes_v4,
+            rib: Rib::default(),
+            fib: Fib::default(),
+            local: BTreeSet::new(),
+        };
+        let (mut v4, mut v6) = (0, 0);
+        let mut writes = Vec::new();
+        for route in &config.routes {
+            let action = match &route.action {
+                config::RouteAction::Nexthops(ids) => {
+                    Action::Nexthops(ids.iter().map(|&id| id as u32).collect())
+                }
+                config::RouteAction::Blackhole => Action::Blackhole,
+                config::RouteAction::Kernel => Action::Kernel,
+            };
+            match route.prefix {
+                IpNet::V4(_) => v4 += 1,
+                IpNet::V6(_) => v6 += 1,
+            }
+            if let Some(change) = tables.rib.insert(route.prefix, Source::Config, action) {
+                tables
+                    .fib
+                    .apply(&change, &mut writes)
+                    .map_err(|err| whole_file(err.to_string()))?;
+            }
+        }
+        if v4 > maps::MAX_ROUTES_V4 as usize || v6 > maps::MAX_ROUTES_V6 as usize {
+            return Err(whole_file(format!(
+                "{v4} IPv4 and {v6} IPv6 routes; at most {} and {} are supported",
+                maps::MAX_ROUTES_V4,
+                maps::MAX_ROUTES_V6
+            )));
+        }
+        writes.extend(tables.set_local_addresses(&host.addresses));
+        Ok((tables, writes))
+    }
+
+    /// An interface got `address`: packets to it go to the kernel. Idempotent.
+    pub fn local_address_added(&mut self, address: Address) -> Vec<MapWrite> {
+        if !self.local.insert(address) {
+            return Vec::new();
+        }
+        self.update(IpNet::from(address.addr), |rib, prefix| {
+            rib.insert(prefix, Source::Local, Action::Local)
         })
+    }
+
+    /// An interface lost `address`; when no interface carries it any more, the config's
+    /// route (if any) for that address comes back. Idempotent.
+    pub fn local_address_removed(&mut self, address: Address) -> Vec<MapWrite> {
+        if !self.local.remove(&address) || self.carries(address.addr) {
+            return Vec::new();
+        }
+        self.update(IpNet::from(address.addr), |rib, prefix| {
+            rib.remove(prefix, Source::Local)
+        })
+    }
+
+    /// Makes the local addresses exactly `addresses` (after a fresh dump).
+    pub fn set_local_addresses(&mut self, addresses: &[Address]) -> Vec<MapWrite> {
+        let wanted: BTreeSet<Address> = addresses.iter().copied().collect();
+        let gone: Vec<Address> = self.local.difference(&wanted).copied().collect();
+        let mut writes = Vec::new();
+        for address in gone {
+            writes.extend(self.local_address_removed(address));
+        }
+        for address in wanted {
+            writes.extend(self.local_address_added(address));
+        }
+        writes
+    }
+
+    fn carries(&self, addr: IpAddr) -> bool {
+        self.local.iter().any(|a| a.addr == addr)
+    }
+
+    fn update(
+        &mut self,
+        prefix: IpNet,
+        change: impl FnOnce(&mut Rib, IpNet) -> Option<crate::rib::Change>,
+    ) -> Vec<MapWrite> {
+        let mut writes = Vec::new();
+        if let Some(change) = change(&mut self.rib, prefix) {
+            // Local routes never need a group: compiling them cannot fail.
+            self.fib
+                .apply(&change, &mut writes)
+                .expect("local routes use no ECMP group");
+        }
+        writes
+    }
+
+    /// The router's own addresses.
+    pub fn local_addresses(&self) -> BTreeSet<IpAddr> {
+        self.local.iter().map(|a| a.addr).collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mac::MacAddr;
+    use crate::{host::Link, mac::MacAddr};
+    use pop_dataplane_common::{Route, RouteEntry, RouteTarget};
 
-    fn device(name: &str) -> io::Result<NetDevice> {
-        let ifindex = match name {
-            "ra" => 7,
-            "rb" => 9,
-            _ => return Err(io::Error::from_raw_os_error(libc::ENODEV)),
-        };
-        Ok(NetDevice {
-            name: name.to_owned(),
+    fn host() -> Host {
+        let link = |ifindex: u32, name: &str| Link {
             ifindex,
+            name: name.to_owned(),
             mac: MacAddr([2, 0, 0, 0, 0, ifindex as u8]),
             mtu: 1500,
-        })
+            up: true,
+            vlan: None,
+        };
+        Host {
+            links: vec![link(7, "ra"), link(9, "rb")],
+            addresses: vec![
+                Address {
+                    ifindex: 9,
+                    addr: "198.18.2.1".parse().unwrap(),
+                },
+                Address {
+                    ifindex: 9,
+                    addr: "2001:2:0:2::1".parse().unwrap(),
+                },
+            ],
+        }
     }
 
     const CONFIG: &str = r#"
@@ -169,49 +192,75 @@ name = "rb"
 name = "b"
 dev = "rb"
 lladdr = "02:00:00:00:00:bb"
+[[nexthop]]
+name = "b2"
+dev = "rb"
+lladdr = "02:00:00:00:00:b2"
 [[route]]
 prefix = "198.18.2.0/24"
 nexthop = "b"
 [[route]]
-prefix = "0.0.0.0/0"
+prefix = "198.18.2.1/32"
 type = "blackhole"
+[[route]]
+prefix = "2001:2:0:9::/64"
+nexthop = ["b", "b2"]
 "#;
 
-    #[test]
-    fn compiles() {
-        let config = Config::parse("t.toml", CONFIG).unwrap();
-        let local = ["198.18.1.1".parse().unwrap(), "198.18.2.0".parse().unwrap()];
-        let tables = Tables::compile(&config, "t.toml", device, &local).unwrap();
-        assert_eq!(tables.ports.len(), 2);
-        assert_eq!(tables.ports[1].entry, Interface::new(1, [2, 0, 0, 0, 0, 9]));
-        assert_eq!(
-            tables.nexthops,
-            [Nexthop {
-                egress_slot: 1,
-                mtu: 1500,
-                flags: Nexthop::RESOLVED,
-                src_mac: [2, 0, 0, 0, 0, 9],
-                dst_mac: [2, 0, 0, 0, 0, 0xbb],
-            }]
-        );
-        assert_eq!(
-            tables.routes_v4,
-            [
-                ("198.18.2.0/24".parse().unwrap(), RouteTarget::nexthop(0)),
-                ("0.0.0.0/0".parse().unwrap(), RouteTarget::blackhole()),
-                ("198.18.1.1/32".parse().unwrap(), RouteTarget::local()),
-                ("198.18.2.0/32".parse().unwrap(), RouteTarget::local()),
-            ]
-        );
+    fn entry(route: Route, len: u8) -> RouteEntry {
+        RouteEntry::new(RouteTarget::new(route), len)
     }
 
     #[test]
-    fn unknown_interface() {
-        let config = Config::parse("t.toml", &CONFIG.replace("\"rb\"", "\"rc\"")).unwrap();
-        let err = Tables::compile(&config, "t.toml", device, &[]).unwrap_err();
+    fn compiles_routes_and_follows_local_addresses() {
+        let config = Config::parse("t.toml", CONFIG).unwrap();
+        let (mut tables, writes) = Tables::compile(&config, "t.toml", &host()).unwrap();
+        assert_eq!(tables.nexthops.len(), 2);
+        let routes: Vec<_> = tables
+            .fib
+            .routes()
+            .map(|(p, e)| (p.to_string(), *e))
+            .collect();
         assert_eq!(
-            err.to_string(),
-            "t.toml:4: interface \"rc\": no such interface in this network namespace"
+            routes,
+            [
+                ("198.18.2.0/24".to_owned(), entry(Route::Nexthop(0), 24)),
+                ("198.18.2.1/32".to_owned(), entry(Route::Local, 32)),
+                ("2001:2:0:2::1/128".to_owned(), entry(Route::Local, 128)),
+                ("2001:2:0:9::/64".to_owned(), entry(Route::Group(0), 64)),
+            ]
+        );
+        assert!(matches!(writes[0], MapWrite::Route(..)));
+        assert!(writes.contains(&MapWrite::Group(0, Box::new(crate::fib::buckets(&[0, 1])))));
+
+        // The address goes away: the config's blackhole for it comes back.
+        let on_rb = Address {
+            ifindex: 9,
+            addr: "198.18.2.1".parse().unwrap(),
+        };
+        let on_ra = Address {
+            ifindex: 7,
+            ..on_rb
+        };
+        assert_eq!(
+            tables.local_address_removed(on_rb),
+            [MapWrite::Route(
+                "198.18.2.1/32".parse().unwrap(),
+                entry(Route::Blackhole, 32)
+            )]
+        );
+        assert_eq!(tables.local_address_added(on_rb).len(), 1);
+        assert!(tables.local_address_added(on_rb).is_empty(), "idempotent");
+        // A second interface with the same address changes nothing, nor does its removal.
+        assert!(tables.local_address_added(on_ra).is_empty());
+        assert!(tables.local_address_removed(on_ra).is_empty());
+        // A fresh dump without it takes it away.
+        assert_eq!(tables.set_local_addresses(&[]).len(), 2);
+        assert_eq!(tables.local_addresses().len(), 0);
+        assert_eq!(tables.set_local_addresses(&[on_rb]).len(), 1);
+        assert_eq!(
+            tables.fib.get(&"198.18.2.1/32".parse().unwrap()),
+            Some(&entry(Route::Local, 32))
         );
     }
 }

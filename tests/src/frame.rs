@@ -47,6 +47,29 @@ pub fn ethernet(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> V
     frame
 }
 
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+
+/// An Ethernet II frame with VLAN tags `(TPID, VLAN id)`, outermost first.
+pub fn ethernet_tagged(
+    dst: [u8; 6],
+    src: [u8; 6],
+    tags: &[(u16, u16)],
+    ethertype: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(ETH_HLEN + 4 * tags.len() + payload.len());
+    frame.extend_from_slice(&dst);
+    frame.extend_from_slice(&src);
+    for (tpid, vid) in tags {
+        frame.extend_from_slice(&tpid.to_be_bytes());
+        frame.extend_from_slice(&vid.to_be_bytes());
+    }
+    frame.extend_from_slice(&ethertype.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
 /// An IPv4 packet, with the fields a test may want to vary.
 #[derive(Clone, Debug)]
 pub struct Ipv4 {
@@ -148,6 +171,151 @@ impl Ipv4 {
         pseudo.push(0);
         pseudo.push(self.protocol);
         pseudo.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+        pseudo.extend_from_slice(segment);
+        internet_checksum(&pseudo)
+    }
+}
+
+pub const IPPROTO_HOPOPTS: u8 = 0;
+pub const IPPROTO_ROUTING: u8 = 43;
+pub const IPPROTO_FRAGMENT: u8 = 44;
+pub const IPPROTO_ESP: u8 = 50;
+pub const IPPROTO_AH: u8 = 51;
+pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_DSTOPTS: u8 = 60;
+
+/// An IPv6 extension header: its type and its bytes after the next-header field (the length
+/// byte included, which [`Ipv6::packet`] leaves as given).
+#[derive(Clone, Debug)]
+pub struct Extension {
+    pub kind: u8,
+    pub body: Vec<u8>,
+}
+
+impl Extension {
+    /// Hop-by-hop or destination options: one 8-byte unit of PadN.
+    pub fn options(kind: u8) -> Self {
+        Self {
+            kind,
+            body: vec![0, 1, 4, 0, 0, 0, 0],
+        }
+    }
+
+    /// A type 0 routing header with no addresses left: one 8-byte unit.
+    pub fn routing() -> Self {
+        Self {
+            kind: IPPROTO_ROUTING,
+            body: vec![0, 0, 0, 0, 0, 0, 0],
+        }
+    }
+
+    /// A fragment header.
+    pub fn fragment(offset_units: u16, more: bool, id: u32) -> Self {
+        let field = (offset_units << 3) | u16::from(more);
+        let mut body = vec![0];
+        body.extend_from_slice(&field.to_be_bytes());
+        body.extend_from_slice(&id.to_be_bytes());
+        Self {
+            kind: IPPROTO_FRAGMENT,
+            body,
+        }
+    }
+
+    /// An authentication header with a 4-byte ICV: length field 2 ((2 + 2) * 4 = 16 bytes).
+    pub fn auth() -> Self {
+        let mut body = vec![2, 0, 0];
+        body.extend_from_slice(&[0; 12]);
+        Self {
+            kind: IPPROTO_AH,
+            body,
+        }
+    }
+}
+
+/// An IPv6 packet.
+#[derive(Clone, Debug)]
+pub struct Ipv6 {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub hop_limit: u8,
+    pub flow_label: u32,
+    pub extensions: Vec<Extension>,
+}
+
+impl Ipv6 {
+    pub fn new(src: [u8; 16], dst: [u8; 16]) -> Self {
+        Self {
+            src,
+            dst,
+            hop_limit: 64,
+            flow_label: 0x12345,
+            extensions: Vec::new(),
+        }
+    }
+
+    /// The header, the extension headers, then `payload` of protocol `protocol`.
+    pub fn packet(&self, protocol: u8, payload: &[u8]) -> Vec<u8> {
+        let mut chain = Vec::new();
+        for (i, extension) in self.extensions.iter().enumerate() {
+            let next = self.extensions.get(i + 1).map_or(protocol, |e| e.kind);
+            chain.push(next);
+            chain.extend_from_slice(&extension.body);
+        }
+        let first = self.extensions.first().map_or(protocol, |e| e.kind);
+        let payload_len = (chain.len() + payload.len()) as u16;
+        let mut packet = Vec::with_capacity(40 + usize::from(payload_len));
+        packet.extend_from_slice(&((6u32 << 28) | (self.flow_label & 0xf_ffff)).to_be_bytes());
+        packet.extend_from_slice(&payload_len.to_be_bytes());
+        packet.push(first);
+        packet.push(self.hop_limit);
+        packet.extend_from_slice(&self.src);
+        packet.extend_from_slice(&self.dst);
+        packet.extend_from_slice(&chain);
+        packet.extend_from_slice(payload);
+        packet
+    }
+
+    pub fn udp(&self, src_port: u16, dst_port: u16, data: &[u8]) -> Vec<u8> {
+        let mut udp = Vec::with_capacity(8 + data.len());
+        udp.extend_from_slice(&src_port.to_be_bytes());
+        udp.extend_from_slice(&dst_port.to_be_bytes());
+        udp.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend_from_slice(data);
+        let check = self.l4_checksum(IPPROTO_UDP, &udp);
+        udp[6..8].copy_from_slice(&(if check == 0 { 0xffff } else { check }).to_be_bytes());
+        self.packet(IPPROTO_UDP, &udp)
+    }
+
+    pub fn tcp(&self, src_port: u16, dst_port: u16, data: &[u8]) -> Vec<u8> {
+        let mut tcp = Vec::with_capacity(20 + data.len());
+        tcp.extend_from_slice(&src_port.to_be_bytes());
+        tcp.extend_from_slice(&dst_port.to_be_bytes());
+        tcp.extend_from_slice(&1000u32.to_be_bytes());
+        tcp.extend_from_slice(&2000u32.to_be_bytes());
+        tcp.extend_from_slice(&[0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+        tcp.extend_from_slice(data);
+        let check = self.l4_checksum(IPPROTO_TCP, &tcp);
+        tcp[16..18].copy_from_slice(&check.to_be_bytes());
+        self.packet(IPPROTO_TCP, &tcp)
+    }
+
+    pub fn icmp_echo(&self, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
+        let mut icmp = vec![128, 0, 0, 0];
+        icmp.extend_from_slice(&id.to_be_bytes());
+        icmp.extend_from_slice(&seq.to_be_bytes());
+        icmp.extend_from_slice(data);
+        let check = self.l4_checksum(IPPROTO_ICMPV6, &icmp);
+        icmp[2..4].copy_from_slice(&check.to_be_bytes());
+        self.packet(IPPROTO_ICMPV6, &icmp)
+    }
+
+    fn l4_checksum(&self, protocol: u8, segment: &[u8]) -> u16 {
+        let mut pseudo = Vec::with_capacity(40 + segment.len());
+        pseudo.extend_from_slice(&self.src);
+        pseudo.extend_from_slice(&self.dst);
+        pseudo.extend_from_slice(&(segment.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, protocol]);
         pseudo.extend_from_slice(segment);
         internet_checksum(&pseudo)
     }

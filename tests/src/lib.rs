@@ -4,6 +4,7 @@
 
 pub mod frame;
 pub mod lab;
+pub mod model;
 pub mod netns;
 
 use std::path::PathBuf;

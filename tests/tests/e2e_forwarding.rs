@@ -203,7 +203,7 @@ fn an_invalid_config_stops_run_before_anything_is_attached() {
         (
             lab.router_config()
                 .replace("198.18.2.0/24", "198.18.2.0/33"),
-            "route 198.18.2.0/33: \"198.18.2.0/33\" is not an IPv4 prefix",
+            "route 198.18.2.0/33: \"198.18.2.0/33\" is not an IP prefix",
         ),
         (
             lab.router_config()

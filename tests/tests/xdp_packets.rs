@@ -1,19 +1,22 @@
 //! The real XDP program run with BPF_PROG_TEST_RUN on crafted frames: every case checks the
 //! action and every byte of the output frame, and the counters it leaves.
 //!
-//! Needs root and a kernel with BPF_PROG_TEST_RUN for XDP (>= 4.15; the ingress_ifindex
-//! context field >= 5.15).
+//! Needs root and a kernel with BPF_PROG_TEST_RUN for XDP with an ingress_ifindex context
+//! (5.15 or later).
+
+use std::collections::HashMap;
 
 use pop_dataplane::{
     config::Config,
-    dataplane::{Dataplane, TestRunOutput},
-    netdev::NetDevice,
+    dataplane::{Dataplane, LoadOptions, TestRunOutput},
+    host::Host,
     stats::InterfaceStats,
     tables::Tables,
 };
 use pop_dataplane_tests::{
     frame::{
-        self, ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4,
+        self, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, Extension,
+        IPPROTO_DSTOPTS, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4, Ipv6,
         internet_checksum, mac,
     },
     netns::Netns,
@@ -26,54 +29,112 @@ const XDP_REDIRECT: u32 = 4;
 const P0_MAC: &str = "02:00:00:00:00:a0";
 const P1_MAC: &str = "02:00:00:00:00:b0";
 const P2_MAC: &str = "02:00:00:00:00:c0";
+const P3_MAC: &str = "02:00:00:00:00:d0";
 const NEIGHBOUR_B: &str = "02:00:00:00:00:bb";
 const NEIGHBOUR_C: &str = "02:00:00:00:00:cc";
+const NEIGHBOUR_V: &str = "02:00:00:00:00:1a";
+const NEIGHBOUR_Q: &str = "02:00:00:00:00:1b";
+const NEIGHBOUR_E1: &str = "02:00:00:00:00:e1";
+const NEIGHBOUR_E2: &str = "02:00:00:00:00:e2";
 const SENDER_MAC: &str = "02:00:00:00:00:01";
 
 const CONFIG: &str = r#"
 [[interface]]
 name = "p0"
 [[interface]]
+name = "p0.100"
+port = "p0"
+vlan = 100
+[[interface]]
+name = "p0.200.300"
+port = "p0"
+vlan = [200, 300]
+[[interface]]
 name = "p1"
 [[interface]]
+name = "p1.10"
+port = "p1"
+vlan = 10
+[[interface]]
 name = "p2"
+[[interface]]
+name = "p3.7"
+port = "p3"
+vlan = 7
 
 [[nexthop]]
 name = "b"
 dev = "p1"
 lladdr = "02:00:00:00:00:bb"
-
 [[nexthop]]
 name = "c"
 dev = "p2"
 lladdr = "02:00:00:00:00:cc"
+[[nexthop]]
+name = "v"
+dev = "p1.10"
+lladdr = "02:00:00:00:00:1a"
+[[nexthop]]
+name = "q"
+dev = "p0.200.300"
+lladdr = "02:00:00:00:00:1b"
+[[nexthop]]
+name = "u"
+dev = "p1"
+via = "198.18.2.99"
+[[nexthop]]
+name = "e1"
+dev = "p1"
+lladdr = "02:00:00:00:00:e1"
+[[nexthop]]
+name = "e2"
+dev = "p2"
+lladdr = "02:00:00:00:00:e2"
 
 [[route]]
 prefix = "198.18.2.0/24"
 nexthop = "b"
-
 [[route]]
 prefix = "198.18.2.128/25"
 nexthop = "c"
-
 [[route]]
 prefix = "198.18.3.0/24"
 nexthop = "c"
-
+[[route]]
+prefix = "198.18.4.0/24"
+nexthop = "v"
+[[route]]
+prefix = "198.18.5.0/24"
+nexthop = "q"
+[[route]]
+prefix = "198.18.6.0/24"
+nexthop = "u"
+[[route]]
+prefix = "198.18.7.0/24"
+nexthop = ["e1", "e2"]
 [[route]]
 prefix = "198.18.66.0/24"
 type = "blackhole"
-
 [[route]]
 prefix = "198.18.77.0/24"
 type = "kernel"
+[[route]]
+prefix = "2001:2:0:2::/64"
+nexthop = "b"
+[[route]]
+prefix = "2001:2:0:4::/64"
+nexthop = "v"
+[[route]]
+prefix = "2001:2:0:7::/64"
+nexthop = ["e1", "e2"]
 "#;
 
-/// A namespace with three veth ports (p2 with MTU 1280), the program loaded and its maps
-/// filled from [`CONFIG`]; the test thread runs inside the namespace.
+/// A namespace with ports p0 to p3 (p2 with MTU 1280), VLAN sub-interfaces on p0, p1 and p3,
+/// the program loaded and its maps filled from [`CONFIG`]; the test thread runs inside the
+/// namespace.
 struct Fixture {
     dataplane: Dataplane,
-    p0: u32,
+    ifindex: HashMap<&'static str, u32>,
     _netns: Netns,
 }
 
@@ -84,6 +145,7 @@ impl Fixture {
             ("p0", "q0", P0_MAC),
             ("p1", "q1", P1_MAC),
             ("p2", "q2", P2_MAC),
+            ("p3", "q3", P3_MAC),
         ] {
             netns
                 .ip(&["link", "add", port, "type", "veth", "peer", "name", peer])
@@ -93,28 +155,43 @@ impl Fixture {
                 .unwrap();
             netns.ip(&["link", "set", peer, "up"]).unwrap();
         }
-        netns.ip(&["link", "set", "p2", "mtu", "1280"]).unwrap();
-        netns
-            .ip(&["addr", "add", "198.18.2.1/24", "dev", "p1"])
-            .unwrap();
+        // VLAN sub-interfaces are defined in the config: this kernel has no 802.1Q devices.
+        for args in [
+            "link set p2 mtu 1280",
+            "addr add 198.18.2.1/24 dev p1",
+            "addr add 2001:2:0:2::1/64 dev p1 nodad",
+        ] {
+            netns.ip(&args.split(' ').collect::<Vec<_>>()).unwrap();
+        }
         netns.enter_thread().unwrap();
 
         let config = Config::parse("packets.toml", CONFIG).unwrap();
-        let local = pop_dataplane::netdev::local_ipv4_addresses().unwrap();
-        let tables = Tables::compile(&config, "packets.toml", NetDevice::by_name, &local).unwrap();
-        let mut dataplane = Dataplane::load(log::LevelFilter::Warn).unwrap();
-        dataplane.install(&tables).unwrap();
-        let p0 = NetDevice::by_name("p0").unwrap().ifindex;
+        let host = Host::read_now().unwrap();
+        let (tables, writes) = Tables::compile(&config, "packets.toml", &host).unwrap();
+        let mut dataplane = Dataplane::load(LoadOptions {
+            log_level: log::LevelFilter::Warn,
+            ecmp_seed: 0x5eed,
+        })
+        .unwrap();
+        dataplane.install(&tables, &writes).unwrap();
+        let ifindex = ["p0", "p1", "p2", "p3"]
+            .into_iter()
+            .map(|name| (name, host.link(name).unwrap().ifindex))
+            .collect();
         Self {
             dataplane,
-            p0,
+            ifindex,
             _netns: netns,
         }
     }
 
-    /// Runs the program on `frame` as received on p0.
+    /// Runs the program on `frame` as received on port p0.
     fn run(&mut self, frame: &[u8]) -> TestRunOutput {
-        self.dataplane.test_run(self.p0, frame).unwrap()
+        self.run_on("p0", frame)
+    }
+
+    fn run_on(&mut self, port: &str, frame: &[u8]) -> TestRunOutput {
+        self.dataplane.test_run(self.ifindex[port], frame).unwrap()
     }
 
     fn stats(&self, ifname: &str) -> InterfaceStats {
@@ -123,20 +200,25 @@ impl Fixture {
             .unwrap()
             .into_iter()
             .find(|s| s.name == ifname)
-            .unwrap()
+            .unwrap_or_else(|| panic!("no counters for {ifname}"))
     }
 
-    /// Asserts the program hands `frame` to the kernel untouched, for `reason`.
-    fn assert_to_kernel(&mut self, frame: &[u8], reason: &str) {
-        let before = self.stats("p0").to_kernel[reason];
-        let out = self.run(frame);
+    /// Asserts the program hands `frame` (received on `port`) to the kernel untouched, for
+    /// `reason`, counted on interface `counted_on`.
+    fn assert_to_kernel_on(&mut self, port: &str, counted_on: &str, frame: &[u8], reason: &str) {
+        let before = self.stats(counted_on).to_kernel[reason];
+        let out = self.run_on(port, frame);
         assert_eq!(out.action, XDP_PASS, "expected XDP_PASS ({reason})");
         assert_eq!(out.frame, frame, "a frame for the kernel must be untouched");
         assert_eq!(
-            self.stats("p0").to_kernel[reason],
+            self.stats(counted_on).to_kernel[reason],
             before + 1,
-            "to_kernel.{reason}"
+            "{counted_on} to_kernel.{reason}"
         );
+    }
+
+    fn assert_to_kernel(&mut self, frame: &[u8], reason: &str) {
+        self.assert_to_kernel_on("p0", "p0", frame, reason);
     }
 
     /// Asserts the program drops `frame`, for `reason`.
@@ -153,10 +235,34 @@ impl Fixture {
             "dropped.{reason}"
         );
     }
+
+    /// Asserts the program forwards `frame` as `expected`.
+    fn assert_forwarded(&mut self, frame: &[u8], expected: &[u8]) {
+        let out = self.run(frame);
+        assert_eq!(
+            out.action, XDP_REDIRECT,
+            "expected XDP_REDIRECT for {frame:02x?}"
+        );
+        assert_eq!(out.frame, expected);
+    }
 }
 
-fn ip(src: [u8; 4], dst: [u8; 4], protocol: u8) -> Ipv4 {
+fn v4(src: [u8; 4], dst: [u8; 4], protocol: u8) -> Ipv4 {
     Ipv4::new(src, dst, protocol)
+}
+
+fn v6(last_groups: [u16; 2], dst: [u16; 8]) -> Ipv6 {
+    let addr = |groups: [u16; 8]| {
+        let mut bytes = [0u8; 16];
+        for (i, g) in groups.iter().enumerate() {
+            bytes[2 * i..2 * i + 2].copy_from_slice(&g.to_be_bytes());
+        }
+        bytes
+    };
+    Ipv6::new(
+        addr([0x2001, 2, 0, 1, 0, 0, last_groups[0], last_groups[1]]),
+        addr(dst),
+    )
 }
 
 /// A frame from the sender to p0 carrying `packet`.
@@ -164,44 +270,44 @@ fn to_router(packet: &[u8]) -> Vec<u8> {
     frame::ethernet(mac(P0_MAC), mac(SENDER_MAC), ETH_P_IPV4, packet)
 }
 
-/// What a correct router sends for `packet` (built by `header`) through next hop
-/// (`src_mac` -> `dst_mac`): new MACs, TTL one less, header checksum recomputed from scratch.
-fn forwarded(header: &Ipv4, packet: &[u8], src_mac: &str, dst_mac: &str) -> Vec<u8> {
-    let mut out = packet.to_vec();
-    out[8] = header.ttl - 1;
-    out[10..12].copy_from_slice(&[0, 0]);
-    let check = internet_checksum(&out[..header.header_len()]);
-    out[10..12].copy_from_slice(&check.to_be_bytes());
-    frame::ethernet(mac(dst_mac), mac(src_mac), ETH_P_IPV4, &out)
+fn to_router_v6(packet: &[u8]) -> Vec<u8> {
+    frame::ethernet(mac(P0_MAC), mac(SENDER_MAC), ETH_P_IPV6, packet)
 }
+
+/// What a correct router sends for IPv4 `packet` (header `header_len` bytes) through a next
+/// hop: its MACs and tags, TTL one less, header checksum recomputed from scratch.
+fn forwarded_v4(packet: &[u8], src_mac: &str, dst_mac: &str, tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut out = packet.to_vec();
+    out[8] -= 1;
+    out[10..12].copy_from_slice(&[0, 0]);
+    let header_len = usize::from(out[0] & 0x0f) * 4;
+    let check = internet_checksum(&out[..header_len]);
+    out[10..12].copy_from_slice(&check.to_be_bytes());
+    frame::ethernet_tagged(mac(dst_mac), mac(src_mac), tags, ETH_P_IPV4, &out)
+}
+
+/// The same for IPv6: hop limit one less, no checksum.
+fn forwarded_v6(packet: &[u8], src_mac: &str, dst_mac: &str, tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut out = packet.to_vec();
+    out[7] -= 1;
+    frame::ethernet_tagged(mac(dst_mac), mac(src_mac), tags, ETH_P_IPV6, &out)
+}
+
+const A: [u8; 4] = [198, 18, 1, 2];
 
 #[test]
 fn forwards_udp_tcp_icmp_with_new_macs_ttl_and_checksum() {
     let mut fx = Fixture::new();
-    let src = [198, 18, 1, 2];
     let dst = [198, 18, 2, 2];
-    let cases: Vec<(Ipv4, Vec<u8>)> = vec![
-        {
-            let h = ip(src, dst, IPPROTO_UDP);
-            let p = h.udp(40000, 53, b"query");
-            (h, p)
-        },
-        {
-            let h = ip(src, dst, IPPROTO_TCP);
-            let p = h.tcp(40000, 443, &[7; 100]);
-            (h, p)
-        },
-        {
-            let h = ip(src, dst, IPPROTO_ICMP);
-            let p = h.icmp_echo(1, 1, &[0xab; 56]);
-            (h, p)
-        },
+    let packets = [
+        v4(A, dst, IPPROTO_UDP).udp(40000, 53, b"query"),
+        v4(A, dst, IPPROTO_TCP).tcp(40000, 443, &[7; 100]),
+        v4(A, dst, IPPROTO_ICMP).icmp_echo(1, 1, &[0xab; 56]),
     ];
-    for (header, packet) in cases {
-        let out = fx.run(&to_router(&packet));
+    for packet in &packets {
+        let out = fx.run(&to_router(packet));
         assert_eq!(out.action, XDP_REDIRECT);
-        let expected = forwarded(&header, &packet, P1_MAC, NEIGHBOUR_B);
-        assert_eq!(out.frame, expected);
+        assert_eq!(out.frame, forwarded_v4(packet, P1_MAC, NEIGHBOUR_B, &[]));
         assert_eq!(internet_checksum(&out.frame[ETH_HLEN..ETH_HLEN + 20]), 0);
     }
     let p0 = fx.stats("p0");
@@ -227,7 +333,7 @@ fn incremental_checksum_matches_recomputation_for_every_ttl_and_many_headers() {
     for ttl in 2..=255u8 {
         // Vary the id so that the checksum takes many values, carries and wraps included.
         for id in (0..=u16::MAX).step_by(997) {
-            let mut header = ip([198, 18, 1, 2], [198, 18, 2, 9], IPPROTO_UDP);
+            let mut header = v4(A, [198, 18, 2, 9], IPPROTO_UDP);
             header.ttl = ttl;
             header.id = id.wrapping_add(u16::from(ttl));
             let packet = header.udp(1, 2, &[]);
@@ -235,7 +341,7 @@ fn incremental_checksum_matches_recomputation_for_every_ttl_and_many_headers() {
             assert_eq!(out.action, XDP_REDIRECT);
             assert_eq!(
                 out.frame,
-                forwarded(&header, &packet, P1_MAC, NEIGHBOUR_B),
+                forwarded_v4(&packet, P1_MAC, NEIGHBOUR_B, &[]),
                 "ttl {ttl} id {id}"
             );
             runs += 1;
@@ -253,14 +359,10 @@ fn longest_prefix_wins() {
         (255, P2_MAC, NEIGHBOUR_C),
         (0, P1_MAC, NEIGHBOUR_B),
     ] {
-        let header = ip([198, 18, 1, 2], [198, 18, 2, last], IPPROTO_UDP);
-        let packet = header.udp(1, 2, b"x");
-        let out = fx.run(&to_router(&packet));
-        assert_eq!(out.action, XDP_REDIRECT, ".{last}");
-        assert_eq!(
-            out.frame,
-            forwarded(&header, &packet, via_mac, neighbour),
-            ".{last}"
+        let packet = v4(A, [198, 18, 2, last], IPPROTO_UDP).udp(1, 2, b"x");
+        fx.assert_forwarded(
+            &to_router(&packet),
+            &forwarded_v4(&packet, via_mac, neighbour, &[]),
         );
     }
 }
@@ -268,33 +370,41 @@ fn longest_prefix_wins() {
 #[test]
 fn route_miss_goes_to_the_kernel() {
     let mut fx = Fixture::new();
-    let packet = ip([198, 18, 1, 2], [198, 19, 9, 9], IPPROTO_UDP).udp(1, 2, b"x");
+    let packet = v4(A, [198, 19, 9, 9], IPPROTO_UDP).udp(1, 2, b"x");
     fx.assert_to_kernel(&to_router(&packet), "no_route");
+    let packet = v6([0, 2], [0x2001, 2, 0, 0x99, 0, 0, 0, 1]).udp(1, 2, b"x");
+    fx.assert_to_kernel(&to_router_v6(&packet), "no_route");
 }
 
 #[test]
 fn ttl_one_and_zero_go_to_the_kernel() {
     let mut fx = Fixture::new();
     for ttl in [1, 0] {
-        let mut header = ip([198, 18, 1, 2], [198, 18, 2, 2], IPPROTO_ICMP);
+        let mut header = v4(A, [198, 18, 2, 2], IPPROTO_ICMP);
         header.ttl = ttl;
         fx.assert_to_kernel(&to_router(&header.icmp_echo(1, 1, b"ping")), "ttl_exceeded");
+        let mut header = v6([0, 2], [0x2001, 2, 0, 2, 0, 0, 0, 2]);
+        header.hop_limit = ttl;
+        fx.assert_to_kernel(
+            &to_router_v6(&header.icmp_echo(1, 1, b"ping")),
+            "ttl_exceeded",
+        );
     }
 }
 
 #[test]
-fn arp_and_ipv6_go_to_the_kernel() {
+fn arp_and_other_ethertypes_go_to_the_kernel() {
     let mut fx = Fixture::new();
-    let arp = frame::arp_request(mac(SENDER_MAC), [198, 18, 1, 2], [198, 18, 1, 1]);
+    let arp = frame::arp_request(mac(SENDER_MAC), A, [198, 18, 1, 1]);
     fx.assert_to_kernel(&arp, "non_ip");
-    let ipv6 = frame::ethernet(mac(P0_MAC), mac(SENDER_MAC), ETH_P_IPV6, &[0x60; 48]);
-    fx.assert_to_kernel(&ipv6, "non_ip");
+    let lldp = frame::ethernet(mac(P0_MAC), mac(SENDER_MAC), 0x88cc, &[0; 46]);
+    fx.assert_to_kernel(&lldp, "non_ip");
 }
 
 #[test]
 fn ipv4_options_go_to_the_kernel() {
     let mut fx = Fixture::new();
-    let mut header = ip([198, 18, 1, 2], [198, 18, 2, 2], IPPROTO_UDP);
+    let mut header = v4(A, [198, 18, 2, 2], IPPROTO_UDP);
     // Router alert (RFC 2113), a real option.
     header.options = vec![0x94, 0x04, 0x00, 0x00];
     fx.assert_to_kernel(&to_router(&header.udp(1, 2, b"x")), "ip_options");
@@ -303,7 +413,7 @@ fn ipv4_options_go_to_the_kernel() {
 #[test]
 fn frames_not_for_this_router_go_to_the_kernel() {
     let mut fx = Fixture::new();
-    let packet = ip([198, 18, 1, 2], [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, b"x");
+    let packet = v4(A, [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, b"x");
     let other_host = frame::ethernet(
         mac("02:00:00:00:00:99"),
         mac(SENDER_MAC),
@@ -313,16 +423,20 @@ fn frames_not_for_this_router_go_to_the_kernel() {
     fx.assert_to_kernel(&other_host, "other_host");
     let broadcast = frame::ethernet([0xff; 6], mac(SENDER_MAC), ETH_P_IPV4, &packet);
     fx.assert_to_kernel(&broadcast, "link_multicast");
-    for dst in [
-        [224, 0, 0, 5],
-        [239, 1, 2, 3],
-        [255, 255, 255, 255],
-        [240, 0, 0, 1],
-    ] {
-        let packet = ip([198, 18, 1, 2], dst, IPPROTO_UDP).udp(1, 2, b"x");
+    for dst in [[224, 0, 0, 5], [239, 1, 2, 3]] {
+        let packet = v4(A, dst, IPPROTO_UDP).udp(1, 2, b"x");
         fx.assert_to_kernel(&to_router(&packet), "ip_multicast");
     }
-    let packet = ip([198, 18, 1, 2], [169, 254, 1, 1], IPPROTO_UDP).udp(1, 2, b"x");
+    for dst in [
+        [255, 255, 255, 255],
+        [240, 0, 0, 1],
+        [127, 0, 0, 1],
+        [0, 1, 2, 3],
+    ] {
+        let packet = v4(A, dst, IPPROTO_UDP).udp(1, 2, b"x");
+        fx.assert_to_kernel(&to_router(&packet), "reserved");
+    }
+    let packet = v4(A, [169, 254, 1, 1], IPPROTO_UDP).udp(1, 2, b"x");
     fx.assert_to_kernel(&to_router(&packet), "link_local");
 }
 
@@ -330,31 +444,36 @@ fn frames_not_for_this_router_go_to_the_kernel() {
 fn packets_for_the_router_itself_go_to_the_kernel() {
     let mut fx = Fixture::new();
     // 198.18.2.1 is p1's address, inside the routed 198.18.2.0/24.
-    let packet = ip([198, 18, 1, 2], [198, 18, 2, 1], IPPROTO_ICMP).icmp_echo(1, 1, b"ping");
+    let packet = v4(A, [198, 18, 2, 1], IPPROTO_ICMP).icmp_echo(1, 1, b"ping");
     fx.assert_to_kernel(&to_router(&packet), "local");
-    // Its neighbours in the subnet are still forwarded.
-    let packet = ip([198, 18, 1, 2], [198, 18, 2, 2], IPPROTO_ICMP).icmp_echo(1, 1, b"ping");
+    let packet = v6([0, 2], [0x2001, 2, 0, 2, 0, 0, 0, 1]).icmp_echo(1, 1, b"ping");
+    fx.assert_to_kernel(&to_router_v6(&packet), "local");
+    // Their neighbours in the subnet are still forwarded.
+    let packet = v4(A, [198, 18, 2, 2], IPPROTO_ICMP).icmp_echo(1, 1, b"ping");
     assert_eq!(fx.run(&to_router(&packet)).action, XDP_REDIRECT);
 }
 
 #[test]
-fn route_types_blackhole_and_kernel() {
+fn route_types_blackhole_and_kernel_and_unresolved_next_hops() {
     let mut fx = Fixture::new();
-    let packet = ip([198, 18, 1, 2], [198, 18, 66, 1], IPPROTO_UDP).udp(1, 2, b"x");
+    let packet = v4(A, [198, 18, 66, 1], IPPROTO_UDP).udp(1, 2, b"x");
     fx.assert_dropped(&to_router(&packet), "blackhole");
-    let packet = ip([198, 18, 1, 2], [198, 18, 77, 1], IPPROTO_UDP).udp(1, 2, b"x");
+    let packet = v4(A, [198, 18, 77, 1], IPPROTO_UDP).udp(1, 2, b"x");
     fx.assert_to_kernel(&to_router(&packet), "kernel_route");
+    let packet = v4(A, [198, 18, 6, 1], IPPROTO_UDP).udp(1, 2, b"x");
+    fx.assert_to_kernel(&to_router(&packet), "unresolved");
 }
 
 #[test]
 fn larger_than_the_egress_mtu_goes_to_the_kernel() {
     let mut fx = Fixture::new();
     // p2 has MTU 1280: a 1280-byte packet fits, 1281 does not.
-    let header = ip([198, 18, 1, 2], [198, 18, 3, 3], IPPROTO_UDP);
+    let header = v4(A, [198, 18, 3, 3], IPPROTO_UDP);
     let fits = header.udp(1, 2, &vec![0; 1280 - 28]);
-    let out = fx.run(&to_router(&fits));
-    assert_eq!(out.action, XDP_REDIRECT);
-    assert_eq!(out.frame, forwarded(&header, &fits, P2_MAC, NEIGHBOUR_C));
+    fx.assert_forwarded(
+        &to_router(&fits),
+        &forwarded_v4(&fits, P2_MAC, NEIGHBOUR_C, &[]),
+    );
     let too_big = header.udp(1, 2, &vec![0; 1281 - 28]);
     fx.assert_to_kernel(&to_router(&too_big), "mtu_exceeded");
 }
@@ -362,23 +481,42 @@ fn larger_than_the_egress_mtu_goes_to_the_kernel() {
 #[test]
 fn truncated_frames_are_dropped_at_every_length() {
     let mut fx = Fixture::new();
-    let packet = ip([198, 18, 1, 2], [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, b"payload");
-    let full = to_router(&packet);
-    // BPF_PROG_TEST_RUN takes no frame shorter than an Ethernet header.
-    for len in ETH_HLEN..full.len() {
-        fx.assert_dropped(&full[..len], "malformed");
+    for packet_frame in [
+        to_router(&v4(A, [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, b"payload")),
+        to_router_v6(&v6([0, 2], [0x2001, 2, 0, 2, 0, 0, 0, 2]).udp(1, 2, b"payload")),
+        frame::ethernet_tagged(
+            mac(P0_MAC),
+            mac(SENDER_MAC),
+            &[(ETH_P_8021AD, 200), (ETH_P_8021Q, 300)],
+            ETH_P_IPV4,
+            &v4(A, [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, b"payload"),
+        ),
+    ] {
+        // BPF_PROG_TEST_RUN takes no frame shorter than an Ethernet header.
+        for len in ETH_HLEN..packet_frame.len() {
+            let before = fx.dataplane.stats().unwrap();
+            let out = fx.run(&packet_frame[..len]);
+            assert_eq!(out.action, XDP_DROP, "length {len}");
+            let after = fx.dataplane.stats().unwrap();
+            let dropped = |stats: &[InterfaceStats]| -> u64 {
+                stats.iter().map(|s| s.dropped["malformed"]).sum()
+            };
+            assert_eq!(dropped(&after), dropped(&before) + 1, "length {len}");
+        }
     }
-    // Ethernet padding after the IP packet is fine.
-    let mut padded = full.clone();
+    // Ethernet padding after the IP packet is fine, and stays.
+    let packet = v4(A, [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, b"x");
+    let mut padded = to_router(&packet);
     padded.resize(60, 0);
-    let out = fx.run(&padded);
-    assert_eq!(out.action, XDP_REDIRECT);
+    let mut expected = forwarded_v4(&packet, P1_MAC, NEIGHBOUR_B, &[]);
+    expected.resize(60, 0);
+    fx.assert_forwarded(&padded, &expected);
 }
 
 #[test]
 fn malformed_headers_are_dropped() {
     let mut fx = Fixture::new();
-    let packet = ip([198, 18, 1, 2], [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, b"payload");
+    let packet = v4(A, [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, b"payload");
     let good = to_router(&packet);
 
     let mut bad_version = good.clone();
@@ -398,13 +536,256 @@ fn malformed_headers_are_dropped() {
     let mut bad_checksum = good.clone();
     bad_checksum[ETH_HLEN + 10] ^= 0x01;
     fx.assert_dropped(&bad_checksum, "bad_checksum");
+
+    let v6_packet = v6([0, 2], [0x2001, 2, 0, 2, 0, 0, 0, 2]).udp(1, 2, b"payload");
+    let mut long_payload = to_router_v6(&v6_packet);
+    long_payload[ETH_HLEN + 5] += 1;
+    fx.assert_dropped(&long_payload, "malformed");
+    let mut v6_version = to_router_v6(&v6_packet);
+    v6_version[ETH_HLEN] = 0x40;
+    fx.assert_dropped(&v6_version, "malformed");
+}
+
+#[test]
+fn ipv6_is_forwarded_with_the_hop_limit_decremented() {
+    let mut fx = Fixture::new();
+    let header = v6([0, 2], [0x2001, 2, 0, 2, 0, 0, 0, 2]);
+    for packet in [
+        header.udp(40000, 53, b"query"),
+        header.tcp(40000, 443, &[9; 200]),
+        header.icmp_echo(7, 1, &[0xcd; 56]),
+    ] {
+        fx.assert_forwarded(
+            &to_router_v6(&packet),
+            &forwarded_v6(&packet, P1_MAC, NEIGHBOUR_B, &[]),
+        );
+    }
+    // Extension headers are the destination's business: forwarded by destination.
+    for extensions in [
+        vec![Extension::routing()],
+        vec![Extension::options(IPPROTO_DSTOPTS), Extension::auth()],
+        vec![Extension::fragment(0, true, 7)],
+        vec![Extension::fragment(100, false, 7)],
+    ] {
+        let mut header = header.clone();
+        header.extensions = extensions;
+        let packet = header.udp(1, 2, b"x");
+        fx.assert_forwarded(
+            &to_router_v6(&packet),
+            &forwarded_v6(&packet, P1_MAC, NEIGHBOUR_B, &[]),
+        );
+    }
+    assert_eq!(fx.stats("p0").forwarded_packets, 7);
+}
+
+#[test]
+fn ipv6_exceptions_go_to_the_kernel() {
+    let mut fx = Fixture::new();
+    let mut header = v6([0, 2], [0x2001, 2, 0, 2, 0, 0, 0, 2]);
+    header.extensions = vec![Extension::options(IPPROTO_HOPOPTS)];
+    fx.assert_to_kernel(&to_router_v6(&header.udp(1, 2, b"x")), "hop_by_hop");
+
+    let multicast = v6([0, 2], [0xff02, 0, 0, 0, 0, 0, 0, 1]).icmp_echo(1, 1, b"x");
+    fx.assert_to_kernel(&to_router_v6(&multicast), "ip_multicast");
+    let link_local = v6([0, 2], [0xfe80, 0, 0, 0, 0, 0, 0, 1]).icmp_echo(1, 1, b"x");
+    fx.assert_to_kernel(&to_router_v6(&link_local), "link_local");
+    let mut from_link_local = v6([0, 2], [0x2001, 2, 0, 2, 0, 0, 0, 2]);
+    from_link_local.src = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+    fx.assert_to_kernel(
+        &to_router_v6(&from_link_local.icmp_echo(1, 1, b"x")),
+        "link_local",
+    );
+    let loopback = v6([0, 2], [0, 0, 0, 0, 0, 0, 0, 1]).icmp_echo(1, 1, b"x");
+    fx.assert_to_kernel(&to_router_v6(&loopback), "reserved");
+}
+
+#[test]
+fn vlan_tags_are_popped_pushed_and_rewritten() {
+    let mut fx = Fixture::new();
+    let tagged = |dst_mac: &str, tags: &[(u16, u16)], packet: &[u8]| {
+        frame::ethernet_tagged(mac(dst_mac), mac(SENDER_MAC), tags, ETH_P_IPV4, packet)
+    };
+    let to_b = v4(A, [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, b"to b");
+    let to_v = v4(A, [198, 18, 4, 4], IPPROTO_UDP).udp(1, 2, b"to v");
+    let to_q = v4(A, [198, 18, 5, 5], IPPROTO_UDP).udp(1, 2, b"to q");
+
+    // In on VLAN 100, out untagged: popped.
+    fx.assert_forwarded(
+        &tagged(P0_MAC, &[(ETH_P_8021Q, 100)], &to_b),
+        &forwarded_v4(&to_b, P1_MAC, NEIGHBOUR_B, &[]),
+    );
+    // In untagged, out on VLAN 10: pushed.
+    fx.assert_forwarded(
+        &tagged(P0_MAC, &[], &to_v),
+        &forwarded_v4(&to_v, P1_MAC, NEIGHBOUR_V, &[(ETH_P_8021Q, 10)]),
+    );
+    // VLAN 100 to VLAN 10: rewritten.
+    fx.assert_forwarded(
+        &tagged(P0_MAC, &[(ETH_P_8021Q, 100)], &to_v),
+        &forwarded_v4(&to_v, P1_MAC, NEIGHBOUR_V, &[(ETH_P_8021Q, 10)]),
+    );
+    // QinQ in, untagged out: both popped.
+    fx.assert_forwarded(
+        &tagged(P0_MAC, &[(ETH_P_8021AD, 200), (ETH_P_8021Q, 300)], &to_b),
+        &forwarded_v4(&to_b, P1_MAC, NEIGHBOUR_B, &[]),
+    );
+    // Untagged in, QinQ out: both pushed, the outer as 802.1ad.
+    fx.assert_forwarded(
+        &tagged(P0_MAC, &[], &to_q),
+        &forwarded_v4(
+            &to_q,
+            P0_MAC,
+            NEIGHBOUR_Q,
+            &[(ETH_P_8021AD, 200), (ETH_P_8021Q, 300)],
+        ),
+    );
+    // One tag in, two out.
+    fx.assert_forwarded(
+        &tagged(P0_MAC, &[(ETH_P_8021Q, 100)], &to_q),
+        &forwarded_v4(
+            &to_q,
+            P0_MAC,
+            NEIGHBOUR_Q,
+            &[(ETH_P_8021AD, 200), (ETH_P_8021Q, 300)],
+        ),
+    );
+    // A priority tag (VLAN 0) is untagged traffic; it leaves without the tag.
+    fx.assert_forwarded(
+        &tagged(P0_MAC, &[(ETH_P_8021Q, 0)], &to_b),
+        &forwarded_v4(&to_b, P1_MAC, NEIGHBOUR_B, &[]),
+    );
+    // IPv6 too.
+    let to_v6 = v6([0, 2], [0x2001, 2, 0, 4, 0, 0, 0, 4]).udp(1, 2, b"v6");
+    let frame_v6 = frame::ethernet_tagged(
+        mac(P0_MAC),
+        mac(SENDER_MAC),
+        &[(ETH_P_8021Q, 100)],
+        ETH_P_IPV6,
+        &to_v6,
+    );
+    fx.assert_forwarded(
+        &frame_v6,
+        &forwarded_v6(&to_v6, P1_MAC, NEIGHBOUR_V, &[(ETH_P_8021Q, 10)]),
+    );
+
+    // Counted per VLAN interface.
+    let counted = |fx: &Fixture, name: &str| {
+        let s = fx.stats(name);
+        (s.rx_packets, s.forwarded_packets, s.tx_packets)
+    };
+    assert_eq!(counted(&fx, "p0.100"), (4, 4, 0));
+    assert_eq!(counted(&fx, "p0.200.300"), (1, 1, 2));
+    assert_eq!(counted(&fx, "p0"), (3, 3, 0));
+    assert_eq!(counted(&fx, "p1.10"), (0, 0, 3));
+    assert_eq!(counted(&fx, "p1"), (0, 0, 3));
+}
+
+#[test]
+fn frames_on_unconfigured_vlans_are_counted_on_their_port() {
+    let mut fx = Fixture::new();
+    let packet = v4(A, [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, b"x");
+    let unknown = frame::ethernet_tagged(
+        mac(P0_MAC),
+        mac(SENDER_MAC),
+        &[(ETH_P_8021Q, 55)],
+        ETH_P_IPV4,
+        &packet,
+    );
+    fx.assert_to_kernel_on("p0", "p0", &unknown, "not_routed");
+    let three = frame::ethernet_tagged(
+        mac(P0_MAC),
+        mac(SENDER_MAC),
+        &[(ETH_P_8021AD, 200), (ETH_P_8021Q, 300), (ETH_P_8021Q, 1)],
+        ETH_P_IPV4,
+        &packet,
+    );
+    fx.assert_to_kernel_on("p0", "p0", &three, "not_routed");
+    // p3's untagged side is not configured (only p3.7 is): counted on p3, not routed.
+    let untagged = frame::ethernet(mac(P3_MAC), mac(SENDER_MAC), ETH_P_IPV4, &packet);
+    fx.assert_to_kernel_on("p3", "p3", &untagged, "not_routed");
+    let on_7 = frame::ethernet_tagged(
+        mac(P3_MAC),
+        mac(SENDER_MAC),
+        &[(ETH_P_8021Q, 7)],
+        ETH_P_IPV4,
+        &packet,
+    );
+    assert_eq!(fx.run_on("p3", &on_7).action, XDP_REDIRECT);
+    // The MAC check applies per VLAN interface too.
+    let wrong_mac = frame::ethernet_tagged(
+        mac(P1_MAC),
+        mac(SENDER_MAC),
+        &[(ETH_P_8021Q, 100)],
+        ETH_P_IPV4,
+        &packet,
+    );
+    fx.assert_to_kernel_on("p0", "p0.100", &wrong_mac, "other_host");
+}
+
+#[test]
+fn ecmp_spreads_flows_and_keeps_each_on_one_path() {
+    let mut fx = Fixture::new();
+    let mut per_path = HashMap::new();
+    for flow in 0..200u16 {
+        let packet =
+            v4(A, [198, 18, 7, (flow % 250) as u8], IPPROTO_UDP).udp(10_000 + flow, 443, b"flow");
+        let first = fx.run(&to_router(&packet));
+        assert_eq!(first.action, XDP_REDIRECT);
+        let path = first.frame[..12].to_vec();
+        assert!(
+            first.frame == forwarded_v4(&packet, P1_MAC, NEIGHBOUR_E1, &[])
+                || first.frame == forwarded_v4(&packet, P2_MAC, NEIGHBOUR_E2, &[]),
+            "flow {flow} left by neither member"
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                fx.run(&to_router(&packet)).frame,
+                first.frame,
+                "flow {flow} moved"
+            );
+        }
+        *per_path.entry(path).or_insert(0) += 1;
+    }
+    assert_eq!(per_path.len(), 2, "both members used");
+    assert!(per_path.values().all(|&n| n >= 60), "spread {per_path:?}");
+
+    // Every fragment of a packet takes the same path, whatever its offset.
+    for id in 0..50u16 {
+        let paths: Vec<Vec<u8>> = [(0x2000u16), (0x2000 | 100), 200]
+            .into_iter()
+            .map(|flags_fragment| {
+                let mut header = v4(A, [198, 18, 7, 9], IPPROTO_UDP);
+                header.id = id;
+                header.flags_fragment = flags_fragment;
+                let packet = header.udp(5000 + id, 53, &[1; 64]);
+                fx.run(&to_router(&packet)).frame[..12].to_vec()
+            })
+            .collect();
+        assert!(
+            paths.windows(2).all(|w| w[0] == w[1]),
+            "IPv4 fragments of {id} split"
+        );
+        let paths: Vec<Vec<u8>> = [(0u16, true), (100, true), (200, false)]
+            .into_iter()
+            .map(|(offset, more)| {
+                let mut header = v6([0, 2], [0x2001, 2, 0, 7, 0, 0, 0, 9]);
+                header.extensions = vec![Extension::fragment(offset, more, u32::from(id))];
+                let packet = header.udp(5000 + id, 53, &[1; 64]);
+                fx.run(&to_router_v6(&packet)).frame[..12].to_vec()
+            })
+            .collect();
+        assert!(
+            paths.windows(2).all(|w| w[0] == w[1]),
+            "IPv6 fragments of {id} split"
+        );
+    }
 }
 
 #[test]
 fn unknown_ingress_interfaces_are_left_alone() {
     let mut fx = Fixture::new();
-    let packet = to_router(&ip([198, 18, 1, 2], [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, b"x"));
-    // Loopback (ifindex 1) is not one of the dataplane's interfaces.
+    let packet = to_router(&v4(A, [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, b"x"));
+    // Loopback (ifindex 1) is not one of the dataplane's ports.
     let out = fx.dataplane.test_run(1, &packet).unwrap();
     assert_eq!(out.action, XDP_PASS);
     assert_eq!(out.frame, packet);
@@ -421,8 +802,8 @@ fn unknown_ingress_interfaces_are_left_alone() {
 #[test]
 fn every_received_frame_is_counted_once() {
     let mut fx = Fixture::new();
-    let good = ip([198, 18, 1, 2], [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, b"x");
-    let miss = ip([198, 18, 1, 2], [198, 19, 0, 1], IPPROTO_UDP).udp(1, 2, b"x");
+    let good = v4(A, [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, b"x");
+    let miss = v4(A, [198, 19, 0, 1], IPPROTO_UDP).udp(1, 2, b"x");
     let frames = [
         to_router(&good),
         to_router(&miss),

@@ -1,0 +1,145 @@
+//! IPv6: header checks, the flow hash (through extension headers), hop limit decrement.
+//!
+//! As for IPv4, the header is read once into an [`Ipv6`] copy.
+
+use aya_ebpf::programs::XdpContext;
+use network_types::ip::Ipv6Hdr;
+use pop_dataplane_common::{
+    DropReason, PassReason,
+    ecmp::{
+        self, IPPROTO_AH, IPPROTO_FRAGMENT, MAX_EXTENSION_HEADERS, has_ports, is_extension_header,
+    },
+};
+
+use crate::{
+    forward::Verdict::{self, Drop, ToKernel},
+    packet::header,
+};
+
+const IPPROTO_HOPOPTS: u8 = 0;
+
+/// The header fields routing needs.
+#[derive(Clone, Copy)]
+pub struct Ipv6 {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub payload_len: u16,
+}
+
+impl Ipv6 {
+    /// The IPv6 length of the packet: what must fit in the egress MTU.
+    #[inline(always)]
+    pub fn total_len(&self) -> u32 {
+        u32::from(self.payload_len) + Ipv6Hdr::LEN as u32
+    }
+}
+
+/// Checks the header at `offset` of a frame of `frame_len` bytes, and returns its fields when
+/// the packet may be routed.
+#[inline(always)]
+pub fn inspect(ctx: &XdpContext, offset: usize, frame_len: usize) -> Result<Ipv6, Verdict> {
+    let ip: *const Ipv6Hdr = header(ctx, offset).ok_or(Drop(DropReason::Malformed))?;
+    // SAFETY: `header` checked that it lies inside the frame.
+    let ip = unsafe { &*ip };
+    if ip.vcf[0] >> 4 != 6 {
+        return Err(Drop(DropReason::Malformed));
+    }
+    let packet = Ipv6 {
+        src: ip.src_addr,
+        dst: ip.dst_addr,
+        next_header: ip.next_hdr,
+        hop_limit: ip.hop_limit,
+        payload_len: u16::from_be_bytes(ip.payload_len),
+    };
+    if offset + Ipv6Hdr::LEN + usize::from(packet.payload_len) > frame_len {
+        return Err(Drop(DropReason::Malformed));
+    }
+    if packet.next_header == IPPROTO_HOPOPTS {
+        return Err(ToKernel(PassReason::HopByHop));
+    }
+    if packet.dst[0] == 0xff {
+        return Err(ToKernel(PassReason::IpMulticast));
+    }
+    if is_link_local(&packet.dst) || is_link_local(&packet.src) {
+        return Err(ToKernel(PassReason::LinkLocal));
+    }
+    // :: and ::1
+    if u128::from_be_bytes(packet.dst) <= 1 {
+        return Err(ToKernel(PassReason::Reserved));
+    }
+    Ok(packet)
+}
+
+/// fe80::/10
+#[inline(always)]
+fn is_link_local(addr: &[u8; 16]) -> bool {
+    addr[0] == 0xfe && addr[1] & 0xc0 == 0x80
+}
+
+/// The flow hash (see `pop_dataplane_common::ecmp`).
+#[inline(always)]
+pub fn flow_hash(ctx: &XdpContext, offset: usize, packet: &Ipv6, seed: u32) -> u32 {
+    let (protocol, ports) = transport(ctx, offset, packet);
+    let mut hash = seed;
+    for chunk in packet.src.chunks_exact(4).chain(packet.dst.chunks_exact(4)) {
+        hash = ecmp::mix(
+            hash,
+            u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
+        );
+    }
+    hash = ecmp::mix(hash, u32::from(protocol));
+    hash = ecmp::mix(hash, ports);
+    ecmp::finish(hash)
+}
+
+/// The transport protocol and its ports word, past the extension headers.
+#[inline(always)]
+fn transport(ctx: &XdpContext, offset: usize, packet: &Ipv6) -> (u8, u32) {
+    let payload_end = offset + Ipv6Hdr::LEN + usize::from(packet.payload_len);
+    let mut next = packet.next_header;
+    let mut at = offset + Ipv6Hdr::LEN;
+    for _ in 0..MAX_EXTENSION_HEADERS {
+        if next == IPPROTO_FRAGMENT {
+            return (next, 0);
+        }
+        if !is_extension_header(next) {
+            break;
+        }
+        if at + 2 > payload_end {
+            return (next, 0);
+        }
+        let Some(ext) = header::<[u8; 2]>(ctx, at) else {
+            return (next, 0);
+        };
+        // SAFETY: `header` checked the bounds.
+        let [following, len] = unsafe { *ext };
+        at += if next == IPPROTO_AH {
+            (usize::from(len) + 2) * 4
+        } else {
+            (usize::from(len) + 1) * 8
+        };
+        next = following;
+    }
+    if next == IPPROTO_FRAGMENT || is_extension_header(next) || !has_ports(next) {
+        return (next, 0);
+    }
+    if at + 4 > payload_end {
+        return (next, 0);
+    }
+    match header::<[u8; 4]>(ctx, at) {
+        // SAFETY: `header` checked the bounds.
+        Some(l4) => (next, u32::from_be_bytes(unsafe { *l4 })),
+        None => (next, 0),
+    }
+}
+
+/// Hop limit minus one (IPv6 has no header checksum).
+#[inline(always)]
+pub fn decrement_hop_limit(ctx: &XdpContext, offset: usize) -> Option<()> {
+    let ip: *mut Ipv6Hdr = header(ctx, offset)?;
+    // SAFETY: `header` checked the bounds.
+    unsafe { (*ip).hop_limit -= 1 };
+    Some(())
+}

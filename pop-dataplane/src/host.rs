@@ -1,0 +1,202 @@
+//! The host as rtnetlink shows it: interfaces (with their VLAN stacking) and addresses, read
+//! once and then followed through events. Everything here is in the network namespace of the
+//! thread that opens the netlink socket.
+
+use std::net::IpAddr;
+
+use anyhow::Context as _;
+use futures_util::TryStreamExt as _;
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    address::{AddressAttribute, AddressMessage},
+    link::{InfoData, InfoVlan, LinkAttribute, LinkInfo, LinkMessage, State, VlanProtocol},
+};
+use rtnetlink::Handle;
+
+use crate::mac::MacAddr;
+
+/// A network interface of the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub ifindex: u32,
+    pub name: String,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    /// Operationally up.
+    pub up: bool,
+    /// Set for a VLAN device: the tag it adds on top of its parent.
+    pub vlan: Option<Vlan>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vlan {
+    /// The interface this VLAN device sits on.
+    pub parent: u32,
+    pub id: u16,
+    /// 0x8100 (802.1Q) or 0x88a8 (802.1ad).
+    pub tpid: u16,
+}
+
+/// An address configured on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Address {
+    pub ifindex: u32,
+    pub addr: IpAddr,
+}
+
+/// Interfaces and addresses at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Host {
+    pub links: Vec<Link>,
+    pub addresses: Vec<Address>,
+}
+
+impl Host {
+    /// Dumps interfaces and addresses over `handle`.
+    pub async fn read(handle: &Handle) -> anyhow::Result<Self> {
+        let mut links = Vec::new();
+        let mut dump = handle.link().get().execute();
+        while let Some(message) = dump.try_next().await.context("dumping interfaces")? {
+            if let Some(link) = parse_link(&message) {
+                links.push(link);
+            }
+        }
+        let mut addresses = Vec::new();
+        let mut dump = handle.address().get().execute();
+        while let Some(message) = dump.try_next().await.context("dumping addresses")? {
+            if let Some(address) = parse_address(&message) {
+                addresses.push(address);
+            }
+        }
+        addresses.sort();
+        Ok(Self { links, addresses })
+    }
+
+    /// [`Host::read`] for callers without a runtime: opens its own netlink socket.
+    pub fn read_now() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let (connection, handle, _) =
+                rtnetlink::new_connection().context("opening rtnetlink")?;
+            tokio::spawn(connection);
+            Self::read(&handle).await
+        })
+    }
+
+    pub fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|link| link.name == name)
+    }
+
+    pub fn link_by_index(&self, ifindex: u32) -> Option<&Link> {
+        self.links.iter().find(|link| link.ifindex == ifindex)
+    }
+}
+
+/// A change the daemon follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostEvent {
+    AddressAdded(Address),
+    AddressRemoved(Address),
+    LinkChanged(Link),
+    LinkRemoved(u32),
+}
+
+/// The event a netlink notification carries, if it is one we follow.
+pub fn event(message: &RouteNetlinkMessage) -> Option<HostEvent> {
+    match message {
+        RouteNetlinkMessage::NewAddress(message) => {
+            parse_address(message).map(HostEvent::AddressAdded)
+        }
+        RouteNetlinkMessage::DelAddress(message) => {
+            parse_address(message).map(HostEvent::AddressRemoved)
+        }
+        RouteNetlinkMessage::NewLink(message) => parse_link(message).map(HostEvent::LinkChanged),
+        RouteNetlinkMessage::DelLink(message) => Some(HostEvent::LinkRemoved(message.header.index)),
+        _ => None,
+    }
+}
+
+fn parse_link(message: &LinkMessage) -> Option<Link> {
+    let mut link = Link {
+        ifindex: message.header.index,
+        name: String::new(),
+        mac: MacAddr::default(),
+        mtu: 0,
+        up: false,
+        vlan: None,
+    };
+    let mut parent = None;
+    let mut vlan_id = None;
+    let mut tpid = 0x8100;
+    for attribute in &message.attributes {
+        match attribute {
+            LinkAttribute::IfName(name) => link.name = name.clone(),
+            LinkAttribute::Address(bytes) if bytes.len() == 6 => {
+                link.mac.0.copy_from_slice(bytes);
+            }
+            LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
+            LinkAttribute::OperState(state) => {
+                // Virtual devices without carrier reporting say Unknown while they work.
+                link.up = matches!(state, State::Up | State::Unknown);
+            }
+            LinkAttribute::Link(index) => parent = Some(*index),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    if let LinkInfo::Data(InfoData::Vlan(vlan)) = info {
+                        for item in vlan {
+                            match item {
+                                InfoVlan::Id(id) => vlan_id = Some(*id),
+                                InfoVlan::Protocol(VlanProtocol::Ieee8021Ad) => tpid = 0x88a8,
+                                InfoVlan::Protocol(_) => tpid = 0x8100,
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if let (Some(parent), Some(id)) = (parent, vlan_id) {
+        link.vlan = Some(Vlan { parent, id, tpid });
+    }
+    (!link.name.is_empty()).then_some(link)
+}
+
+fn parse_address(message: &AddressMessage) -> Option<Address> {
+    // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's on point-to-point
+    // links, and the own address otherwise (and for IPv6).
+    let mut local = None;
+    let mut address = None;
+    for attribute in &message.attributes {
+        match attribute {
+            AddressAttribute::Local(addr) => local = Some(*addr),
+            AddressAttribute::Address(addr) => address = Some(*addr),
+            _ => {}
+        }
+    }
+    local.or(address).map(|addr| Address {
+        ifindex: message.header.index,
+        addr,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_loopback() {
+        let host = Host::read_now().unwrap();
+        let lo = host.link("lo").unwrap();
+        assert_eq!(lo.ifindex, 1);
+        assert!(lo.mac.is_zero());
+        assert!(lo.vlan.is_none());
+        assert!(host.addresses.contains(&Address {
+            ifindex: 1,
+            addr: "127.0.0.1".parse().unwrap()
+        }));
+    }
+}

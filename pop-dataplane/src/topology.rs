@@ -1,0 +1,475 @@
+//! Where the program attaches and what it routes on, from the config and the host's
+//! interfaces: ports (physical interfaces, one devmap entry each) and router interfaces (a
+//! port's untagged side or a VLAN device on it, one counter slot each). Also how each next hop
+//! leaves: port, VLAN tags, MACs, MTU.
+
+use std::{fs, path::Path};
+
+use anyhow::Context as _;
+use pop_dataplane_common::{Interface, InterfaceKey, Nexthop, maps};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{Config, ConfigError, NexthopConfig},
+    host::{Host, Link},
+};
+
+const ETH_P_8021Q: u16 = 0x8100;
+
+/// A physical interface the program is attached to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Port {
+    pub name: String,
+    pub ifindex: u32,
+    /// Its index in `EGRESS`.
+    pub index: u32,
+}
+
+/// An interface the router routes on: a port, or a VLAN device on one. A port whose untagged
+/// side is not configured still gets one, not routed, so its frames are counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterInterface {
+    pub name: String,
+    /// How a frame received on it looks: port and VLAN tags.
+    pub key: InterfaceKey,
+    /// Its `INTERFACES` entry: counter slot, MAC, flags.
+    pub entry: Interface,
+    /// Index of its port in `EGRESS`.
+    pub port: u32,
+    pub mtu: u32,
+    /// TPID of the outer tag it sends.
+    pub outer_tpid: u16,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Topology {
+    pub ports: Vec<Port>,
+    /// Slot `i` is `interfaces[i]`.
+    pub interfaces: Vec<RouterInterface>,
+}
+
+impl Topology {
+    /// Places every configured interface on its port. Fails, naming the entry, for an
+    /// interface the host does not have or one stacked more than two VLANs deep.
+    pub fn build(config: &Config, file: &str, host: &Host) -> Result<Self, ConfigError> {
+        let mut topology = Self::default();
+        for interface in &config.interfaces {
+            let at = |message: String| ConfigError {
+                file: file.to_owned(),
+                line: Some(interface.line),
+                message: format!("interface {:?}: {message}", interface.name),
+            };
+            // A VLAN sub-interface defined in the config, or a host interface: a port, or a
+            // Linux VLAN device on one.
+            let (port_link, vlan_outer, vlan_inner, outer_tpid, mac, mtu) = match &interface.vlan {
+                Some(vlan) => {
+                    let port = host.link(&vlan.port).ok_or_else(|| {
+                        at(format!(
+                            "port {:?}: no such interface in this network namespace",
+                            vlan.port
+                        ))
+                    })?;
+                    if port.vlan.is_some() {
+                        return Err(at(format!("port {:?} is itself a VLAN device", vlan.port)));
+                    }
+                    let inner = vlan.inner.unwrap_or(0);
+                    (port, vlan.outer, inner, vlan.outer_tpid, port.mac, port.mtu)
+                }
+                None => {
+                    let link = host.link(&interface.name).ok_or_else(|| {
+                        at("no such interface in this network namespace".to_owned())
+                    })?;
+                    let (port, outer, inner, tpid) = place(link, host).map_err(at)?;
+                    (port, outer, inner, tpid, link.mac, link.mtu)
+                }
+            };
+            let key = InterfaceKey {
+                ifindex: port_link.ifindex,
+                vlan_outer,
+                vlan_inner,
+            };
+            if let Some(other) = topology.interfaces.iter().find(|i| i.key == key) {
+                return Err(at(format!(
+                    "the same port and VLAN tags as interface {:?}",
+                    other.name
+                )));
+            }
+            let port = topology.port(port_link);
+            let slot = topology.interfaces.len() as u32;
+            topology.interfaces.push(RouterInterface {
+                name: interface.name.clone(),
+                key,
+                entry: Interface::new(slot, mac.0, Interface::ROUTED),
+                port,
+                mtu,
+                outer_tpid,
+            });
+        }
+        // Ports whose untagged side is not configured: counted, not routed.
+        for port in topology.ports.clone() {
+            let key = InterfaceKey::untagged(port.ifindex);
+            if topology.interfaces.iter().any(|i| i.key == key) {
+                continue;
+            }
+            let link = host
+                .link_by_index(port.ifindex)
+                .expect("ports come from host links");
+            let slot = topology.interfaces.len() as u32;
+            topology.interfaces.push(RouterInterface {
+                name: link.name.clone(),
+                key,
+                entry: Interface::new(slot, link.mac.0, 0),
+                port: port.index,
+                mtu: link.mtu,
+                outer_tpid: ETH_P_8021Q,
+            });
+        }
+        if topology.interfaces.len() > maps::MAX_INTERFACES as usize
+            || topology.ports.len() > maps::MAX_PORTS as usize
+        {
+            return Err(ConfigError {
+                file: file.to_owned(),
+                line: None,
+                message: format!(
+                    "{} interfaces on {} ports; at most {} interfaces and {} ports are supported",
+                    topology.interfaces.len(),
+                    topology.ports.len(),
+                    maps::MAX_INTERFACES,
+                    maps::MAX_PORTS
+                ),
+            });
+        }
+        Ok(topology)
+    }
+
+    /// The index of `link`'s port, adding it on first sight.
+    fn port(&mut self, link: &Link) -> u32 {
+        if let Some(port) = self.ports.iter().find(|p| p.ifindex == link.ifindex) {
+            return port.index;
+        }
+        let index = self.ports.len() as u32;
+        self.ports.push(Port {
+            name: link.name.clone(),
+            ifindex: link.ifindex,
+            index,
+        });
+        index
+    }
+
+    pub fn interface(&self, name: &str) -> Option<&RouterInterface> {
+        self.interfaces.iter().find(|i| i.name == name)
+    }
+
+    /// The interfaces' names and keys, as [`save_names`] writes them.
+    pub fn names(&self) -> Vec<NamedInterface> {
+        self.interfaces
+            .iter()
+            .map(|i| NamedInterface {
+                name: i.name.clone(),
+                slot: i.entry.slot,
+                key: [
+                    i.key.ifindex,
+                    u32::from(i.key.vlan_outer),
+                    u32::from(i.key.vlan_inner),
+                ],
+            })
+            .collect()
+    }
+
+    /// How packets through `nexthop` leave. Resolved when its MAC is configured.
+    pub fn nexthop(&self, nexthop: &NexthopConfig) -> Nexthop {
+        let egress = self
+            .interface(&nexthop.dev)
+            .expect("validated: a next hop's dev is a configured interface");
+        Nexthop {
+            port: egress.port,
+            slot: egress.entry.slot,
+            mtu: egress.mtu.min(u32::from(u16::MAX)) as u16,
+            flags: if nexthop.lladdr.is_some() {
+                Nexthop::RESOLVED
+            } else {
+                0
+            },
+            vlan_outer: egress.key.vlan_outer,
+            vlan_inner: egress.key.vlan_inner,
+            vlan_outer_tpid: egress.outer_tpid,
+            src_mac: egress.entry.mac,
+            dst_mac: nexthop.lladdr.unwrap_or_default().0,
+        }
+    }
+}
+
+/// An interface's name, for `stats` and `trace`, which see only the maps: a VLAN
+/// sub-interface defined in the config has no host interface to be named after.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedInterface {
+    pub name: String,
+    pub slot: u32,
+    /// Port ifindex, outer and inner VLAN id.
+    pub key: [u32; 3],
+}
+
+impl NamedInterface {
+    pub fn key(&self) -> InterfaceKey {
+        InterfaceKey {
+            ifindex: self.key[0],
+            vlan_outer: self.key[1] as u16,
+            vlan_inner: self.key[2] as u16,
+        }
+    }
+}
+
+const NAMES_FILE: &str = "interfaces.json";
+
+/// Writes the running dataplane's interface names into its run directory.
+pub fn save_names(run_dir: &Path, names: &[NamedInterface]) -> anyhow::Result<()> {
+    let path = run_dir.join(NAMES_FILE);
+    let tmp = run_dir.join(format!("{NAMES_FILE}.tmp"));
+    fs::write(&tmp, serde_json::to_vec_pretty(names)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The names the running dataplane saved, if any.
+pub fn load_names(run_dir: &Path) -> Option<Vec<NamedInterface>> {
+    serde_json::from_slice(&fs::read(run_dir.join(NAMES_FILE)).ok()?).ok()
+}
+
+/// The name of the host interface that frames with `key` arrive on: the port, or the VLAN
+/// device on it; `if<index>[.<vlan>[.<vlan>]]` when the host has none.
+pub fn interface_name(host: &Host, key: &InterfaceKey) -> String {
+    let found = host.links.iter().find(|link| {
+        place(link, host).is_ok_and(|(port, outer, inner, _)| {
+            port.ifindex == key.ifindex && outer == key.vlan_outer && inner == key.vlan_inner
+        })
+    });
+    match (found, key.vlan_outer, key.vlan_inner) {
+        (Some(link), _, _) => link.name.clone(),
+        (None, 0, _) => format!("if{}", key.ifindex),
+        (None, outer, 0) => format!("if{}.{outer}", key.ifindex),
+        (None, outer, inner) => format!("if{}.{outer}.{inner}", key.ifindex),
+    }
+}
+
+/// The port `link` sits on, and the VLAN tags (outer, inner) and outer TPID it adds.
+fn place<'a>(link: &'a Link, host: &'a Host) -> Result<(&'a Link, u16, u16, u16), String> {
+    let Some(vlan) = link.vlan else {
+        return Ok((link, 0, 0, ETH_P_8021Q));
+    };
+    let parent = host
+        .link_by_index(vlan.parent)
+        .ok_or_else(|| format!("its parent interface (index {}) is gone", vlan.parent))?;
+    let Some(outer) = parent.vlan else {
+        return Ok((parent, vlan.id, 0, vlan.tpid));
+    };
+    let port = host
+        .link_by_index(outer.parent)
+        .ok_or_else(|| format!("its parent interface (index {}) is gone", outer.parent))?;
+    if port.vlan.is_some() {
+        return Err("more than two VLAN tags deep: not supported".to_owned());
+    }
+    Ok((port, outer.id, vlan.id, outer.tpid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{host::Vlan, mac::MacAddr};
+
+    fn link(ifindex: u32, name: &str, vlan: Option<Vlan>) -> Link {
+        Link {
+            ifindex,
+            name: name.to_owned(),
+            mac: MacAddr([2, 0, 0, 0, 0, ifindex as u8]),
+            mtu: if vlan.is_some() { 1496 } else { 1500 },
+            up: true,
+            vlan,
+        }
+    }
+
+    fn host() -> Host {
+        Host {
+            links: vec![
+                link(7, "ra", None),
+                link(9, "rb", None),
+                link(
+                    10,
+                    "ra.100",
+                    Some(Vlan {
+                        parent: 7,
+                        id: 100,
+                        tpid: 0x8100,
+                    }),
+                ),
+                link(
+                    11,
+                    "ra.200",
+                    Some(Vlan {
+                        parent: 7,
+                        id: 200,
+                        tpid: 0x88a8,
+                    }),
+                ),
+                link(
+                    12,
+                    "ra.200.300",
+                    Some(Vlan {
+                        parent: 11,
+                        id: 300,
+                        tpid: 0x8100,
+                    }),
+                ),
+                link(
+                    13,
+                    "x.1.2.3",
+                    Some(Vlan {
+                        parent: 12,
+                        id: 3,
+                        tpid: 0x8100,
+                    }),
+                ),
+            ],
+            addresses: vec![],
+        }
+    }
+
+    const CONFIG: &str = r#"
+[[interface]]
+name = "ra.100"
+[[interface]]
+name = "ra.200.300"
+[[interface]]
+name = "rb"
+[[interface]]
+name = "rb.cfg"
+port = "rb"
+vlan = [5, 6]
+[[nexthop]]
+name = "q"
+dev = "ra.200.300"
+lladdr = "02:00:00:00:00:aa"
+[[nexthop]]
+name = "u"
+dev = "rb"
+via = "198.18.2.2"
+"#;
+
+    #[test]
+    fn places_vlans_on_their_ports() {
+        let config = Config::parse("t.toml", CONFIG).unwrap();
+        let topology = Topology::build(&config, "t.toml", &host()).unwrap();
+        assert_eq!(
+            topology.ports,
+            [
+                Port {
+                    name: "ra".into(),
+                    ifindex: 7,
+                    index: 0
+                },
+                Port {
+                    name: "rb".into(),
+                    ifindex: 9,
+                    index: 1
+                },
+            ]
+        );
+        let summary: Vec<_> = topology
+            .interfaces
+            .iter()
+            .map(|i| {
+                (
+                    i.name.as_str(),
+                    i.key,
+                    i.entry.slot,
+                    i.entry.is_routed(),
+                    i.port,
+                )
+            })
+            .collect();
+        let key = |ifindex, vlan_outer, vlan_inner| InterfaceKey {
+            ifindex,
+            vlan_outer,
+            vlan_inner,
+        };
+        assert_eq!(
+            summary,
+            [
+                ("ra.100", key(7, 100, 0), 0, true, 0),
+                ("ra.200.300", key(7, 200, 300), 1, true, 0),
+                ("rb", key(9, 0, 0), 2, true, 1),
+                ("rb.cfg", key(9, 5, 6), 3, true, 1),
+                // ra's untagged side is not configured: counted, not routed.
+                ("ra", key(7, 0, 0), 4, false, 0),
+            ]
+        );
+
+        let qinq = topology.nexthop(&config.nexthops[0]);
+        assert_eq!(
+            qinq,
+            Nexthop {
+                port: 0,
+                slot: 1,
+                mtu: 1496,
+                flags: Nexthop::RESOLVED,
+                vlan_outer: 200,
+                vlan_inner: 300,
+                vlan_outer_tpid: 0x88a8,
+                src_mac: [2, 0, 0, 0, 0, 12],
+                dst_mac: [2, 0, 0, 0, 0, 0xaa],
+            }
+        );
+        assert_eq!(interface_name(&host(), &key(7, 200, 300)), "ra.200.300");
+        assert_eq!(interface_name(&host(), &key(7, 0, 0)), "ra");
+        assert_eq!(interface_name(&host(), &key(7, 5, 0)), "if7.5");
+
+        let unresolved = topology.nexthop(&config.nexthops[1]);
+        assert!(!unresolved.is_resolved());
+        assert_eq!(
+            (unresolved.port, unresolved.slot, unresolved.vlan_tags()),
+            (1, 2, 0)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_entry_and_the_problem() {
+        let config =
+            Config::parse("t.toml", &CONFIG.replace("port = \"rb\"", "port = \"rz\"")).unwrap();
+        assert_eq!(
+            Topology::build(&config, "t.toml", &host())
+                .unwrap_err()
+                .to_string(),
+            "t.toml:8: interface \"rb.cfg\": port \"rz\": no such interface in this network namespace"
+        );
+        let config = Config::parse(
+            "t.toml",
+            &CONFIG
+                .replace("vlan = [5, 6]", "vlan = 100")
+                .replace("port = \"rb\"", "port = \"ra\""),
+        )
+        .unwrap();
+        assert_eq!(
+            Topology::build(&config, "t.toml", &host())
+                .unwrap_err()
+                .to_string(),
+            "t.toml:8: interface \"rb.cfg\": the same port and VLAN tags as interface \"ra.100\""
+        );
+    }
+
+    #[test]
+    fn errors_name_the_entry() {
+        let config = Config::parse("t.toml", &CONFIG.replace("\"rb\"", "\"rc\"")).unwrap();
+        assert_eq!(
+            Topology::build(&config, "t.toml", &host())
+                .unwrap_err()
+                .to_string(),
+            "t.toml:6: interface \"rc\": no such interface in this network namespace"
+        );
+        let config = Config::parse("t.toml", &CONFIG.replace("\"ra.100\"", "\"x.1.2.3\"")).unwrap();
+        assert_eq!(
+            Topology::build(&config, "t.toml", &host())
+                .unwrap_err()
+                .to_string(),
+            "t.toml:2: interface \"x.1.2.3\": more than two VLAN tags deep: not supported"
+        );
+    }
+}

@@ -1,0 +1,540 @@
+//! A reference model of the forwarding decision: plain Rust over byte slices, written from the
+//! README's table of what the fast path does and the ECMP hash's specification
+//! (`pop_dataplane_common::ecmp`), sharing no code with the XDP program. It uses the map
+//! layout types of `pop-dataplane-common` as data, and decodes them itself.
+//!
+//! Given a frame, the ingress interface and the tables, it says what the program must do:
+//! the XDP action, the exact output frame, and which counter moves.
+
+use std::collections::HashMap;
+
+use pop_dataplane_common::{Interface, InterfaceKey, Nexthop, NexthopGroup, RouteEntry};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// What the maps hold, as the model reads it.
+#[derive(Clone, Debug, Default)]
+pub struct Tables {
+    pub interfaces: HashMap<InterfaceKey, Interface>,
+    /// Port index -> egress ifindex (the devmap).
+    pub ports: HashMap<u32, u32>,
+    pub nexthops: HashMap<u32, Nexthop>,
+    pub groups: HashMap<u32, NexthopGroup>,
+    /// Per prefix length, network address -> entry.
+    routes_v4: Vec<HashMap<u32, RouteEntry>>,
+    routes_v6: Vec<HashMap<u128, RouteEntry>>,
+    pub ecmp_seed: u32,
+}
+
+/// The counter a frame moves on its ingress interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Counted {
+    /// Not counted: not one of the dataplane's ports.
+    Nothing,
+    Forwarded {
+        ingress_slot: u32,
+        egress_slot: u32,
+    },
+    /// `PassReason` number.
+    ToKernel {
+        ingress_slot: u32,
+        reason: u32,
+    },
+    /// `DropReason` number.
+    Dropped {
+        ingress_slot: u32,
+        reason: u32,
+    },
+}
+
+/// What the program must do with one frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub action: u32,
+    pub frame: Vec<u8>,
+    pub counted: Counted,
+}
+
+// The reason numbers of pop_dataplane_common::counters, restated.
+mod pass {
+    pub const NON_IP: u32 = 0;
+    pub const OTHER_HOST: u32 = 1;
+    pub const LINK_MULTICAST: u32 = 2;
+    pub const IP_OPTIONS: u32 = 3;
+    pub const IP_MULTICAST: u32 = 4;
+    pub const LINK_LOCAL: u32 = 5;
+    pub const TTL_EXCEEDED: u32 = 6;
+    pub const NO_ROUTE: u32 = 7;
+    pub const KERNEL_ROUTE: u32 = 8;
+    pub const UNRESOLVED: u32 = 9;
+    pub const MTU_EXCEEDED: u32 = 10;
+    pub const LOCAL: u32 = 11;
+    pub const HOP_BY_HOP: u32 = 12;
+    pub const NOT_ROUTED: u32 = 13;
+    pub const RESERVED: u32 = 14;
+}
+
+mod drop {
+    pub const MALFORMED: u32 = 0;
+    pub const BAD_CHECKSUM: u32 = 1;
+    pub const BLACKHOLE: u32 = 2;
+    pub const NO_EGRESS: u32 = 3;
+}
+
+impl Tables {
+    pub fn new(ecmp_seed: u32) -> Self {
+        Self {
+            routes_v4: vec![HashMap::new(); 33],
+            routes_v6: vec![HashMap::new(); 129],
+            ecmp_seed,
+            ..Self::default()
+        }
+    }
+
+    pub fn set_route_v4(&mut self, network: [u8; 4], len: u8, entry: RouteEntry) {
+        self.routes_v4[usize::from(len)].insert(mask32(u32::from_be_bytes(network), len), entry);
+    }
+
+    pub fn set_route_v6(&mut self, network: [u8; 16], len: u8, entry: RouteEntry) {
+        self.routes_v6[usize::from(len)].insert(mask128(u128::from_be_bytes(network), len), entry);
+    }
+
+    pub fn delete_route_v4(&mut self, network: [u8; 4], len: u8) {
+        self.routes_v4[usize::from(len)].remove(&mask32(u32::from_be_bytes(network), len));
+    }
+
+    pub fn delete_route_v6(&mut self, network: [u8; 16], len: u8) {
+        self.routes_v6[usize::from(len)].remove(&mask128(u128::from_be_bytes(network), len));
+    }
+
+    /// Longest prefix match, one prefix length at a time, longest first.
+    pub fn lookup_v4(&self, addr: [u8; 4]) -> Option<RouteEntry> {
+        let addr = u32::from_be_bytes(addr);
+        (0..=32u8).rev().find_map(|len| {
+            self.routes_v4[usize::from(len)]
+                .get(&mask32(addr, len))
+                .copied()
+        })
+    }
+
+    pub fn lookup_v6(&self, addr: [u8; 16]) -> Option<RouteEntry> {
+        let addr = u128::from_be_bytes(addr);
+        (0..=128u8).rev().find_map(|len| {
+            self.routes_v6[usize::from(len)]
+                .get(&mask128(addr, len))
+                .copied()
+        })
+    }
+
+    /// The model: what the program must do with `frame` received on port `ifindex`.
+    pub fn forward(&self, ifindex: u32, frame: &[u8]) -> Outcome {
+        let unchanged = |action, counted| Outcome {
+            action,
+            frame: frame.to_vec(),
+            counted,
+        };
+
+        // Link header: MACs, up to two VLAN tags.
+        let link = parse_link(frame);
+        let key = match &link {
+            Ok(link) => InterfaceKey {
+                ifindex,
+                vlan_outer: link.vlans[0],
+                vlan_inner: link.vlans[1],
+            },
+            Err(_) => InterfaceKey::untagged(ifindex),
+        };
+        let ingress = match self.interfaces.get(&key) {
+            Some(ingress) => *ingress,
+            None => match self.interfaces.get(&InterfaceKey::untagged(ifindex)) {
+                None => return unchanged(XDP_PASS, Counted::Nothing),
+                Some(port) => {
+                    return unchanged(
+                        XDP_PASS,
+                        Counted::ToKernel {
+                            ingress_slot: port.slot,
+                            reason: pass::NOT_ROUTED,
+                        },
+                    );
+                }
+            },
+        };
+        let slot = ingress.slot;
+        let to_kernel = |reason| {
+            unchanged(
+                XDP_PASS,
+                Counted::ToKernel {
+                    ingress_slot: slot,
+                    reason,
+                },
+            )
+        };
+        let dropped = |reason| {
+            unchanged(
+                XDP_DROP,
+                Counted::Dropped {
+                    ingress_slot: slot,
+                    reason,
+                },
+            )
+        };
+        let link = match link {
+            Ok(link) => link,
+            Err(LinkError::Truncated) => return dropped(drop::MALFORMED),
+            Err(LinkError::TooManyTags) => return to_kernel(pass::NOT_ROUTED),
+        };
+        if ingress.flags & Interface::ROUTED == 0 {
+            return to_kernel(pass::NOT_ROUTED);
+        }
+        if link.ether_type != 0x0800 && link.ether_type != 0x86dd {
+            return to_kernel(pass::NON_IP);
+        }
+        if frame[0] & 1 != 0 {
+            return to_kernel(pass::LINK_MULTICAST);
+        }
+        if frame[0..6] != ingress.mac {
+            return to_kernel(pass::OTHER_HOST);
+        }
+
+        let l3 = link.l3_offset;
+        let packet = &frame[l3..];
+        let network = if link.ether_type == 0x0800 {
+            ipv4(packet)
+        } else {
+            ipv6(packet)
+        };
+        let network = match network {
+            Ok(network) => network,
+            Err(Verdict::ToKernel(reason)) => return to_kernel(reason),
+            Err(Verdict::Drop(reason)) => return dropped(reason),
+        };
+        let entry = match network.dst {
+            Addr::V4(dst) => self.lookup_v4(dst),
+            Addr::V6(dst) => self.lookup_v6(dst),
+        };
+        let Some(entry) = entry else {
+            return to_kernel(pass::NO_ROUTE);
+        };
+        let bits = entry.target.to_bits();
+        let id = bits & 0x0fff_ffff;
+        let nexthop_id = match bits >> 28 {
+            1 => id,
+            5 => {
+                let hash = self.flow_hash(packet, &network);
+                match self.groups.get(&id) {
+                    Some(group) => group.buckets[hash as usize % group.buckets.len()],
+                    None => return to_kernel(pass::UNRESOLVED),
+                }
+            }
+            2 => return dropped(drop::BLACKHOLE),
+            4 => return to_kernel(pass::LOCAL),
+            _ => return to_kernel(pass::KERNEL_ROUTE),
+        };
+        if network.ttl <= 1 {
+            return to_kernel(pass::TTL_EXCEEDED);
+        }
+        let Some(nexthop) = self.nexthops.get(&nexthop_id).copied() else {
+            return to_kernel(pass::UNRESOLVED);
+        };
+        if nexthop.flags & Nexthop::RESOLVED == 0 {
+            return to_kernel(pass::UNRESOLVED);
+        }
+        if network.length > u32::from(nexthop.mtu) {
+            return to_kernel(pass::MTU_EXCEEDED);
+        }
+        if !self.ports.contains_key(&nexthop.port) {
+            // The rewrite happened; the redirect then failed.
+            return Outcome {
+                action: XDP_DROP,
+                frame: rewrite(frame, &link, &network, &nexthop),
+                counted: Counted::Dropped {
+                    ingress_slot: slot,
+                    reason: drop::NO_EGRESS,
+                },
+            };
+        }
+        Outcome {
+            action: XDP_REDIRECT,
+            frame: rewrite(frame, &link, &network, &nexthop),
+            counted: Counted::Forwarded {
+                ingress_slot: slot,
+                egress_slot: nexthop.slot,
+            },
+        }
+    }
+
+    /// The ECMP flow hash, from its specification.
+    fn flow_hash(&self, packet: &[u8], network: &Network) -> u32 {
+        let mut words = Vec::with_capacity(10);
+        match (network.src, network.dst) {
+            (Addr::V4(src), Addr::V4(dst)) => {
+                words.push(u32::from_be_bytes(src));
+                words.push(u32::from_be_bytes(dst));
+            }
+            (Addr::V6(src), Addr::V6(dst)) => {
+                for chunk in src.chunks(4).chain(dst.chunks(4)) {
+                    words.push(u32::from_be_bytes(chunk.try_into().unwrap()));
+                }
+            }
+            _ => unreachable!(),
+        }
+        let (protocol, ports) = transport(packet, network);
+        words.push(u32::from(protocol));
+        words.push(ports);
+        let mut hash = self.ecmp_seed;
+        for word in words {
+            hash = (hash ^ word).wrapping_mul(0x9e37_79b1).rotate_left(13);
+        }
+        hash ^= hash >> 16;
+        hash = hash.wrapping_mul(0x85eb_ca6b);
+        hash ^= hash >> 13;
+        hash = hash.wrapping_mul(0xc2b2_ae35);
+        hash ^ (hash >> 16)
+    }
+}
+
+fn mask32(addr: u32, len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        addr & (u32::MAX << (32 - u32::from(len)))
+    }
+}
+
+fn mask128(addr: u128, len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        addr & (u128::MAX << (128 - u32::from(len)))
+    }
+}
+
+struct Link {
+    ether_type: u16,
+    vlans: [u16; 2],
+    tags: usize,
+    l3_offset: usize,
+}
+
+enum LinkError {
+    Truncated,
+    TooManyTags,
+}
+
+fn parse_link(frame: &[u8]) -> Result<Link, LinkError> {
+    let be16 = |at: usize| -> Result<u16, LinkError> {
+        frame
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or(LinkError::Truncated)
+    };
+    if frame.len() < 14 {
+        return Err(LinkError::Truncated);
+    }
+    let mut link = Link {
+        ether_type: be16(12)?,
+        vlans: [0, 0],
+        tags: 0,
+        l3_offset: 14,
+    };
+    while link.ether_type == 0x8100 || link.ether_type == 0x88a8 {
+        if link.tags == 2 {
+            return Err(LinkError::TooManyTags);
+        }
+        // A tag: TCI, then the next EtherType.
+        let tci = be16(link.l3_offset)?;
+        let next = be16(link.l3_offset + 2)?;
+        link.vlans[link.tags] = tci & 0x0fff;
+        link.tags += 1;
+        link.l3_offset += 4;
+        link.ether_type = next;
+    }
+    Ok(link)
+}
+
+#[derive(Clone, Copy)]
+enum Addr {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+struct Network {
+    src: Addr,
+    dst: Addr,
+    ttl: u8,
+    /// The IP length: total length, or 40 + payload length.
+    length: u32,
+    /// IPv4: protocol; IPv6: next header of the fixed header.
+    protocol: u8,
+    is_fragment: bool,
+    /// Where the IP payload ends, from the start of the IP header.
+    end: usize,
+    header_len: usize,
+}
+
+enum Verdict {
+    ToKernel(u32),
+    Drop(u32),
+}
+
+fn ipv4(packet: &[u8]) -> Result<Network, Verdict> {
+    if packet.len() < 20 {
+        return Err(Verdict::Drop(drop::MALFORMED));
+    }
+    let version = packet[0] >> 4;
+    let ihl = packet[0] & 0x0f;
+    if version != 4 || ihl < 5 {
+        return Err(Verdict::Drop(drop::MALFORMED));
+    }
+    if ihl > 5 {
+        return Err(Verdict::ToKernel(pass::IP_OPTIONS));
+    }
+    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+    if total < 20 || total > packet.len() {
+        return Err(Verdict::Drop(drop::MALFORMED));
+    }
+    if checksum(&packet[..20]) != 0 {
+        return Err(Verdict::Drop(drop::BAD_CHECKSUM));
+    }
+    let dst: [u8; 4] = packet[16..20].try_into().unwrap();
+    match dst[0] {
+        224..=239 => return Err(Verdict::ToKernel(pass::IP_MULTICAST)),
+        0 | 127 | 240..=255 => return Err(Verdict::ToKernel(pass::RESERVED)),
+        169 if dst[1] == 254 => return Err(Verdict::ToKernel(pass::LINK_LOCAL)),
+        _ => {}
+    }
+    let flags_fragment = u16::from_be_bytes([packet[6], packet[7]]);
+    Ok(Network {
+        src: Addr::V4(packet[12..16].try_into().unwrap()),
+        dst: Addr::V4(dst),
+        ttl: packet[8],
+        length: total as u32,
+        protocol: packet[9],
+        is_fragment: flags_fragment & 0x2000 != 0 || flags_fragment & 0x1fff != 0,
+        end: total,
+        header_len: 20,
+    })
+}
+
+fn ipv6(packet: &[u8]) -> Result<Network, Verdict> {
+    if packet.len() < 40 || packet[0] >> 4 != 6 {
+        return Err(Verdict::Drop(drop::MALFORMED));
+    }
+    let payload = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
+    if 40 + payload > packet.len() {
+        return Err(Verdict::Drop(drop::MALFORMED));
+    }
+    let src: [u8; 16] = packet[8..24].try_into().unwrap();
+    let dst: [u8; 16] = packet[24..40].try_into().unwrap();
+    if packet[6] == 0 {
+        return Err(Verdict::ToKernel(pass::HOP_BY_HOP));
+    }
+    let link_local = |a: &[u8; 16]| a[0] == 0xfe && a[1] & 0xc0 == 0x80;
+    if dst[0] == 0xff {
+        return Err(Verdict::ToKernel(pass::IP_MULTICAST));
+    }
+    if link_local(&dst) || link_local(&src) {
+        return Err(Verdict::ToKernel(pass::LINK_LOCAL));
+    }
+    if u128::from_be_bytes(dst) <= 1 {
+        return Err(Verdict::ToKernel(pass::RESERVED));
+    }
+    Ok(Network {
+        src: Addr::V6(src),
+        dst: Addr::V6(dst),
+        ttl: packet[7],
+        length: 40 + payload as u32,
+        protocol: packet[6],
+        is_fragment: false,
+        end: 40 + payload,
+        header_len: 40,
+    })
+}
+
+/// The protocol and ports word the flow hash takes (`ecmp` module documentation).
+fn transport(packet: &[u8], network: &Network) -> (u8, u32) {
+    let has_ports = |p: u8| matches!(p, 6 | 17 | 132);
+    let ports_at = |at: usize| -> u32 {
+        if at + 4 <= network.end {
+            u32::from_be_bytes(packet[at..at + 4].try_into().unwrap())
+        } else {
+            0
+        }
+    };
+    if let Addr::V4(_) = network.src {
+        if has_ports(network.protocol) && !network.is_fragment {
+            return (network.protocol, ports_at(network.header_len));
+        }
+        return (network.protocol, 0);
+    }
+    let is_extension = |p: u8| matches!(p, 0 | 43 | 51 | 60 | 135 | 139 | 140 | 253 | 254);
+    let mut next = network.protocol;
+    let mut at = network.header_len;
+    for _ in 0..4 {
+        if next == 44 {
+            return (44, 0);
+        }
+        if !is_extension(next) {
+            break;
+        }
+        if at + 2 > network.end {
+            return (next, 0);
+        }
+        let (following, len) = (packet[at], usize::from(packet[at + 1]));
+        at += if next == 51 {
+            (len + 2) * 4
+        } else {
+            (len + 1) * 8
+        };
+        next = following;
+    }
+    if next == 44 || is_extension(next) || !has_ports(next) {
+        return (next, 0);
+    }
+    (next, ports_at(at))
+}
+
+/// The frame as it leaves for `nexthop`: new MACs and tags, TTL or hop limit one less, the
+/// IPv4 header checksum computed afresh.
+fn rewrite(frame: &[u8], link: &Link, network: &Network, nexthop: &Nexthop) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.len() + 8);
+    out.extend_from_slice(&nexthop.dst_mac);
+    out.extend_from_slice(&nexthop.src_mac);
+    let tags: Vec<(u16, u16)> = match (nexthop.vlan_outer, nexthop.vlan_inner) {
+        (0, _) => vec![],
+        (outer, 0) => vec![(nexthop.vlan_outer_tpid, outer)],
+        (outer, inner) => vec![(nexthop.vlan_outer_tpid, outer), (0x8100, inner)],
+    };
+    for (tpid, vid) in tags {
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+    }
+    out.extend_from_slice(&link.ether_type.to_be_bytes());
+    let start = out.len();
+    out.extend_from_slice(&frame[link.l3_offset..]);
+    match network.src {
+        Addr::V4(_) => {
+            out[start + 8] -= 1;
+            out[start + 10] = 0;
+            out[start + 11] = 0;
+            let check = checksum(&out[start..start + 20]);
+            out[start + 10..start + 12].copy_from_slice(&check.to_be_bytes());
+        }
+        Addr::V6(_) => out[start + 7] -= 1,
+    }
+    out
+}
+
+/// The Internet checksum (RFC 1071): 0 over a header whose checksum is right.
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
