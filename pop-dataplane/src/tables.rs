@@ -9,7 +9,7 @@ use pop_dataplane_common::{Nexthop, maps};
 
 use crate::{
     config::{self, Config, ConfigError},
-    fib::{Fib, MapWrite},
+    fib::{Fib, FibFull, MapWrite},
     host::{Address, Host},
     rib::{Action, Rib, Source},
     topology::Topology,
@@ -91,6 +91,20 @@ impl Tables {
         }
         writes.extend(tables.set_local_addresses(&host.addresses));
         Ok((tables, writes))
+    }
+
+    /// Adds or replaces the route for `prefix` from `source`; the map writes that follow.
+    pub fn set_route(
+        &mut self,
+        prefix: IpNet,
+        source: Source,
+        action: Action,
+    ) -> Result<Vec<MapWrite>, FibFull> {
+        let mut writes = Vec::new();
+        if let Some(change) = self.rib.insert(prefix, source, action) {
+            self.fib.apply(&change, &mut writes)?;
+        }
+        Ok(writes)
     }
 
     /// An interface got `address`: packets to it go to the kernel. Idempotent.

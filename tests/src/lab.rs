@@ -1,13 +1,18 @@
 //! The three-namespace lab used by the demo, the end-to-end tests and the benchmarks:
 //!
 //! ```text
-//!   host A                    router                     host B
-//!   a0 198.18.1.2/24 ---- ra 198.18.1.1/24
-//!                             rb 198.18.2.1/24 ---- b0 198.18.2.2/24
+//!   host A                         router                          host B
+//!   a0 198.18.1.2/24 ------- ra 198.18.1.1/24
+//!      2001:2:0:1::2/64         2001:2:0:1::1/64
+//!                               rb 198.18.2.1/24 ------- b0 198.18.2.2/24
+//!                                  2001:2:0:2::1/64         2001:2:0:2::2/64
+//!                               rc 198.18.12.1/24 ------ b1 198.18.12.2/24   (second_link)
+//!                                                        lo 198.18.9.1, 2001:2:0:9::1
 //! ```
 //!
 //! The router's kernel forwarding is off (`net.ipv4.ip_forward=0`): what crosses it was
-//! forwarded by XDP. Addresses come only from the benchmarking range 198.18.0.0/15.
+//! forwarded by XDP. Addresses come only from the benchmarking ranges 198.18.0.0/15 and
+//! 2001:2::/48.
 
 use std::{
     fs,
@@ -28,6 +33,7 @@ pub struct Port {
     pub ifname: &'static str,
     pub mac: &'static str,
     pub ipv4: &'static str,
+    pub ipv6: &'static str,
     pub prefix_len: u8,
 }
 
@@ -35,26 +41,59 @@ pub const HOST_A: Port = Port {
     ifname: "a0",
     mac: "02:00:00:01:00:02",
     ipv4: "198.18.1.2",
+    ipv6: "2001:2:0:1::2",
     prefix_len: 24,
 };
 pub const ROUTER_A: Port = Port {
     ifname: "ra",
     mac: "02:00:00:01:00:01",
     ipv4: "198.18.1.1",
+    ipv6: "2001:2:0:1::1",
     prefix_len: 24,
 };
 pub const ROUTER_B: Port = Port {
     ifname: "rb",
     mac: "02:00:00:02:00:01",
     ipv4: "198.18.2.1",
+    ipv6: "2001:2:0:2::1",
     prefix_len: 24,
 };
 pub const HOST_B: Port = Port {
     ifname: "b0",
     mac: "02:00:00:02:00:02",
     ipv4: "198.18.2.2",
+    ipv6: "2001:2:0:2::2",
     prefix_len: 24,
 };
+/// The second link's router end (`second_link`).
+pub const ROUTER_C: Port = Port {
+    ifname: "rc",
+    mac: "02:00:00:12:00:01",
+    ipv4: "198.18.12.1",
+    ipv6: "2001:2:0:12::1",
+    prefix_len: 24,
+};
+/// The second link's end on host B.
+pub const HOST_B2: Port = Port {
+    ifname: "b1",
+    mac: "02:00:00:12:00:02",
+    ipv4: "198.18.12.2",
+    ipv6: "2001:2:0:12::2",
+    prefix_len: 24,
+};
+/// An address of host B reachable over both of its links (`second_link`).
+pub const B_SERVICE_V4: &str = "198.18.9.1";
+pub const B_SERVICE_V6: &str = "2001:2:0:9::1";
+
+/// What the lab has beyond host A, the router and host B on IPv4.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LabOptions {
+    /// IPv6 addresses and routes. Without it IPv6 is off everywhere: no router
+    /// solicitations or MLD reports, so counters count only the test's traffic and ARP.
+    pub ipv6: bool,
+    /// A second link between the router and host B, for ECMP.
+    pub second_link: bool,
+}
 
 static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
 
@@ -62,13 +101,18 @@ pub struct Lab {
     pub a: Netns,
     pub router: Netns,
     pub b: Netns,
+    pub options: LabOptions,
     /// Scratch directory: the router config, the daemon's run directory and log.
     dir: PathBuf,
 }
 
 impl Lab {
-    /// Builds the lab; namespaces are named `<prefix>-<pid>-<n>`.
+    /// The IPv4 lab; namespaces are named `<prefix>-<pid>-<n>`.
     pub fn new(prefix: &str) -> anyhow::Result<Self> {
+        Self::with(prefix, LabOptions::default())
+    }
+
+    pub fn with(prefix: &str, options: LabOptions) -> anyhow::Result<Self> {
         reap_stale_files(prefix);
         let a = Netns::new(prefix)?;
         let router = Netns::new(prefix)?;
@@ -80,9 +124,36 @@ impl Lab {
             NEXT_DIR.fetch_add(1, Ordering::Relaxed)
         ));
         fs::create_dir_all(&dir)?;
-        let lab = Self { a, router, b, dir };
+        let lab = Self {
+            a,
+            router,
+            b,
+            options,
+            dir,
+        };
+        if !options.ipv6 {
+            for ns in [&lab.a, &lab.router, &lab.b] {
+                ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+                ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+            }
+        }
         lab.link(&lab.a, HOST_A, ROUTER_A)?;
         lab.link(&lab.b, HOST_B, ROUTER_B)?;
+        if options.second_link {
+            lab.link(&lab.b, HOST_B2, ROUTER_C)?;
+            lab.b
+                .ip(&["addr", "add", &format!("{B_SERVICE_V4}/32"), "dev", "lo"])?;
+            if options.ipv6 {
+                lab.b.ip(&[
+                    "addr",
+                    "add",
+                    &format!("{B_SERVICE_V6}/128"),
+                    "dev",
+                    "lo",
+                    "nodad",
+                ])?;
+            }
+        }
         for (host, port, gateway) in [(&lab.a, HOST_A, ROUTER_A), (&lab.b, HOST_B, ROUTER_B)] {
             host.ip(&["route", "add", "198.18.0.0/15", "via", gateway.ipv4])?;
             // A static gateway entry: no ARP in the way of exact packet counts. (The router
@@ -98,20 +169,36 @@ impl Lab {
                 "nud",
                 "permanent",
             ])?;
-            // Native XDP on the router redirects into these veths: without GRO (or an XDP
-            // program) on the receiving end the frames are silently lost. And the XDP path
-            // does not finish partial checksums: the hosts must send full ones.
-            host.exec("ethtool", &["-K", port.ifname, "gro", "on", "tx", "off"])?;
+            if options.ipv6 {
+                host.ip(&["-6", "route", "add", "2001:2::/48", "via", gateway.ipv6])?;
+                host.ip(&[
+                    "-6",
+                    "neigh",
+                    "replace",
+                    gateway.ipv6,
+                    "lladdr",
+                    gateway.mac,
+                    "dev",
+                    port.ifname,
+                    "nud",
+                    "permanent",
+                ])?;
+            }
         }
-        // Only XDP forwards; the kernel still answers ARP and ICMP for the router itself.
-        lab.router.sysctl("net.ipv4.ip_forward", "0")?;
-        // No IPv6 chatter (router solicitations, MLD): counters then count only the test's
-        // traffic and ARP.
-        for ns in [&lab.a, &lab.router, &lab.b] {
-            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
-            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
-        }
+        // Only XDP forwards; the kernel still answers ARP, ND and ICMP for the router itself.
+        lab.set_kernel_forwarding(false)?;
         Ok(lab)
+    }
+
+    /// Turns the router's own (kernel) forwarding on or off. Off, only XDP forwards; on, the
+    /// kernel is the slow path and answers TTL expiry and the like.
+    pub fn set_kernel_forwarding(&self, on: bool) -> anyhow::Result<()> {
+        let value = if on { "1" } else { "0" };
+        self.router.sysctl("net.ipv4.ip_forward", value)?;
+        if self.options.ipv6 {
+            self.router.sysctl("net.ipv6.conf.all.forwarding", value)?;
+        }
+        Ok(())
     }
 
     fn link(&self, host: &Netns, host_port: Port, router_port: Port) -> anyhow::Result<()> {
@@ -138,43 +225,67 @@ impl Lab {
                 "dev",
                 port.ifname,
             ])?;
+            if self.options.ipv6 {
+                ns.ip(&[
+                    "addr",
+                    "add",
+                    &format!("{}/64", port.ipv6),
+                    "dev",
+                    port.ifname,
+                    "nodad",
+                ])?;
+            }
         }
+        // Native XDP on the router redirects into the host's veth: without GRO (or an XDP
+        // program) on the receiving end the frames are silently lost. And the XDP path does
+        // not finish partial checksums: the hosts must send full ones.
+        host.exec(
+            "ethtool",
+            &["-K", host_port.ifname, "gro", "on", "tx", "off"],
+        )?;
         Ok(())
     }
 
-    /// The router config: both ports, a next hop per host, a route per host subnet.
+    /// The router config: its ports, a next hop per host link, a route per host subnet
+    /// (IPv6 too), and with `second_link` an ECMP route to host B's service addresses.
     pub fn router_config(&self) -> String {
-        format!(
-            r#"# pop-dataplane lab router
-[[interface]]
-name = "{ra}"
-
-[[interface]]
-name = "{rb}"
-
-[[nexthop]]
-name = "host-a"
-dev = "{ra}"
-lladdr = "{mac_a}"
-
-[[nexthop]]
-name = "host-b"
-dev = "{rb}"
-lladdr = "{mac_b}"
-
-[[route]]
-prefix = "198.18.1.0/24"
-nexthop = "host-a"
-
-[[route]]
-prefix = "198.18.2.0/24"
-nexthop = "host-b"
-"#,
-            ra = ROUTER_A.ifname,
-            rb = ROUTER_B.ifname,
-            mac_a = HOST_A.mac,
-            mac_b = HOST_B.mac,
-        )
+        let mut config = String::from("# pop-dataplane lab router\n");
+        let mut ports = vec![ROUTER_A, ROUTER_B];
+        if self.options.second_link {
+            ports.push(ROUTER_C);
+        }
+        for port in &ports {
+            config += &format!("\n[[interface]]\nname = \"{}\"\n", port.ifname);
+        }
+        let mut hosts = vec![("host-a", ROUTER_A, HOST_A), ("host-b", ROUTER_B, HOST_B)];
+        if self.options.second_link {
+            hosts.push(("host-b2", ROUTER_C, HOST_B2));
+        }
+        for (name, router, host) in &hosts {
+            config += &format!(
+                "\n[[nexthop]]\nname = \"{name}\"\ndev = \"{}\"\nvia = \"{}\"\nlladdr = \"{}\"\n",
+                router.ifname, host.ipv4, host.mac
+            );
+        }
+        for (name, _, host) in &hosts {
+            let subnet_v4 = format!("{}.0/24", host.ipv4.rsplit_once('.').expect("dotted").0);
+            config += &format!("\n[[route]]\nprefix = \"{subnet_v4}\"\nnexthop = \"{name}\"\n");
+            if self.options.ipv6 {
+                let subnet_v6 = format!("{}/64", host.ipv6.trim_end_matches(|c| c != ':'));
+                config += &format!("\n[[route]]\nprefix = \"{subnet_v6}\"\nnexthop = \"{name}\"\n");
+            }
+        }
+        if self.options.second_link {
+            config += &format!(
+                "\n[[route]]\nprefix = \"{B_SERVICE_V4}/32\"\nnexthop = [\"host-b\", \"host-b2\"]\n"
+            );
+            if self.options.ipv6 {
+                config += &format!(
+                    "\n[[route]]\nprefix = \"{B_SERVICE_V6}/128\"\nnexthop = [\"host-b\", \"host-b2\"]\n"
+                );
+            }
+        }
+        config
     }
 
     pub fn dir(&self) -> &Path {
@@ -248,6 +359,11 @@ nexthop = "host-b"
 
     /// Runs an iperf3 client on A (with `args`) against a server on B; the client's JSON.
     pub fn iperf3(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        self.iperf3_to(HOST_B.ipv4, args)
+    }
+
+    /// [`Lab::iperf3`] to one of B's addresses `target`.
+    pub fn iperf3_to(&self, target: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
         let mut server = self
             .b
             .command("iperf3")
@@ -271,7 +387,7 @@ nexthop = "host-b"
         }
         let client = self.a.exec(
             "iperf3",
-            &[&["-c", HOST_B.ipv4, "-p", "5201", "-J"], args].concat(),
+            &[&["-c", target, "-p", "5201", "-J"], args].concat(),
         );
         let _ = server.kill();
         let _ = server.wait();

@@ -3,6 +3,7 @@
 //! xtask's demo and bench use the lab too.
 
 pub mod frame;
+pub mod fulltable;
 pub mod lab;
 pub mod model;
 pub mod netns;

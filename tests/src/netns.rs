@@ -76,6 +76,57 @@ impl Netns {
         Ok(())
     }
 
+    /// Sends `frames` as they are (link header included) out of `ifname`, through an
+    /// AF_PACKET socket opened inside the namespace: for traffic no tool here can make, such
+    /// as VLAN-tagged frames on a kernel without 802.1Q.
+    pub fn send_frames(&self, ifname: &str, frames: &[Vec<u8>]) -> anyhow::Result<()> {
+        let ifname = std::ffi::CString::new(ifname)?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> anyhow::Result<()> {
+                    self.enter_thread()?;
+                    // SAFETY: plain socket calls on descriptors we own; the address struct is
+                    // zeroed and filled before use.
+                    unsafe {
+                        let ifindex = libc::if_nametoindex(ifname.as_ptr());
+                        if ifindex == 0 {
+                            bail!("{ifname:?}: {}", std::io::Error::last_os_error());
+                        }
+                        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+                        if fd < 0 {
+                            bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+                        }
+                        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+                        addr.sll_family = libc::AF_PACKET as u16;
+                        addr.sll_ifindex = ifindex as i32;
+                        addr.sll_halen = 6;
+                        let mut result = Ok(());
+                        for frame in frames {
+                            let sent = libc::sendto(
+                                fd,
+                                frame.as_ptr().cast(),
+                                frame.len(),
+                                0,
+                                (&raw const addr).cast(),
+                                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                            );
+                            if sent < 0 {
+                                result = Err(anyhow::anyhow!(
+                                    "sendto: {}",
+                                    std::io::Error::last_os_error()
+                                ));
+                                break;
+                            }
+                        }
+                        libc::close(fd);
+                        result
+                    }
+                })
+                .join()
+                .expect("sender thread")
+        })
+    }
+
     /// Runs `ip ARGS` inside the namespace; fails with its stderr.
     pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
         let mut command = Command::new("ip");

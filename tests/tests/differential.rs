@@ -1,0 +1,682 @@
+//! Differential test: at least a million frames through the real XDP program
+//! (BPF_PROG_TEST_RUN) and through the reference model (`pop_dataplane_tests::model`), with
+//! the full routing table loaded; actions, output bytes and, at the end, every counter must
+//! be identical.
+//!
+//! Frames: valid IPv4 and IPv6 (TCP, UDP, ICMP, other protocols, fragments, options,
+//! extension headers) on untagged, VLAN and QinQ interfaces, and mutations of them (truncated
+//! at every length, wrong version, bad IHL, bad lengths, flipped bytes, random bytes).
+//!
+//! The seed is printed; `POP_DIFF_SEED=<seed>` replays a run, `POP_DIFF_FRAMES=<n>` sets its
+//! length. A mismatch prints the frame and both results.
+
+use std::{collections::HashMap, net::IpAddr, time::Instant};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use pop_dataplane::{
+    config::Config,
+    dataplane::{Dataplane, LoadOptions},
+    fib::MapWrite,
+    host::Host,
+    rib::{Action, Source},
+    tables::Tables,
+};
+use pop_dataplane_tests::{
+    frame::{
+        ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, Extension, IPPROTO_DSTOPTS,
+        IPPROTO_ESP, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4, Ipv6,
+        ethernet_tagged,
+    },
+    fulltable,
+    model::{self, Counted},
+    netns::Netns,
+};
+
+const ECMP_SEED: u32 = 0x0bad_5eed;
+const IPPROTO_SCTP: u8 = 132;
+const REASONS: usize = pop_dataplane_common::counters::MAX_REASONS;
+const DEFAULT_FRAMES: u64 = 1_000_000;
+
+const CONFIG: &str = r#"
+[[interface]]
+name = "p0"
+[[interface]]
+name = "p0.100"
+port = "p0"
+vlan = 100
+[[interface]]
+name = "p0.qinq"
+port = "p0"
+vlan = [200, 300]
+[[interface]]
+name = "p1"
+[[interface]]
+name = "p1.10"
+port = "p1"
+vlan = 10
+[[interface]]
+name = "p2"
+[[interface]]
+name = "p3.7"
+port = "p3"
+vlan = 7
+
+[[nexthop]]
+name = "n0"
+dev = "p1"
+lladdr = "02:00:00:00:01:01"
+[[nexthop]]
+name = "n1"
+dev = "p1.10"
+lladdr = "02:00:00:00:01:02"
+[[nexthop]]
+name = "n2"
+dev = "p2"
+lladdr = "02:00:00:00:01:03"
+[[nexthop]]
+name = "n3"
+dev = "p0.qinq"
+lladdr = "02:00:00:00:01:04"
+[[nexthop]]
+name = "n4"
+dev = "p0.100"
+lladdr = "02:00:00:00:01:05"
+[[nexthop]]
+name = "n5"
+dev = "p3.7"
+lladdr = "02:00:00:00:01:06"
+[[nexthop]]
+name = "unresolved"
+dev = "p1"
+via = "198.18.2.99"
+"#;
+
+/// Next hops the full table's routes are spread over (config ids), and ECMP sets.
+const SINGLE: [u32; 7] = [0, 1, 2, 3, 4, 5, 6];
+const GROUPS: [&[u32]; 3] = [&[0, 2], &[1, 3, 4], &[0, 1, 2, 3, 4, 5]];
+
+/// SplitMix64: small, fast, and the same sequence for the same seed everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Where a generated frame may arrive: a port and the tags and MAC of one of its interfaces.
+#[derive(Clone)]
+struct Ingress {
+    ifindex: u32,
+    tags: Vec<(u16, u16)>,
+    mac: [u8; 6],
+}
+
+struct Generator {
+    rng: Rng,
+    ingresses: Vec<Ingress>,
+    v4: Vec<Ipv4Net>,
+    v6: Vec<Ipv6Net>,
+    local: Vec<IpAddr>,
+}
+
+impl Generator {
+    /// One base frame and where it arrives.
+    fn frame(&mut self) -> (u32, Vec<u8>) {
+        let ingress = self.rng.pick(&self.ingresses).clone();
+        let rng = &mut self.rng;
+        if rng.chance(2) {
+            let len = 14 + rng.below(120) as usize;
+            return (ingress.ifindex, rng.bytes(len));
+        }
+        let mut tags = ingress.tags.clone();
+        match rng.below(100) {
+            0..=3 => tags = vec![(ETH_P_8021Q, rng.below(4095) as u16)],
+            4..=5 => tags.push((ETH_P_8021Q, rng.below(4095) as u16)),
+            6 => tags.insert(0, (ETH_P_8021Q, 0)),
+            _ => {}
+        }
+        let dst_mac = match rng.below(100) {
+            0..=3 => [0x02, 0, 0, 0, 0x99, rng.next() as u8],
+            4..=5 => [0xff; 6],
+            6 => [0x33, 0x33, 0, 0, 0, 1],
+            _ => ingress.mac,
+        };
+        let src_mac = [0x02, 0, 0, 0, 0x77, rng.next() as u8];
+        let (ethertype, packet) = match rng.below(100) {
+            0..=2 => (ETH_P_ARP, self.rng.bytes(28)),
+            3 => (0x88cc, self.rng.bytes(40)),
+            4..=59 => (ETH_P_IPV4, self.ipv4()),
+            _ => (ETH_P_IPV6, self.ipv6()),
+        };
+        let mut frame = ethernet_tagged(dst_mac, src_mac, &tags, ethertype, &packet);
+        if self.rng.chance(3) {
+            // Ethernet padding or trailing garbage.
+            let len = 1 + self.rng.below(20) as usize;
+            frame.extend(self.rng.bytes(len));
+        }
+        (ingress.ifindex, frame)
+    }
+
+    fn ttl(&mut self) -> u8 {
+        match self.rng.below(100) {
+            0..=3 => 0,
+            4..=7 => 1,
+            8..=10 => 2,
+            _ => 3 + self.rng.below(253) as u8,
+        }
+    }
+
+    fn payload(&mut self) -> Vec<u8> {
+        let len = match self.rng.below(100) {
+            0..=4 => 1200 + self.rng.below(300),
+            _ => self.rng.below(200),
+        };
+        self.rng.bytes(len as usize)
+    }
+
+    fn v4_address(&mut self) -> [u8; 4] {
+        let rng = &mut self.rng;
+        let random_in = |rng: &mut Rng, net: &Ipv4Net| {
+            let host_bits = 32 - u32::from(net.prefix_len());
+            let host = if host_bits == 0 {
+                0
+            } else {
+                (rng.next() as u32) & (u32::MAX >> (32 - host_bits))
+            };
+            (u32::from(net.network()) | host).to_be_bytes()
+        };
+        match rng.below(100) {
+            0..=54 => {
+                let net = *rng.pick(&self.v4);
+                random_in(rng, &net)
+            }
+            55..=64 => (rng.next() as u32).to_be_bytes(),
+            65..=69 => {
+                let locals: Vec<[u8; 4]> = self
+                    .local
+                    .iter()
+                    .filter_map(|a| match a {
+                        IpAddr::V4(a) => Some(a.octets()),
+                        IpAddr::V6(_) => None,
+                    })
+                    .collect();
+                *rng.pick(&locals)
+            }
+            70..=74 => *rng.pick(&[
+                [224, 0, 0, 5],
+                [239, 255, 255, 250],
+                [240, 1, 2, 3],
+                [255, 255, 255, 255],
+                [0, 0, 0, 0],
+                [127, 0, 0, 1],
+                [169, 254, 9, 9],
+            ]),
+            75..=84 => [
+                198,
+                18 + rng.below(2) as u8,
+                rng.next() as u8,
+                rng.next() as u8,
+            ],
+            _ => {
+                let net = *rng.pick(&self.v4);
+                if rng.chance(50) {
+                    net.network().octets()
+                } else {
+                    net.broadcast().octets()
+                }
+            }
+        }
+    }
+
+    fn v6_address(&mut self) -> [u8; 16] {
+        let rng = &mut self.rng;
+        let random_in = |rng: &mut Rng, net: &Ipv6Net| {
+            let host_bits = 128 - u32::from(net.prefix_len());
+            let random = (u128::from(rng.next()) << 64) | u128::from(rng.next());
+            let host = if host_bits == 0 {
+                0
+            } else {
+                random & (u128::MAX >> (128 - host_bits))
+            };
+            (u128::from(net.network()) | host).to_be_bytes()
+        };
+        match rng.below(100) {
+            0..=59 => {
+                let net = *rng.pick(&self.v6);
+                random_in(rng, &net)
+            }
+            60..=69 => {
+                let random = (u128::from(rng.next()) << 64) | u128::from(rng.next());
+                ((random & (u128::MAX >> 3)) | (1u128 << 125)).to_be_bytes()
+            }
+            70..=74 => {
+                let locals: Vec<[u8; 16]> = self
+                    .local
+                    .iter()
+                    .filter_map(|a| match a {
+                        IpAddr::V6(a) => Some(a.octets()),
+                        IpAddr::V4(_) => None,
+                    })
+                    .collect();
+                *rng.pick(&locals)
+            }
+            75..=79 => {
+                let special: [u128; 5] = [
+                    0,
+                    1,
+                    0xff02 << 112 | 1,
+                    0xfe80 << 112 | 9,
+                    0xff05 << 112 | 2,
+                ];
+                rng.pick(&special).to_be_bytes()
+            }
+            _ => {
+                let random = (u128::from(rng.next()) << 64) | u128::from(rng.next());
+                ((0x2001_0002u128 << 96) | (random & ((1u128 << 80) - 1))).to_be_bytes()
+            }
+        }
+    }
+
+    fn ipv4(&mut self) -> Vec<u8> {
+        let src = (self.rng.next() as u32).to_be_bytes();
+        let dst = self.v4_address();
+        let protocol = *self.rng.pick(&[
+            IPPROTO_UDP,
+            IPPROTO_UDP,
+            IPPROTO_TCP,
+            IPPROTO_TCP,
+            IPPROTO_ICMP,
+            47,
+            132,
+        ]);
+        let mut header = Ipv4::new(src, dst, protocol);
+        header.ttl = self.ttl();
+        header.id = self.rng.next() as u16;
+        header.tos = self.rng.next() as u8;
+        if self.rng.chance(10) {
+            header.flags_fragment = match self.rng.below(3) {
+                0 => 0x2000,
+                1 => 0x2000 | (1 + self.rng.below(0x1ffe) as u16),
+                _ => 1 + self.rng.below(0x1ffe) as u16,
+            };
+        }
+        if self.rng.chance(4) {
+            let words = 1 + self.rng.below(10) as usize;
+            header.options = self.rng.bytes(4 * words);
+        }
+        let payload = self.payload();
+        let (sport, dport) = (self.rng.next() as u16, self.rng.next() as u16);
+        match protocol {
+            IPPROTO_UDP => header.udp(sport, dport, &payload),
+            IPPROTO_TCP => header.tcp(sport, dport, &payload),
+            IPPROTO_ICMP => header.icmp_echo(sport, dport, &payload),
+            _ => header.packet(&payload),
+        }
+    }
+
+    fn ipv6(&mut self) -> Vec<u8> {
+        let src = if self.rng.chance(3) {
+            let mut src = [0u8; 16];
+            src[0] = 0xfe;
+            src[1] = 0x80;
+            src[15] = 1;
+            src
+        } else {
+            self.v6_address()
+        };
+        let mut header = Ipv6::new(src, self.v6_address());
+        header.hop_limit = self.ttl();
+        header.flow_label = self.rng.next() as u32;
+        if self.rng.chance(15) {
+            for i in 0..1 + self.rng.below(5) {
+                let extension = match self.rng.below(6) {
+                    0 if i == 0 => Extension::options(IPPROTO_HOPOPTS),
+                    0 | 1 => Extension::routing(),
+                    2 => Extension::options(IPPROTO_DSTOPTS),
+                    3 => Extension::fragment(
+                        self.rng.below(8000) as u16,
+                        self.rng.chance(50),
+                        self.rng.next() as u32,
+                    ),
+                    4 => Extension::auth(),
+                    _ => Extension::options(IPPROTO_DSTOPTS),
+                };
+                header.extensions.push(extension);
+            }
+        }
+        let payload = self.payload();
+        let (sport, dport) = (self.rng.next() as u16, self.rng.next() as u16);
+        match self.rng.below(10) {
+            0..=3 => header.udp(sport, dport, &payload),
+            4..=6 => header.tcp(sport, dport, &payload),
+            7 => header.icmp_echo(sport, dport, &payload),
+            8 => header.packet(IPPROTO_ESP, &payload),
+            _ => header.packet(IPPROTO_SCTP, &payload),
+        }
+    }
+
+    /// A mutation of `frame`: the header fields a router must not trust.
+    fn mutate(&mut self, frame: &mut Vec<u8>) {
+        let rng = &mut self.rng;
+        let l3 = {
+            let mut at = 12;
+            while at + 2 <= frame.len()
+                && matches!(
+                    u16::from_be_bytes([frame[at], frame[at + 1]]),
+                    0x8100 | 0x88a8
+                )
+            {
+                at += 4;
+            }
+            at + 2
+        };
+        match rng.below(7) {
+            0 => {
+                let len = 14 + rng.below(frame.len().saturating_sub(14) as u64 + 1) as usize;
+                frame.truncate(len.max(14));
+            }
+            1 if frame.len() > l3 => frame[l3] = (rng.next() as u8 & 0xf0) | (frame[l3] & 0x0f),
+            2 if frame.len() > l3 => frame[l3] = (frame[l3] & 0xf0) | (rng.next() as u8 & 0x0f),
+            3 if frame.len() > l3 + 5 => {
+                let at = l3 + 2 + 2 * rng.below(2) as usize;
+                frame[at] = rng.next() as u8;
+                frame[at + 1] = rng.next() as u8;
+            }
+            4 if frame.len() > l3 + 11 => frame[l3 + 10] ^= 1 + rng.next() as u8 % 255,
+            _ => {
+                for _ in 0..1 + rng.below(3) {
+                    let at = rng.below(frame.len() as u64) as usize;
+                    frame[at] = rng.next() as u8;
+                }
+            }
+        }
+    }
+}
+
+/// The model's view of what `tables` and `writes` put in the maps.
+fn model_tables(tables: &Tables, writes: &[MapWrite]) -> model::Tables {
+    let mut model = model::Tables::new(ECMP_SEED);
+    for interface in &tables.topology.interfaces {
+        model.interfaces.insert(interface.key, interface.entry);
+    }
+    for port in &tables.topology.ports {
+        model.ports.insert(port.index, port.ifindex);
+    }
+    for (id, nexthop) in tables.nexthops.iter().enumerate() {
+        model.nexthops.insert(id as u32, *nexthop);
+    }
+    for write in writes {
+        if let MapWrite::Group(id, group) = write {
+            model.groups.insert(*id, **group);
+        }
+    }
+    for (prefix, entry) in tables.fib.routes() {
+        match prefix {
+            IpNet::V4(net) => model.set_route_v4(net.network().octets(), net.prefix_len(), *entry),
+            IpNet::V6(net) => model.set_route_v6(net.network().octets(), net.prefix_len(), *entry),
+        }
+    }
+    model
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+struct Expected {
+    rx_packets: u64,
+    rx_bytes: u64,
+    forwarded_packets: u64,
+    tx_packets: u64,
+    to_kernel: [u64; REASONS],
+    dropped: [u64; REASONS],
+}
+
+#[test]
+fn xdp_program_and_model_agree_on_a_million_frames_with_the_full_table() {
+    let seed: u64 = std::env::var("POP_DIFF_SEED")
+        .ok()
+        .map(|s| s.parse().expect("POP_DIFF_SEED is a number"))
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    let frames: u64 = std::env::var("POP_DIFF_FRAMES")
+        .ok()
+        .map(|s| s.parse().expect("POP_DIFF_FRAMES is a number"))
+        .unwrap_or(DEFAULT_FRAMES);
+    println!("differential test: seed {seed} (replay with POP_DIFF_SEED={seed}), {frames} frames");
+
+    let netns = Netns::new("pdpt-diff").unwrap();
+    for (port, peer, mac) in [
+        ("p0", "q0", "02:00:00:00:00:a0"),
+        ("p1", "q1", "02:00:00:00:00:b0"),
+        ("p2", "q2", "02:00:00:00:00:c0"),
+        ("p3", "q3", "02:00:00:00:00:d0"),
+    ] {
+        netns
+            .ip(&["link", "add", port, "type", "veth", "peer", "name", peer])
+            .unwrap();
+        netns
+            .ip(&["link", "set", port, "address", mac, "up"])
+            .unwrap();
+        netns.ip(&["link", "set", peer, "up"]).unwrap();
+    }
+    for args in [
+        "link set p2 mtu 1280",
+        "addr add 198.18.2.1/24 dev p1",
+        "addr add 198.18.1.1/24 dev p0",
+        "addr add 2001:2:0:2::1/64 dev p1 nodad",
+    ] {
+        netns.ip(&args.split(' ').collect::<Vec<_>>()).unwrap();
+    }
+    netns.enter_thread().unwrap();
+
+    // The config's interfaces and next hops, then the full table spread over them.
+    let config = Config::parse("differential.toml", CONFIG).unwrap();
+    let host = Host::read_now().unwrap();
+    let (mut tables, mut writes) = Tables::compile(&config, "differential.toml", &host).unwrap();
+    let (v4, v6) = fulltable::read().unwrap();
+    let started = Instant::now();
+    let prefixes = v4
+        .iter()
+        .map(|p| IpNet::V4(*p))
+        .chain(v6.iter().map(|p| IpNet::V6(*p)));
+    for (i, prefix) in prefixes.enumerate() {
+        let action = match i {
+            i if i % 23 == 0 => Action::Blackhole,
+            i if i % 29 == 0 => Action::Kernel,
+            i if i % 5 == 0 => Action::Nexthops(GROUPS[(i / 5) % GROUPS.len()].to_vec()),
+            i => Action::Nexthops(vec![SINGLE[i % SINGLE.len()]]),
+        };
+        writes.extend(tables.set_route(prefix, Source::Config, action).unwrap());
+    }
+    println!(
+        "compiled {} IPv4 + {} IPv6 routes in {:.2?}",
+        v4.len(),
+        v6.len(),
+        started.elapsed()
+    );
+    let mut dataplane = Dataplane::load(LoadOptions {
+        log_level: log::LevelFilter::Warn,
+        ecmp_seed: ECMP_SEED,
+    })
+    .unwrap();
+    let started = Instant::now();
+    dataplane.install(&tables, &writes).unwrap();
+    println!(
+        "installed {} map writes in {:.2?}",
+        writes.len(),
+        started.elapsed()
+    );
+    let model = model_tables(&tables, &writes);
+
+    let ingresses: Vec<Ingress> = tables
+        .topology
+        .interfaces
+        .iter()
+        .map(|i| Ingress {
+            ifindex: i.key.ifindex,
+            tags: match (i.key.vlan_outer, i.key.vlan_inner) {
+                (0, _) => vec![],
+                (outer, 0) => vec![(ETH_P_8021Q, outer)],
+                (outer, inner) => vec![(ETH_P_8021AD, outer), (ETH_P_8021Q, inner)],
+            },
+            mac: i.entry.mac,
+        })
+        // Loopback: not one of the dataplane's ports.
+        .chain([Ingress {
+            ifindex: 1,
+            tags: vec![],
+            mac: [0; 6],
+        }])
+        .collect();
+    let mut generator = Generator {
+        rng: Rng(seed),
+        ingresses,
+        v4,
+        v6,
+        local: tables.local_addresses().into_iter().collect(),
+    };
+
+    let mut expected: HashMap<u32, Expected> = HashMap::new();
+    let mut outcomes: HashMap<&'static str, u64> = HashMap::new();
+    let mut run = 0u64;
+    let started = Instant::now();
+    while run < frames {
+        let (ifindex, base) = generator.frame();
+        // Now and then, every truncation of a frame; else the frame, or a mutation of it.
+        let variants: Vec<Vec<u8>> = if run % 1000 == 0 {
+            (14..=base.len()).map(|len| base[..len].to_vec()).collect()
+        } else if generator.rng.chance(30) {
+            let mut mutated = base.clone();
+            generator.mutate(&mut mutated);
+            vec![mutated]
+        } else {
+            vec![base]
+        };
+        for frame in variants {
+            run += 1;
+            let want = model.forward(ifindex, &frame);
+            let got = dataplane.test_run(ifindex, &frame).unwrap();
+            if got.action != want.action || got.frame != want.frame {
+                panic!(
+                    "mismatch on frame {run} (seed {seed}), received on ifindex {ifindex}:\n\
+                     frame:    {}\n\
+                     model:    action {} counted {:?}\n          {}\n\
+                     program:  action {}\n          {}",
+                    hex(&frame),
+                    want.action,
+                    want.counted,
+                    hex(&want.frame),
+                    got.action,
+                    hex(&got.frame),
+                );
+            }
+            let len = frame.len() as u64;
+            match want.counted {
+                Counted::Nothing => *outcomes.entry("not ours").or_default() += 1,
+                Counted::Forwarded {
+                    ingress_slot,
+                    egress_slot,
+                } => {
+                    let ingress = expected.entry(ingress_slot).or_default();
+                    ingress.rx_packets += 1;
+                    ingress.rx_bytes += len;
+                    ingress.forwarded_packets += 1;
+                    expected.entry(egress_slot).or_default().tx_packets += 1;
+                    *outcomes.entry("forwarded").or_default() += 1;
+                }
+                Counted::ToKernel {
+                    ingress_slot,
+                    reason,
+                } => {
+                    let ingress = expected.entry(ingress_slot).or_default();
+                    ingress.rx_packets += 1;
+                    ingress.rx_bytes += len;
+                    ingress.to_kernel[reason as usize] += 1;
+                    *outcomes.entry("to kernel").or_default() += 1;
+                }
+                Counted::Dropped {
+                    ingress_slot,
+                    reason,
+                } => {
+                    let ingress = expected.entry(ingress_slot).or_default();
+                    ingress.rx_packets += 1;
+                    ingress.rx_bytes += len;
+                    ingress.dropped[reason as usize] += 1;
+                    *outcomes.entry("dropped").or_default() += 1;
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "{run} frames agree ({:.0?}, {:.1} µs a frame): {outcomes:?}",
+        elapsed,
+        elapsed.as_secs_f64() * 1e6 / run as f64
+    );
+
+    // Every counter of every interface, exactly.
+    for stats in dataplane.stats().unwrap() {
+        let want = expected.get(&stats.slot).copied().unwrap_or_default();
+        let reasons = |map: &std::collections::BTreeMap<&'static str, u64>,
+                       names: &[&str]|
+         -> [u64; REASONS] {
+            let mut out = [0; REASONS];
+            for (i, name) in names.iter().enumerate() {
+                out[i] = map[name];
+            }
+            out
+        };
+        let pass_names: Vec<&str> = pop_dataplane_common::PassReason::ALL
+            .iter()
+            .map(|r| r.name())
+            .collect();
+        let drop_names: Vec<&str> = pop_dataplane_common::DropReason::ALL
+            .iter()
+            .map(|r| r.name())
+            .collect();
+        let got = Expected {
+            rx_packets: stats.rx_packets,
+            rx_bytes: stats.rx_bytes,
+            forwarded_packets: stats.forwarded_packets,
+            tx_packets: stats.tx_packets,
+            to_kernel: reasons(&stats.to_kernel, &pass_names),
+            dropped: reasons(&stats.dropped, &drop_names),
+        };
+        assert_eq!(got, want, "counters of {}", stats.name);
+    }
+    // The mix exercised every kind of outcome.
+    for outcome in ["forwarded", "to kernel", "dropped", "not ours"] {
+        assert!(
+            outcomes.get(outcome).copied().unwrap_or(0) > 100,
+            "too few {outcome}: {outcomes:?}"
+        );
+    }
+    drop(netns);
+}
