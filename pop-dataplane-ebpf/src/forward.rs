@@ -117,8 +117,8 @@ fn route(
     };
 
     let entry = match &network {
-        Network::V4(ip) => ROUTES_V4.get(&Key::new(32, ip.dst)),
-        Network::V6(ip) => ROUTES_V6.get(&Key::new(128, ip.dst)),
+        Network::V4(ip) => ROUTES_V4.get(0).and_then(|t| t.get(&Key::new(32, ip.dst))),
+        Network::V6(ip) => ROUTES_V6.get(0).and_then(|t| t.get(&Key::new(128, ip.dst))),
     }
     .copied()
     .ok_or(ToKernel(PassReason::NoRoute))?;

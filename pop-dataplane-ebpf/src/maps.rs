@@ -4,8 +4,9 @@
 use aya_ebpf::{
     Global,
     bindings::BPF_F_NO_PREALLOC,
-    macros::map,
-    maps::{Array, DevMap, HashMap, LpmTrie, PerCpuArray},
+    btf_maps::{ArrayOfMaps, LpmTrie},
+    macros::{btf_map, map},
+    maps::{Array, DevMap, HashMap, PerCpuArray},
 };
 use pop_dataplane_common::{
     Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, TraceRecord,
@@ -33,12 +34,16 @@ pub static NEXTHOPS: Array<Nexthop> = Array::with_max_entries(MAX_NEXTHOPS, 0);
 #[map]
 pub static NEXTHOP_GROUPS: Array<NexthopGroup> = Array::with_max_entries(MAX_NEXTHOP_GROUPS, 0);
 
-/// Keyed by the destination address in network byte order.
-#[map]
-pub static ROUTES_V4: LpmTrie<[u8; 4], RouteEntry> = LpmTrie::with_max_entries(MAX_ROUTES_V4, 0);
+/// The route tables, one slot each: userspace builds a whole new table in a fresh inner map
+/// and swaps it in with one update, so packets never see a half-built table.
+pub type RoutesV4 = LpmTrie<[u8; 4], RouteEntry, { MAX_ROUTES_V4 as usize }>;
+pub type RoutesV6 = LpmTrie<[u8; 16], RouteEntry, { MAX_ROUTES_V6 as usize }>;
 
-#[map]
-pub static ROUTES_V6: LpmTrie<[u8; 16], RouteEntry> = LpmTrie::with_max_entries(MAX_ROUTES_V6, 0);
+#[btf_map]
+pub static ROUTES_V4: ArrayOfMaps<RoutesV4, 1> = ArrayOfMaps::new();
+
+#[btf_map]
+pub static ROUTES_V6: ArrayOfMaps<RoutesV6, 1> = ArrayOfMaps::new();
 
 #[map]
 pub static TRACE: PerCpuArray<TraceRecord> = PerCpuArray::with_max_entries(1, 0);

@@ -10,7 +10,8 @@ use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, DevMap, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key,
+        Array, ArrayOfMaps, DevMap, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues,
+        lpm_trie::Key,
     },
     programs::{TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
     util::nr_cpus,
@@ -92,9 +93,66 @@ pub struct TestRunOutput {
     pub frame: Vec<u8>,
 }
 
+/// The route tables the program reads: inner maps of `ROUTES_V4` and `ROUTES_V6`.
+struct RouteTables {
+    v4: LpmTrie<MapData, [u8; 4], RouteEntry>,
+    v6: LpmTrie<MapData, [u8; 16], RouteEntry>,
+}
+
+impl RouteTables {
+    /// Empty tables, not yet seen by the program.
+    fn create() -> anyhow::Result<Self> {
+        Ok(Self {
+            v4: LpmTrie::create(maps::MAX_ROUTES_V4, BPF_F_NO_PREALLOC)
+                .context("creating an IPv4 route table")?,
+            v6: LpmTrie::create(maps::MAX_ROUTES_V6, BPF_F_NO_PREALLOC)
+                .context("creating an IPv6 route table")?,
+        })
+    }
+
+    fn set(&mut self, prefix: &IpNet, entry: &RouteEntry) -> anyhow::Result<()> {
+        match prefix {
+            IpNet::V4(p) => self
+                .v4
+                .insert(
+                    &Key::new(u32::from(p.prefix_len()), p.network().octets()),
+                    entry,
+                    0,
+                )
+                .with_context(|| format!("ROUTES_V4[{p}]")),
+            IpNet::V6(p) => self
+                .v6
+                .insert(
+                    &Key::new(u32::from(p.prefix_len()), p.network().octets()),
+                    entry,
+                    0,
+                )
+                .with_context(|| format!("ROUTES_V6[{p}]")),
+        }
+    }
+
+    fn delete(&mut self, prefix: &IpNet) -> anyhow::Result<()> {
+        match prefix {
+            IpNet::V4(p) => self
+                .v4
+                .remove(&Key::new(u32::from(p.prefix_len()), p.network().octets()))
+                .with_context(|| format!("deleting ROUTES_V4[{p}]")),
+            IpNet::V6(p) => self
+                .v6
+                .remove(&Key::new(u32::from(p.prefix_len()), p.network().octets()))
+                .with_context(|| format!("deleting ROUTES_V6[{p}]")),
+        }
+    }
+}
+
+/// BPF_F_NO_PREALLOC: LPM tries require it.
+const BPF_F_NO_PREALLOC: u32 = 1;
+
 pub struct Dataplane {
     ebpf: Ebpf,
     links: Vec<(String, XdpLinkId)>,
+    /// The route tables the program reads now.
+    routes: Option<RouteTables>,
     /// Interface names by counter slot, from the last install.
     names: std::collections::HashMap<u32, String>,
 }
@@ -118,6 +176,7 @@ impl Dataplane {
         Ok(Self {
             ebpf,
             links: Vec::new(),
+            routes: None,
             names: std::collections::HashMap::new(),
         })
     }
@@ -174,9 +233,9 @@ impl Dataplane {
             .with_context(|| format!("the XDP object has no map {name}"))
     }
 
-    /// Writes all of `tables` into the maps, then the route writes `routes` (from
-    /// [`Tables::compile`]). Called before attaching, so that the first packet already sees
-    /// complete tables.
+    /// Writes all of `tables` into the maps, and the route writes `routes` (from
+    /// [`Tables::compile`]) into fresh route tables that it then swaps in. Called before
+    /// attaching, so that the first packet already sees complete tables.
     pub fn install(&mut self, tables: &Tables, routes: &[MapWrite]) -> anyhow::Result<()> {
         let mut interfaces: HashMap<_, InterfaceKey, Interface> =
             HashMap::try_from(self.map_mut(maps::INTERFACES)?)?;
@@ -200,7 +259,41 @@ impl Dataplane {
             .iter()
             .map(|i| (i.entry.slot, i.name.clone()))
             .collect();
-        self.apply(routes)
+        self.swap_routes(routes)
+    }
+
+    /// Builds new route tables from `writes` (all routes, and the groups they need) and
+    /// makes the program use them at once: one update of each table slot. The old tables are
+    /// freed when the last packet using them is done.
+    pub fn swap_routes(&mut self, writes: &[MapWrite]) -> anyhow::Result<()> {
+        let mut fresh = RouteTables::create()?;
+        for write in writes {
+            match write {
+                MapWrite::Group(id, group) => self.set_group(*id, group)?,
+                MapWrite::Route(prefix, entry) => fresh.set(prefix, entry)?,
+                MapWrite::DeleteRoute(prefix) => fresh.delete(prefix)?,
+            }
+        }
+        let mut outer: ArrayOfMaps<_, LpmTrie<MapData, [u8; 4], RouteEntry>> =
+            ArrayOfMaps::try_from(self.map_mut(maps::ROUTES_V4)?)?;
+        outer
+            .set(0, &fresh.v4, 0)
+            .context("swapping in the IPv4 route table")?;
+        let mut outer: ArrayOfMaps<_, LpmTrie<MapData, [u8; 16], RouteEntry>> =
+            ArrayOfMaps::try_from(self.map_mut(maps::ROUTES_V6)?)?;
+        outer
+            .set(0, &fresh.v6, 0)
+            .context("swapping in the IPv6 route table")?;
+        self.routes = Some(fresh);
+        Ok(())
+    }
+
+    fn set_group(&mut self, id: u32, group: &NexthopGroup) -> anyhow::Result<()> {
+        let mut groups: Array<_, NexthopGroup> =
+            Array::try_from(self.map_mut(maps::NEXTHOP_GROUPS)?)?;
+        groups
+            .set(id, group, 0)
+            .with_context(|| format!("NEXTHOP_GROUPS[{id}]"))
     }
 
     pub fn set_nexthop(&mut self, id: u32, nexthop: &Nexthop) -> anyhow::Result<()> {
@@ -210,52 +303,22 @@ impl Dataplane {
             .with_context(|| format!("NEXTHOPS[{id}]"))
     }
 
-    /// Performs `writes` in order.
+    /// Performs `writes` in order, on the route tables in use.
     pub fn apply(&mut self, writes: &[MapWrite]) -> anyhow::Result<()> {
         for write in writes {
             match write {
-                MapWrite::Group(id, group) => {
-                    let mut groups: Array<_, NexthopGroup> =
-                        Array::try_from(self.map_mut(maps::NEXTHOP_GROUPS)?)?;
-                    groups
-                        .set(*id, group, 0)
-                        .with_context(|| format!("NEXTHOP_GROUPS[{id}]"))?;
-                }
-                MapWrite::Route(IpNet::V4(prefix), entry) => {
-                    let mut routes: LpmTrie<_, [u8; 4], RouteEntry> =
-                        LpmTrie::try_from(self.map_mut(maps::ROUTES_V4)?)?;
-                    let key = Key::new(u32::from(prefix.prefix_len()), prefix.network().octets());
-                    routes
-                        .insert(&key, entry, 0)
-                        .with_context(|| format!("ROUTES_V4[{prefix}]"))?;
-                }
-                MapWrite::Route(IpNet::V6(prefix), entry) => {
-                    let mut routes: LpmTrie<_, [u8; 16], RouteEntry> =
-                        LpmTrie::try_from(self.map_mut(maps::ROUTES_V6)?)?;
-                    let key = Key::new(u32::from(prefix.prefix_len()), prefix.network().octets());
-                    routes
-                        .insert(&key, entry, 0)
-                        .with_context(|| format!("ROUTES_V6[{prefix}]"))?;
-                }
-                MapWrite::DeleteRoute(IpNet::V4(prefix)) => {
-                    let mut routes: LpmTrie<_, [u8; 4], RouteEntry> =
-                        LpmTrie::try_from(self.map_mut(maps::ROUTES_V4)?)?;
-                    let key = Key::new(u32::from(prefix.prefix_len()), prefix.network().octets());
-                    routes
-                        .remove(&key)
-                        .with_context(|| format!("deleting ROUTES_V4[{prefix}]"))?;
-                }
-                MapWrite::DeleteRoute(IpNet::V6(prefix)) => {
-                    let mut routes: LpmTrie<_, [u8; 16], RouteEntry> =
-                        LpmTrie::try_from(self.map_mut(maps::ROUTES_V6)?)?;
-                    let key = Key::new(u32::from(prefix.prefix_len()), prefix.network().octets());
-                    routes
-                        .remove(&key)
-                        .with_context(|| format!("deleting ROUTES_V6[{prefix}]"))?;
-                }
+                MapWrite::Group(id, group) => self.set_group(*id, group)?,
+                MapWrite::Route(prefix, entry) => self.routes()?.set(prefix, entry)?,
+                MapWrite::DeleteRoute(prefix) => self.routes()?.delete(prefix)?,
             }
         }
         Ok(())
+    }
+
+    fn routes(&mut self) -> anyhow::Result<&mut RouteTables> {
+        self.routes
+            .as_mut()
+            .context("no route tables yet: install() comes first")
     }
 
     /// Attaches the program to the interface `ifname`.
@@ -460,14 +523,14 @@ pub fn lookup_v6(addr: std::net::Ipv6Addr) -> Key<[u8; 16]> {
 pub fn lookup_route(dir: &Path, addr: IpAddr) -> anyhow::Result<Option<RouteEntry>> {
     Ok(match addr {
         IpAddr::V4(addr) => {
-            let routes: LpmTrie<_, [u8; 4], RouteEntry> =
-                LpmTrie::try_from(Map::LpmTrie(open_pinned(dir, maps::ROUTES_V4)?))?;
-            routes.get(&lookup_v4(addr), 0).ok()
+            let outer: ArrayOfMaps<_, LpmTrie<MapData, [u8; 4], RouteEntry>> =
+                ArrayOfMaps::try_from(Map::ArrayOfMaps(open_pinned(dir, maps::ROUTES_V4)?))?;
+            outer.get(&0, 0)?.get(&lookup_v4(addr), 0).ok()
         }
         IpAddr::V6(addr) => {
-            let routes: LpmTrie<_, [u8; 16], RouteEntry> =
-                LpmTrie::try_from(Map::LpmTrie(open_pinned(dir, maps::ROUTES_V6)?))?;
-            routes.get(&lookup_v6(addr), 0).ok()
+            let outer: ArrayOfMaps<_, LpmTrie<MapData, [u8; 16], RouteEntry>> =
+                ArrayOfMaps::try_from(Map::ArrayOfMaps(open_pinned(dir, maps::ROUTES_V6)?))?;
+            outer.get(&0, 0)?.get(&lookup_v6(addr), 0).ok()
         }
     })
 }
