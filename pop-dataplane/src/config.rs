@@ -40,9 +40,21 @@ const MAX_IFNAME_LEN: usize = 15;
 /// A validated config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    pub daemon: DaemonConfig,
     pub interfaces: Vec<InterfaceConfig>,
     pub nexthops: Vec<NexthopConfig>,
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[daemon]`: how the daemon itself runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Where `config save` writes the CLI's routes, and where `run` reads them back
+    /// (default: the config file's path with `.routes` appended).
+    pub saved_routes: Option<std::path::PathBuf>,
+    /// A group whose members may use the control socket, besides root.
+    pub control_group: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,6 +130,8 @@ impl std::error::Error for ConfigError {}
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[serde(default)]
+    daemon: DaemonConfig,
     #[serde(default, rename = "interface")]
     interfaces: Vec<Spanned<RawInterface>>,
     #[serde(default, rename = "nexthop")]
@@ -417,6 +431,7 @@ impl Config {
         }
 
         Ok(Self {
+            daemon: raw.daemon,
             interfaces,
             nexthops,
             routes,

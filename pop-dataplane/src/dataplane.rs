@@ -13,18 +13,27 @@ use aya::{
         Array, ArrayOfMaps, DevMap, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues,
         lpm_trie::Key,
     },
-    programs::{TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        TestRun as _, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
     util::nr_cpus,
 };
 use aya_obj::programs::XdpAttachType;
 use ipnet::IpNet;
 use log::{info, warn};
 use pop_dataplane_common::{
-    Interface, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, TraceRecord, maps,
-    trace::TRACE_MAGIC,
+    Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, TraceRecord,
+    maps, trace::TRACE_MAGIC,
 };
 
-use crate::{fib::MapWrite, tables::Tables};
+use crate::{
+    host::Host,
+    router::{Adopted, Update},
+    topology::{NamedInterface, Port, RouterInterface, Topology, interface_name},
+    writes::MapWrite,
+};
 
 /// The XDP object built from `pop-dataplane-ebpf`, embedded at build time.
 pub static XDP_OBJECT: &[u8] =
@@ -34,6 +43,8 @@ pub static XDP_OBJECT: &[u8] =
 const PROGRAM: &str = "pop_dataplane";
 /// The program's pin, next to the maps'.
 const PROGRAM_PIN: &str = "program";
+/// The XDP links' pins, one per port, named by ifindex.
+const LINKS_DIR: &str = "links";
 
 /// Every map, for pinning.
 const ALL_MAPS: [&str; 8] = [
@@ -75,13 +86,17 @@ impl std::fmt::Display for AttachedMode {
 }
 
 /// Load-time settings of the program.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LoadOptions {
     /// Which of the program's own log statements the verifier keeps.
     pub log_level: log::LevelFilter,
     /// Seed of the ECMP flow hash. Routers of one site should differ, or they all pick the
     /// same member for the same flows (polarisation); a restart should keep it.
     pub ecmp_seed: u32,
+    /// Where the program, maps and links are pinned (a directory on a bpf filesystem). Maps
+    /// already pinned there are used, not created: a restarted daemon takes over the running
+    /// dataplane's state. `None`: nothing pinned (tests).
+    pub pin_dir: Option<PathBuf>,
 }
 
 /// What one run of the program on a frame did.
@@ -148,9 +163,21 @@ impl RouteTables {
 /// BPF_F_NO_PREALLOC: LPM tries require it.
 const BPF_F_NO_PREALLOC: u32 = 1;
 
+/// An XDP link, pinned so that it outlives the daemon when it must.
+struct AttachedLink {
+    ifname: String,
+    ifindex: u32,
+    /// The pin, or `None` when not pinned.
+    pin: Option<PathBuf>,
+    link: FdLink,
+}
+
 pub struct Dataplane {
     ebpf: Ebpf,
-    links: Vec<(String, XdpLinkId)>,
+    pin_dir: Option<PathBuf>,
+    /// The maps were already pinned: this is a running dataplane, taken over.
+    adopted: bool,
+    links: Vec<AttachedLink>,
     /// The route tables the program reads now.
     routes: Option<RouteTables>,
     /// Interface names by counter slot, from the last install.
@@ -158,26 +185,120 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// Loads the program into the kernel (the verifier runs here).
+    /// Loads the program into the kernel (the verifier runs here). With a pin directory,
+    /// the maps pinned there are reused (a running dataplane is taken over: see
+    /// [`Dataplane::adopted`]), else created and pinned; the program is pinned too.
     pub fn load(options: LoadOptions) -> anyhow::Result<Self> {
         let level = options.log_level as u8;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(aya_log::LEVEL, &level, false)
-            .override_global(maps::ECMP_SEED, &options.ecmp_seed, true)
-            .load(XDP_OBJECT)
-            .context("loading the XDP object")?;
+            .override_global(maps::ECMP_SEED, &options.ecmp_seed, true);
+        let mut adopted = false;
+        if let Some(dir) = &options.pin_dir {
+            ensure_bpffs(dir)?;
+            fs::create_dir_all(dir.join(LINKS_DIR))
+                .with_context(|| format!("creating {}", dir.display()))?;
+            adopted = dir.join(maps::INTERFACES).exists();
+            for name in ALL_MAPS {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(XDP_OBJECT).context(if adopted {
+            "loading the XDP object with the pinned maps of the running dataplane (from an \
+             incompatible version? stop it, or remove its pins, and start again)"
+        } else {
+            "loading the XDP object"
+        })?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM)
             .context("the XDP object has no program pop_dataplane")?
             .try_into()?;
-        program
-            .load()
-            .context("loading the XDP program into the kernel (verifier)")?;
+        program.load().map_err(|err| {
+            let permission = matches!(&err, aya::programs::ProgramError::SyscallError(e)
+                if e.io_error.raw_os_error() == Some(libc::EPERM));
+            anyhow::Error::from(err).context(if permission {
+                "loading the XDP program was refused: pop-dataplane run needs root"
+            } else {
+                "loading the XDP program into the kernel (verifier)"
+            })
+        })?;
+        if let Some(dir) = &options.pin_dir {
+            // The new program replaces the old one's pin.
+            let path = dir.join(PROGRAM_PIN);
+            let _ = fs::remove_file(&path);
+            program
+                .pin(&path)
+                .with_context(|| format!("pinning the program at {}", path.display()))?;
+        }
         Ok(Self {
             ebpf,
+            pin_dir: options.pin_dir,
+            adopted,
             links: Vec::new(),
             routes: None,
             names: std::collections::HashMap::new(),
+        })
+    }
+
+    /// The maps were pinned before this daemon: a running dataplane, now ours.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// What the running dataplane uses that new tables must leave alone until they are
+    /// swapped in: next-hop and group ids, interface slots and port indexes. `names` are the
+    /// interface names it saved.
+    pub fn in_use(&self, names: &[NamedInterface], host: &Host) -> anyhow::Result<Adopted> {
+        let nexthops: Array<_, Nexthop> = Array::try_from(self.map(maps::NEXTHOPS)?)?;
+        let mut nexthop_ids = Vec::new();
+        for id in 0..maps::MAX_NEXTHOPS {
+            if nexthops.get(&id, 0)? != Nexthop::default() {
+                nexthop_ids.push(id);
+            }
+        }
+        let groups: Array<_, NexthopGroup> = Array::try_from(self.map(maps::NEXTHOP_GROUPS)?)?;
+        let mut group_ids = Vec::new();
+        for id in 0..maps::MAX_NEXTHOP_GROUPS {
+            if groups.get(&id, 0)? != NexthopGroup::default() {
+                group_ids.push(id);
+            }
+        }
+        let mut topology = Topology::default();
+        let interfaces: HashMap<_, InterfaceKey, Interface> =
+            HashMap::try_from(self.map(maps::INTERFACES)?)?;
+        for entry in interfaces.iter() {
+            let (key, entry) = entry?;
+            let name = names
+                .iter()
+                .find(|n| n.key() == key && n.slot == entry.slot)
+                .map_or_else(|| interface_name(host, &key), |n| n.name.clone());
+            topology.interfaces.push(RouterInterface {
+                name,
+                key,
+                entry,
+                port: 0,
+                mtu: 0,
+                outer_tpid: 0,
+                device: None,
+            });
+        }
+        let egress = DevMap::try_from(self.map(maps::EGRESS)?)?;
+        for index in 0..maps::MAX_PORTS {
+            if let Ok(value) = egress.get(index, 0) {
+                topology.ports.push(Port {
+                    name: host
+                        .link_by_index(value.if_index)
+                        .map_or_else(String::new, |l| l.name.clone()),
+                    ifindex: value.if_index,
+                    index,
+                });
+            }
+        }
+        Ok(Adopted {
+            nexthops: nexthop_ids,
+            groups: group_ids,
+            topology,
         })
     }
 
@@ -233,33 +354,22 @@ impl Dataplane {
             .with_context(|| format!("the XDP object has no map {name}"))
     }
 
-    /// Writes all of `tables` into the maps, and the route writes `routes` (from
-    /// [`Tables::compile`]) into fresh route tables that it then swaps in. Called before
-    /// attaching, so that the first packet already sees complete tables.
-    pub fn install(&mut self, tables: &Tables, routes: &[MapWrite]) -> anyhow::Result<()> {
-        let mut interfaces: HashMap<_, InterfaceKey, Interface> =
-            HashMap::try_from(self.map_mut(maps::INTERFACES)?)?;
-        for interface in &tables.topology.interfaces {
-            interfaces
-                .insert(&interface.key, &interface.entry, 0)
-                .with_context(|| format!("INTERFACES[{}]", interface.name))?;
-        }
-        let mut egress = DevMap::try_from(self.map_mut(maps::EGRESS)?)?;
-        for port in &tables.topology.ports {
-            egress
-                .set(port.index, port.ifindex, None, 0)
-                .with_context(|| format!("EGRESS[{}] = {}", port.index, port.name))?;
-        }
-        for (id, nexthop) in tables.nexthops.iter().enumerate() {
-            self.set_nexthop(id as u32, nexthop)?;
-        }
-        self.names = tables
-            .topology
+    /// Performs `update`: its first writes, then fresh route tables filled from it and
+    /// swapped in at once, then its last writes. At start this runs before anything is
+    /// attached, so that the first packet already sees complete tables.
+    pub fn update(&mut self, update: &Update) -> anyhow::Result<()> {
+        self.apply(&update.before)?;
+        self.swap_routes(&update.tables)?;
+        self.apply(&update.after)
+    }
+
+    /// Names the counter slots for [`Dataplane::stats`].
+    pub fn set_names(&mut self, topology: &Topology) {
+        self.names = topology
             .interfaces
             .iter()
             .map(|i| (i.entry.slot, i.name.clone()))
             .collect();
-        self.swap_routes(routes)
     }
 
     /// Builds new route tables from `writes` (all routes, and the groups they need) and
@@ -269,9 +379,9 @@ impl Dataplane {
         let mut fresh = RouteTables::create()?;
         for write in writes {
             match write {
-                MapWrite::Group(id, group) => self.set_group(*id, group)?,
                 MapWrite::Route(prefix, entry) => fresh.set(prefix, entry)?,
                 MapWrite::DeleteRoute(prefix) => fresh.delete(prefix)?,
+                other => self.apply(std::slice::from_ref(other))?,
             }
         }
         let mut outer: ArrayOfMaps<_, LpmTrie<MapData, [u8; 4], RouteEntry>> =
@@ -303,10 +413,46 @@ impl Dataplane {
             .with_context(|| format!("NEXTHOPS[{id}]"))
     }
 
-    /// Performs `writes` in order, on the route tables in use.
+    /// Performs `writes` in order; routes go to the tables in use.
     pub fn apply(&mut self, writes: &[MapWrite]) -> anyhow::Result<()> {
         for write in writes {
             match write {
+                MapWrite::Interface(key, interface) => {
+                    let mut map: HashMap<_, InterfaceKey, Interface> =
+                        HashMap::try_from(self.map_mut(maps::INTERFACES)?)?;
+                    map.insert(key, interface, 0)
+                        .with_context(|| format!("INTERFACES[{key:?}]"))?;
+                }
+                MapWrite::DeleteInterface(key) => {
+                    let mut map: HashMap<_, InterfaceKey, Interface> =
+                        HashMap::try_from(self.map_mut(maps::INTERFACES)?)?;
+                    match map.remove(key) {
+                        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                        Err(err) => {
+                            return Err(err)
+                                .with_context(|| format!("deleting INTERFACES[{key:?}]"));
+                        }
+                    }
+                }
+                MapWrite::Port(index, ifindex) => {
+                    let mut egress = DevMap::try_from(self.map_mut(maps::EGRESS)?)?;
+                    egress
+                        .set(*index, *ifindex, None, 0)
+                        .with_context(|| format!("EGRESS[{index}] = ifindex {ifindex}"))?;
+                }
+                MapWrite::ResetCounters(slot) => {
+                    let mut counters: PerCpuArray<_, InterfaceCounters> =
+                        PerCpuArray::try_from(self.map_mut(maps::COUNTERS)?)?;
+                    let cpus = nr_cpus().map_err(|(_, err)| err).context("counting CPUs")?;
+                    let zero = PerCpuValues::try_from(vec![
+                        InterfaceCounters::default();
+                        cpus.get() as usize
+                    ])?;
+                    counters
+                        .set(*slot, zero, 0)
+                        .with_context(|| format!("resetting COUNTERS[{slot}]"))?;
+                }
+                MapWrite::Nexthop(id, nexthop) => self.set_nexthop(*id, nexthop)?,
                 MapWrite::Group(id, group) => self.set_group(*id, group)?,
                 MapWrite::Route(prefix, entry) => self.routes()?.set(prefix, entry)?,
                 MapWrite::DeleteRoute(prefix) => self.routes()?.delete(prefix)?,
@@ -321,8 +467,30 @@ impl Dataplane {
             .context("no route tables yet: install() comes first")
     }
 
-    /// Attaches the program to the interface `ifname`.
-    pub fn attach(&mut self, ifname: &str, mode: AttachMode) -> anyhow::Result<AttachedMode> {
+    /// Attaches the program to port `ifname` (`ifindex`), pinning the link. When a pinned
+    /// link from a previous daemon is there, the program is swapped into it instead: one
+    /// atomic update, no packet misses a program.
+    pub fn attach(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        mode: AttachMode,
+    ) -> anyhow::Result<String> {
+        if let Some(pin) = self.link_pin(ifindex)
+            && pin.exists()
+        {
+            let pinned = PinnedLink::from_pin(&pin)
+                .with_context(|| format!("opening the pinned link {}", pin.display()))?;
+            let link = XdpLink::try_from(FdLink::from(pinned))
+                .with_context(|| format!("{} is not an XDP link", pin.display()))?;
+            let id = self
+                .program()
+                .attach_to_link(link)
+                .with_context(|| format!("{ifname}: replacing the program in its link"))?;
+            self.keep_link(ifname, ifindex, id, Some(pin))?;
+            info!("{ifname}: program replaced in the running link");
+            return Ok("replaced".to_owned());
+        }
         let ifname_c = std::ffi::CString::new(ifname)?;
         let native = match mode {
             AttachMode::Generic => None,
@@ -330,59 +498,143 @@ impl Dataplane {
                 Some(self.program().attach(ifname_c.as_c_str(), XdpMode::Driver))
             }
         };
-        let (link, attached) = match native {
-            Some(Ok(link)) => (link, AttachedMode::Native),
+        let (id, attached) = match native {
+            Some(Ok(id)) => (id, AttachedMode::Native),
             Some(Err(err)) if mode == AttachMode::Native => {
-                return Err(err).with_context(|| format!("attaching to {ifname} in native mode"));
+                return Err(attach_error(err, ifname, "native"));
             }
             Some(Err(err)) => {
                 warn!(
                     "{ifname}: native XDP failed ({}); using generic mode, which is slower",
                     anyhow::Error::from(err)
                 );
-                let link = self
+                let id = self
                     .program()
                     .attach(ifname_c.as_c_str(), XdpMode::Skb)
-                    .with_context(|| format!("attaching to {ifname} in generic mode"))?;
-                (link, AttachedMode::Generic)
+                    .map_err(|err| attach_error(err, ifname, "generic"))?;
+                (id, AttachedMode::Generic)
             }
             None => {
-                let link = self
+                let id = self
                     .program()
                     .attach(ifname_c.as_c_str(), XdpMode::Skb)
-                    .with_context(|| format!("attaching to {ifname} in generic mode"))?;
-                (link, AttachedMode::Generic)
+                    .map_err(|err| attach_error(err, ifname, "generic"))?;
+                (id, AttachedMode::Generic)
             }
         };
-        self.links.push((ifname.to_owned(), link));
+        let pin = self.link_pin(ifindex);
+        self.keep_link(ifname, ifindex, id, pin)?;
         info!("{ifname}: attached ({attached} mode)");
-        Ok(attached)
+        Ok(attached.to_string())
     }
 
-    /// Detaches from every interface, newest first.
-    pub fn detach_all(&mut self) {
-        while let Some((ifname, link)) = self.links.pop() {
-            match self.program().detach(link) {
-                Ok(()) => info!("{ifname}: detached"),
-                Err(err) => warn!("{ifname}: detaching failed: {err}"),
+    fn link_pin(&self, ifindex: u32) -> Option<PathBuf> {
+        self.pin_dir
+            .as_ref()
+            .map(|dir| dir.join(LINKS_DIR).join(ifindex.to_string()))
+    }
+
+    /// Takes the link out of aya's keeping (which would detach it on drop) into ours,
+    /// pinned at `pin`.
+    fn keep_link(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        id: XdpLinkId,
+        pin: Option<PathBuf>,
+    ) -> anyhow::Result<()> {
+        let link = self.program().take_link(id)?;
+        let link = FdLink::try_from(link).context(
+            "the kernel attached XDP without a bpf_link (kernel older than 5.9?): links cannot be \
+             pinned, so the dataplane cannot outlive the daemon",
+        )?;
+        if let Some(path) = &pin
+            && !path.exists()
+        {
+            // Pinning consumes the link; keep a handle by reopening the pin.
+            link.pin(path)
+                .with_context(|| format!("pinning the XDP link at {}", path.display()))?;
+            let link = FdLink::from(PinnedLink::from_pin(path)?);
+            self.links.push(AttachedLink {
+                ifname: ifname.to_owned(),
+                ifindex,
+                pin,
+                link,
+            });
+            return Ok(());
+        }
+        self.links.push(AttachedLink {
+            ifname: ifname.to_owned(),
+            ifindex,
+            pin,
+            link,
+        });
+        Ok(())
+    }
+
+    /// Pinned links of ports that are no longer attached by us: (ifindex, pin).
+    pub fn stale_links(&self) -> Vec<(u32, PathBuf)> {
+        let Some(dir) = &self.pin_dir else {
+            return Vec::new();
+        };
+        let Ok(entries) = fs::read_dir(dir.join(LINKS_DIR)) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let ifindex: u32 = entry.file_name().to_str()?.parse().ok()?;
+                (!self.links.iter().any(|l| l.ifindex == ifindex)).then(|| (ifindex, entry.path()))
+            })
+            .collect()
+    }
+
+    /// Detaches from port `ifindex` (ours, or a pinned link a previous daemon left).
+    pub fn detach(&mut self, ifindex: u32) {
+        if let Some(i) = self.links.iter().position(|l| l.ifindex == ifindex) {
+            let link = self.links.remove(i);
+            if let Some(pin) = &link.pin {
+                let _ = fs::remove_file(pin);
+            }
+            info!("{}: detached", link.ifname);
+            drop(link.link);
+        } else if let Some(pin) = self.link_pin(ifindex)
+            && fs::remove_file(&pin).is_ok()
+        {
+            info!("ifindex {ifindex}: detached a link left by a previous daemon");
+        }
+    }
+
+    /// Detaches from every port and removes every pin: the dataplane stops.
+    pub fn stop(mut self) {
+        while let Some(link) = self.links.pop() {
+            if let Some(pin) = &link.pin {
+                let _ = fs::remove_file(pin);
+            }
+            info!("{}: detached", link.ifname);
+        }
+        for (ifindex, _) in self.stale_links() {
+            self.detach(ifindex);
+        }
+        if let Some(dir) = self.pin_dir.take()
+            && let Err(err) = unpin(&dir)
+        {
+            warn!("{err:#}");
+        }
+    }
+
+    /// Leaves the dataplane forwarding on its pinned program, maps and links, for the next
+    /// daemon to take over.
+    pub fn keep_running(mut self) {
+        for link in self.links.drain(..) {
+            if link.pin.is_none() {
+                warn!(
+                    "{}: its link is not pinned; it stops with the daemon",
+                    link.ifname
+                );
             }
         }
-    }
-
-    /// Pins the program and every map under `dir` (a directory on a bpf filesystem), so that
-    /// `stats`, `trace` and other processes can open them.
-    pub fn pin(&mut self, dir: &Path) -> anyhow::Result<()> {
-        ensure_bpffs(dir)?;
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        for name in ALL_MAPS {
-            self.map(name)?
-                .pin(dir.join(name))
-                .with_context(|| format!("pinning {name} under {}", dir.display()))?;
-        }
-        self.program()
-            .pin(dir.join(PROGRAM_PIN))
-            .with_context(|| format!("pinning the program under {}", dir.display()))?;
-        Ok(())
+        self.pin_dir = None;
     }
 
     /// The counters of every interface, summed over CPUs.
@@ -410,9 +662,26 @@ impl Dataplane {
 }
 
 impl Drop for Dataplane {
+    /// Dropped without `stop` or `keep_running` (an error path): unpinned links go, pinned
+    /// ones stay with the pins for the next start.
     fn drop(&mut self) {
-        self.detach_all();
+        self.links.clear();
     }
+}
+
+/// An attach error, with what to do about the usual ones.
+fn attach_error(err: aya::programs::ProgramError, ifname: &str, mode: &str) -> anyhow::Error {
+    let busy = matches!(&err, aya::programs::ProgramError::SyscallError(e)
+        if e.io_error.raw_os_error() == Some(libc::EBUSY) || e.io_error.raw_os_error() == Some(libc::EEXIST));
+    let what = if busy {
+        format!(
+            "{ifname} already has an XDP program (another pop-dataplane, or another tool): two \
+             dataplanes cannot share an interface"
+        )
+    } else {
+        format!("attaching to {ifname} in {mode} mode")
+    };
+    anyhow::Error::from(err).context(what)
 }
 
 /// Runs `program` once on `frame` received on `ingress_ifindex`; with `trace`, asks it for a
@@ -547,8 +816,14 @@ pub fn open_pinned(dir: &Path, name: &str) -> anyhow::Result<MapData> {
     })
 }
 
-/// Removes the pins under `dir`, and `dir` itself.
+/// Removes the pins under `dir` (links included: whatever they attach stops), and `dir`.
 pub fn unpin(dir: &Path) -> anyhow::Result<()> {
+    if let Ok(entries) = fs::read_dir(dir.join(LINKS_DIR)) {
+        for entry in entries.flatten() {
+            let _ = fs::remove_file(entry.path());
+        }
+        let _ = fs::remove_dir(dir.join(LINKS_DIR));
+    }
     for name in ALL_MAPS.iter().chain(&[PROGRAM_PIN]) {
         let path = dir.join(name);
         match fs::remove_file(&path) {

@@ -3,37 +3,44 @@
 //! freed with the last of them. The output is a list of map writes, in a safe order: a group
 //! is written before a route points at it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use ipnet::IpNet;
 use pop_dataplane_common::{
     NexthopGroup, Route, RouteEntry, RouteTarget, maps::MAX_NEXTHOP_GROUPS, nexthop::ECMP_BUCKETS,
 };
 
-use crate::rib::{Action, Change};
-
-/// One write to the maps.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MapWrite {
-    /// Boxed: a group is large and rare, routes are many and small.
-    Group(u32, Box<NexthopGroup>),
-    Route(IpNet, RouteEntry),
-    DeleteRoute(IpNet),
-}
+use crate::{
+    rib::{Action, Change, NexthopSet},
+    writes::MapWrite,
+};
 
 #[derive(Debug, Default)]
 pub struct Fib {
-    /// What the route maps hold, per prefix, with the action it came from.
-    routes: BTreeMap<IpNet, (Action, RouteEntry)>,
+    /// What the route maps hold, per prefix.
+    routes: HashMap<IpNet, RouteEntry>,
     groups: Groups,
 }
 
 #[derive(Debug, Default)]
 struct Groups {
-    /// Member set -> (group id, routes using it).
-    by_members: HashMap<Vec<u32>, (u32, usize)>,
+    /// Member set -> group.
+    by_members: HashMap<NexthopSet, Group>,
+    /// Group id -> member set.
+    by_id: HashMap<u32, NexthopSet>,
     free: Vec<u32>,
     next: u32,
+    /// Ids a running dataplane held when this daemon adopted it: avoided until swapped out.
+    reserved: std::collections::BTreeSet<u32>,
+}
+
+#[derive(Debug)]
+struct Group {
+    id: u32,
+    /// Routes using it.
+    users: usize,
+    /// Its buckets as last written.
+    buckets: NexthopGroup,
 }
 
 /// Why a change could not be compiled.
@@ -52,15 +59,32 @@ impl std::fmt::Display for FibFull {
 impl std::error::Error for FibFull {}
 
 impl Fib {
-    /// Compiles one change into map writes, appended to `writes`.
-    pub fn apply(&mut self, change: &Change, writes: &mut Vec<MapWrite>) -> Result<(), FibFull> {
+    /// A FIB whose new groups avoid the ids in `reserved`.
+    pub fn avoiding(reserved: impl IntoIterator<Item = u32>) -> Self {
+        Self {
+            groups: Groups {
+                reserved: reserved.into_iter().collect(),
+                ..Groups::default()
+            },
+            ..Self::default()
+        }
+    }
+
+    /// Compiles one change into map writes, appended to `writes`. `usable` says which next
+    /// hops may take traffic (for the buckets of new groups).
+    pub fn apply(
+        &mut self,
+        change: &Change,
+        usable: &dyn Fn(u32) -> bool,
+        writes: &mut Vec<MapWrite>,
+    ) -> Result<(), FibFull> {
         let old = self.routes.remove(&change.prefix);
         match &change.best {
             Some(action) => {
-                let target = self.target(action, writes)?;
+                let target = self.target(action, usable, writes)?;
                 let entry = RouteEntry::new(target, change.prefix.prefix_len());
                 writes.push(MapWrite::Route(change.prefix, entry));
-                self.routes.insert(change.prefix, (action.clone(), entry));
+                self.routes.insert(change.prefix, entry);
             }
             None => {
                 if old.is_some() {
@@ -68,45 +92,117 @@ impl Fib {
                 }
             }
         }
-        if let Some((action, _)) = old {
-            self.release(&action);
+        if let Some(old) = old {
+            self.release(old.target);
         }
         Ok(())
     }
 
-    /// The route target for `action`, allocating (and writing) its group when it has several
+    /// Compiles every winner anew, for fresh route tables: the writes that fill them (new
+    /// groups first). Groups still used keep their ids; the old routes' groups are released
+    /// after the new ones are taken, so nothing in use is freed on the way.
+    pub fn rebuild<'a>(
+        &mut self,
+        best: impl Iterator<Item = (IpNet, &'a Action)>,
+        usable: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<MapWrite>, FibFull> {
+        let mut writes = Vec::new();
+        let mut routes = HashMap::with_capacity(self.routes.len());
+        for (prefix, action) in best {
+            let target = match self.target(action, usable, &mut writes) {
+                Ok(target) => target,
+                Err(full) => {
+                    // Give back what this rebuild took; the FIB stays as it was.
+                    for entry in routes.values() {
+                        let entry: &RouteEntry = entry;
+                        self.release(entry.target);
+                    }
+                    return Err(full);
+                }
+            };
+            let entry = RouteEntry::new(target, prefix.prefix_len());
+            routes.insert(prefix, entry);
+            writes.push(MapWrite::Route(prefix, entry));
+        }
+        let old = std::mem::replace(&mut self.routes, routes);
+        for entry in old.values() {
+            self.release(entry.target);
+        }
+        Ok(writes)
+    }
+
+    /// The route target for `action`, taking (and writing) its group when it has several
     /// next hops.
     fn target(
         &mut self,
         action: &Action,
+        usable: &dyn Fn(u32) -> bool,
         writes: &mut Vec<MapWrite>,
     ) -> Result<RouteTarget, FibFull> {
         Ok(RouteTarget::new(match action {
             Action::Nexthops(members) if members.len() == 1 => Route::Nexthop(members[0]),
-            Action::Nexthops(members) => Route::Group(self.groups.acquire(members, writes)?),
+            Action::Nexthops(members) => {
+                Route::Group(self.groups.acquire(members, usable, writes)?)
+            }
             Action::Blackhole => Route::Blackhole,
             Action::Kernel => Route::Kernel,
             Action::Local => Route::Local,
         }))
     }
 
-    fn release(&mut self, action: &Action) {
-        if let Action::Nexthops(members) = action
-            && members.len() > 1
-        {
-            self.groups.release(members);
+    fn release(&mut self, target: RouteTarget) {
+        if let Route::Group(id) = target.decode() {
+            self.groups.release(id);
         }
+    }
+
+    /// Rewrites the buckets of every group whose members' usability changed: traffic leaves
+    /// next hops that cannot take it and comes back when they can.
+    pub fn refresh_groups(&mut self, usable: &dyn Fn(u32) -> bool) -> Vec<MapWrite> {
+        let mut writes = Vec::new();
+        for (members, group) in &mut self.groups.by_members {
+            let buckets = buckets(members, usable);
+            if buckets != group.buckets {
+                group.buckets = buckets;
+                writes.push(MapWrite::Group(group.id, Box::new(buckets)));
+            }
+        }
+        writes
+    }
+
+    /// Every group in use, as its buckets are now.
+    pub fn group_writes(&self) -> Vec<MapWrite> {
+        self.groups
+            .by_members
+            .values()
+            .map(|group| MapWrite::Group(group.id, Box::new(group.buckets)))
+            .collect()
     }
 
     /// The compiled entry of `prefix`.
     pub fn get(&self, prefix: &IpNet) -> Option<&RouteEntry> {
-        self.routes.get(prefix).map(|(_, entry)| entry)
+        self.routes.get(prefix)
     }
 
     pub fn routes(&self) -> impl Iterator<Item = (&IpNet, &RouteEntry)> {
-        self.routes
-            .iter()
-            .map(|(prefix, (_, entry))| (prefix, entry))
+        self.routes.iter()
+    }
+
+    /// The members of group `id`.
+    pub fn group(&self, id: u32) -> Option<&[u32]> {
+        self.groups.by_id.get(&id).map(|set| &**set)
+    }
+
+    /// The group ids in use.
+    pub fn group_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.groups.by_id.keys().copied()
+    }
+
+    /// The reserved group ids are in no table any more: hand them out again.
+    pub fn unreserve_groups(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.groups.reserved)
+            .into_iter()
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -124,41 +220,75 @@ impl Fib {
 }
 
 impl Groups {
-    fn acquire(&mut self, members: &[u32], writes: &mut Vec<MapWrite>) -> Result<u32, FibFull> {
-        if let Some((id, users)) = self.by_members.get_mut(members) {
-            *users += 1;
-            return Ok(*id);
+    fn acquire(
+        &mut self,
+        members: &NexthopSet,
+        usable: &dyn Fn(u32) -> bool,
+        writes: &mut Vec<MapWrite>,
+    ) -> Result<u32, FibFull> {
+        if let Some(group) = self.by_members.get_mut(members) {
+            group.users += 1;
+            return Ok(group.id);
         }
         let id = match self.free.pop() {
             Some(id) => id,
-            None if self.next < MAX_NEXTHOP_GROUPS => {
+            None => loop {
+                if self.next >= MAX_NEXTHOP_GROUPS {
+                    return Err(FibFull);
+                }
                 self.next += 1;
-                self.next - 1
-            }
-            None => return Err(FibFull),
+                let id = self.next - 1;
+                if !self.reserved.contains(&id) {
+                    break id;
+                }
+            },
         };
-        writes.push(MapWrite::Group(id, Box::new(buckets(members))));
-        self.by_members.insert(members.to_vec(), (id, 1));
+        let buckets = buckets(members, usable);
+        writes.push(MapWrite::Group(id, Box::new(buckets)));
+        self.by_members.insert(
+            members.clone(),
+            Group {
+                id,
+                users: 1,
+                buckets,
+            },
+        );
+        self.by_id.insert(id, members.clone());
         Ok(id)
     }
 
-    fn release(&mut self, members: &[u32]) {
-        let Some((id, users)) = self.by_members.get_mut(members) else {
+    fn release(&mut self, id: u32) {
+        let Some(members) = self.by_id.get(&id) else {
             return;
         };
-        *users -= 1;
-        if *users == 0 {
-            self.free.push(*id);
-            self.by_members.remove(members);
+        let group = self
+            .by_members
+            .get_mut(members)
+            .expect("by_id and by_members agree");
+        group.users -= 1;
+        if group.users == 0 {
+            let members = self.by_id.remove(&id).expect("present");
+            self.by_members.remove(&members);
+            self.free.push(id);
         }
     }
 }
 
-/// Fills the buckets with the members in turn, so each gets its share.
-pub fn buckets(members: &[u32]) -> NexthopGroup {
+/// The buckets of a group: its members in turn; the buckets of members that cannot take
+/// traffic go to those that can, in turn, so that flows on working members never move. With
+/// no member usable, every member keeps its buckets (and the packets go to the kernel).
+pub fn buckets(members: &[u32], usable: &dyn Fn(u32) -> bool) -> NexthopGroup {
     let mut group = NexthopGroup::default();
+    let alive: Vec<u32> = members.iter().copied().filter(|&id| usable(id)).collect();
+    let mut next_alive = 0;
     for (i, bucket) in group.buckets.iter_mut().enumerate() {
-        *bucket = members[i % members.len()];
+        let member = members[i % members.len()];
+        *bucket = if alive.is_empty() || usable(member) {
+            member
+        } else {
+            next_alive += 1;
+            alive[(next_alive - 1) % alive.len()]
+        };
     }
     debug_assert!(members.len() <= ECMP_BUCKETS);
     group
@@ -166,6 +296,8 @@ pub fn buckets(members: &[u32]) -> NexthopGroup {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn change(prefix: &str, best: Option<Action>) -> Change {
@@ -175,20 +307,35 @@ mod tests {
         }
     }
 
+    fn all(_: u32) -> bool {
+        true
+    }
+
+    fn set(ids: &[u32]) -> Action {
+        Action::Nexthops(Arc::from(ids))
+    }
+
     #[test]
     fn groups_are_shared_and_freed() {
         let mut fib = Fib::default();
         let mut writes = Vec::new();
-        let ecmp = Action::Nexthops(vec![1, 2]);
-        fib.apply(&change("198.18.9.0/24", Some(ecmp.clone())), &mut writes)
-            .unwrap();
-        fib.apply(&change("198.18.10.0/24", Some(ecmp.clone())), &mut writes)
-            .unwrap();
+        fib.apply(
+            &change("198.18.9.0/24", Some(set(&[1, 2]))),
+            &all,
+            &mut writes,
+        )
+        .unwrap();
+        fib.apply(
+            &change("198.18.10.0/24", Some(set(&[1, 2]))),
+            &all,
+            &mut writes,
+        )
+        .unwrap();
         let group = RouteTarget::new(Route::Group(0));
         assert_eq!(
             writes,
             [
-                MapWrite::Group(0, Box::new(buckets(&[1, 2]))),
+                MapWrite::Group(0, Box::new(buckets(&[1, 2], &all))),
                 MapWrite::Route("198.18.9.0/24".parse().unwrap(), RouteEntry::new(group, 24)),
                 MapWrite::Route(
                     "198.18.10.0/24".parse().unwrap(),
@@ -196,15 +343,16 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(buckets(&[1, 2]).buckets[..4], [1, 2, 1, 2]);
+        assert_eq!(buckets(&[1, 2], &all).buckets[..4], [1, 2, 1, 2]);
         assert_eq!(fib.groups(), 1);
 
         writes.clear();
-        fib.apply(&change("198.18.9.0/24", None), &mut writes)
+        fib.apply(&change("198.18.9.0/24", None), &all, &mut writes)
             .unwrap();
         assert_eq!(fib.groups(), 1);
         fib.apply(
-            &change("198.18.10.0/24", Some(Action::Nexthops(vec![4]))),
+            &change("198.18.10.0/24", Some(set(&[4]))),
+            &all,
             &mut writes,
         )
         .unwrap();
@@ -222,10 +370,95 @@ mod tests {
         // The freed id is reused.
         writes.clear();
         fib.apply(
-            &change("2001:2::/48", Some(Action::Nexthops(vec![5, 6, 7]))),
+            &change("2001:2::/48", Some(set(&[5, 6, 7]))),
+            &all,
             &mut writes,
         )
         .unwrap();
-        assert_eq!(writes[0], MapWrite::Group(0, Box::new(buckets(&[5, 6, 7]))));
+        assert_eq!(
+            writes[0],
+            MapWrite::Group(0, Box::new(buckets(&[5, 6, 7], &all)))
+        );
+    }
+
+    #[test]
+    fn a_dead_member_loses_only_its_own_buckets() {
+        let full = buckets(&[1, 2, 3], &all);
+        let without_2 = buckets(&[1, 2, 3], &|id| id != 2);
+        for (before, after) in full.buckets.iter().zip(without_2.buckets) {
+            if *before == 2 {
+                assert_ne!(after, 2);
+            } else {
+                assert_eq!(after, *before, "a flow on a working member moved");
+            }
+        }
+        let count = |id| without_2.buckets.iter().filter(|&&b| b == id).count();
+        assert!(
+            count(1).abs_diff(count(3)) <= 2,
+            "the dead member's share is spread evenly"
+        );
+        assert_eq!(count(1) + count(3), 64);
+        assert_eq!(
+            buckets(&[1, 2], &|_| false),
+            buckets(&[1, 2], &all),
+            "none usable"
+        );
+
+        let mut fib = Fib::default();
+        let mut writes = Vec::new();
+        fib.apply(
+            &change("198.18.9.0/24", Some(set(&[1, 2, 3]))),
+            &all,
+            &mut writes,
+        )
+        .unwrap();
+        assert_eq!(fib.refresh_groups(&all), []);
+        assert_eq!(
+            fib.refresh_groups(&|id| id != 2),
+            [MapWrite::Group(0, Box::new(without_2))]
+        );
+        assert_eq!(
+            fib.refresh_groups(&all),
+            [MapWrite::Group(0, Box::new(full))]
+        );
+    }
+
+    #[test]
+    fn rebuilds_keep_groups_in_use_and_skip_reserved_ids() {
+        let mut fib = Fib::avoiding([0]);
+        let mut writes = Vec::new();
+        fib.apply(
+            &change("198.18.9.0/24", Some(set(&[1, 2]))),
+            &all,
+            &mut writes,
+        )
+        .unwrap();
+        assert_eq!(
+            writes[0],
+            MapWrite::Group(1, Box::new(buckets(&[1, 2], &all))),
+            "0 is reserved"
+        );
+        let a: IpNet = "198.18.9.0/24".parse().unwrap();
+        let b: IpNet = "198.18.10.0/24".parse().unwrap();
+        let keep = set(&[1, 2]);
+        let new = set(&[3, 4]);
+        let writes = fib
+            .rebuild([(a, &keep), (b, &new)].into_iter(), &all)
+            .unwrap();
+        assert_eq!(fib.groups(), 2);
+        assert!(writes.contains(&MapWrite::Group(2, Box::new(buckets(&[3, 4], &all)))));
+        assert_eq!(
+            writes
+                .iter()
+                .filter(|w| matches!(w, MapWrite::Route(..)))
+                .count(),
+            2
+        );
+        assert_eq!(
+            fib.get(&a).unwrap().target.decode(),
+            Route::Group(1),
+            "kept its id"
+        );
+        assert_eq!(fib.unreserve_groups(), [0]);
     }
 }

@@ -2,13 +2,18 @@
 //! host's state into its maps, keeps them current, and reports what it does.
 
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod fib;
 pub mod host;
 pub mod mac;
+pub mod metrics;
+pub mod nexthops;
 pub mod rib;
+pub mod route_spec;
+pub mod router;
 pub mod run;
 pub mod stats;
-pub mod tables;
 pub mod topology;
 pub mod trace;
+pub mod writes;

@@ -1,8 +1,13 @@
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::Read as _, path::PathBuf, process::ExitCode, time::Duration};
 
+use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use pop_dataplane::{
+    control::{self, Reply, Request},
     dataplane::AttachMode,
+    rib::Source,
+    route_spec::{self, RouteSpec},
+    router::{Mode, RouteInfo},
     run::{RunOptions, run},
     stats,
     trace::{self, Probe, Protocol},
@@ -12,7 +17,7 @@ use pop_dataplane::{
 #[derive(Parser)]
 #[command(name = "pop-dataplane", version)]
 struct Cli {
-    /// Where the dataplane's maps are pinned (a directory on a bpf filesystem).
+    /// Where the dataplane's program, maps and links are pinned (on a bpf filesystem).
     #[arg(
         long,
         global = true,
@@ -21,7 +26,7 @@ struct Cli {
     )]
     pin_dir: PathBuf,
 
-    /// The daemon's runtime directory: its lock, and the names of its interfaces.
+    /// The daemon's runtime directory: its lock, control socket and interface names.
     #[arg(
         long,
         global = true,
@@ -29,6 +34,10 @@ struct Cli {
         default_value = "/run/pop-dataplane"
     )]
     run_dir: PathBuf,
+
+    /// The control socket (default: control.sock in the run directory).
+    #[arg(long, global = true, env = "POP_DATAPLANE_SOCKET")]
+    socket: Option<PathBuf>,
 
     /// Log level: error, warn, info, debug or trace. `debug` also turns on the XDP program's
     /// own (rare) log records.
@@ -41,8 +50,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load the XDP program, fill its maps from the config, attach, and forward until
-    /// SIGINT or SIGTERM.
+    /// Run the daemon: load (or take over) the XDP dataplane, fill its maps from the config,
+    /// attach, and keep it current until SIGINT or SIGTERM. SIGHUP reloads the config.
     Run {
         /// The routing config (TOML).
         #[arg(long)]
@@ -51,17 +60,27 @@ enum Command {
         /// warning.
         #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
         xdp_mode: AttachMode,
+        /// When stopped, leave the dataplane forwarding on its pinned state; the next `run`
+        /// takes it over without a packet lost.
+        #[arg(long)]
+        keep_on_exit: bool,
+        /// Serve the counters in Prometheus text format at http://ADDR:PORT/metrics.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Show the per-interface counters of the running dataplane.
     Stats {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Refresh every second, with rates (packets and bits per second).
+        #[arg(long)]
+        watch: bool,
     },
     /// Run the loaded XDP program on one packet (BPF_PROG_TEST_RUN; nothing is sent) and
     /// show what it does: action, matched route, next hop, egress, rewritten headers.
     Trace {
-        /// The interface the packet arrives on (a port, or a VLAN device on one).
+        /// The interface the packet arrives on (a port, or a VLAN sub-interface).
         #[arg(long = "in", value_name = "IFACE")]
         ingress: String,
         /// Destination address.
@@ -76,7 +95,7 @@ enum Command {
         sport: u16,
         #[arg(long, default_value_t = 443)]
         dport: u16,
-        /// Add a VLAN tag (on top of the interface's own, if it is a VLAN device).
+        /// Add a VLAN tag (on top of the interface's own, if it is a VLAN sub-interface).
         #[arg(long)]
         vlan: Option<u16>,
         /// TTL or hop limit.
@@ -86,6 +105,86 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Routes of the running daemon (iproute2 syntax).
+    Route {
+        #[command(subcommand)]
+        command: RouteCommand,
+    },
+    /// Re-read the config file and move to it at once (as SIGHUP does); a config that fails
+    /// validation changes nothing.
+    Reload,
+    /// The config's runtime companions.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// What the daemon runs: ports, route and next-hop counts, files.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RouteCommand {
+    /// Add a route: PREFIX via ADDR dev IFACE [via ADDR dev IFACE ...] | PREFIX blackhole |
+    /// PREFIX kernel. Fails if the CLI already has a route for PREFIX.
+    Add {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        route: Vec<String>,
+    },
+    /// Add a route, or replace the CLI's route for its prefix.
+    Replace {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        route: Vec<String>,
+    },
+    /// Delete the CLI's routes for these prefixes.
+    Del {
+        #[arg(required = true)]
+        prefixes: Vec<String>,
+    },
+    /// List the routes: every source, the selected one marked.
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Only the routes from this source.
+        #[arg(long, value_enum)]
+        source: Option<SourceArg>,
+    },
+    /// The route the dataplane uses for an address, and its next hops.
+    Get {
+        addr: std::net::IpAddr,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete every route the CLI added.
+    Flush,
+    /// Add (or replace) the routes of a file, one per line in `route add` syntax (`-`:
+    /// standard input). One bad line and nothing changes.
+    Load { file: String },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Save the CLI's routes to the saved-routes file, so that they survive a restart.
+    Save,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SourceArg {
+    Local,
+    Cli,
+    Config,
+}
+
+impl From<SourceArg> for Source {
+    fn from(source: SourceArg) -> Self {
+        match source {
+            SourceArg::Local => Self::Local,
+            SourceArg::Cli => Self::Cli,
+            SourceArg::Config => Self::Config,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -104,8 +203,17 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(|| cli.run_dir.join("control.sock"));
     match cli.command {
-        Command::Run { config, xdp_mode } => {
+        Command::Run {
+            config,
+            xdp_mode,
+            keep_on_exit,
+            metrics_listen,
+        } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -114,7 +222,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 xdp_mode,
                 pin_dir: cli.pin_dir,
                 run_dir: cli.run_dir,
+                socket,
                 log_level: cli.log_level,
+                keep_on_exit,
+                metrics_listen,
             }))
         }
         Command::Trace {
@@ -146,7 +257,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Stats { json } => {
+        Command::Stats { json, watch } => {
+            if watch {
+                return stats::watch(&cli.pin_dir, &cli.run_dir, json, Duration::from_secs(1));
+            }
             let stats = stats::read(&cli.pin_dir, &cli.run_dir)?;
             if json {
                 let json = serde_json::json!({ "interfaces": stats });
@@ -156,5 +270,200 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Route { command } => route(&socket, command),
+        Command::Reload => done(control::request(&socket, &Request::Reload)?),
+        Command::Config {
+            command: ConfigCommand::Save,
+        } => done(control::request(&socket, &Request::ConfigSave)?),
+        Command::Status { json } => match control::request(&socket, &Request::Status)? {
+            Reply::Status { status } if json => {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                Ok(())
+            }
+            Reply::Status { status } => {
+                println!("pid:          {}", status.pid);
+                println!("config:       {}", status.config);
+                println!("saved routes: {}", status.saved_routes_file);
+                let ports: Vec<String> = status
+                    .ports
+                    .iter()
+                    .map(|(p, m)| format!("{p} ({m})"))
+                    .collect();
+                println!("ports:        {}", ports.join(", "));
+                println!(
+                    "routes:       {} IPv4, {} IPv6 ({} from the CLI)",
+                    status.routes_v4, status.routes_v6, status.cli_routes
+                );
+                println!(
+                    "next hops:    {} ({} unresolved or down), {} ECMP groups",
+                    status.nexthops, status.nexthops_unresolved, status.groups
+                );
+                Ok(())
+            }
+            other => unexpected(other),
+        },
     }
+}
+
+fn route(socket: &std::path::Path, command: RouteCommand) -> anyhow::Result<()> {
+    match command {
+        RouteCommand::Add { route } | RouteCommand::Replace { route }
+            if route.iter().any(|w| w.contains('\n')) =>
+        {
+            bail!("a route is one line")
+        }
+        RouteCommand::Add { route } => set(socket, &route, Mode::Add),
+        RouteCommand::Replace { route } => set(socket, &route, Mode::Replace),
+        RouteCommand::Del { prefixes } => {
+            let prefixes = prefixes
+                .iter()
+                .map(|p| pop_dataplane::config::parse_prefix(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| anyhow::anyhow!("route del: {err}"))?;
+            done(control::request(socket, &Request::RouteDel { prefixes })?)
+        }
+        RouteCommand::Flush => done(control::request(socket, &Request::RouteFlush)?),
+        RouteCommand::List { json, source } => {
+            match control::request(
+                socket,
+                &Request::RouteList {
+                    source: source.map(Source::from),
+                },
+            )? {
+                Reply::Routes { routes } if json => {
+                    println!("{}", serde_json::to_string_pretty(&routes)?);
+                    Ok(())
+                }
+                Reply::Routes { routes } => {
+                    print!("{}", render_routes(&routes));
+                    Ok(())
+                }
+                other => unexpected(other),
+            }
+        }
+        RouteCommand::Get { addr, json } => {
+            match control::request(socket, &Request::RouteGet { addr })? {
+                Reply::Route { route } if json => {
+                    println!("{}", serde_json::to_string_pretty(&route)?);
+                    Ok(())
+                }
+                Reply::Route { route: Some(route) } => {
+                    print!("{}", render_routes(std::slice::from_ref(&route)));
+                    for nexthop in &route.nexthops {
+                        println!(
+                            "  next hop {}: {} dev {}, mac {}, {}",
+                            nexthop.id,
+                            nexthop
+                                .via
+                                .map_or_else(|| "-".to_owned(), |v| format!("via {v}")),
+                            nexthop.dev,
+                            nexthop.mac.as_deref().unwrap_or("unknown"),
+                            nexthop.state
+                        );
+                    }
+                    Ok(())
+                }
+                Reply::Route { route: None } => {
+                    bail!("no route for {addr}: the dataplane hands it to the kernel")
+                }
+                other => unexpected(other),
+            }
+        }
+        RouteCommand::Load { file } => {
+            let (name, bytes) = if file == "-" {
+                let mut bytes = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut bytes)
+                    .context("reading standard input")?;
+                ("stdin".to_owned(), bytes)
+            } else {
+                let bytes = std::fs::read(&file).with_context(|| format!("reading {file}"))?;
+                (file.clone(), bytes)
+            };
+            let text = String::from_utf8(bytes).map_err(|err| {
+                let line = err.as_bytes()[..err.utf8_error().valid_up_to()]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1;
+                anyhow::anyhow!("{name}:{line}: not UTF-8 text")
+            })?;
+            // Checked here first: a bad line costs no round trip, and names its line.
+            let routes =
+                route_spec::parse_lines(&name, &text).map_err(|err| anyhow::anyhow!(err))?;
+            if routes.is_empty() {
+                bail!("{name}: no routes");
+            }
+            done(control::request(
+                socket,
+                &Request::RouteLoad { name, text },
+            )?)
+        }
+    }
+}
+
+fn set(socket: &std::path::Path, words: &[String], mode: Mode) -> anyhow::Result<()> {
+    let spec = RouteSpec::parse(&words.join(" ")).map_err(|err| anyhow::anyhow!("route: {err}"))?;
+    done(control::request(
+        socket,
+        &Request::RouteSet {
+            routes: vec![(0, spec)],
+            mode,
+        },
+    )?)
+}
+
+fn done(reply: Reply) -> anyhow::Result<()> {
+    match reply {
+        Reply::Done { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        other => unexpected(other),
+    }
+}
+
+fn unexpected(reply: Reply) -> anyhow::Result<()> {
+    match reply {
+        Reply::Error { message } => bail!("{message}"),
+        other => bail!("unexpected reply from the daemon: {other:?}"),
+    }
+}
+
+fn render_routes(routes: &[RouteInfo]) -> String {
+    let mut rows = vec![[
+        "PREFIX".to_owned(),
+        "SOURCE".to_owned(),
+        "".to_owned(),
+        "ROUTE".to_owned(),
+        "NEXT HOPS".to_owned(),
+    ]];
+    for route in routes {
+        let states: Vec<String> = route.nexthops.iter().map(|n| n.state.clone()).collect();
+        rows.push([
+            route.prefix.to_string(),
+            route.source.name().to_owned(),
+            if route.selected {
+                "*".to_owned()
+            } else {
+                String::new()
+            },
+            route.target.clone(),
+            states.join(", "),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }

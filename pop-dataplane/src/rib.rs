@@ -1,38 +1,61 @@
 //! The RIB: every route the daemon knows, with where it came from, and per prefix the one that
 //! wins. The BPF route maps are compiled from the winners and from nothing else.
+//!
+//! Sized for a full Internet table: one hash entry per prefix, next-hop sets shared.
 
-use std::collections::BTreeMap;
+use std::{collections::HashMap, sync::Arc};
 
 use ipnet::IpNet;
 
 /// Where a route came from. Earlier sources win over later ones for the same prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Source {
     /// One of the router's own addresses: always the kernel's.
     Local,
+    /// Pushed with `pop-dataplane route ...`: the operator's latest word.
+    Cli,
     /// The config file.
     Config,
 }
 
 impl Source {
+    pub const ALL: [Self; 3] = [Self::Local, Self::Cli, Self::Config];
+
     pub const fn name(self) -> &'static str {
         match self {
             Self::Local => "local",
+            Self::Cli => "cli",
             Self::Config => "config",
         }
     }
 }
 
+/// A set of next-hop ids, sorted and distinct; shared between the routes that use it.
+pub type NexthopSet = Arc<[u32]>;
+
 /// What a route does.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Action {
-    /// Forward through these next hops (ids, sorted, distinct): one, or several for ECMP.
-    Nexthops(Vec<u32>),
+    /// Forward through these next hops: one, or several for ECMP.
+    Nexthops(NexthopSet),
     Blackhole,
     /// Hand to the kernel.
     Kernel,
     /// One of the router's own addresses.
     Local,
+}
+
+impl Action {
+    /// The next hops it holds.
+    pub fn nexthops(&self) -> &[u32] {
+        match self {
+            Self::Nexthops(set) => set,
+            _ => &[],
+        }
+    }
 }
 
 /// A prefix whose winning route changed: the new winner, or `None` when no route is left.
@@ -44,43 +67,100 @@ pub struct Change {
 
 #[derive(Clone, Debug, Default)]
 pub struct Rib {
-    routes: BTreeMap<IpNet, BTreeMap<Source, Action>>,
+    /// Per prefix, its routes sorted by source: the first wins.
+    routes: HashMap<IpNet, Vec<(Source, Action)>>,
 }
 
 impl Rib {
-    /// Adds or replaces the route for `prefix` from `source`; the change of winner, if any.
-    pub fn insert(&mut self, prefix: IpNet, source: Source, action: Action) -> Option<Change> {
+    /// Adds or replaces the route for `prefix` from `source`. Returns the route it replaced
+    /// (same prefix and source), and the change of winner, if any.
+    pub fn insert(
+        &mut self,
+        prefix: IpNet,
+        source: Source,
+        action: Action,
+    ) -> (Option<Action>, Option<Change>) {
         let routes = self.routes.entry(prefix).or_default();
-        let before = routes.first_key_value().map(|(_, a)| a.clone());
-        routes.insert(source, action);
-        let after = routes.first_key_value().map(|(_, a)| a.clone());
-        (before != after).then_some(Change {
+        let before = routes.first().map(|(_, a)| a.clone());
+        let replaced = match routes.binary_search_by_key(&source, |(s, _)| *s) {
+            Ok(i) => Some(std::mem::replace(&mut routes[i].1, action)),
+            Err(i) => {
+                routes.insert(i, (source, action));
+                None
+            }
+        };
+        let after = routes.first().map(|(_, a)| a.clone());
+        let change = (before != after).then_some(Change {
             prefix,
             best: after,
-        })
+        });
+        (replaced, change)
     }
 
-    /// Removes the route for `prefix` from `source`; the change of winner, if any.
-    pub fn remove(&mut self, prefix: IpNet, source: Source) -> Option<Change> {
-        let routes = self.routes.get_mut(&prefix)?;
-        let before = routes.first_key_value().map(|(_, a)| a.clone());
-        routes.remove(&source)?;
-        let after = routes.first_key_value().map(|(_, a)| a.clone());
+    /// Removes the route for `prefix` from `source`. Returns it, and the change of winner.
+    pub fn remove(&mut self, prefix: IpNet, source: Source) -> (Option<Action>, Option<Change>) {
+        let Some(routes) = self.routes.get_mut(&prefix) else {
+            return (None, None);
+        };
+        let Ok(i) = routes.binary_search_by_key(&source, |(s, _)| *s) else {
+            return (None, None);
+        };
+        let was_best = i == 0;
+        let (_, removed) = routes.remove(i);
+        let after = routes.first().map(|(_, a)| a.clone());
         if routes.is_empty() {
             self.routes.remove(&prefix);
         }
-        (before != after).then_some(Change {
+        let change = was_best.then_some(Change {
             prefix,
             best: after,
-        })
+        });
+        (Some(removed), change)
     }
 
-    /// The winning route of every prefix.
+    /// The routes of `prefix`, best first.
+    pub fn routes(&self, prefix: &IpNet) -> &[(Source, Action)] {
+        self.routes.get(prefix).map_or(&[], Vec::as_slice)
+    }
+
+    /// The route of `prefix` from `source`.
+    pub fn get(&self, prefix: &IpNet, source: Source) -> Option<&Action> {
+        self.routes(prefix)
+            .iter()
+            .find(|(s, _)| *s == source)
+            .map(|(_, action)| action)
+    }
+
+    /// The winning route of every prefix, in no particular order.
     pub fn best(&self) -> impl Iterator<Item = (IpNet, Source, &Action)> {
-        self.routes.iter().filter_map(|(prefix, routes)| {
-            routes
-                .first_key_value()
-                .map(|(source, action)| (*prefix, *source, action))
+        self.routes
+            .iter()
+            .map(|(prefix, routes)| (*prefix, routes[0].0, &routes[0].1))
+    }
+
+    /// Every route, in no particular order.
+    pub fn all(&self) -> impl Iterator<Item = (IpNet, Source, &Action)> {
+        self.routes
+            .iter()
+            .flat_map(|(prefix, routes)| routes.iter().map(move |(s, a)| (*prefix, *s, a)))
+    }
+
+    /// Prefixes from `source`.
+    pub fn prefixes_of(&self, source: Source) -> Vec<IpNet> {
+        self.all()
+            .filter(|(_, s, _)| *s == source)
+            .map(|(p, _, _)| p)
+            .collect()
+    }
+
+    /// The longest prefix with a route that contains `addr`, and its routes.
+    pub fn lookup(&self, addr: std::net::IpAddr) -> Option<(IpNet, &[(Source, Action)])> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (0..=max).rev().find_map(|len| {
+            let prefix = IpNet::new(addr, len).ok()?.trunc();
+            self.routes
+                .get(&prefix)
+                .map(|routes| (prefix, routes.as_slice()))
         })
     }
 
@@ -99,38 +179,85 @@ mod tests {
     use super::*;
 
     #[test]
-    fn local_wins_and_config_comes_back() {
+    fn sources_take_turns_by_preference() {
         let mut rib = Rib::default();
         let prefix: IpNet = "198.18.2.1/32".parse().unwrap();
-        let via = Action::Nexthops(vec![3]);
+        let via = Action::Nexthops(Arc::from([3]));
         assert_eq!(
             rib.insert(prefix, Source::Config, via.clone()),
-            Some(Change {
-                prefix,
-                best: Some(via.clone())
-            })
+            (
+                None,
+                Some(Change {
+                    prefix,
+                    best: Some(via.clone())
+                })
+            )
+        );
+        let cli = Action::Nexthops(Arc::from([4, 5]));
+        assert_eq!(
+            rib.insert(prefix, Source::Cli, cli.clone()),
+            (
+                None,
+                Some(Change {
+                    prefix,
+                    best: Some(cli.clone())
+                })
+            )
         );
         assert_eq!(
             rib.insert(prefix, Source::Local, Action::Local),
-            Some(Change {
-                prefix,
-                best: Some(Action::Local)
-            })
+            (
+                None,
+                Some(Change {
+                    prefix,
+                    best: Some(Action::Local)
+                })
+            )
         );
-        // Replacing a losing route changes nothing visible.
-        assert_eq!(rib.insert(prefix, Source::Config, Action::Blackhole), None);
+        // Replacing a losing route changes nothing visible, and hands back the old one.
+        assert_eq!(
+            rib.insert(prefix, Source::Config, Action::Blackhole),
+            (Some(via), None)
+        );
         assert_eq!(
             rib.remove(prefix, Source::Local),
-            Some(Change {
-                prefix,
-                best: Some(Action::Blackhole)
-            })
+            (
+                Some(Action::Local),
+                Some(Change {
+                    prefix,
+                    best: Some(cli.clone())
+                })
+            )
         );
-        assert_eq!(rib.remove(prefix, Source::Local), None);
+        assert_eq!(rib.remove(prefix, Source::Local), (None, None));
         assert_eq!(
             rib.remove(prefix, Source::Config),
-            Some(Change { prefix, best: None })
+            (Some(Action::Blackhole), None)
+        );
+        assert_eq!(rib.get(&prefix, Source::Cli), Some(&cli));
+        assert_eq!(
+            rib.remove(prefix, Source::Cli),
+            (Some(cli), Some(Change { prefix, best: None }))
         );
         assert!(rib.is_empty());
+    }
+
+    #[test]
+    fn lookup_finds_the_longest_prefix() {
+        let mut rib = Rib::default();
+        for (prefix, action) in [
+            ("198.18.0.0/15", Action::Kernel),
+            ("198.18.2.0/24", Action::Blackhole),
+        ] {
+            rib.insert(prefix.parse().unwrap(), Source::Config, action);
+        }
+        let (prefix, routes) = rib.lookup("198.18.2.9".parse().unwrap()).unwrap();
+        assert_eq!(
+            (prefix.to_string().as_str(), &routes[0].1),
+            ("198.18.2.0/24", &Action::Blackhole)
+        );
+        let (prefix, _) = rib.lookup("198.19.0.1".parse().unwrap()).unwrap();
+        assert_eq!(prefix.to_string(), "198.18.0.0/15");
+        assert!(rib.lookup("2001:2::1".parse().unwrap()).is_none());
     }
 }

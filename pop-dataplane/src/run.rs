@@ -1,27 +1,49 @@
-//! `pop-dataplane run`: validate the config, load and fill the dataplane, attach, and forward
-//! until SIGINT or SIGTERM, following the host's addresses; then detach and remove the pins.
+//! `pop-dataplane run`: the daemon. Validates the config, loads (or takes over) the dataplane,
+//! attaches, and then keeps the maps right while the world changes: control requests (routes,
+//! reload, save), the host's addresses, links and neighbours over rtnetlink, SIGHUP. On
+//! SIGINT or SIGTERM it detaches, or with `--keep-on-exit` leaves the dataplane forwarding
+//! for the next daemon to take over.
 
 use std::{
+    collections::HashSet,
     fs,
     hash::{BuildHasher as _, RandomState},
     io::Write as _,
-    os::fd::AsRawFd as _,
+    net::IpAddr,
+    os::{fd::AsRawFd as _, unix::fs::PermissionsExt as _},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
-use futures_util::StreamExt as _;
-use log::{debug, info, warn};
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use log::{debug, error, info, warn};
 use netlink_packet_core::NetlinkPayload;
-use rtnetlink::MulticastGroup;
-use tokio::signal::unix::{SignalKind, signal};
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+    },
+};
+use rtnetlink::{Handle, MulticastGroup};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, oneshot},
+};
 
 use crate::{
     config::Config,
-    dataplane::{AttachMode, Dataplane, LoadOptions, unpin},
+    control::{MAX_REQUEST, Reply, Request, Status},
+    dataplane::{AttachMode, Dataplane, LoadOptions},
     host::{self, Host, HostEvent},
-    tables::Tables,
-    topology::save_names,
+    mac::MacAddr,
+    metrics,
+    rib::Source,
+    route_spec::{self, RouteSpec},
+    router::{Mode, Router, Update},
+    topology::{load_names, save_names},
 };
 
 pub struct RunOptions {
@@ -29,65 +51,149 @@ pub struct RunOptions {
     pub xdp_mode: AttachMode,
     pub pin_dir: PathBuf,
     pub run_dir: PathBuf,
+    pub socket: PathBuf,
     pub log_level: log::LevelFilter,
+    /// Leave the dataplane forwarding when stopped.
+    pub keep_on_exit: bool,
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
+/// How often next hops' neighbours are asked for again: the kernel lets entries nobody uses
+/// go stale and then forgets them, and XDP traffic does not count as use.
+const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(5);
+
+/// Above this many routes, a CLI change builds fresh tables and swaps them in (one atomic
+/// step even if the daemon dies half-way) rather than editing the tables in place.
+const SWAP_THRESHOLD: usize = 10_000;
+
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "pop-dataplane run needs root: it loads BPF programs and attaches them to interfaces"
+        );
+    }
     // Everything a user can get wrong is checked before anything is loaded or attached.
     let file = options.config.display().to_string();
     let config = Config::load(&options.config)?;
+    let saved_routes_path = saved_routes_path(&config, &options.config);
+    let saved = read_saved_routes(&saved_routes_path)?;
 
     // Subscribe before the dump, so that no change falls between the two.
     let (events_connection, _, mut events) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv6Ifaddr,
+        MulticastGroup::Neigh,
     ])
-    .context("subscribing to rtnetlink address events")?;
+    .context("subscribing to rtnetlink events")?;
     tokio::spawn(events_connection);
     let (connection, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
     tokio::spawn(connection);
     let host = Host::read(&handle).await?;
-    let (mut tables, routes) = Tables::compile(&config, &file, &host)?;
+    // Validated against this host before anything else happens.
+    crate::topology::Topology::build(&config, &file, &host)?;
 
     warn_if_kernel_forwarding_is_off();
     let _lock = InstanceLock::acquire(&options.run_dir)?;
-    if options.pin_dir.exists() {
-        warn!(
-            "removing pins left in {} by a daemon that did not exit cleanly",
-            options.pin_dir.display()
-        );
-        unpin(&options.pin_dir)?;
-    }
+    let listener = bind_control_socket(&options.socket, config.daemon.control_group.as_deref())?;
 
     let mut dataplane = Dataplane::load(LoadOptions {
         log_level: options.log_level,
         ecmp_seed: ecmp_seed(),
+        pin_dir: Some(options.pin_dir.clone()),
     })?;
     dataplane.forward_logs();
-    dataplane.install(&tables, &routes)?;
-    let _pins = Pins::create(&mut dataplane, &options.pin_dir)?;
-    save_names(&options.run_dir, &tables.topology.names())?;
+    let adopted = if dataplane.adopted() {
+        let names = load_names(&options.run_dir).unwrap_or_default();
+        let adopted = dataplane.in_use(&names, &host)?;
+        info!(
+            "taking over the running dataplane in {}: {} next hops, {} groups, {} interfaces",
+            options.pin_dir.display(),
+            adopted.nexthops.len(),
+            adopted.groups.len(),
+            adopted.topology.interfaces.len()
+        );
+        Some(adopted)
+    } else {
+        None
+    };
+    let old_ids = adopted
+        .as_ref()
+        .map(|a| (a.nexthops.clone(), a.groups.clone()));
+    let mut router = Router::new(&host, adopted.unwrap_or_default());
+    let update = router
+        .apply_config_with(&config, &file, &host, Some(&saved))
+        .map_err(|err| anyhow::anyhow!("{err}"))?;
+    let started = Instant::now();
+    dataplane.update(&update)?;
+    dataplane.set_names(&router.topology);
+    if let Some((nexthops, groups)) = old_ids {
+        // The old tables are swapped out: clear what only they used.
+        let (nexthops_freed, groups_freed) = router.forget_adopted();
+        let clear = crate::router::clear_ids(
+            nexthops
+                .iter()
+                .filter(|id| nexthops_freed.contains(id))
+                .copied(),
+            groups
+                .iter()
+                .filter(|id| groups_freed.contains(id))
+                .copied(),
+        );
+        dataplane.apply(&clear)?;
+    }
+    info!("tables installed in {:.2?}", started.elapsed());
 
     let mut attached = Vec::new();
-    for port in &tables.topology.ports {
-        let mode = dataplane.attach(&port.name, options.xdp_mode)?;
-        attached.push(format!("{} ({mode})", port.name));
+    for port in &router.topology.ports {
+        let mode = dataplane.attach(&port.name, port.ifindex, options.xdp_mode)?;
+        attached.push((port.name.clone(), mode));
     }
-    let ready = format!(
-        "ready: forwarding on {}; {} routes ({} local), {} next hops, {} ECMP groups",
-        attached.join(", "),
-        tables.fib.len(),
-        tables.local_addresses().len(),
-        tables.nexthops.len(),
-        tables.fib.groups(),
-    );
+    for (ifindex, _) in dataplane.stale_links() {
+        dataplane.detach(ifindex);
+    }
+    save_names(&options.run_dir, &router.topology.names())?;
+    request_neighbours(&handle, &router).await;
+
+    let (metrics_state, metrics_task) = match options.metrics_listen {
+        Some(addr) => {
+            let state = metrics::Shared::default();
+            let task = metrics::serve(
+                addr,
+                options.pin_dir.clone(),
+                options.run_dir.clone(),
+                state.clone(),
+            )
+            .await?;
+            (Some(state), Some(task))
+        }
+        None => (None, None),
+    };
+
+    let mut daemon = Daemon {
+        options: &options,
+        config_file: file,
+        saved_routes_path,
+        router,
+        dataplane,
+        handle,
+        attached,
+        metrics: metrics_state,
+    };
+    daemon.publish();
+    let ready = daemon.ready_line();
     info!("{ready}");
     // Scripts and tests wait for this line on stdout.
     println!("{ready}");
     std::io::stdout().flush()?;
 
+    let (requests, mut incoming) = mpsc::channel::<(Request, oneshot::Sender<Reply>)>(16);
+    tokio::spawn(accept_loop(listener, requests));
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
+    let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
     loop {
         tokio::select! {
             _ = terminate.recv() => {
@@ -98,35 +204,493 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
                 info!("SIGINT: stopping");
                 break;
             }
+            _ = hangup.recv() => {
+                info!("SIGHUP: reloading {}", daemon.config_file);
+                match daemon.reload().await {
+                    Ok(message) => info!("{message}"),
+                    Err(message) => error!("reload refused: {message}"),
+                }
+            }
+            Some((request, reply)) = incoming.recv() => {
+                let answer = daemon.handle(request).await;
+                let _ = reply.send(answer);
+            }
             message = events.next() => {
                 let Some((message, _)) = message else {
                     bail!("the rtnetlink event socket closed");
                 };
-                let writes = match message.payload {
-                    NetlinkPayload::InnerMessage(message) => match host::event(&message) {
-                        Some(HostEvent::AddressAdded(address)) => {
-                            debug!("address {} added on interface {}", address.addr, address.ifindex);
-                            tables.local_address_added(address)
-                        }
-                        Some(HostEvent::AddressRemoved(address)) => {
-                            debug!("address {} removed from interface {}", address.addr, address.ifindex);
-                            tables.local_address_removed(address)
-                        }
-                        _ => continue,
-                    },
+                match message.payload {
+                    NetlinkPayload::InnerMessage(message) => daemon.host_event(message).await?,
                     NetlinkPayload::Overrun(_) => {
-                        warn!("rtnetlink events were lost; reading the addresses again");
-                        let host = Host::read(&handle).await?;
-                        tables.set_local_addresses(&host.addresses)
+                        warn!("rtnetlink events were lost; reading the host's state again");
+                        daemon.resync().await?;
                     }
-                    _ => continue,
-                };
-                dataplane.apply(&writes)?;
+                    _ => {}
+                }
             }
+            _ = refresh.tick() => request_neighbours(&daemon.handle, &daemon.router).await,
         }
     }
-    dataplane.detach_all();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    let _ = fs::remove_file(&options.socket);
+    if options.keep_on_exit {
+        info!(
+            "leaving the dataplane forwarding (--keep-on-exit); the next `run` with --pin-dir {} \
+             takes it over",
+            options.pin_dir.display()
+        );
+        daemon.dataplane.keep_running();
+    } else {
+        daemon.dataplane.stop();
+    }
     Ok(())
+}
+
+struct Daemon<'a> {
+    options: &'a RunOptions,
+    config_file: String,
+    saved_routes_path: PathBuf,
+    router: Router,
+    dataplane: Dataplane,
+    handle: Handle,
+    /// Ports and how they were attached.
+    attached: Vec<(String, String)>,
+    metrics: Option<metrics::Shared>,
+}
+
+impl Daemon<'_> {
+    fn ready_line(&self) -> String {
+        let (v4, v6) = self.router.route_counts();
+        format!(
+            "ready: forwarding on {}; {} IPv4 and {} IPv6 routes ({} local), {} next hops, {} ECMP \
+             groups",
+            self.attached
+                .iter()
+                .map(|(name, mode)| format!("{name} ({mode})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            v4,
+            v6,
+            self.router.local_addresses().len(),
+            self.router.nexthops.len(),
+            self.router.fib.groups(),
+        )
+    }
+
+    /// Shares the figures the metrics endpoint shows.
+    fn publish(&self) {
+        if let Some(metrics) = &self.metrics {
+            let (v4, v6) = self.router.route_counts();
+            let unresolved = self
+                .router
+                .nexthops
+                .iter()
+                .filter(|(id, _)| !self.router.usable(*id))
+                .count();
+            metrics.set(metrics::Figures {
+                routes_v4: v4 as u64,
+                routes_v6: v6 as u64,
+                nexthops: self.router.nexthops.len() as u64,
+                nexthops_unusable: unresolved as u64,
+                groups: self.router.fib.groups() as u64,
+            });
+        }
+    }
+
+    async fn handle(&mut self, request: Request) -> Reply {
+        let result = match request {
+            Request::RouteSet { routes, mode } => self.set_routes(&routes, mode).await,
+            Request::RouteLoad { name, text } => match route_spec::parse_lines(&name, &text) {
+                Ok(routes) => self.set_routes(&routes, Mode::Replace).await,
+                Err(errors) => Err(errors),
+            },
+            Request::RouteDel { prefixes } => self
+                .router
+                .remove_routes(&prefixes, Source::Cli)
+                .and_then(|writes| {
+                    self.write(&writes, format!("{} routes deleted", prefixes.len()))
+                }),
+            Request::RouteFlush => {
+                let prefixes = self.router.rib.prefixes_of(Source::Cli);
+                self.router
+                    .remove_routes(&prefixes, Source::Cli)
+                    .and_then(|writes| {
+                        self.write(&writes, format!("{} CLI routes flushed", prefixes.len()))
+                    })
+            }
+            Request::RouteList { source } => {
+                return Reply::Routes {
+                    routes: self.router.list(source),
+                };
+            }
+            Request::RouteGet { addr } => {
+                return Reply::Route {
+                    route: self.router.get(addr),
+                };
+            }
+            Request::Reload => self.reload().await,
+            Request::ConfigSave => self.save(),
+            Request::Status => {
+                return Reply::Status {
+                    status: self.status(),
+                };
+            }
+        };
+        self.publish();
+        match result {
+            Ok(message) => Reply::Done { message },
+            Err(message) => Reply::Error { message },
+        }
+    }
+
+    async fn set_routes(
+        &mut self,
+        routes: &[(usize, RouteSpec)],
+        mode: Mode,
+    ) -> Result<String, String> {
+        let started = Instant::now();
+        let writes = self.router.set_routes(routes, Source::Cli, mode)?;
+        let route_writes = writes
+            .iter()
+            .filter(|w| matches!(w, crate::writes::MapWrite::Route(..)))
+            .count();
+        if route_writes > SWAP_THRESHOLD {
+            // A bulk change: fresh tables with everything, swapped in at once. Next hops a
+            // replaced route let go are cleared after the swap.
+            let update = self
+                .router
+                .rebuild_tables()
+                .map_err(|err| err.to_string())?;
+            let cleared: Vec<_> = writes
+                .into_iter()
+                .filter(|w| matches!(w, crate::writes::MapWrite::Nexthop(_, n) if *n == pop_dataplane_common::Nexthop::default()))
+                .collect();
+            self.dataplane
+                .update(&update)
+                .map_err(|err| format!("{err:#}"))?;
+            self.dataplane
+                .apply(&cleared)
+                .map_err(|err| format!("{err:#}"))?;
+        } else {
+            self.dataplane
+                .apply(&writes)
+                .map_err(|err| format!("{err:#}"))?;
+        }
+        request_neighbours(&self.handle, &self.router).await;
+        Ok(format!(
+            "{} routes set in {:.2?}",
+            routes.len(),
+            started.elapsed()
+        ))
+    }
+
+    fn write(
+        &mut self,
+        writes: &[crate::writes::MapWrite],
+        message: String,
+    ) -> Result<String, String> {
+        self.dataplane
+            .apply(writes)
+            .map_err(|err| format!("{err:#}"))?;
+        Ok(message)
+    }
+
+    /// Re-reads the config and moves to it at once; a config that fails changes nothing.
+    async fn reload(&mut self) -> Result<String, String> {
+        let started = Instant::now();
+        let config = Config::load(&self.options.config).map_err(|err| err.to_string())?;
+        let host = Host::read(&self.handle)
+            .await
+            .map_err(|err| format!("{err:#}"))?;
+        let update: Update = self
+            .router
+            .apply_config(&config, &self.config_file, &host)
+            .map_err(|err| err.to_string())?;
+        self.dataplane
+            .update(&update)
+            .map_err(|err| format!("{err:#}"))?;
+        self.dataplane.set_names(&self.router.topology);
+        for port in &update.ports_added {
+            match self
+                .dataplane
+                .attach(&port.name, port.ifindex, self.options.xdp_mode)
+            {
+                Ok(mode) => self.attached.push((port.name.clone(), mode)),
+                Err(err) => error!("{err:#}"),
+            }
+        }
+        for port in &update.ports_removed {
+            self.dataplane.detach(port.ifindex);
+            self.attached.retain(|(name, _)| *name != port.name);
+        }
+        save_names(&self.options.run_dir, &self.router.topology.names())
+            .map_err(|err| format!("{err:#}"))?;
+        request_neighbours(&self.handle, &self.router).await;
+        let (v4, v6) = self.router.route_counts();
+        Ok(format!(
+            "reloaded {} in {:.2?}: {v4} IPv4 and {v6} IPv6 routes",
+            self.config_file,
+            started.elapsed()
+        ))
+    }
+
+    /// Writes the CLI's routes to the saved-routes file, read back at the next start.
+    fn save(&self) -> Result<String, String> {
+        let specs = self.router.specs(Source::Cli);
+        let mut text = String::from(
+            "# pop-dataplane: routes pushed with the CLI, saved by `pop-dataplane config save`.\n\
+             # Read at start; one route per line, as `pop-dataplane route add` takes them.\n",
+        );
+        for spec in &specs {
+            text.push_str(&spec.to_string());
+            text.push('\n');
+        }
+        let path = &self.saved_routes_path;
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, text)
+            .and_then(|()| fs::rename(&tmp, path))
+            .map_err(|err| format!("writing {}: {err}", path.display()))?;
+        Ok(format!(
+            "{} CLI routes saved to {}",
+            specs.len(),
+            path.display()
+        ))
+    }
+
+    fn status(&self) -> Status {
+        let (routes_v4, routes_v6) = self.router.route_counts();
+        Status {
+            pid: std::process::id(),
+            config: self.config_file.clone(),
+            ports: self.attached.clone(),
+            routes_v4,
+            routes_v6,
+            nexthops: self.router.nexthops.len(),
+            nexthops_unresolved: self
+                .router
+                .nexthops
+                .iter()
+                .filter(|(id, _)| !self.router.usable(*id))
+                .count(),
+            groups: self.router.fib.groups(),
+            cli_routes: self.router.rib.prefixes_of(Source::Cli).len(),
+            saved_routes_file: self.saved_routes_path.display().to_string(),
+        }
+    }
+
+    async fn host_event(&mut self, message: RouteNetlinkMessage) -> anyhow::Result<()> {
+        let writes = match &message {
+            RouteNetlinkMessage::NewNeighbour(neighbour)
+            | RouteNetlinkMessage::DelNeighbour(neighbour) => {
+                let Some((ifindex, addr, mac)) = parse_neighbour(neighbour) else {
+                    return Ok(());
+                };
+                let mac = if matches!(message, RouteNetlinkMessage::DelNeighbour(_)) {
+                    None
+                } else {
+                    mac
+                };
+                debug!("neighbour {addr} on {ifindex}: {mac:?}");
+                self.router.neighbour(ifindex, addr, mac)
+            }
+            _ => match host::event(&message) {
+                Some(HostEvent::AddressAdded(address)) => self.router.local_address_added(address),
+                Some(HostEvent::AddressRemoved(address)) => {
+                    self.router.local_address_removed(address)
+                }
+                Some(HostEvent::LinkChanged(link)) => {
+                    let (name, up) = (link.name.clone(), link.up);
+                    let writes = self.router.link_changed(link);
+                    if !writes.is_empty() {
+                        info!("{name}: link {}", if up { "up" } else { "down" });
+                    }
+                    writes
+                }
+                Some(HostEvent::LinkRemoved(ifindex)) => self.router.link_removed(ifindex),
+                None => return Ok(()),
+            },
+        };
+        if !writes.is_empty() {
+            self.dataplane.apply(&writes)?;
+            self.publish();
+        }
+        Ok(())
+    }
+
+    /// After lost events: reads links, addresses and neighbours again, and applies them.
+    async fn resync(&mut self) -> anyhow::Result<()> {
+        let host = Host::read(&self.handle).await?;
+        let mut writes = Vec::new();
+        for link in host.links.clone() {
+            writes.extend(self.router.link_changed(link));
+        }
+        writes.extend(self.router.set_local_addresses(&host.addresses));
+        let mut dump = self.handle.neighbours().get().execute();
+        while let Some(message) = dump.try_next().await? {
+            if let Some((ifindex, addr, mac)) = parse_neighbour(&message) {
+                writes.extend(self.router.neighbour(ifindex, addr, mac));
+            }
+        }
+        self.dataplane.apply(&writes)?;
+        self.publish();
+        Ok(())
+    }
+}
+
+/// The neighbour a netlink message describes: interface, address, and its MAC when the
+/// entry is usable.
+fn parse_neighbour(message: &NeighbourMessage) -> Option<(u32, IpAddr, Option<MacAddr>)> {
+    let mut addr = None;
+    let mut mac = None;
+    for attribute in &message.attributes {
+        match attribute {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                addr = Some(IpAddr::V4(*a))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                addr = Some(IpAddr::V6(*a))
+            }
+            NeighbourAttribute::LinkLayerAddress(bytes) if bytes.len() == 6 => {
+                mac = Some(MacAddr(bytes.as_slice().try_into().expect("six bytes")));
+            }
+            _ => {}
+        }
+    }
+    let usable = matches!(
+        message.header.state,
+        NeighbourState::Reachable
+            | NeighbourState::Stale
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+            | NeighbourState::Permanent
+            | NeighbourState::Noarp
+    );
+    Some((message.header.ifindex, addr?, mac.filter(|_| usable)))
+}
+
+/// Asks the kernel to resolve (or keep resolved) every next hop's neighbour: an NTF_USE
+/// update starts resolution like a packet would.
+async fn request_neighbours(handle: &Handle, router: &Router) {
+    let wanted: HashSet<(u32, IpAddr)> = router.unresolved_neighbours().into_iter().collect();
+    for (ifindex, addr) in wanted {
+        let request = handle
+            .neighbours()
+            .add(ifindex, addr)
+            .state(NeighbourState::None)
+            .flags(NeighbourFlags::Use)
+            .replace();
+        if let Err(err) = request.execute().await {
+            debug!("asking the kernel to resolve {addr} on ifindex {ifindex}: {err}");
+        }
+    }
+}
+
+/// Accepts control connections and passes their requests to the daemon's loop.
+async fn accept_loop(
+    listener: UnixListener,
+    requests: mpsc::Sender<(Request, oneshot::Sender<Reply>)>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            if let Err(err) = serve_connection(stream, requests).await {
+                debug!("control connection: {err:#}");
+            }
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: UnixStream,
+    requests: mpsc::Sender<(Request, oneshot::Sender<Reply>)>,
+) -> anyhow::Result<()> {
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(reader).take(MAX_REQUEST as u64);
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).await?;
+    let reply = match serde_json::from_slice::<Request>(&line) {
+        Ok(request) => {
+            let (tx, rx) = oneshot::channel();
+            requests
+                .send((request, tx))
+                .await
+                .context("the daemon is stopping")?;
+            rx.await.context("the daemon is stopping")?
+        }
+        Err(err) if line.len() >= MAX_REQUEST => Reply::Error {
+            message: format!("request larger than {MAX_REQUEST} bytes: {err}"),
+        },
+        Err(err) => Reply::Error {
+            message: format!("malformed request: {err}"),
+        },
+    };
+    let mut text = serde_json::to_vec(&reply)?;
+    text.push(b'\n');
+    writer.write_all(&text).await?;
+    Ok(())
+}
+
+/// The control socket: mode 0600 (0660 owned by the control group, if one is configured).
+fn bind_control_socket(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // A socket file left by a daemon that died: the instance lock says none runs now.
+    let _ = fs::remove_file(path);
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
+    let mode = match group {
+        None => 0o600,
+        Some(group) => {
+            let gid = group_id(group).with_context(|| format!("control group {group:?}"))?;
+            let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+            // SAFETY: chown on a path we just created.
+            if unsafe { libc::chown(c_path.as_ptr(), 0, gid) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("chown {}", path.display()));
+            }
+            0o660
+        }
+    };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(listener)
+}
+
+fn group_id(name: &str) -> anyhow::Result<u32> {
+    let groups = fs::read_to_string("/etc/group").context("reading /etc/group")?;
+    groups
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            (fields.next() == Some(name))
+                .then(|| fields.nth(1).and_then(|gid| gid.parse().ok()))
+                .flatten()
+        })
+        .with_context(|| format!("no group {name:?} in /etc/group"))
+}
+
+/// Where `config save` writes: `[daemon] saved_routes`, else next to the config.
+fn saved_routes_path(config: &Config, config_path: &Path) -> PathBuf {
+    config.daemon.saved_routes.clone().unwrap_or_else(|| {
+        let mut path = config_path.as_os_str().to_owned();
+        path.push(".routes");
+        PathBuf::from(path)
+    })
+}
+
+fn read_saved_routes(path: &Path) -> anyhow::Result<Vec<(usize, RouteSpec)>> {
+    match fs::read_to_string(path) {
+        Ok(text) => route_spec::parse_lines(&path.display().to_string(), &text)
+            .map_err(|err| anyhow::anyhow!(err)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 /// The ECMP hash seed: derived from /etc/machine-id, so that it differs between routers
@@ -151,25 +715,6 @@ fn warn_if_kernel_forwarding_is_off() {
              unresolved next hop) are dropped without ICMP errors; set it to 1 to make the \
              kernel the slow path"
         );
-    }
-}
-
-/// The pins, removed when dropped.
-struct Pins(PathBuf);
-
-impl Pins {
-    fn create(dataplane: &mut Dataplane, dir: &Path) -> anyhow::Result<Self> {
-        let pins = Self(dir.to_owned());
-        dataplane.pin(dir)?;
-        Ok(pins)
-    }
-}
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        if let Err(err) = unpin(&self.0) {
-            warn!("{err:#}");
-        }
     }
 }
 

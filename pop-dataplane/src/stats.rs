@@ -115,6 +115,118 @@ pub fn collect<T: Borrow<MapData>>(
     Ok(stats)
 }
 
+/// Rates of one interface between two readings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Rates {
+    pub name: String,
+    pub rx_pps: f64,
+    pub rx_bps: f64,
+    pub forwarded_pps: f64,
+    pub to_kernel_pps: f64,
+    pub dropped_pps: f64,
+    pub tx_pps: f64,
+    pub tx_bps: f64,
+}
+
+/// The rates between readings `before` and `after`, `seconds` apart.
+pub fn rates(before: &[InterfaceStats], after: &[InterfaceStats], seconds: f64) -> Vec<Rates> {
+    after
+        .iter()
+        .map(|now| {
+            let then = before
+                .iter()
+                .find(|b| b.slot == now.slot && b.name == now.name);
+            let per_second = |pick: fn(&InterfaceStats) -> u64| {
+                then.map_or(0.0, |then| {
+                    pick(now).saturating_sub(pick(then)) as f64 / seconds
+                })
+            };
+            Rates {
+                name: now.name.clone(),
+                rx_pps: per_second(|s| s.rx_packets),
+                rx_bps: per_second(|s| s.rx_bytes) * 8.0,
+                forwarded_pps: per_second(|s| s.forwarded_packets),
+                to_kernel_pps: per_second(|s| s.to_kernel_packets),
+                dropped_pps: per_second(|s| s.dropped_packets),
+                tx_pps: per_second(|s| s.tx_packets),
+                tx_bps: per_second(|s| s.tx_bytes) * 8.0,
+            }
+        })
+        .collect()
+}
+
+/// `stats --watch`: rates every `every`, as a table redrawn in place (or JSON lines).
+pub fn watch(
+    pin_dir: &Path,
+    run_dir: &Path,
+    json: bool,
+    every: std::time::Duration,
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal as _, Write as _};
+    let mut before = read(pin_dir, run_dir)?;
+    let mut at = std::time::Instant::now();
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        std::thread::sleep(every);
+        let now = read(pin_dir, run_dir)?;
+        let elapsed = at.elapsed().as_secs_f64();
+        at = std::time::Instant::now();
+        let rates = rates(&before, &now, elapsed);
+        let mut out = std::io::stdout().lock();
+        if json {
+            writeln!(out, "{}", serde_json::json!({ "interfaces": rates }))?;
+        } else {
+            if terminal {
+                write!(out, "\x1b[2J\x1b[H")?;
+            }
+            write!(out, "{}", render_rates(&rates))?;
+            writeln!(out)?;
+            write!(out, "{}", render(&now))?;
+        }
+        out.flush()?;
+        before = now;
+    }
+}
+
+/// Rates as a table, in packets and bits per second with k, M, G.
+pub fn render_rates(rates: &[Rates]) -> String {
+    let headers = [
+        "INTERFACE",
+        "RX PPS",
+        "RX BIT/S",
+        "FWD PPS",
+        "KERNEL PPS",
+        "DROP PPS",
+        "TX PPS",
+        "TX BIT/S",
+    ];
+    let rows: Vec<[String; 8]> = rates
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                si(r.rx_pps),
+                si(r.rx_bps),
+                si(r.forwarded_pps),
+                si(r.to_kernel_pps),
+                si(r.dropped_pps),
+                si(r.tx_pps),
+                si(r.tx_bps),
+            ]
+        })
+        .collect();
+    table(&headers, &rows)
+}
+
+fn si(value: f64) -> String {
+    match value {
+        v if v >= 1e9 => format!("{:.2}G", v / 1e9),
+        v if v >= 1e6 => format!("{:.2}M", v / 1e6),
+        v if v >= 1e3 => format!("{:.1}k", v / 1e3),
+        v => format!("{v:.0}"),
+    }
+}
+
 fn add(a: &InterfaceCounters, b: &InterfaceCounters) -> InterfaceCounters {
     let mut sum = *a;
     sum.rx_packets += b.rx_packets;
@@ -223,6 +335,25 @@ fn table<R: AsRef<[String]>>(headers: &[&str], rows: &[R]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_between_readings() {
+        let counters = |rx: u64| InterfaceCounters {
+            rx_packets: rx,
+            rx_bytes: rx * 100,
+            ..Default::default()
+        };
+        let before = [InterfaceStats::new("ra".into(), 3, 0, &counters(1_000))];
+        let after = [InterfaceStats::new("ra".into(), 3, 0, &counters(3_000_000))];
+        let rates = rates(&before, &after, 2.0);
+        assert_eq!(rates[0].rx_pps, 1_499_500.0);
+        assert_eq!(rates[0].rx_bps, 1_199_600_000.0);
+        let table = render_rates(&rates);
+        assert!(
+            table.contains("1.50M") && table.contains("1.20G"),
+            "{table}"
+        );
+    }
 
     #[test]
     fn renders_a_table() {

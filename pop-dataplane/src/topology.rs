@@ -10,8 +10,9 @@ use pop_dataplane_common::{Interface, InterfaceKey, Nexthop, maps};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{Config, ConfigError, NexthopConfig},
+    config::{Config, ConfigError},
     host::{Host, Link},
+    mac::MacAddr,
 };
 
 const ETH_P_8021Q: u16 = 0x8100;
@@ -39,12 +40,15 @@ pub struct RouterInterface {
     pub mtu: u32,
     /// TPID of the outer tag it sends.
     pub outer_tpid: u16,
+    /// The host's own interface of that name (a port or a Linux VLAN device), whose state,
+    /// MAC, MTU and neighbour table apply; `None` for a VLAN sub-interface defined only in
+    /// the config.
+    pub device: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Topology {
     pub ports: Vec<Port>,
-    /// Slot `i` is `interfaces[i]`.
     pub interfaces: Vec<RouterInterface>,
 }
 
@@ -52,7 +56,22 @@ impl Topology {
     /// Places every configured interface on its port. Fails, naming the entry, for an
     /// interface the host does not have or one stacked more than two VLANs deep.
     pub fn build(config: &Config, file: &str, host: &Host) -> Result<Self, ConfigError> {
+        Self::build_after(config, file, host, &Self::default())
+    }
+
+    /// [`Topology::build`], for a dataplane running with `previous`: an interface or port it
+    /// already had keeps its counter slot or devmap index (and so its counters); new ones get
+    /// slots and indexes `previous` does not use, so that nothing changes meaning under the
+    /// packets of the old tables.
+    pub fn build_after(
+        config: &Config,
+        file: &str,
+        host: &Host,
+        previous: &Self,
+    ) -> Result<Self, ConfigError> {
         let mut topology = Self::default();
+        let mut slots = Allocator::new(previous.interfaces.iter().map(|i| i.entry.slot));
+        let mut indexes = Allocator::new(previous.ports.iter().map(|p| p.index));
         for interface in &config.interfaces {
             let at = |message: String| ConfigError {
                 file: file.to_owned(),
@@ -61,7 +80,9 @@ impl Topology {
             };
             // A VLAN sub-interface defined in the config, or a host interface: a port, or a
             // Linux VLAN device on one.
-            let (port_link, vlan_outer, vlan_inner, outer_tpid, mac, mtu) = match &interface.vlan {
+            let (port_link, vlan_outer, vlan_inner, outer_tpid, mac, mtu, device) = match &interface
+                .vlan
+            {
                 Some(vlan) => {
                     let port = host.link(&vlan.port).ok_or_else(|| {
                         at(format!(
@@ -73,14 +94,30 @@ impl Topology {
                         return Err(at(format!("port {:?} is itself a VLAN device", vlan.port)));
                     }
                     let inner = vlan.inner.unwrap_or(0);
-                    (port, vlan.outer, inner, vlan.outer_tpid, port.mac, port.mtu)
+                    (
+                        port,
+                        vlan.outer,
+                        inner,
+                        vlan.outer_tpid,
+                        port.mac,
+                        port.mtu,
+                        None,
+                    )
                 }
                 None => {
                     let link = host.link(&interface.name).ok_or_else(|| {
                         at("no such interface in this network namespace".to_owned())
                     })?;
                     let (port, outer, inner, tpid) = place(link, host).map_err(at)?;
-                    (port, outer, inner, tpid, link.mac, link.mtu)
+                    (
+                        port,
+                        outer,
+                        inner,
+                        tpid,
+                        link.mac,
+                        link.mtu,
+                        Some(link.ifindex),
+                    )
                 }
             };
             let key = InterfaceKey {
@@ -94,8 +131,8 @@ impl Topology {
                     other.name
                 )));
             }
-            let port = topology.port(port_link);
-            let slot = topology.interfaces.len() as u32;
+            let port = topology.port(port_link, previous, &mut indexes);
+            let slot = slot_for(previous, &interface.name, &key, &mut slots);
             topology.interfaces.push(RouterInterface {
                 name: interface.name.clone(),
                 key,
@@ -103,6 +140,7 @@ impl Topology {
                 port,
                 mtu,
                 outer_tpid,
+                device,
             });
         }
         // Ports whose untagged side is not configured: counted, not routed.
@@ -114,7 +152,7 @@ impl Topology {
             let link = host
                 .link_by_index(port.ifindex)
                 .expect("ports come from host links");
-            let slot = topology.interfaces.len() as u32;
+            let slot = slot_for(previous, &link.name, &key, &mut slots);
             topology.interfaces.push(RouterInterface {
                 name: link.name.clone(),
                 key,
@@ -122,6 +160,7 @@ impl Topology {
                 port: port.index,
                 mtu: link.mtu,
                 outer_tpid: ETH_P_8021Q,
+                device: Some(link.ifindex),
             });
         }
         if topology.interfaces.len() > maps::MAX_INTERFACES as usize
@@ -143,11 +182,14 @@ impl Topology {
     }
 
     /// The index of `link`'s port, adding it on first sight.
-    fn port(&mut self, link: &Link) -> u32 {
+    fn port(&mut self, link: &Link, previous: &Self, indexes: &mut Allocator) -> u32 {
         if let Some(port) = self.ports.iter().find(|p| p.ifindex == link.ifindex) {
             return port.index;
         }
-        let index = self.ports.len() as u32;
+        let index = match previous.ports.iter().find(|p| p.ifindex == link.ifindex) {
+            Some(port) => port.index,
+            None => indexes.take(),
+        };
         self.ports.push(Port {
             name: link.name.clone(),
             ifindex: link.ifindex,
@@ -158,6 +200,14 @@ impl Topology {
 
     pub fn interface(&self, name: &str) -> Option<&RouterInterface> {
         self.interfaces.iter().find(|i| i.name == name)
+    }
+
+    /// The interfaces whose state, MAC, MTU or neighbours come from host interface `ifindex`:
+    /// the interface itself, or any VLAN on it when it is a port.
+    pub fn interfaces_on(&self, ifindex: u32) -> impl Iterator<Item = &RouterInterface> {
+        self.interfaces
+            .iter()
+            .filter(move |i| i.device == Some(ifindex) || i.key.ifindex == ifindex)
     }
 
     /// The interfaces' names and keys, as [`save_names`] writes them.
@@ -176,16 +226,15 @@ impl Topology {
             .collect()
     }
 
-    /// How packets through `nexthop` leave. Resolved when its MAC is configured.
-    pub fn nexthop(&self, nexthop: &NexthopConfig) -> Nexthop {
-        let egress = self
-            .interface(&nexthop.dev)
-            .expect("validated: a next hop's dev is a configured interface");
-        Nexthop {
+    /// How packets through a next hop on interface `dev` leave, to `mac`. Marked resolved
+    /// when the MAC is known and `up`: else its packets go to the kernel.
+    pub fn nexthop(&self, dev: &str, mac: Option<MacAddr>, up: bool) -> Option<Nexthop> {
+        let egress = self.interface(dev)?;
+        Some(Nexthop {
             port: egress.port,
             slot: egress.entry.slot,
             mtu: egress.mtu.min(u32::from(u16::MAX)) as u16,
-            flags: if nexthop.lladdr.is_some() {
+            flags: if mac.is_some() && up {
                 Nexthop::RESOLVED
             } else {
                 0
@@ -194,8 +243,8 @@ impl Topology {
             vlan_inner: egress.key.vlan_inner,
             vlan_outer_tpid: egress.outer_tpid,
             src_mac: egress.entry.mac,
-            dst_mac: nexthop.lladdr.unwrap_or_default().0,
-        }
+            dst_mac: mac.unwrap_or_default().0,
+        })
     }
 }
 
@@ -251,6 +300,40 @@ pub fn interface_name(host: &Host, key: &InterfaceKey) -> String {
     }
 }
 
+/// Hands out the lowest numbers that are neither taken nor in use by a previous topology.
+struct Allocator {
+    in_use: std::collections::BTreeSet<u32>,
+}
+
+impl Allocator {
+    fn new(previous: impl Iterator<Item = u32>) -> Self {
+        Self {
+            in_use: previous.collect(),
+        }
+    }
+
+    fn take(&mut self) -> u32 {
+        let n = (0..)
+            .find(|n| !self.in_use.contains(n))
+            .expect("a free number");
+        self.in_use.insert(n);
+        n
+    }
+}
+
+/// The counter slot of interface `name` with `key`: its previous one when it had the same
+/// name and key, else a new one.
+fn slot_for(previous: &Topology, name: &str, key: &InterfaceKey, slots: &mut Allocator) -> u32 {
+    match previous
+        .interfaces
+        .iter()
+        .find(|i| i.name == name && i.key == *key)
+    {
+        Some(interface) => interface.entry.slot,
+        None => slots.take(),
+    }
+}
+
 /// The port `link` sits on, and the VLAN tags (outer, inner) and outer TPID it adds.
 fn place<'a>(link: &'a Link, host: &'a Host) -> Result<(&'a Link, u16, u16, u16), String> {
     let Some(vlan) = link.vlan else {
@@ -274,7 +357,7 @@ fn place<'a>(link: &'a Link, host: &'a Host) -> Result<(&'a Link, u16, u16, u16)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{host::Vlan, mac::MacAddr};
+    use crate::host::Vlan;
 
     fn link(ifindex: u32, name: &str, vlan: Option<Vlan>) -> Link {
         Link {
@@ -403,7 +486,8 @@ via = "198.18.2.2"
             ]
         );
 
-        let qinq = topology.nexthop(&config.nexthops[0]);
+        let lladdr = config.nexthops[0].lladdr;
+        let qinq = topology.nexthop("ra.200.300", lladdr, true).unwrap();
         assert_eq!(
             qinq,
             Nexthop {
@@ -422,7 +506,7 @@ via = "198.18.2.2"
         assert_eq!(interface_name(&host(), &key(7, 0, 0)), "ra");
         assert_eq!(interface_name(&host(), &key(7, 5, 0)), "if7.5");
 
-        let unresolved = topology.nexthop(&config.nexthops[1]);
+        let unresolved = topology.nexthop("rb", None, true).unwrap();
         assert!(!unresolved.is_resolved());
         assert_eq!(
             (unresolved.port, unresolved.slot, unresolved.vlan_tags()),

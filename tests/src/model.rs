@@ -14,6 +14,9 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_REDIRECT: u32 = 4;
 
+/// `NEXTHOP_GROUPS` holds this many groups (`pop_dataplane_common::maps::MAX_NEXTHOP_GROUPS`).
+const MAX_GROUPS: u32 = 4096;
+
 /// What the maps hold, as the model reads it.
 #[derive(Clone, Debug, Default)]
 pub struct Tables {
@@ -223,10 +226,12 @@ impl Tables {
             1 => id,
             5 => {
                 let hash = self.flow_hash(packet, &network);
-                match self.groups.get(&id) {
-                    Some(group) => group.buckets[hash as usize % group.buckets.len()],
-                    None => return to_kernel(pass::UNRESOLVED),
+                // An array map: an id never written reads as all zeros (next hop 0).
+                if id >= MAX_GROUPS {
+                    return to_kernel(pass::UNRESOLVED);
                 }
+                let group = self.groups.get(&id).copied().unwrap_or_default();
+                group.buckets[hash as usize % group.buckets.len()]
             }
             2 => return dropped(drop::BLACKHOLE),
             4 => return to_kernel(pass::LOCAL),

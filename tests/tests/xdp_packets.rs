@@ -10,8 +10,8 @@ use pop_dataplane::{
     config::Config,
     dataplane::{Dataplane, LoadOptions, TestRunOutput},
     host::Host,
+    router::Router,
     stats::InterfaceStats,
-    tables::Tables,
 };
 use pop_dataplane_tests::{
     frame::{
@@ -167,13 +167,15 @@ impl Fixture {
 
         let config = Config::parse("packets.toml", CONFIG).unwrap();
         let host = Host::read_now().unwrap();
-        let (tables, writes) = Tables::compile(&config, "packets.toml", &host).unwrap();
+        let (router, update) = Router::start(&config, "packets.toml", &host).unwrap();
         let mut dataplane = Dataplane::load(LoadOptions {
             log_level: log::LevelFilter::Warn,
             ecmp_seed: 0x5eed,
+            pin_dir: None,
         })
         .unwrap();
-        dataplane.install(&tables, &writes).unwrap();
+        dataplane.update(&update).unwrap();
+        dataplane.set_names(&router.topology);
         let ifindex = ["p0", "p1", "p2", "p3"]
             .into_iter()
             .map(|name| (name, host.link(name).unwrap().ifindex))

@@ -1,0 +1,147 @@
+//! The control socket: how the CLI talks to the running daemon. A Unix socket, mode 0600 and
+//! owned by root (0660 with a configured group); one JSON request per line, one JSON reply
+//! per line.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::IpAddr,
+    os::unix::net::UnixStream,
+    path::Path,
+};
+
+use anyhow::{Context as _, bail};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    rib::Source,
+    route_spec::RouteSpec,
+    router::{Mode, RouteInfo},
+};
+
+/// Largest request the daemon reads: a full table in route syntax fits many times over.
+pub const MAX_REQUEST: usize = 512 * 1024 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    /// Add (or replace) routes from the CLI; each with the line it came from (0: none).
+    RouteSet {
+        routes: Vec<(usize, RouteSpec)>,
+        mode: Mode,
+    },
+    /// Routes in route syntax, one per line, replacing CLI routes for the same prefixes;
+    /// `name` names the input in errors.
+    RouteLoad {
+        name: String,
+        text: String,
+    },
+    RouteDel {
+        prefixes: Vec<IpNet>,
+    },
+    RouteFlush,
+    RouteList {
+        source: Option<Source>,
+    },
+    RouteGet {
+        addr: IpAddr,
+    },
+    Reload,
+    ConfigSave,
+    Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Done { message: String },
+    Error { message: String },
+    Routes { routes: Vec<RouteInfo> },
+    Route { route: Option<RouteInfo> },
+    Status { status: Status },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    pub config: String,
+    /// Port name and attach mode.
+    pub ports: Vec<(String, String)>,
+    pub routes_v4: usize,
+    pub routes_v6: usize,
+    pub nexthops: usize,
+    pub nexthops_unresolved: usize,
+    pub groups: usize,
+    pub cli_routes: usize,
+    pub saved_routes_file: String,
+}
+
+/// Sends `request` to the daemon listening on `socket` and returns its reply; errors say what
+/// the user can do about them.
+pub fn request(socket: &Path, request: &Request) -> anyhow::Result<Reply> {
+    let mut stream = match UnixStream::connect(socket) {
+        Ok(stream) => stream,
+        Err(err) => match err.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => bail!(
+                "no pop-dataplane daemon is running: nothing listens on {} (start one with \
+                 `pop-dataplane run --config FILE`, or give its --run-dir)",
+                socket.display()
+            ),
+            std::io::ErrorKind::PermissionDenied => bail!(
+                "permission denied on {}: the control socket is for root (and the control \
+                 group, if one is configured)",
+                socket.display()
+            ),
+            _ => return Err(err).with_context(|| format!("connecting to {}", socket.display())),
+        },
+    };
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .with_context(|| format!("sending to {}", socket.display()))?;
+    let mut reply = String::new();
+    BufReader::new(stream)
+        .read_line(&mut reply)
+        .with_context(|| format!("reading the reply from {}", socket.display()))?;
+    if reply.is_empty() {
+        bail!("the daemon closed the connection without a reply (see its log)");
+    }
+    serde_json::from_str(&reply).context("the daemon's reply is not understood (another version?)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_round_trip_as_one_line() {
+        let request = Request::RouteSet {
+            routes: vec![(
+                3,
+                RouteSpec::parse("198.18.2.0/24 via 198.18.1.1 dev ra").unwrap(),
+            )],
+            mode: Mode::Replace,
+        };
+        let text = serde_json::to_string(&request).unwrap();
+        assert!(!text.contains('\n'));
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), request);
+        let reply = Reply::Error {
+            message: "x".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&reply).unwrap(),
+            r#"{"reply":"error","message":"x"}"#
+        );
+    }
+
+    #[test]
+    fn no_daemon_is_said_plainly() {
+        let err = request(Path::new("/nonexistent/control.sock"), &Request::Status).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("no pop-dataplane daemon is running"),
+            "{err}"
+        );
+    }
+}

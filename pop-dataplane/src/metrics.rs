@@ -1,0 +1,217 @@
+//! `run --metrics-listen ADDR:PORT`: the counters in Prometheus text format, at `/metrics`.
+//! One GET per connection; nothing else is served.
+
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::Context as _;
+use log::{debug, info};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
+
+use crate::stats::{self, InterfaceStats};
+
+/// Figures only the daemon knows, shared with the endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Figures {
+    pub routes_v4: u64,
+    pub routes_v6: u64,
+    pub nexthops: u64,
+    pub nexthops_unusable: u64,
+    pub groups: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Shared(Arc<Mutex<Figures>>);
+
+impl Shared {
+    pub fn set(&self, figures: Figures) {
+        *self.0.lock().expect("not poisoned") = figures;
+    }
+
+    fn get(&self) -> Figures {
+        *self.0.lock().expect("not poisoned")
+    }
+}
+
+/// Listens on `addr` and serves the dataplane pinned under `pin_dir`.
+pub async fn serve(
+    addr: SocketAddr,
+    pin_dir: PathBuf,
+    run_dir: PathBuf,
+    shared: Shared,
+) -> anyhow::Result<JoinHandle<()>> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--metrics-listen {addr}"))?;
+    info!("metrics on http://{addr}/metrics");
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (pin_dir, run_dir, shared) = (pin_dir.clone(), run_dir.clone(), shared.clone());
+            tokio::spawn(async move {
+                if let Err(err) = respond(stream, pin_dir, run_dir, shared).await {
+                    debug!("metrics connection: {err:#}");
+                }
+            });
+        }
+    }))
+}
+
+async fn respond(
+    mut stream: TcpStream,
+    pin_dir: PathBuf,
+    run_dir: PathBuf,
+    shared: Shared,
+) -> anyhow::Result<()> {
+    // The request line is all we need; headers are read and ignored (up to 8 KiB).
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let request_line = String::from_utf8_lossy(&head);
+    let request_line = request_line.lines().next().unwrap_or("");
+    let (status, content_type, body) = if request_line.starts_with("GET /metrics ")
+        || request_line == "GET /metrics"
+    {
+        let stats = tokio::task::spawn_blocking(move || stats::read(&pin_dir, &run_dir)).await?;
+        match stats {
+            Ok(stats) => (
+                "200 OK",
+                "text/plain; version=0.0.4",
+                render(&stats, shared.get()),
+            ),
+            Err(err) => (
+                "503 Service Unavailable",
+                "text/plain",
+                format!("{err:#}\n"),
+            ),
+        }
+    } else {
+        (
+            "404 Not Found",
+            "text/plain",
+            "only /metrics is served\n".to_owned(),
+        )
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    Ok(())
+}
+
+/// The Prometheus text exposition of `stats` and `figures`.
+pub fn render(stats: &[InterfaceStats], figures: Figures) -> String {
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, value: &dyn Fn(&InterfaceStats) -> u64| {
+        let _ = writeln!(out, "# HELP pop_dataplane_{name} {help}");
+        let _ = writeln!(out, "# TYPE pop_dataplane_{name} counter");
+        for s in stats {
+            let _ = writeln!(
+                out,
+                "pop_dataplane_{name}{{interface=\"{}\"}} {}",
+                s.name,
+                value(s)
+            );
+        }
+    };
+    counter(
+        "rx_packets_total",
+        "Frames received by the XDP program.",
+        &|s| s.rx_packets,
+    );
+    counter(
+        "rx_bytes_total",
+        "Bytes received by the XDP program.",
+        &|s| s.rx_bytes,
+    );
+    counter(
+        "forwarded_packets_total",
+        "Frames received here and forwarded by XDP.",
+        &|s| s.forwarded_packets,
+    );
+    counter(
+        "forwarded_bytes_total",
+        "Bytes received here and forwarded by XDP.",
+        &|s| s.forwarded_bytes,
+    );
+    counter(
+        "tx_packets_total",
+        "Frames XDP redirected out of this interface.",
+        &|s| s.tx_packets,
+    );
+    counter(
+        "tx_bytes_total",
+        "Bytes XDP redirected out of this interface.",
+        &|s| s.tx_bytes,
+    );
+    for (name, help, pick) in [
+        (
+            "to_kernel_packets_total",
+            "Frames handed to the kernel, by reason.",
+            (|s: &InterfaceStats| s.to_kernel.clone()) as fn(&InterfaceStats) -> _,
+        ),
+        (
+            "dropped_packets_total",
+            "Frames dropped, by reason.",
+            |s: &InterfaceStats| s.dropped.clone(),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP pop_dataplane_{name} {help}");
+        let _ = writeln!(out, "# TYPE pop_dataplane_{name} counter");
+        for s in stats {
+            for (reason, value) in pick(s) {
+                let _ = writeln!(
+                    out,
+                    "pop_dataplane_{name}{{interface=\"{}\",reason=\"{reason}\"}} {value}",
+                    s.name
+                );
+            }
+        }
+    }
+    let mut gauge = |name: &str, help: &str, labels: &str, value: u64| {
+        let _ = writeln!(out, "# HELP pop_dataplane_{name} {help}");
+        let _ = writeln!(out, "# TYPE pop_dataplane_{name} gauge");
+        let _ = writeln!(out, "pop_dataplane_{name}{labels} {value}");
+    };
+    gauge(
+        "routes",
+        "IPv4 routes in the FIB.",
+        "{family=\"ipv4\"}",
+        figures.routes_v4,
+    );
+    let _ = writeln!(
+        out,
+        "pop_dataplane_routes{{family=\"ipv6\"}} {}",
+        figures.routes_v6
+    );
+    let mut gauge = |name: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP pop_dataplane_{name} {help}");
+        let _ = writeln!(out, "# TYPE pop_dataplane_{name} gauge");
+        let _ = writeln!(out, "pop_dataplane_{name} {value}");
+    };
+    gauge("nexthops", "Next hops in use.", figures.nexthops);
+    gauge(
+        "nexthops_unusable",
+        "Next hops unresolved or on a link that is down.",
+        figures.nexthops_unusable,
+    );
+    gauge("ecmp_groups", "ECMP groups in use.", figures.groups);
+    out
+}

@@ -1,0 +1,268 @@
+//! Routes as operators type them, iproute2 style, on the command line, in `route load` files
+//! and in the saved-routes file:
+//!
+//! ```text
+//! 203.0.113.0/24 via 198.18.2.2 dev eth1
+//! 203.0.113.0/24 via 198.18.2.2 dev eth1 via 198.18.3.2 dev eth2     (ECMP)
+//! 203.0.113.0/24 nexthop via 198.18.2.2 dev eth1 nexthop via ...     (the same, iproute2's words)
+//! 192.0.2.0/24 blackhole                                              (or: blackhole 192.0.2.0/24)
+//! 198.51.100.0/24 kernel
+//! ```
+
+use std::{fmt, net::IpAddr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::config::parse_prefix;
+
+/// Longest route line accepted: a line this long is a mistake (or an attack), not a route.
+pub const MAX_LINE_LEN: usize = 4096;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RouteSpec {
+    pub prefix: IpNet,
+    pub target: Target,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// One next hop, or several (ECMP).
+    Via(Vec<Hop>),
+    Blackhole,
+    Kernel,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Hop {
+    pub via: IpAddr,
+    pub dev: String,
+}
+
+impl RouteSpec {
+    /// Parses one route from its words.
+    pub fn parse(line: &str) -> Result<Self, String> {
+        if line.len() > MAX_LINE_LEN {
+            return Err(format!("line longer than {MAX_LINE_LEN} bytes"));
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [] => Err("empty route".to_owned()),
+            ["blackhole", prefix] | [prefix, "blackhole"] => Ok(Self {
+                prefix: parse_prefix(prefix)?,
+                target: Target::Blackhole,
+            }),
+            ["kernel", prefix] | [prefix, "kernel"] => Ok(Self {
+                prefix: parse_prefix(prefix)?,
+                target: Target::Kernel,
+            }),
+            [prefix, rest @ ..] => {
+                let prefix = parse_prefix(prefix)?;
+                let hops = parse_hops(rest)?;
+                for hop in &hops {
+                    if hop.via.is_ipv4() != prefix.addr().is_ipv4() {
+                        // iproute2 allows IPv6 next hops for IPv4 routes (RFC 5549); the
+                        // fast path needs the neighbour's MAC only, but the kernel slow path
+                        // would not take such a route from us: keep families apart.
+                        return Err(format!(
+                            "next hop {} is not of the prefix's address family",
+                            hop.via
+                        ));
+                    }
+                }
+                let mut sorted = hops.clone();
+                sorted.sort();
+                sorted.dedup();
+                if sorted.len() != hops.len() {
+                    return Err("a next hop is listed twice".to_owned());
+                }
+                Ok(Self {
+                    prefix,
+                    target: Target::Via(hops),
+                })
+            }
+        }
+    }
+}
+
+fn parse_hops(mut words: &[&str]) -> Result<Vec<Hop>, String> {
+    let mut hops = Vec::new();
+    while !words.is_empty() {
+        if words[0] == "nexthop" {
+            words = &words[1..];
+        }
+        let (via, dev) = match words {
+            ["via", via, "dev", dev, rest @ ..] => {
+                words = rest;
+                (via, dev)
+            }
+            ["dev", dev, "via", via, rest @ ..] => {
+                words = rest;
+                (via, dev)
+            }
+            [word, ..] => {
+                return Err(format!(
+                    "unexpected {word:?}: expected `via ADDRESS dev INTERFACE`, `blackhole` or \
+                     `kernel`"
+                ));
+            }
+            [] => return Err("expected `via ADDRESS dev INTERFACE` after `nexthop`".to_owned()),
+        };
+        let via: IpAddr = via
+            .parse()
+            .map_err(|_| format!("{via:?} is not an IPv4 or IPv6 address"))?;
+        if via.is_unspecified() || via.is_multicast() {
+            return Err(format!("{via} cannot be a next hop"));
+        }
+        hops.push(Hop {
+            via,
+            dev: (*dev).to_owned(),
+        });
+    }
+    if hops.is_empty() {
+        return Err("expected `via ADDRESS dev INTERFACE`, `blackhole` or `kernel`".to_owned());
+    }
+    Ok(hops)
+}
+
+impl fmt::Display for RouteSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.prefix)?;
+        match &self.target {
+            Target::Via(hops) => {
+                for hop in hops {
+                    write!(f, " via {} dev {}", hop.via, hop.dev)?;
+                }
+                Ok(())
+            }
+            Target::Blackhole => write!(f, " blackhole"),
+            Target::Kernel => write!(f, " kernel"),
+        }
+    }
+}
+
+/// The routes of a file or stdin in that syntax: `#` comments and blank lines are skipped;
+/// every bad line is reported with its number, and one is enough to refuse them all.
+pub fn parse_lines(name: &str, text: &str) -> Result<Vec<(usize, RouteSpec)>, String> {
+    let mut routes = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        match RouteSpec::parse(line) {
+            Ok(route) => routes.push((i + 1, route)),
+            Err(err) => errors.push(format!("{name}:{}: {err}", i + 1)),
+        }
+        if errors.len() >= 10 {
+            errors.push("(stopped after 10 errors)".to_owned());
+            break;
+        }
+    }
+    if errors.is_empty() {
+        Ok(routes)
+    } else {
+        Err(errors.join("\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop(via: &str, dev: &str) -> Hop {
+        Hop {
+            via: via.parse().unwrap(),
+            dev: dev.to_owned(),
+        }
+    }
+
+    #[test]
+    fn parses_iproute2_forms() {
+        let spec = RouteSpec::parse("203.0.113.0/24 via 198.18.2.2 dev eth1").unwrap();
+        assert_eq!(spec.target, Target::Via(vec![hop("198.18.2.2", "eth1")]));
+        assert_eq!(spec.to_string(), "203.0.113.0/24 via 198.18.2.2 dev eth1");
+        for ecmp in [
+            "2001:db8::/32 via 2001:2::1 dev eth1 via 2001:2::2 dev eth2",
+            "2001:db8::/32 nexthop via 2001:2::1 dev eth1 nexthop dev eth2 via 2001:2::2",
+        ] {
+            let spec = RouteSpec::parse(ecmp).unwrap();
+            assert_eq!(
+                spec.target,
+                Target::Via(vec![hop("2001:2::1", "eth1"), hop("2001:2::2", "eth2")])
+            );
+        }
+        for line in ["192.0.2.0/24 blackhole", "blackhole 192.0.2.0/24"] {
+            assert_eq!(RouteSpec::parse(line).unwrap().target, Target::Blackhole);
+        }
+        assert_eq!(
+            RouteSpec::parse("0.0.0.0/0 kernel").unwrap().target,
+            Target::Kernel
+        );
+        let text = RouteSpec::parse("192.0.2.0/24 blackhole")
+            .unwrap()
+            .to_string();
+        assert_eq!(text, "192.0.2.0/24 blackhole");
+    }
+
+    #[test]
+    fn rejects_what_it_should_with_clear_words() {
+        let cases = [
+            ("", "empty route"),
+            ("banana via 1.2.3.4 dev x", "\"banana\" is not an IP prefix"),
+            (
+                "198.18.2.1/24 blackhole",
+                "198.18.2.1/24 has host bits set (the prefix is 198.18.2.0/24)",
+            ),
+            (
+                "198.18.2.0/24",
+                "expected `via ADDRESS dev INTERFACE`, `blackhole` or `kernel`",
+            ),
+            (
+                "198.18.2.0/24 via 198.18.1.1",
+                "unexpected \"via\": expected `via ADDRESS dev INTERFACE`",
+            ),
+            (
+                "198.18.2.0/24 via 1.2.3 dev x",
+                "\"1.2.3\" is not an IPv4 or IPv6 address",
+            ),
+            (
+                "198.18.2.0/24 via 2001:2::1 dev x",
+                "next hop 2001:2::1 is not of the prefix's address family",
+            ),
+            (
+                "198.18.2.0/24 via 0.0.0.0 dev x",
+                "0.0.0.0 cannot be a next hop",
+            ),
+            (
+                "198.18.2.0/24 via 1.1.1.1 dev x via 1.1.1.1 dev x",
+                "a next hop is listed twice",
+            ),
+            ("198.18.2.0/24 blackhole extra", "unexpected \"blackhole\""),
+        ];
+        for (line, expected) in cases {
+            let err = RouteSpec::parse(line).unwrap_err();
+            assert!(err.contains(expected), "{line:?}: {err}");
+        }
+        let long = format!("198.18.2.0/24 via 198.18.1.1 dev {}", "x".repeat(5000));
+        assert!(
+            RouteSpec::parse(&long)
+                .unwrap_err()
+                .contains("longer than 4096")
+        );
+    }
+
+    #[test]
+    fn files_report_every_bad_line() {
+        let text = "# routes\n198.18.2.0/24 blackhole\n\n198.18.3.0/24 via x dev y\n198.18.4.0/33 kernel  # bad\n";
+        assert_eq!(
+            parse_lines("r.txt", text).unwrap_err(),
+            "r.txt:4: \"x\" is not an IPv4 or IPv6 address\nr.txt:5: \"198.18.4.0/33\" is not an IP prefix \
+             (expected ADDRESS/LENGTH, e.g. 203.0.113.0/24 or 2001:db8::/32)"
+        );
+        let good = parse_lines("r.txt", "198.18.2.0/24 blackhole # ok\n").unwrap();
+        assert_eq!(good[0].0, 1);
+    }
+}
