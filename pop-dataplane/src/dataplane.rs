@@ -733,6 +733,10 @@ pub struct Pinned {
 
 impl Pinned {
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("running the dataplane's program needs root (BPF objects are root's)");
+        }
         let path = dir.join(PROGRAM_PIN);
         let program = Xdp::from_pin(&path, XdpAttachType::Interface).with_context(|| {
             format!(
@@ -806,6 +810,10 @@ pub fn lookup_route(dir: &Path, addr: IpAddr) -> anyhow::Result<Option<RouteEntr
 
 /// Opens a map pinned under `dir` by [`Dataplane::pin`].
 pub fn open_pinned(dir: &Path, name: &str) -> anyhow::Result<MapData> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("reading the dataplane's maps needs root (BPF objects are root's)");
+    }
     let path = dir.join(name);
     MapData::from_pin(&path).with_context(|| {
         format!(

@@ -42,6 +42,17 @@ pub struct Vlan {
 pub struct Address {
     pub ifindex: u32,
     pub addr: IpAddr,
+    /// The length of the subnet it is on.
+    pub prefix_len: u8,
+}
+
+impl Address {
+    /// The subnet the address is on.
+    pub fn subnet(&self) -> ipnet::IpNet {
+        ipnet::IpNet::new(self.addr, self.prefix_len)
+            .map(|net| net.trunc())
+            .unwrap_or_else(|_| ipnet::IpNet::from(self.addr))
+    }
 }
 
 /// Interfaces and addresses at one moment.
@@ -180,6 +191,7 @@ fn parse_address(message: &AddressMessage) -> Option<Address> {
     local.or(address).map(|addr| Address {
         ifindex: message.header.index,
         addr,
+        prefix_len: message.header.prefix_len,
     })
 }
 
@@ -196,7 +208,8 @@ mod tests {
         assert!(lo.vlan.is_none());
         assert!(host.addresses.contains(&Address {
             ifindex: 1,
-            addr: "127.0.0.1".parse().unwrap()
+            addr: "127.0.0.1".parse().unwrap(),
+            prefix_len: 8,
         }));
     }
 }

@@ -364,6 +364,26 @@ impl Router {
         })
     }
 
+    /// A next hop the kernel must resolve has to be on one of its interface's subnets (when
+    /// the interface has addresses to tell).
+    fn check_on_link(&self, dev: &str, via: IpAddr) -> Result<(), String> {
+        let Some(device) = self.topology.interface(dev).and_then(|i| i.device) else {
+            return Ok(());
+        };
+        let subnets: Vec<&Address> = self.local.iter().filter(|a| a.ifindex == device).collect();
+        if subnets.is_empty() || subnets.iter().any(|a| a.subnet().contains(&via)) {
+            return Ok(());
+        }
+        Err(format!(
+            "next hop {via} is not on a subnet of {dev} ({})",
+            subnets
+                .iter()
+                .map(|a| format!("{}/{}", a.addr, a.prefix_len))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
     /// The clearing writes among `writes` whose next-hop id was not taken again meanwhile.
     fn still_free(&self, writes: Vec<MapWrite>) -> Vec<MapWrite> {
         writes
@@ -493,6 +513,7 @@ impl Router {
                     }
                     let key = hop_key(hop);
                     if self.nexthops.id(&key).is_none() {
+                        self.check_on_link(&hop.dev, hop.via).map_err(at)?;
                         new_keys.insert(key);
                     }
                 }
@@ -934,10 +955,12 @@ mod tests {
                 Address {
                     ifindex: 9,
                     addr: "198.18.2.1".parse().unwrap(),
+                    prefix_len: 24,
                 },
                 Address {
                     ifindex: 9,
                     addr: "2001:2:0:2::1".parse().unwrap(),
+                    prefix_len: 64,
                 },
             ],
         }

@@ -321,7 +321,23 @@ impl Lab {
         config: &str,
         xdp_mode: &str,
     ) -> anyhow::Result<Daemon> {
-        let config_path = self.dir.join("router.toml");
+        self.start_dataplane_with(binary, config, xdp_mode, &[])
+    }
+
+    /// Where the router's config is written.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("router.toml")
+    }
+
+    /// [`Lab::start_dataplane`] with more `run` arguments.
+    pub fn start_dataplane_with(
+        &self,
+        binary: &Path,
+        config: &str,
+        xdp_mode: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Daemon> {
+        let config_path = self.config_path();
         fs::write(&config_path, config)?;
         let log_path = self.dir.join("daemon.log");
         let log = fs::File::create(&log_path)?;
@@ -331,6 +347,7 @@ impl Lab {
             .arg("--config")
             .arg(&config_path)
             .args(["--xdp-mode", xdp_mode])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -392,6 +409,20 @@ impl Lab {
         let _ = server.kill();
         let _ = server.wait();
         serde_json::from_str(&client?).context("parsing iperf3 -J")
+    }
+
+    /// `pop-dataplane ARGS` on the router: its stdout, or an error with its stderr.
+    pub fn cli(&self, binary: &Path, args: &[&str]) -> anyhow::Result<String> {
+        run(self.dataplane_command(binary).args(args))
+    }
+
+    /// `pop-dataplane ARGS` on the router, however it ends.
+    pub fn cli_output(&self, binary: &Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Ok(self
+            .dataplane_command(binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?)
     }
 
     /// `pop-dataplane stats --json` for the router.

@@ -7,6 +7,7 @@ pub mod fulltable;
 pub mod lab;
 pub mod model;
 pub mod netns;
+pub mod traffic;
 
 use std::path::PathBuf;
 
