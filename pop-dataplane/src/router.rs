@@ -850,8 +850,8 @@ impl Router {
         self.nexthop_writes(changed)
     }
 
-    /// The next hops that need the kernel to resolve their neighbour: (ifindex, address).
-    pub fn unresolved_neighbours(&self) -> Vec<(u32, IpAddr)> {
+    /// The next hops whose neighbour the kernel resolves (no static MAC): (ifindex, address).
+    pub fn kernel_neighbours(&self) -> Vec<(u32, IpAddr)> {
         self.nexthops
             .iter()
             .filter(|(_, entry)| entry.static_mac.is_none())
@@ -1031,7 +1031,7 @@ nexthop = ["b", "c"]
         assert!(router.usable(b), "static MAC, link up");
         assert!(!router.usable(c), "nothing learned yet");
         assert_eq!(
-            router.unresolved_neighbours(),
+            router.kernel_neighbours(),
             [(11, "198.18.3.2".parse().unwrap())]
         );
         // The group puts everything on b while c is unresolved.

@@ -154,7 +154,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         dataplane.detach(ifindex);
     }
     save_names(&options.run_dir, &router.topology.names())?;
-    request_neighbours(&handle, &router).await;
+    refresh_neighbours(&handle, &mut router, &mut dataplane).await?;
 
     let (metrics_state, metrics_task) = match options.metrics_listen {
         Some(addr) => {
@@ -228,7 +228,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
                     _ => {}
                 }
             }
-            _ = refresh.tick() => request_neighbours(&daemon.handle, &daemon.router).await,
+            _ = refresh.tick() => daemon.refresh_neighbours().await?,
         }
     }
     if let Some(task) = metrics_task {
@@ -378,7 +378,9 @@ impl Daemon<'_> {
                 .apply(&writes)
                 .map_err(|err| format!("{err:#}"))?;
         }
-        request_neighbours(&self.handle, &self.router).await;
+        if let Err(err) = self.refresh_neighbours().await {
+            warn!("reading the neighbour table: {err:#}");
+        }
         Ok(format!(
             "{} routes set in {:.2?}",
             routes.len(),
@@ -427,7 +429,9 @@ impl Daemon<'_> {
         }
         save_names(&self.options.run_dir, &self.router.topology.names())
             .map_err(|err| format!("{err:#}"))?;
-        request_neighbours(&self.handle, &self.router).await;
+        if let Err(err) = self.refresh_neighbours().await {
+            warn!("reading the neighbour table: {err:#}");
+        }
         let (v4, v6) = self.router.route_counts();
         Ok(format!(
             "reloaded {} in {:.2?}: {v4} IPv4 and {v6} IPv6 routes",
@@ -519,6 +523,12 @@ impl Daemon<'_> {
         Ok(())
     }
 
+    async fn refresh_neighbours(&mut self) -> anyhow::Result<()> {
+        refresh_neighbours(&self.handle, &mut self.router, &mut self.dataplane).await?;
+        self.publish();
+        Ok(())
+    }
+
     /// After lost events: reads links, addresses and neighbours again, and applies them.
     async fn resync(&mut self) -> anyhow::Result<()> {
         let host = Host::read(&self.handle).await?;
@@ -570,10 +580,31 @@ fn parse_neighbour(message: &NeighbourMessage) -> Option<(u32, IpAddr, Option<Ma
     Some((message.header.ifindex, addr?, mac.filter(|_| usable)))
 }
 
-/// Asks the kernel to resolve (or keep resolved) every next hop's neighbour: an NTF_USE
-/// update starts resolution like a packet would.
-async fn request_neighbours(handle: &Handle, router: &Router) {
-    let wanted: HashSet<(u32, IpAddr)> = router.unresolved_neighbours().into_iter().collect();
+/// Brings the next hops' neighbours up to date, and keeps them so: reads the kernel's
+/// neighbour table (an entry already reachable or permanent when a next hop appears sends no
+/// event), then asks the kernel to resolve, or keep resolved, each next hop's neighbour: an
+/// NTF_USE update starts resolution as a packet would.
+async fn refresh_neighbours(
+    handle: &Handle,
+    router: &mut Router,
+    dataplane: &mut Dataplane,
+) -> anyhow::Result<()> {
+    let wanted: HashSet<(u32, IpAddr)> = router.kernel_neighbours().into_iter().collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let mut writes = Vec::new();
+    let mut dump = handle.neighbours().get().execute();
+    while let Some(message) = dump.try_next().await? {
+        if let Some((ifindex, addr, mac)) = parse_neighbour(&message)
+            && wanted.contains(&(ifindex, addr))
+        {
+            writes.extend(router.neighbour(ifindex, addr, mac));
+        }
+    }
+    if !writes.is_empty() {
+        dataplane.apply(&writes)?;
+    }
     for (ifindex, addr) in wanted {
         let request = handle
             .neighbours()
@@ -585,6 +616,7 @@ async fn request_neighbours(handle: &Handle, router: &Router) {
             debug!("asking the kernel to resolve {addr} on ifindex {ifindex}: {err}");
         }
     }
+    Ok(())
 }
 
 /// Accepts control connections and passes their requests to the daemon's loop.

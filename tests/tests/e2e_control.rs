@@ -570,6 +570,40 @@ fn next_hops_are_resolved_by_the_kernel_and_followed() {
         assert!(Instant::now() < deadline, "not resolved again: {t}");
         thread::sleep(Duration::from_millis(50));
     }
+
+    // A next hop whose neighbour the kernel already holds (permanent: no event will come)
+    // is resolved as soon as a route brings it in, without traffic or waiting.
+    let known = "198.18.2.77";
+    let known_mac = "02:00:00:02:00:77";
+    lab.router
+        .ip(&[
+            "neigh",
+            "replace",
+            known,
+            "lladdr",
+            known_mac,
+            "dev",
+            ROUTER_B.ifname,
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    lab.cli(
+        &binary,
+        &[
+            "route",
+            "add",
+            "198.19.7.0/24",
+            "via",
+            known,
+            "dev",
+            ROUTER_B.ifname,
+        ],
+    )
+    .unwrap();
+    let t = trace(&lab, &binary, "198.19.7.1");
+    assert_eq!(t["action"], "forward", "{t}");
+    assert_eq!(t["rewritten"]["dst_mac"], known_mac, "{t}");
 }
 
 #[test]
