@@ -583,13 +583,15 @@ fn parse_neighbour(message: &NeighbourMessage) -> Option<(u32, IpAddr, Option<Ma
 /// Brings the next hops' neighbours up to date, and keeps them so: reads the kernel's
 /// neighbour table (an entry already reachable or permanent when a next hop appears sends no
 /// event), then asks the kernel to resolve, or keep resolved, each next hop's neighbour: an
-/// NTF_USE update starts resolution as a packet would.
+/// NTF_USE update starts resolution as a packet would, and counts as use. Static entries
+/// (permanent, noarp) are left alone: the kernel turns a permanent entry that gets NTF_USE
+/// into a dynamic one.
 async fn refresh_neighbours(
     handle: &Handle,
     router: &mut Router,
     dataplane: &mut Dataplane,
 ) -> anyhow::Result<()> {
-    let wanted: HashSet<(u32, IpAddr)> = router.kernel_neighbours().into_iter().collect();
+    let mut wanted: HashSet<(u32, IpAddr)> = router.kernel_neighbours().into_iter().collect();
     if wanted.is_empty() {
         return Ok(());
     }
@@ -600,6 +602,12 @@ async fn refresh_neighbours(
             && wanted.contains(&(ifindex, addr))
         {
             writes.extend(router.neighbour(ifindex, addr, mac));
+            if matches!(
+                message.header.state,
+                NeighbourState::Permanent | NeighbourState::Noarp
+            ) {
+                wanted.remove(&(ifindex, addr));
+            }
         }
     }
     if !writes.is_empty() {

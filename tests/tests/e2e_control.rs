@@ -604,6 +604,15 @@ fn next_hops_are_resolved_by_the_kernel_and_followed() {
     let t = trace(&lab, &binary, "198.19.7.1");
     assert_eq!(t["action"], "forward", "{t}");
     assert_eq!(t["rewritten"]["dst_mac"], known_mac, "{t}");
+    // The daemon keeps dynamic neighbours alive with NTF_USE every 5 s; a static entry must
+    // stay static (NTF_USE would make the kernel turn it dynamic, then fail it).
+    thread::sleep(Duration::from_secs(6));
+    let neighbour = lab
+        .router
+        .ip(&["neigh", "show", known, "dev", ROUTER_B.ifname])
+        .unwrap();
+    assert!(neighbour.contains("PERMANENT"), "{neighbour}");
+    assert_eq!(trace(&lab, &binary, "198.19.7.1")["action"], "forward");
 }
 
 #[test]
