@@ -3,6 +3,7 @@
 //! defined here once and used by both sides.
 #![no_std]
 
+pub mod bench;
 pub mod counters;
 pub mod ecmp;
 pub mod interface;
@@ -38,4 +39,6 @@ impl_pod!(
     RouteEntry,
     InterfaceCounters,
     TraceRecord,
+    bench::GenFlow,
+    bench::SinkCounters,
 );

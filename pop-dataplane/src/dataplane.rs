@@ -755,6 +755,11 @@ impl Pinned {
         open_pinned(&self.dir, name)
     }
 
+    /// The running program itself (for the lookup micro-benchmark).
+    pub fn program(&self) -> &Xdp {
+        &self.program
+    }
+
     /// Runs the program on `frame` received on `ingress_ifindex` with a trace request, and
     /// returns its output and its trace record.
     pub fn trace(

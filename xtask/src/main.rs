@@ -2,6 +2,7 @@
 //! (see `setup`), so that on a new machine `cargo xtask demo` and `cargo xtask test` are all
 //! there is to type.
 
+mod bench;
 mod demo;
 mod setup;
 
@@ -49,6 +50,24 @@ enum Task {
         #[arg(long, default_value_t = 3)]
         seconds: u32,
     },
+    /// Benchmark: pop-dataplane against the kernel's forwarding and a no-lookup XDP ceiling,
+    /// few routes and the full table, IPv4 and IPv6, 64 to 1518-byte frames, and the lookup
+    /// micro-benchmark. Writes target/bench/latest.json and latest.png. Needs root.
+    Bench {
+        /// Times each case runs, in alternation with the others.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds of traffic per run.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Distinct packets per lookup measurement.
+        #[arg(long, default_value_t = 100_000)]
+        lookup_packets: usize,
+        /// Measure nothing: print the table and draw the chart again from the last run's
+        /// target/bench/latest.json.
+        #[arg(long)]
+        redraw: bool,
+    },
     /// rustfmt and clippy, warnings as errors.
     Lint,
 }
@@ -89,6 +108,31 @@ fn run(task: Task) -> anyhow::Result<()> {
                 &target_dir().join("debug/pop-dataplane"),
                 &xdp_mode,
                 seconds,
+            )
+        }
+        Task::Bench {
+            rounds,
+            seconds,
+            lookup_packets,
+            redraw,
+        } => {
+            if redraw {
+                return bench::redraw(&target_dir().join("bench"));
+            }
+            setup::all()?;
+            build(true)?;
+            let release = target_dir().join("release");
+            bench::run(
+                &pop_dataplane_tests::bench::Tools {
+                    dataplane: release.join("pop-dataplane"),
+                    bench: release.join("pop-dataplane-bench"),
+                },
+                &bench::Options {
+                    rounds,
+                    seconds,
+                    lookup_packets,
+                    out_dir: target_dir().join("bench"),
+                },
             )
         }
         Task::Lint => {

@@ -23,14 +23,19 @@ const COMPONENTS: [&str; 3] = ["rust-src", "rustfmt", "clippy"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages: the tools the tests and the demo drive.
-const APT_PACKAGES: [(&str, &str); 6] = [
+const APT_PACKAGES: [(&str, &str); 7] = [
     ("iproute2", "ip"),
     ("ethtool", "ethtool"),
     ("iperf3", "iperf3"),
     ("iputils-ping", "ping"),
     ("tcpdump", "tcpdump"),
     ("traceroute", "traceroute"),
+    // The benchmark chart's font.
+    ("fonts-dejavu-core", FONT),
 ];
+
+/// The font the benchmark chart is drawn with.
+pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 /// Where this project keeps what it installs outside the workspace.
 fn tools_dir() -> PathBuf {
@@ -195,7 +200,13 @@ fn bpf_linker() -> anyhow::Result<()> {
 pub fn apt_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
-        .filter(|(_, command)| !on_path(command))
+        .filter(|(_, needed)| {
+            if needed.starts_with('/') {
+                !Path::new(needed).is_file()
+            } else {
+                !on_path(needed)
+            }
+        })
         .map(|(package, _)| *package)
         .collect();
     if missing.is_empty() {

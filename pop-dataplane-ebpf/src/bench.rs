@@ -1,0 +1,210 @@
+//! The benchmark's XDP programs, in an object of their own (`pop-dataplane-bench-xdp`): none
+//! of this is loaded on a router.
+//!
+//! - `bench_generate`, the traffic generator: run by `BPF_PROG_TEST_RUN` with
+//!   `BPF_F_TEST_XDP_LIVE_FRAMES`, it turns each run's frame into the next flow's UDP packet and
+//!   returns `XDP_TX`, which the kernel sends out of the generator's interface. The kernel
+//!   recycles frame pages without resetting them, so every run writes the whole header.
+//! - `bench_sink`: counts and drops the generator's packets (UDP to one port) where they
+//!   arrive; everything else (ARP, neighbour discovery) goes to the kernel.
+//! - `bench_redirect`: the ceiling, every frame redirected to one port with no parsing, no
+//!   lookup and no rewrite.
+//! - `bench_null`: does nothing; what a `BPF_PROG_TEST_RUN` costs without a program's work.
+#![no_std]
+#![no_main]
+
+use core::ptr::copy_nonoverlapping;
+
+use aya_ebpf::{
+    Global,
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, DevMap, PerCpuArray},
+    programs::XdpContext,
+};
+use pop_dataplane_common::bench::{
+    GEN_HEADER_LEN_V4, GEN_HEADER_LEN_V6, GEN_TEMPLATE_LEN, GenFlow, MAX_GEN_FLOWS, SinkCounters,
+    offsets,
+};
+
+#[map]
+static GEN_TEMPLATE: Array<[u8; GEN_TEMPLATE_LEN]> = Array::with_max_entries(1, 0);
+
+#[map]
+static GEN_FLOWS: Array<GenFlow> = Array::with_max_entries(MAX_GEN_FLOWS, 0);
+
+#[map]
+static GEN_SEQUENCE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+#[unsafe(no_mangle)]
+static GEN_FLOW_COUNT: Global<u32> = Global::new(1);
+
+#[unsafe(no_mangle)]
+static GEN_IPV6: Global<u8> = Global::new(0);
+
+#[map]
+static SINK_COUNTERS: PerCpuArray<SinkCounters> = PerCpuArray::with_max_entries(1, 0);
+
+#[unsafe(no_mangle)]
+static SINK_UDP_PORT: Global<u16> = Global::new(9);
+
+#[map]
+static CEILING_EGRESS: DevMap = DevMap::with_max_entries(1, 0);
+
+#[xdp]
+pub fn bench_generate(ctx: XdpContext) -> u32 {
+    let Some(sequence) = GEN_SEQUENCE.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: per-CPU, and a test run runs on one CPU.
+    let sequence = unsafe { &mut *sequence };
+    let flow_count = GEN_FLOW_COUNT.load();
+    let index = *sequence % if flow_count == 0 { 1 } else { flow_count };
+    *sequence = sequence.wrapping_add(1);
+    let (Some(flow), Some(template)) = (GEN_FLOWS.get(index), GEN_TEMPLATE.get(0)) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let written = if GEN_IPV6.load() != 0 {
+        write_ipv6(&ctx, template, flow)
+    } else {
+        write_ipv4(&ctx, template, flow)
+    };
+    if written.is_none() {
+        return xdp_action::XDP_ABORTED;
+    }
+    xdp_action::XDP_TX
+}
+
+/// A pointer to the first `len` bytes of the frame, if it has them.
+#[inline(always)]
+fn frame_start(ctx: &XdpContext, len: usize) -> Option<*mut u8> {
+    if ctx.data() + len > ctx.data_end() {
+        return None;
+    }
+    Some(ctx.data() as *mut u8)
+}
+
+#[inline(always)]
+fn write_ipv4(ctx: &XdpContext, template: &[u8; GEN_TEMPLATE_LEN], flow: &GenFlow) -> Option<()> {
+    let frame = frame_start(ctx, GEN_HEADER_LEN_V4)?;
+    let udp = offsets::V4_UDP;
+    // SAFETY: `frame_start` checked that the frame holds GEN_HEADER_LEN_V4 bytes, and every
+    // write below lies inside them.
+    unsafe {
+        copy_nonoverlapping(template.as_ptr(), frame, GEN_HEADER_LEN_V4);
+        copy_nonoverlapping(flow.dst.as_ptr(), frame.add(offsets::V4_DST), 4);
+        copy_nonoverlapping(
+            flow.ip_checksum.as_ptr(),
+            frame.add(offsets::V4_CHECKSUM),
+            2,
+        );
+        copy_nonoverlapping(
+            flow.udp_src_port.as_ptr(),
+            frame.add(udp + offsets::UDP_SRC_PORT),
+            2,
+        );
+        copy_nonoverlapping(
+            flow.udp_checksum.as_ptr(),
+            frame.add(udp + offsets::UDP_CHECKSUM),
+            2,
+        );
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn write_ipv6(ctx: &XdpContext, template: &[u8; GEN_TEMPLATE_LEN], flow: &GenFlow) -> Option<()> {
+    let frame = frame_start(ctx, GEN_HEADER_LEN_V6)?;
+    let udp = offsets::V6_UDP;
+    // SAFETY: as in `write_ipv4`, with GEN_HEADER_LEN_V6.
+    unsafe {
+        copy_nonoverlapping(template.as_ptr(), frame, GEN_HEADER_LEN_V6);
+        copy_nonoverlapping(flow.dst.as_ptr(), frame.add(offsets::V6_DST), 16);
+        copy_nonoverlapping(
+            flow.udp_src_port.as_ptr(),
+            frame.add(udp + offsets::UDP_SRC_PORT),
+            2,
+        );
+        copy_nonoverlapping(
+            flow.udp_checksum.as_ptr(),
+            frame.add(udp + offsets::UDP_CHECKSUM),
+            2,
+        );
+    }
+    Some(())
+}
+
+#[xdp]
+pub fn bench_sink(ctx: XdpContext) -> u32 {
+    if !is_bench_packet(&ctx) {
+        return xdp_action::XDP_PASS;
+    }
+    if let Some(counters) = SINK_COUNTERS.get_ptr_mut(0) {
+        // SAFETY: per-CPU; XDP runs with preemption off.
+        let counters = unsafe { &mut *counters };
+        counters.packets += 1;
+        counters.bytes += (ctx.data_end() - ctx.data()) as u64;
+    }
+    xdp_action::XDP_DROP
+}
+
+/// UDP to `SINK_UDP_PORT`, in IPv4 without options or IPv6 without extension headers, as the
+/// generator sends it.
+#[inline(always)]
+fn is_bench_packet(ctx: &XdpContext) -> bool {
+    let Some(frame) = frame_start(ctx, GEN_HEADER_LEN_V4) else {
+        return false;
+    };
+    // SAFETY: the frame holds GEN_HEADER_LEN_V4 bytes; the IPv6 branch checks for more.
+    let (ethertype, v4_protocol, v4_ihl) = unsafe {
+        (
+            u16::from_be_bytes([*frame.add(12), *frame.add(13)]),
+            *frame.add(14 + 9),
+            *frame.add(14) & 0x0f,
+        )
+    };
+    let dst_port = match ethertype {
+        0x0800 if v4_protocol == 17 && v4_ihl == 5 => udp_dst_port(frame, offsets::V4_UDP),
+        0x86dd => {
+            if frame_start(ctx, GEN_HEADER_LEN_V6).is_none() {
+                return false;
+            }
+            // SAFETY: checked just above.
+            if unsafe { *frame.add(14 + 6) } != 17 {
+                return false;
+            }
+            udp_dst_port(frame, offsets::V6_UDP)
+        }
+        _ => return false,
+    };
+    dst_port == SINK_UDP_PORT.load()
+}
+
+/// The destination port of the UDP header at `udp`; the caller has checked the bounds.
+#[inline(always)]
+fn udp_dst_port(frame: *mut u8, udp: usize) -> u16 {
+    // SAFETY: the caller checked that the frame holds the whole UDP header.
+    unsafe { u16::from_be_bytes([*frame.add(udp + 2), *frame.add(udp + 3)]) }
+}
+
+#[xdp]
+pub fn bench_redirect(_ctx: XdpContext) -> u32 {
+    CEILING_EGRESS
+        .redirect(0, 0)
+        .unwrap_or(xdp_action::XDP_ABORTED)
+}
+
+#[xdp]
+pub fn bench_null(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

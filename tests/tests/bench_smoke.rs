@@ -1,0 +1,78 @@
+//! The benchmark's smoke case: every part `cargo xtask bench` uses (labs for the kernel, the
+//! no-lookup ceiling and pop-dataplane; the XDP generator, the sink, the lookup
+//! micro-benchmark) run on a few thousand frames, and every frame sent must arrive. So the
+//! benchmark cannot rot unnoticed between runs.
+//!
+//! Frames go in bursts of 64, each taken through the router and the sink before the next
+//! (no threaded NAPI here): no ring can overflow, so any loss is a bug.
+
+use pop_dataplane_tests::{
+    bench::{Amount, BenchLab, Rng, Router, Table, Tools, few_traffic},
+    bench_binary, dataplane_binary,
+};
+
+const FRAMES: u64 = 4096;
+
+fn tools() -> Tools {
+    Tools {
+        dataplane: dataplane_binary(),
+        bench: bench_binary(),
+    }
+}
+
+#[test]
+fn every_frame_the_generator_sends_arrives_through_each_router() {
+    let tools = tools();
+    let mut rng = Rng::new(1);
+    for router in [Router::Kernel, Router::Ceiling, Router::Dataplane] {
+        let mut lab = BenchLab::new("pdpt", &tools, router, &Table::few(), false).unwrap();
+        for (ipv6, size) in [(false, 64), (true, 78), (false, 1518)] {
+            let traffic = few_traffic(ipv6, size, &mut rng);
+            let run = lab
+                .measure(
+                    &traffic,
+                    Amount::Count {
+                        frames: FRAMES,
+                        burst: 64,
+                    },
+                )
+                .unwrap();
+            let mut what = format!(
+                "{router:?}, IPv{}, {size} bytes: {run:?}",
+                if ipv6 { 6 } else { 4 }
+            );
+            if router == Router::Dataplane {
+                what += &format!("\n{}", lab.stats().unwrap());
+            }
+            assert_eq!(run.sent, FRAMES, "{what}");
+            assert_eq!(run.delivered, FRAMES, "{what}");
+            assert_eq!(run.lost_in + run.lost_out, 0, "{what}");
+            // The router's ports also carry the hosts' own IPv6 chatter (router solicitations,
+            // MLD), which the sink does not count.
+            assert!(run.router_rx >= FRAMES && run.router_tx >= FRAMES, "{what}");
+        }
+        if router == Router::Dataplane {
+            let stats = lab.stats().unwrap();
+            let ra = stats["interfaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["name"] == "ra")
+                .unwrap();
+            assert_eq!(
+                ra["forwarded_packets"].as_u64(),
+                Some(3 * FRAMES),
+                "{stats}"
+            );
+
+            let traffic = few_traffic(false, 64, &mut rng);
+            let cost = lab.lookup_cost(&traffic.destinations).unwrap();
+            let packets = cost["packets"].as_u64().unwrap();
+            assert_eq!(packets, traffic.destinations.len() as u64, "{cost}");
+            // Every packet redirected (XDP_REDIRECT is 4), and a cost above the empty
+            // program's.
+            assert_eq!(cost["actions"]["4"].as_u64(), Some(packets), "{cost}");
+            assert!(cost["ns_per_packet"].as_f64().unwrap() > 0.0, "{cost}");
+        }
+    }
+}

@@ -1,0 +1,691 @@
+//! `cargo xtask bench`: pop-dataplane's forwarding rate side by side with the kernel's own
+//! forwarding and a no-lookup XDP ceiling, with a handful of routes and the full table, IPv4
+//! and IPv6, 64 to 1518-byte frames; and the lookup micro-benchmark from one route to the full
+//! table. Prints a table, writes `target/bench/latest.json` and `target/bench/latest.png`.
+//!
+//! Every case runs `rounds` times in alternation (A B C ... A B C ...), so that a machine's
+//! drift touches every case alike; figures are medians with min and max, and ratios are
+//! medians of ratios taken within a round. How the router's cost is measured, and why, is in
+//! `pop_dataplane_tests::bench`.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use pop_dataplane_tests::{
+    bench::{
+        Amount, BenchLab, Generator, Rng, Router, Run, Table, Tools, few_traffic, full_table,
+        random_address, table_traffic,
+    },
+    fulltable,
+};
+use serde_json::{Value, json};
+
+use crate::output;
+
+pub struct Options {
+    pub rounds: usize,
+    pub seconds: f64,
+    /// Distinct packets per lookup measurement.
+    pub lookup_packets: usize,
+    pub out_dir: PathBuf,
+}
+
+/// One forwarding case: a lab (router and table) and the traffic sent through it.
+struct Case {
+    name: &'static str,
+    lab: usize,
+    router: Router,
+    /// "none", "few" or "full".
+    table: &'static str,
+    ipv6: bool,
+    frame_size: usize,
+    runs: Vec<Run>,
+}
+
+/// Route-table sizes of the lookup micro-benchmark (IPv4; IPv6 up to the table's size).
+const LOOKUP_SIZES: [usize; 4] = [1, 1_000, 10_000, 100_000];
+
+pub fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupted);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("handling Ctrl-C")?;
+    let check = || -> anyhow::Result<()> {
+        if interrupted.load(Ordering::SeqCst) {
+            bail!("interrupted; labs removed");
+        }
+        Ok(())
+    };
+    let started = Instant::now();
+    let machine = machine()?;
+    println!(
+        "bench: {} ({} CPUs, Linux {}), {} rounds of {} s per case",
+        machine["cpu"].as_str().unwrap_or("?"),
+        machine["cpus"],
+        machine["kernel"].as_str().unwrap_or("?"),
+        options.rounds,
+        options.seconds
+    );
+
+    let (real_v4, real_v6) = fulltable::read()?;
+    let (mut full, copied) = full_table(&real_v4, &real_v6);
+    full.v4.push(Ipv4Net::default());
+    full.v6.push(Ipv6Net::default());
+    println!(
+        "bench: full table {} IPv4 + {} IPv6 routes, of them {} + {} copies in the benchmark \
+         ranges, where the traffic goes (IPv4: the densest /16; IPv6: the whole table)",
+        full.v4.len(),
+        full.v6.len(),
+        copied.v4.len(),
+        copied.v6.len()
+    );
+
+    // The forwarding labs, each set up once.
+    let specs: [(&str, Router, &Table, &str); 4] = [
+        ("kernel forwarding", Router::Kernel, &Table::few(), "few"),
+        (
+            "no-lookup ceiling",
+            Router::Ceiling,
+            &Table::default(),
+            "none",
+        ),
+        (
+            "pop-dataplane, few routes",
+            Router::Dataplane,
+            &Table::few(),
+            "few",
+        ),
+        (
+            "pop-dataplane, full table",
+            Router::Dataplane,
+            &full,
+            "full",
+        ),
+    ];
+    let mut labs = Vec::new();
+    for (what, router, table, _) in specs {
+        let lab_started = Instant::now();
+        labs.push(BenchLab::new("pdp-bench", tools, router, table, true)?);
+        println!(
+            "bench: lab {}: {what} ({} routes) ready in {:.1} s",
+            labs.len(),
+            table.len(),
+            lab_started.elapsed().as_secs_f64()
+        );
+        check()?;
+    }
+    let generator = labs[0].generator;
+    match generator {
+        Generator::Pktgen => println!("bench: generator: pktgen (/proc/net/pktgen)"),
+        Generator::Xdp => println!(
+            "bench: generator: no pktgen in this kernel (no /proc/net/pktgen); using \
+             pop-dataplane-bench generate (XDP, BPF_PROG_TEST_RUN live frames)"
+        ),
+    }
+
+    let case = |name, lab: usize, ipv6, frame_size| Case {
+        name,
+        lab,
+        router: specs[lab].1,
+        table: specs[lab].3,
+        ipv6,
+        frame_size,
+        runs: Vec::new(),
+    };
+    let mut cases = vec![
+        case("kernel", 0, false, 64),
+        case("ceiling", 1, false, 64),
+        case("xdp-few", 2, false, 64),
+        case("xdp-full", 3, false, 64),
+        case("kernel-v6", 0, true, 78),
+        case("xdp-few-v6", 2, true, 78),
+        case("xdp-full-v6", 3, true, 78),
+        case("xdp-few-512", 2, false, 512),
+        case("xdp-few-1518", 2, false, 1518),
+    ];
+    let mut rng = Rng::new(2023);
+    for round in 1..=options.rounds {
+        for case in &mut cases {
+            let traffic = if case.table == "full" {
+                table_traffic(&copied, case.ipv6, case.frame_size, &mut rng)
+            } else {
+                few_traffic(case.ipv6, case.frame_size, &mut rng)
+            };
+            let run = labs[case.lab].measure(&traffic, Amount::Seconds(options.seconds))?;
+            println!(
+                "bench: round {round}/{}: {:<13} offered {:>6.2} Mpps, delivered {:>6.2} Mpps, \
+                 loss {:>5.1}%, router {:>7.1} ns/packet ({:.0}% busy)",
+                options.rounds,
+                case.name,
+                run.offered_pps() / 1e6,
+                run.delivered_pps() / 1e6,
+                run.loss() * 100.0,
+                run.router_ns_per_packet().unwrap_or(f64::NAN),
+                run.router_busy().unwrap_or(f64::NAN) * 100.0
+            );
+            case.runs.push(run);
+            check()?;
+        }
+    }
+    drop(labs);
+
+    let lookup = lookup_benchmark(tools, options, &full, &real_v4, &real_v6, &check)?;
+
+    let report = report(&machine, generator, options, &cases, &lookup, &full);
+    fs::create_dir_all(&options.out_dir)?;
+    let json_path = options.out_dir.join("latest.json");
+    fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")?;
+    let png_path = options.out_dir.join("latest.png");
+    chart(&report, &png_path)?;
+    println!();
+    print!("{}", table(&report));
+    println!();
+    println!("bench: {} and {}", json_path.display(), png_path.display());
+    println!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The table and chart again, from the JSON of the last run in `out_dir`.
+pub fn redraw(out_dir: &Path) -> anyhow::Result<()> {
+    let json_path = out_dir.join("latest.json");
+    let text = fs::read_to_string(&json_path).with_context(|| {
+        format!(
+            "reading {} (run `cargo xtask bench` first)",
+            json_path.display()
+        )
+    })?;
+    let report: Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", json_path.display()))?;
+    let png_path = out_dir.join("latest.png");
+    chart(&report, &png_path)?;
+    print!("{}", table(&report));
+    println!("bench: {} redrawn", png_path.display());
+    Ok(())
+}
+
+/// One table size of the lookup micro-benchmark, with its measurements (ns per packet).
+struct LookupSize {
+    routes_v4: usize,
+    routes_v6: usize,
+    v4: Vec<f64>,
+    v6: Vec<f64>,
+}
+
+/// The program's cost per packet under `BPF_PROG_TEST_RUN`, for tables of 1 route to the
+/// full table. Every size sees the same packets (one address in each of many prefixes of
+/// the real table); every table has a default route, so every packet is forwarded and only
+/// the table's size differs.
+fn lookup_benchmark(
+    tools: &Tools,
+    options: &Options,
+    full: &Table,
+    real_v4: &[Ipv4Net],
+    real_v6: &[Ipv6Net],
+    check: &dyn Fn() -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<LookupSize>> {
+    let mut rng = Rng::new(1);
+    let packets_v4: Vec<IpAddr> = sample(real_v4, options.lookup_packets, &mut rng)
+        .into_iter()
+        .map(|p| random_address(IpNet::V4(p), &mut rng))
+        .collect();
+    let packets_v6: Vec<IpAddr> = sample(real_v6, options.lookup_packets, &mut rng)
+        .into_iter()
+        .map(|p| random_address(IpNet::V6(p), &mut rng))
+        .collect();
+    let mut tables: Vec<Table> = LOOKUP_SIZES
+        .iter()
+        .map(|&size| {
+            let mut table = Table {
+                v4: sample(real_v4, size - 1, &mut rng),
+                v6: sample(real_v6, size - 1, &mut rng),
+            };
+            table.v4.push(Ipv4Net::default());
+            table.v6.push(Ipv6Net::default());
+            table
+        })
+        .collect();
+    tables.push(full.clone());
+    let mut labs = Vec::new();
+    for table in &tables {
+        let lab_started = Instant::now();
+        labs.push(BenchLab::new(
+            "pdp-bench",
+            tools,
+            Router::Dataplane,
+            table,
+            false,
+        )?);
+        println!(
+            "bench: lookup lab: {} IPv4 + {} IPv6 routes ready in {:.1} s",
+            table.v4.len(),
+            table.v6.len(),
+            lab_started.elapsed().as_secs_f64()
+        );
+        check()?;
+    }
+    let mut sizes: Vec<LookupSize> = tables
+        .iter()
+        .map(|t| LookupSize {
+            routes_v4: t.v4.len(),
+            routes_v6: t.v6.len(),
+            v4: Vec::new(),
+            v6: Vec::new(),
+        })
+        .collect();
+    for round in 1..=options.rounds {
+        for (lab, size) in labs.iter().zip(&mut sizes) {
+            for (packets, results) in [(&packets_v4, &mut size.v4), (&packets_v6, &mut size.v6)] {
+                let cost = lab.lookup_cost(packets)?;
+                let forwarded = cost["actions"]["4"].as_u64().unwrap_or(0);
+                if forwarded != packets.len() as u64 {
+                    bail!("lookup: not every packet was forwarded: {cost}");
+                }
+                results.push(cost["ns_per_packet"].as_f64().context("ns_per_packet")?);
+            }
+            println!(
+                "bench: round {round}/{}: lookup, {:>7} IPv4 routes {:>6.1} ns/packet, {:>6} IPv6 \
+                 routes {:>6.1} ns/packet",
+                options.rounds,
+                size.routes_v4,
+                size.v4.last().copied().unwrap_or(f64::NAN),
+                size.routes_v6,
+                size.v6.last().copied().unwrap_or(f64::NAN)
+            );
+            check()?;
+        }
+    }
+    Ok(sizes)
+}
+
+/// `count` distinct items of `items` at random (all of them when there are fewer).
+fn sample<T: Copy>(items: &[T], count: usize, rng: &mut Rng) -> Vec<T> {
+    if count >= items.len() {
+        return items.to_vec();
+    }
+    // A partial Fisher-Yates shuffle over indexes.
+    let mut indexes: Vec<usize> = (0..items.len()).collect();
+    for i in 0..count {
+        let j = i + (rng.next_u64() % (items.len() - i) as u64) as usize;
+        indexes.swap(i, j);
+    }
+    indexes[..count].iter().map(|&i| items[i]).collect()
+}
+
+/// Median, min and max.
+fn spread(values: &[f64]) -> (f64, f64, f64) {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    (median, sorted[0], sorted[n - 1])
+}
+
+/// The median over rounds of `a`'s figure over `b`'s, taken within each round.
+fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
+    let ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
+    spread(&ratios).0
+}
+
+fn round3(value: f64) -> Value {
+    if value.is_finite() {
+        json!((value * 1000.0).round() / 1000.0)
+    } else {
+        Value::Null
+    }
+}
+
+fn report(
+    machine: &Value,
+    generator: Generator,
+    options: &Options,
+    cases: &[Case],
+    lookup: &[LookupSize],
+    full: &Table,
+) -> Value {
+    let per_core = |case: &Case| -> Vec<f64> {
+        case.runs
+            .iter()
+            .map(|r| r.pps_per_core().unwrap_or(f64::NAN))
+            .collect()
+    };
+    let by_name = |name: &str| cases.iter().find(|c| c.name == name).expect("known case");
+    let case_json: Vec<Value> = cases
+        .iter()
+        .map(|case| {
+            let delivered: Vec<f64> = case.runs.iter().map(Run::delivered_pps).collect();
+            let offered: Vec<f64> = case.runs.iter().map(Run::offered_pps).collect();
+            let loss: Vec<f64> = case.runs.iter().map(Run::loss).collect();
+            let ns: Vec<f64> = case
+                .runs
+                .iter()
+                .map(|r| r.router_ns_per_packet().unwrap_or(f64::NAN))
+                .collect();
+            let busy: Vec<f64> = case
+                .runs
+                .iter()
+                .map(|r| r.router_busy().unwrap_or(f64::NAN))
+                .collect();
+            let (pps, pps_min, pps_max) = spread(&delivered);
+            let (core, core_min, core_max) = spread(&per_core(case));
+            let (ns_median, ns_min, ns_max) = spread(&ns);
+            let (loss_median, loss_min, loss_max) = spread(&loss);
+            json!({
+                "name": case.name,
+                "router": match case.router {
+                    Router::Kernel => "kernel",
+                    Router::Ceiling => "ceiling",
+                    Router::Dataplane => "pop-dataplane",
+                },
+                "table": case.table,
+                "family": if case.ipv6 { "ipv6" } else { "ipv4" },
+                "frame_size": case.frame_size,
+                "pps_median": pps.round(),
+                "pps_min": pps_min.round(),
+                "pps_max": pps_max.round(),
+                "offered_pps_median": spread(&offered).0.round(),
+                "loss": round3(loss_median),
+                "loss_min": round3(loss_min),
+                "loss_max": round3(loss_max),
+                "router_ns_per_packet_median": round3(ns_median),
+                "router_ns_per_packet_min": round3(ns_min),
+                "router_ns_per_packet_max": round3(ns_max),
+                "pps_per_core_median": core.round(),
+                "pps_per_core_min": core_min.round(),
+                "pps_per_core_max": core_max.round(),
+                "router_busy_median": round3(spread(&busy).0),
+                "runs": case.runs.iter().map(Run::to_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let lookup_json: Vec<Value> = lookup
+        .iter()
+        .map(|size| {
+            let (v4, v4_min, v4_max) = spread(&size.v4);
+            let (v6, v6_min, v6_max) = spread(&size.v6);
+            json!({
+                "routes_v4": size.routes_v4,
+                "routes_v6": size.routes_v6,
+                "ns_per_packet_v4_median": round3(v4),
+                "ns_per_packet_v4_min": round3(v4_min),
+                "ns_per_packet_v4_max": round3(v4_max),
+                "ns_per_packet_v6_median": round3(v6),
+                "ns_per_packet_v6_min": round3(v6_min),
+                "ns_per_packet_v6_max": round3(v6_max),
+            })
+        })
+        .collect();
+    let one = lookup.first().expect("sizes");
+    let all = lookup.last().expect("sizes");
+    json!({
+        "machine": machine,
+        "generator": match generator { Generator::Pktgen => "pktgen", Generator::Xdp => "pop-dataplane-bench generate (XDP live frames)" },
+        "rounds": options.rounds,
+        "seconds_per_run": options.seconds,
+        "full_table_routes": { "ipv4": full.v4.len(), "ipv6": full.v6.len() },
+        "method": "pps_*: packets the sink received per second. pps_per_core_*: packets the router \
+                   forwards per second of its NAPI thread's run time (1e9 / router_ns_per_packet), \
+                   what one router core forwards. Forwarding ratios are of pps_per_core, medians of \
+                   per-round ratios. Lookup: ns per packet of the XDP program under \
+                   BPF_PROG_TEST_RUN, minus an empty program's, over distinct packets.",
+        "cases": case_json,
+        "ratios": {
+            "xdp_vs_kernel": round3(paired_ratio(&per_core(by_name("xdp-few")), &per_core(by_name("kernel")))),
+            "xdp_vs_kernel_v6": round3(paired_ratio(&per_core(by_name("xdp-few-v6")), &per_core(by_name("kernel-v6")))),
+            "xdp_vs_ceiling": round3(paired_ratio(&per_core(by_name("xdp-few")), &per_core(by_name("ceiling")))),
+            "full_vs_few": round3(paired_ratio(&per_core(by_name("xdp-full")), &per_core(by_name("xdp-few")))),
+            "full_vs_few_v6": round3(paired_ratio(&per_core(by_name("xdp-full-v6")), &per_core(by_name("xdp-few-v6")))),
+            "lookup_full_vs_one": round3(paired_ratio(&all.v4, &one.v4)),
+            "lookup_full_vs_one_v6": round3(paired_ratio(&all.v6, &one.v6)),
+        },
+        "lookup": lookup_json,
+    })
+}
+
+/// The report as a terminal table.
+fn table(report: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<13} {:>5} {:>11} {:>11} {:>7} {:>12} {:>16}",
+        "case", "bytes", "offered", "delivered", "loss", "router", "per router core"
+    );
+    for case in report["cases"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<13} {:>5} {:>6.2} Mpps {:>6.2} Mpps {:>6.1}% {:>7.1} ns/p {:>6.2} Mpps ({:.2}-{:.2})",
+            case["name"].as_str().unwrap_or(""),
+            case["frame_size"].as_u64().unwrap_or(0),
+            case["offered_pps_median"].as_f64().unwrap_or(f64::NAN) / 1e6,
+            case["pps_median"].as_f64().unwrap_or(f64::NAN) / 1e6,
+            case["loss"].as_f64().unwrap_or(f64::NAN) * 100.0,
+            case["router_ns_per_packet_median"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            case["pps_per_core_median"].as_f64().unwrap_or(f64::NAN) / 1e6,
+            case["pps_per_core_min"].as_f64().unwrap_or(f64::NAN) / 1e6,
+            case["pps_per_core_max"].as_f64().unwrap_or(f64::NAN) / 1e6,
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:>9} {:>9} {:>15} {:>15}",
+        "IPv4", "IPv6", "IPv4 ns/packet", "IPv6 ns/packet"
+    );
+    for size in report["lookup"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:>9} {:>9} {:>15.1} {:>15.1}",
+            size["routes_v4"].as_u64().unwrap_or(0),
+            size["routes_v6"].as_u64().unwrap_or(0),
+            size["ns_per_packet_v4_median"].as_f64().unwrap_or(f64::NAN),
+            size["ns_per_packet_v6_median"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+    let _ = writeln!(out);
+    let ratios = &report["ratios"];
+    for key in [
+        "xdp_vs_kernel",
+        "xdp_vs_kernel_v6",
+        "xdp_vs_ceiling",
+        "full_vs_few",
+        "full_vs_few_v6",
+        "lookup_full_vs_one",
+        "lookup_full_vs_one_v6",
+    ] {
+        let _ = writeln!(out, "{key:<22} {}", ratios[key]);
+    }
+    out
+}
+
+/// The machine the figures come from.
+fn machine() -> anyhow::Result<Value> {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, name)| name.trim().to_owned())
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let kernel = output(std::process::Command::new("uname").arg("-r"))?
+        .trim()
+        .to_owned();
+    let cpus = std::thread::available_parallelism()?.get();
+    let memory_gib = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map(|kib| (kib / 1024.0 / 1024.0).round());
+    let virtualized = cpuinfo.contains(" hypervisor");
+    Ok(json!({
+        "cpu": cpu,
+        "cpus": cpus,
+        "memory_gib": memory_gib,
+        "kernel": kernel,
+        "virtual_machine": virtualized,
+    }))
+}
+
+/// The chart: forwarding rate per router core by case, and lookup cost against table size.
+fn chart(report: &Value, path: &Path) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+
+    let font = fs::read(crate::setup::FONT)
+        .with_context(|| format!("reading the chart's font {}", crate::setup::FONT))?;
+    plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into()))
+        .map_err(|_| anyhow::anyhow!("{} is not a usable font", crate::setup::FONT))?;
+
+    let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(760);
+
+    let cases: Vec<&Value> = report["cases"].as_array().into_iter().flatten().collect();
+    let mpps = |case: &Value, key: &str| case[key].as_f64().unwrap_or(0.0) / 1e6;
+    let right_end = cases
+        .iter()
+        .map(|c| mpps(c, "pps_per_core_max"))
+        .fold(1.0, f64::max)
+        * 1.15;
+    let count = cases.len() as u32;
+    let mut rate = ChartBuilder::on(&left)
+        .caption("Forwarding rate per router core", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(110)
+        .build_cartesian_2d(0.0..right_end, (0..count).into_segmented())?;
+    rate.configure_mesh()
+        .disable_y_mesh()
+        .y_labels(cases.len())
+        .y_label_formatter(&|segment| match segment {
+            SegmentValue::CenterOf(i) => (count - 1)
+                .checked_sub(*i)
+                .and_then(|i| cases.get(i as usize))
+                .and_then(|c| c["name"].as_str())
+                .unwrap_or("")
+                .to_owned(),
+            _ => String::new(),
+        })
+        .label_style(("sans-serif", 14))
+        .x_desc("Mpps: packets forwarded per second of router CPU (median, min-max)")
+        .axis_desc_style(("sans-serif", 14))
+        .draw()?;
+    rate.draw_series(cases.iter().enumerate().map(|(i, case)| {
+        let color = match case["router"].as_str() {
+            Some("kernel") => RGBColor(200, 90, 60),
+            Some("ceiling") => RGBColor(130, 130, 130),
+            _ => RGBColor(40, 110, 180),
+        };
+        let i = count - 1 - i as u32;
+        let mut bar = Rectangle::new(
+            [
+                (0.0, SegmentValue::Exact(i)),
+                (
+                    mpps(case, "pps_per_core_median"),
+                    SegmentValue::Exact(i + 1),
+                ),
+            ],
+            color.filled(),
+        );
+        bar.set_margin(4, 4, 0, 0);
+        bar
+    }))?;
+    rate.draw_series(cases.iter().enumerate().map(|(i, case)| {
+        let i = count - 1 - i as u32;
+        PathElement::new(
+            vec![
+                (mpps(case, "pps_per_core_min"), SegmentValue::CenterOf(i)),
+                (mpps(case, "pps_per_core_max"), SegmentValue::CenterOf(i)),
+            ],
+            BLACK.stroke_width(2),
+        )
+    }))?;
+
+    let sizes: Vec<&Value> = report["lookup"].as_array().into_iter().flatten().collect();
+    let ns = |size: &Value, key: &str| size[key].as_f64().unwrap_or(0.0);
+    let top = sizes
+        .iter()
+        .flat_map(|s| [ns(s, "ns_per_packet_v4_max"), ns(s, "ns_per_packet_v6_max")])
+        .fold(10.0, f64::max)
+        * 1.15;
+    let routes_max = sizes
+        .iter()
+        .filter_map(|s| s["routes_v4"].as_f64())
+        .fold(10.0, f64::max)
+        * 2.0;
+    let mut lookup = ChartBuilder::on(&right)
+        .caption("Lookup cost against table size", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .build_cartesian_2d((1.0..routes_max).log_scale(), 0.0..top)?;
+    lookup
+        .configure_mesh()
+        .x_label_formatter(&|routes| match *routes {
+            r if r >= 1e6 => format!("{}M", r / 1e6),
+            r if r >= 1e3 => format!("{}k", r / 1e3),
+            r => format!("{r}"),
+        })
+        .y_label_formatter(&|ns| format!("{ns:.0}"))
+        .label_style(("sans-serif", 14))
+        .x_desc("routes in the table")
+        .y_desc("ns per packet (XDP program, BPF_PROG_TEST_RUN)")
+        .axis_desc_style(("sans-serif", 14))
+        .draw()?;
+    for (key, routes, color, label) in [
+        (
+            "ns_per_packet_v4_median",
+            "routes_v4",
+            RGBColor(40, 110, 180),
+            "IPv4",
+        ),
+        (
+            "ns_per_packet_v6_median",
+            "routes_v6",
+            RGBColor(200, 90, 60),
+            "IPv6",
+        ),
+    ] {
+        let points: Vec<(f64, f64)> = sizes
+            .iter()
+            .map(|s| (s[routes].as_f64().unwrap_or(1.0), ns(s, key)))
+            .collect();
+        lookup
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        lookup.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 4, color.filled())),
+        )?;
+    }
+    lookup
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
