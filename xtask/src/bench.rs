@@ -82,8 +82,8 @@ pub fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
     full.v4.push(Ipv4Net::default());
     full.v6.push(Ipv6Net::default());
     println!(
-        "bench: full table {} IPv4 + {} IPv6 routes, of them {} + {} copies in the benchmark \
-         ranges, where the traffic goes (IPv4: the densest /16; IPv6: the whole table)",
+        "bench: full table {} IPv4 + {} IPv6 routes, of them {} + {} copies of the densest /16 \
+         and /32 in the benchmark ranges, where the traffic goes",
         full.v4.len(),
         full.v6.len(),
         copied.v4.len(),
