@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod counters;
 pub mod ecmp;
+pub mod fib;
 pub mod interface;
 pub mod maps;
 pub mod nexthop;

@@ -2,16 +2,16 @@
 //! either rewritten for its next hop, handed to the kernel untouched, or dropped; each with the
 //! reason that the counters record.
 
-use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use pop_dataplane_common::{
     DropReason, Interface, InterfaceKey, Nexthop, PassReason, Route, RouteEntry,
     nexthop::ECMP_BUCKETS,
 };
 
 use crate::{
-    ipv4, ipv6,
+    fib, ipv4, ipv6,
     l2::{self, LinkError},
-    maps::{ECMP_SEED, INTERFACES, NEXTHOP_GROUPS, NEXTHOPS, ROUTES_V4, ROUTES_V6},
+    maps::{ECMP_SEED, INTERFACES, NEXTHOP_GROUPS, NEXTHOPS},
     packet::frame_len,
 };
 
@@ -117,10 +117,9 @@ fn route(
     };
 
     let entry = match &network {
-        Network::V4(ip) => ROUTES_V4.get(0).and_then(|t| t.get(&Key::new(32, ip.dst))),
-        Network::V6(ip) => ROUTES_V6.get(0).and_then(|t| t.get(&Key::new(128, ip.dst))),
+        Network::V4(ip) => fib::lookup_v4(ip.dst),
+        Network::V6(ip) => fib::lookup_v6(ip.dst),
     }
-    .copied()
     .ok_or(ToKernel(PassReason::NoRoute))?;
     path.route = Some(entry);
 

@@ -4,6 +4,7 @@
 #![no_main]
 
 mod checksum;
+mod fib;
 mod forward;
 mod ipv4;
 mod ipv6;

@@ -4,12 +4,13 @@
 use aya_ebpf::{
     Global,
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{ArrayOfMaps, LpmTrie},
+    btf_maps::{self, ArrayOfMaps, LpmTrie},
     macros::{btf_map, map},
     maps::{Array, DevMap, HashMap, PerCpuArray},
 };
 use pop_dataplane_common::{
     Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, TraceRecord,
+    fib::{Block, FIB_MAP_FLAGS},
     maps::{
         MAX_INTERFACES, MAX_NEXTHOP_GROUPS, MAX_NEXTHOPS, MAX_PORTS, MAX_ROUTES_V4, MAX_ROUTES_V6,
     },
@@ -44,6 +45,22 @@ pub static ROUTES_V4: ArrayOfMaps<RoutesV4, 1> = ArrayOfMaps::new();
 
 #[btf_map]
 pub static ROUTES_V6: ArrayOfMaps<RoutesV6, 1> = ArrayOfMaps::new();
+
+/// The compiled FIB (see `pop_dataplane_common::fib`): each family's table is an array of
+/// blocks, sized by userspace (an inner map of any size: `BPF_F_INNER_MAP`), swapped in whole
+/// like the LPM tries above or edited in place through a mapping (`BPF_F_MMAPABLE`).
+pub type FibBlocks = btf_maps::Array<Block, 1, { FIB_MAP_FLAGS as usize }>;
+
+#[btf_map]
+pub static FIB_V4: ArrayOfMaps<FibBlocks, 1> = ArrayOfMaps::new();
+
+#[btf_map]
+pub static FIB_V6: ArrayOfMaps<FibBlocks, 1> = ArrayOfMaps::new();
+
+/// Set by userspace at load time: a `FibMode`, constant for the verifier, which drops the
+/// lookup not taken.
+#[unsafe(no_mangle)]
+pub static FIB_MODE: Global<u8> = Global::new(0);
 
 #[map]
 pub static TRACE: PerCpuArray<TraceRecord> = PerCpuArray::with_max_entries(1, 0);

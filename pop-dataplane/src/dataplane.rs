@@ -2,17 +2,13 @@
 
 use std::{
     fs,
-    net::IpAddr,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{
-        Array, ArrayOfMaps, DevMap, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues,
-        lpm_trie::Key,
-    },
+    maps::{Array, DevMap, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
     programs::{
         TestRun as _, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -21,16 +17,18 @@ use aya::{
     util::nr_cpus,
 };
 use aya_obj::programs::XdpAttachType;
-use ipnet::IpNet;
 use log::{info, warn};
 use pop_dataplane_common::{
-    Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, TraceRecord,
-    maps, trace::TRACE_MAGIC,
+    Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, TraceRecord,
+    fib::{self, FibMode},
+    maps,
+    trace::TRACE_MAGIC,
 };
 
 use crate::{
     host::Host,
     router::{Adopted, Update},
+    tables::{Moved, RouteTables, TableMemory},
     topology::{NamedInterface, Port, RouterInterface, Topology, interface_name},
     writes::MapWrite,
 };
@@ -47,7 +45,7 @@ const PROGRAM_PIN: &str = "program";
 const LINKS_DIR: &str = "links";
 
 /// Every map, for pinning.
-const ALL_MAPS: [&str; 8] = [
+const ALL_MAPS: [&str; 10] = [
     maps::INTERFACES,
     maps::EGRESS,
     maps::COUNTERS,
@@ -55,6 +53,8 @@ const ALL_MAPS: [&str; 8] = [
     maps::NEXTHOP_GROUPS,
     maps::ROUTES_V4,
     maps::ROUTES_V6,
+    fib::FIB_V4,
+    fib::FIB_V6,
     maps::TRACE,
 ];
 
@@ -97,6 +97,8 @@ pub struct LoadOptions {
     /// already pinned there are used, not created: a restarted daemon takes over the running
     /// dataplane's state. `None`: nothing pinned (tests).
     pub pin_dir: Option<PathBuf>,
+    /// Where the program looks routes up.
+    pub fib: FibMode,
 }
 
 /// What one run of the program on a frame did.
@@ -107,61 +109,6 @@ pub struct TestRunOutput {
     /// The frame as the program left it.
     pub frame: Vec<u8>,
 }
-
-/// The route tables the program reads: inner maps of `ROUTES_V4` and `ROUTES_V6`.
-struct RouteTables {
-    v4: LpmTrie<MapData, [u8; 4], RouteEntry>,
-    v6: LpmTrie<MapData, [u8; 16], RouteEntry>,
-}
-
-impl RouteTables {
-    /// Empty tables, not yet seen by the program.
-    fn create() -> anyhow::Result<Self> {
-        Ok(Self {
-            v4: LpmTrie::create(maps::MAX_ROUTES_V4, BPF_F_NO_PREALLOC)
-                .context("creating an IPv4 route table")?,
-            v6: LpmTrie::create(maps::MAX_ROUTES_V6, BPF_F_NO_PREALLOC)
-                .context("creating an IPv6 route table")?,
-        })
-    }
-
-    fn set(&mut self, prefix: &IpNet, entry: &RouteEntry) -> anyhow::Result<()> {
-        match prefix {
-            IpNet::V4(p) => self
-                .v4
-                .insert(
-                    &Key::new(u32::from(p.prefix_len()), p.network().octets()),
-                    entry,
-                    0,
-                )
-                .with_context(|| format!("ROUTES_V4[{p}]")),
-            IpNet::V6(p) => self
-                .v6
-                .insert(
-                    &Key::new(u32::from(p.prefix_len()), p.network().octets()),
-                    entry,
-                    0,
-                )
-                .with_context(|| format!("ROUTES_V6[{p}]")),
-        }
-    }
-
-    fn delete(&mut self, prefix: &IpNet) -> anyhow::Result<()> {
-        match prefix {
-            IpNet::V4(p) => self
-                .v4
-                .remove(&Key::new(u32::from(p.prefix_len()), p.network().octets()))
-                .with_context(|| format!("deleting ROUTES_V4[{p}]")),
-            IpNet::V6(p) => self
-                .v6
-                .remove(&Key::new(u32::from(p.prefix_len()), p.network().octets()))
-                .with_context(|| format!("deleting ROUTES_V6[{p}]")),
-        }
-    }
-}
-
-/// BPF_F_NO_PREALLOC: LPM tries require it.
-const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// An XDP link, pinned so that it outlives the daemon when it must.
 struct AttachedLink {
@@ -175,6 +122,7 @@ struct AttachedLink {
 pub struct Dataplane {
     ebpf: Ebpf,
     pin_dir: Option<PathBuf>,
+    fib: FibMode,
     /// The maps were already pinned: this is a running dataplane, taken over.
     adopted: bool,
     links: Vec<AttachedLink>,
@@ -190,10 +138,12 @@ impl Dataplane {
     /// [`Dataplane::adopted`]), else created and pinned; the program is pinned too.
     pub fn load(options: LoadOptions) -> anyhow::Result<Self> {
         let level = options.log_level as u8;
+        let fib_mode = options.fib as u8;
         let mut loader = EbpfLoader::new();
         loader
             .override_global(aya_log::LEVEL, &level, false)
-            .override_global(maps::ECMP_SEED, &options.ecmp_seed, true);
+            .override_global(maps::ECMP_SEED, &options.ecmp_seed, true)
+            .override_global(fib::FIB_MODE, &fib_mode, true);
         let mut adopted = false;
         if let Some(dir) = &options.pin_dir {
             ensure_bpffs(dir)?;
@@ -234,6 +184,7 @@ impl Dataplane {
         Ok(Self {
             ebpf,
             pin_dir: options.pin_dir,
+            fib: options.fib,
             adopted,
             links: Vec::new(),
             routes: None,
@@ -376,26 +327,46 @@ impl Dataplane {
     /// makes the program use them at once: one update of each table slot. The old tables are
     /// freed when the last packet using them is done.
     pub fn swap_routes(&mut self, writes: &[MapWrite]) -> anyhow::Result<()> {
-        let mut fresh = RouteTables::create()?;
+        let mut routes = std::collections::HashMap::new();
         for write in writes {
             match write {
-                MapWrite::Route(prefix, entry) => fresh.set(prefix, entry)?,
-                MapWrite::DeleteRoute(prefix) => fresh.delete(prefix)?,
+                MapWrite::Route(prefix, entry) => {
+                    routes.insert(*prefix, *entry);
+                }
+                MapWrite::DeleteRoute(prefix) => {
+                    routes.remove(prefix);
+                }
                 other => self.apply(std::slice::from_ref(other))?,
             }
         }
-        let mut outer: ArrayOfMaps<_, LpmTrie<MapData, [u8; 4], RouteEntry>> =
-            ArrayOfMaps::try_from(self.map_mut(maps::ROUTES_V4)?)?;
-        outer
-            .set(0, &fresh.v4, 0)
-            .context("swapping in the IPv4 route table")?;
-        let mut outer: ArrayOfMaps<_, LpmTrie<MapData, [u8; 16], RouteEntry>> =
-            ArrayOfMaps::try_from(self.map_mut(maps::ROUTES_V6)?)?;
-        outer
-            .set(0, &fresh.v6, 0)
-            .context("swapping in the IPv6 route table")?;
+        let fresh = RouteTables::build(self.fib, routes)?;
+        self.install(&fresh)?;
         self.routes = Some(fresh);
         Ok(())
+    }
+
+    /// Points the program at `tables`.
+    fn install(&mut self, tables: &RouteTables) -> anyhow::Result<()> {
+        let (v4, v6) = match tables.mode() {
+            FibMode::Compiled => (fib::FIB_V4, fib::FIB_V6),
+            FibMode::LpmTrie => (maps::ROUTES_V4, maps::ROUTES_V6),
+        };
+        let [Some(v4), Some(v6)] = self.ebpf.maps_disjoint_mut([v4, v6]) else {
+            bail!("the XDP object has no maps {v4} and {v6}");
+        };
+        tables.install(v4, v6)
+    }
+
+    /// Kernel memory of the route tables in use.
+    pub fn table_memory(&self) -> TableMemory {
+        self.routes
+            .as_ref()
+            .map(RouteTables::memory)
+            .unwrap_or_default()
+    }
+
+    pub fn fib_mode(&self) -> FibMode {
+        self.fib
     }
 
     fn set_group(&mut self, id: u32, group: &NexthopGroup) -> anyhow::Result<()> {
@@ -454,7 +425,14 @@ impl Dataplane {
                 }
                 MapWrite::Nexthop(id, nexthop) => self.set_nexthop(*id, nexthop)?,
                 MapWrite::Group(id, group) => self.set_group(*id, group)?,
-                MapWrite::Route(prefix, entry) => self.routes()?.set(prefix, entry)?,
+                MapWrite::Route(prefix, entry) => {
+                    if let Some(Moved) = self.routes()?.set(prefix, entry)? {
+                        let tables = self.routes.take().expect("just used");
+                        let installed = self.install(&tables);
+                        self.routes = Some(tables);
+                        installed?;
+                    }
+                }
                 MapWrite::DeleteRoute(prefix) => self.routes()?.delete(prefix)?,
             }
         }
@@ -786,31 +764,6 @@ impl Pinned {
             None => bail!("the program left no trace record (is it an older version?)"),
         }
     }
-}
-
-/// The LPM trie key that looks up one address in `ROUTES_V4` or `ROUTES_V6`.
-pub fn lookup_v4(addr: std::net::Ipv4Addr) -> Key<[u8; 4]> {
-    Key::new(32, addr.octets())
-}
-
-pub fn lookup_v6(addr: std::net::Ipv6Addr) -> Key<[u8; 16]> {
-    Key::new(128, addr.octets())
-}
-
-/// Looks `addr` up in the pinned route maps under `dir`, as the program does.
-pub fn lookup_route(dir: &Path, addr: IpAddr) -> anyhow::Result<Option<RouteEntry>> {
-    Ok(match addr {
-        IpAddr::V4(addr) => {
-            let outer: ArrayOfMaps<_, LpmTrie<MapData, [u8; 4], RouteEntry>> =
-                ArrayOfMaps::try_from(Map::ArrayOfMaps(open_pinned(dir, maps::ROUTES_V4)?))?;
-            outer.get(&0, 0)?.get(&lookup_v4(addr), 0).ok()
-        }
-        IpAddr::V6(addr) => {
-            let outer: ArrayOfMaps<_, LpmTrie<MapData, [u8; 16], RouteEntry>> =
-                ArrayOfMaps::try_from(Map::ArrayOfMaps(open_pinned(dir, maps::ROUTES_V6)?))?;
-            outer.get(&0, 0)?.get(&lookup_v6(addr), 0).ok()
-        }
-    })
 }
 
 /// Opens a map pinned under `dir` by [`Dataplane::pin`].

@@ -12,6 +12,23 @@ use pop_dataplane::{
     stats,
     trace::{self, Probe, Protocol},
 };
+use pop_dataplane_common::fib::FibMode;
+
+/// The route lookup `run --fib` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Fib {
+    Compiled,
+    LpmTrie,
+}
+
+impl From<Fib> for FibMode {
+    fn from(fib: Fib) -> Self {
+        match fib {
+            Fib::Compiled => FibMode::Compiled,
+            Fib::LpmTrie => FibMode::LpmTrie,
+        }
+    }
+}
 
 /// XDP router dataplane for Point-of-Presence hosts.
 #[derive(Parser)]
@@ -67,6 +84,10 @@ enum Command {
         /// Serve the counters in Prometheus text format at http://ADDR:PORT/metrics.
         #[arg(long, value_name = "ADDR:PORT")]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// Route lookup: compiled (multibit tables, the same cost at any table size) or
+        /// lpm-trie (the kernel's BPF LPM trie, slower as the table grows).
+        #[arg(long, value_enum, default_value_t = Fib::Compiled)]
+        fib: Fib,
     },
     /// Show the per-interface counters of the running dataplane.
     Stats {
@@ -213,6 +234,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             xdp_mode,
             keep_on_exit,
             metrics_listen,
+            fib,
         } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -226,6 +248,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 log_level: cli.log_level,
                 keep_on_exit,
                 metrics_listen,
+                fib: fib.into(),
             }))
         }
         Command::Trace {

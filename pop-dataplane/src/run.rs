@@ -33,6 +33,8 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
+use pop_dataplane_common::fib::FibMode;
+
 use crate::{
     config::Config,
     control::{MAX_REQUEST, Reply, Request, Status},
@@ -56,6 +58,8 @@ pub struct RunOptions {
     /// Leave the dataplane forwarding when stopped.
     pub keep_on_exit: bool,
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where the program looks routes up.
+    pub fib: FibMode,
 }
 
 /// How often next hops' neighbours are asked for again: the kernel lets entries nobody uses
@@ -102,6 +106,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         log_level: options.log_level,
         ecmp_seed: ecmp_seed(),
         pin_dir: Some(options.pin_dir.clone()),
+        fib: options.fib,
     })?;
     dataplane.forward_logs();
     let adopted = if dataplane.adopted() {

@@ -22,6 +22,7 @@ use pop_dataplane::{
     router::{Mode, Router},
     writes::MapWrite,
 };
+use pop_dataplane_common::fib::FibMode;
 use pop_dataplane_tests::{
     frame::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, Extension, IPPROTO_DSTOPTS,
@@ -471,7 +472,17 @@ struct Expected {
 }
 
 #[test]
-fn xdp_program_and_model_agree_on_a_million_frames_with_the_full_table() {
+fn xdp_program_and_model_agree_on_a_million_frames_with_the_full_table_in_the_compiled_fib() {
+    agree(FibMode::Compiled);
+}
+
+#[test]
+fn xdp_program_and_model_agree_on_a_million_frames_with_the_full_table_in_the_lpm_trie() {
+    agree(FibMode::LpmTrie);
+}
+
+/// Runs the program, with its route lookup in `fib`, and the model on the same frames.
+fn agree(fib: FibMode) {
     let seed: u64 = std::env::var("POP_DIFF_SEED")
         .ok()
         .map(|s| s.parse().expect("POP_DIFF_SEED is a number"))
@@ -485,7 +496,10 @@ fn xdp_program_and_model_agree_on_a_million_frames_with_the_full_table() {
         .ok()
         .map(|s| s.parse().expect("POP_DIFF_FRAMES is a number"))
         .unwrap_or(DEFAULT_FRAMES);
-    println!("differential test: seed {seed} (replay with POP_DIFF_SEED={seed}), {frames} frames");
+    println!(
+        "differential test, {fib:?} FIB: seed {seed} (replay with POP_DIFF_SEED={seed}), \
+         {frames} frames"
+    );
 
     let netns = Netns::new("pdpt-diff").unwrap();
     for (port, peer, mac) in [
@@ -562,6 +576,7 @@ fn xdp_program_and_model_agree_on_a_million_frames_with_the_full_table() {
         log_level: log::LevelFilter::Warn,
         ecmp_seed: ECMP_SEED,
         pin_dir: None,
+        fib,
     })
     .unwrap();
     let started = Instant::now();

@@ -13,6 +13,7 @@ use pop_dataplane::{
     router::Router,
     stats::InterfaceStats,
 };
+use pop_dataplane_common::fib::FibMode;
 use pop_dataplane_tests::{
     frame::{
         self, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, Extension,
@@ -172,6 +173,7 @@ impl Fixture {
             log_level: log::LevelFilter::Warn,
             ecmp_seed: 0x5eed,
             pin_dir: None,
+            fib: FibMode::Compiled,
         })
         .unwrap();
         dataplane.update(&update).unwrap();

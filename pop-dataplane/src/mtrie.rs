@@ -1,0 +1,597 @@
+//! The compiled FIB's tables (see `pop_dataplane_common::fib`): a multibit trie with leaf
+//! pushing over an array of 256-entry blocks, kept by userspace and read by the program.
+//!
+//! The table is edited in place, entry by entry, while packets read it: every store replaces
+//! one valid entry with another. A new block is filled before the entry that points at it is
+//! written; a block no longer pointed at is reused only after [`QUARANTINE`], long after any
+//! lookup that could still be reading it has finished (a lookup takes nanoseconds, with
+//! preemption off).
+//!
+//! The same code builds tables in memory (tests, and a new table before it is copied into a
+//! fresh BPF array and swapped in) and edits them in a BPF array mapped into the daemon.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use pop_dataplane_common::{
+    RouteEntry,
+    fib::{BLOCK_ENTRIES, FIRST_LEVEL_BITS_V4, FIRST_LEVEL_BITS_V6, FibEntry},
+};
+
+/// How long a block nobody points at any more waits before it is reused.
+pub const QUARANTINE: Duration = Duration::from_millis(100);
+
+/// Where a table's entries live: block after block.
+pub trait Blocks {
+    fn entries(&self) -> &[AtomicU32];
+    /// Makes room for `blocks` blocks in all; false when the storage cannot grow.
+    fn grow(&mut self, blocks: usize) -> bool;
+}
+
+/// Blocks in memory, growing on demand.
+#[derive(Default)]
+pub struct MemoryBlocks(Vec<AtomicU32>);
+
+impl Blocks for MemoryBlocks {
+    fn entries(&self) -> &[AtomicU32] {
+        &self.0
+    }
+
+    fn grow(&mut self, blocks: usize) -> bool {
+        let entries = blocks * BLOCK_ENTRIES;
+        if entries > self.0.len() {
+            self.0.resize_with(entries, AtomicU32::default);
+        }
+        true
+    }
+}
+
+/// An address family's table layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Address bits: 32 or 128.
+    pub width: u32,
+    /// Bits the first level is indexed by.
+    pub first_bits: u32,
+}
+
+pub const V4: Shape = Shape {
+    width: 32,
+    first_bits: FIRST_LEVEL_BITS_V4,
+};
+
+pub const V6: Shape = Shape {
+    width: 128,
+    first_bits: FIRST_LEVEL_BITS_V6,
+};
+
+impl Shape {
+    fn first_level_blocks(self) -> u32 {
+        1 << (self.first_bits - 8)
+    }
+
+    /// `count` bits of `addr` from bit `start` (0 is the most significant).
+    fn bits(self, addr: u128, start: u32, count: u32) -> u32 {
+        ((addr >> (self.width - start - count)) & ((1u128 << count) - 1)) as u32
+    }
+
+    /// `addr` with all but its first `len` bits cleared.
+    fn network(self, addr: u128, len: u8) -> u128 {
+        let len = u32::from(len);
+        if len == 0 {
+            0
+        } else {
+            addr & !((1u128 << (self.width - len)) - 1)
+        }
+    }
+}
+
+/// The table has no free block left (only a table in a BPF array: memory ones grow).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full;
+
+/// One family's table.
+pub struct Table<B: Blocks> {
+    shape: Shape,
+    blocks: B,
+    /// Blocks ever handed out, first level included: the high-water mark.
+    used: u32,
+    free: Vec<u32>,
+    quarantine: VecDeque<(Instant, u32)>,
+    /// The routes it holds, by prefix length: network -> leaf.
+    routes: Vec<HashMap<u128, FibEntry>>,
+}
+
+impl Table<MemoryBlocks> {
+    /// An empty table in memory.
+    pub fn new(shape: Shape) -> Self {
+        let mut blocks = MemoryBlocks::default();
+        blocks.grow(shape.first_level_blocks() as usize);
+        Self::empty(shape, blocks)
+    }
+}
+
+impl<B: Blocks> Table<B> {
+    /// An empty table over `blocks`, which must be zeroed and hold the first level.
+    fn empty(shape: Shape, blocks: B) -> Self {
+        Self {
+            shape,
+            blocks,
+            used: shape.first_level_blocks(),
+            free: Vec::new(),
+            quarantine: VecDeque::new(),
+            routes: vec![HashMap::new(); shape.width as usize + 1],
+        }
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// Routes held.
+    pub fn len(&self) -> usize {
+        self.routes.iter().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Blocks handed out (the first level's included), free ones not counted.
+    pub fn blocks_in_use(&self) -> usize {
+        self.used as usize - self.free.len() - self.quarantine.len()
+    }
+
+    /// Blocks the storage holds.
+    pub fn capacity(&self) -> usize {
+        self.blocks.entries().len() / BLOCK_ENTRIES
+    }
+
+    /// Blocks of the storage up to the last ever handed out: what a copy must take.
+    pub fn high_water(&self) -> usize {
+        self.used as usize
+    }
+
+    pub fn storage(&self) -> &B {
+        &self.blocks
+    }
+
+    fn load(&self, index: usize) -> FibEntry {
+        FibEntry(self.blocks.entries()[index].load(Ordering::Relaxed))
+    }
+
+    /// Writes one entry. Release: a block is filled before an entry points at it.
+    fn store(&self, index: usize, entry: FibEntry) {
+        self.blocks.entries()[index].store(entry.0, Ordering::Release);
+    }
+
+    /// Adds the route `addr/len` (host bits ignored) with `leaf`, or replaces it. Each entry
+    /// changes from its old leaf to the new one in one store.
+    pub fn insert(&mut self, addr: u128, len: u8, leaf: FibEntry) -> Result<(), Full> {
+        debug_assert!(!leaf.is_next() && leaf != FibEntry::EMPTY);
+        let shape = self.shape;
+        let (mut index, mut depth) = (shape.bits(addr, 0, shape.first_bits) as usize, 0);
+        let (start, span) = loop {
+            let level_end = if depth == 0 {
+                shape.first_bits
+            } else {
+                depth + 8
+            };
+            if u32::from(len) <= level_end {
+                let bits = level_end - depth;
+                let span = 1usize << (level_end - u32::from(len));
+                let base = if depth == 0 {
+                    0
+                } else {
+                    index - shape.bits(addr, depth, 8) as usize
+                };
+                let at = shape.bits(addr, depth, bits) as usize & !(span - 1);
+                break (base + at, span);
+            }
+            let block = self.next_block(index)?;
+            depth = level_end;
+            index = block as usize * BLOCK_ENTRIES + shape.bits(addr, depth, 8) as usize;
+        };
+        for i in start..start + span {
+            self.push(i, len, leaf);
+        }
+        self.routes[usize::from(len)].insert(shape.network(addr, len), leaf);
+        Ok(())
+    }
+
+    /// Removes the route `addr/len`; false when the table has no such route. Its entries
+    /// take the leaf of the longest shorter route covering it (or none).
+    pub fn remove(&mut self, addr: u128, len: u8) -> bool {
+        let shape = self.shape;
+        let network = shape.network(addr, len);
+        if self.routes[usize::from(len)].remove(&network).is_none() {
+            return false;
+        }
+        let cover = self.covering(addr, len);
+        // (entry pointing at the block, the block, the depth its entries start at)
+        let mut path: Vec<(usize, u32, u32)> = Vec::new();
+        let (mut index, mut depth) = (shape.bits(addr, 0, shape.first_bits) as usize, 0);
+        let (start, span) = loop {
+            let level_end = if depth == 0 {
+                shape.first_bits
+            } else {
+                depth + 8
+            };
+            if u32::from(len) <= level_end {
+                let bits = level_end - depth;
+                let span = 1usize << (level_end - u32::from(len));
+                let base = if depth == 0 {
+                    0
+                } else {
+                    index - shape.bits(addr, depth, 8) as usize
+                };
+                let at = shape.bits(addr, depth, bits) as usize & !(span - 1);
+                break (base + at, span);
+            }
+            let entry = self.load(index);
+            if !entry.is_next() {
+                // No block below: the route's entries were never there (cannot happen for a
+                // route the table holds).
+                return true;
+            }
+            path.push((index, entry.block(), level_end));
+            depth = level_end;
+            index = entry.block() as usize * BLOCK_ENTRIES + shape.bits(addr, depth, 8) as usize;
+        };
+        for i in start..start + span {
+            self.unpush(i, len, cover);
+        }
+        // Blocks left holding one leaf of a shorter route everywhere go back to a single entry.
+        for &(parent, block, depth) in path.iter().rev() {
+            let Some(only) = self.uniform(block, depth) else {
+                break;
+            };
+            self.store(parent, only);
+            self.release(block);
+        }
+        true
+    }
+
+    /// The leaf of the route for `addr`, or empty: what the program finds.
+    pub fn lookup(&self, addr: u128) -> FibEntry {
+        let shape = self.shape;
+        let mut entry = self.load(shape.bits(addr, 0, shape.first_bits) as usize);
+        let mut depth = shape.first_bits;
+        while entry.is_next() {
+            let at = shape.bits(addr, depth, 8) as usize;
+            entry = self.load(entry.block() as usize * BLOCK_ENTRIES + at);
+            depth += 8;
+        }
+        entry
+    }
+
+    /// Every route: (network, length, leaf).
+    pub fn routes(&self) -> impl Iterator<Item = (u128, u8, FibEntry)> + '_ {
+        self.routes.iter().enumerate().flat_map(|(len, routes)| {
+            routes
+                .iter()
+                .map(move |(&network, &leaf)| (network, len as u8, leaf))
+        })
+    }
+
+    /// The same table in other storage, which must hold at least [`Table::high_water`]
+    /// blocks: every entry copied, blocks where they were.
+    pub fn moved_to<C: Blocks>(self, mut blocks: C) -> Table<C> {
+        let room = blocks.grow(self.high_water());
+        assert!(room, "storage for {} blocks", self.high_water());
+        for (to, from) in blocks.entries().iter().zip(self.blocks.entries()) {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        Table {
+            shape: self.shape,
+            blocks,
+            used: self.used,
+            free: self.free,
+            quarantine: self.quarantine,
+            routes: self.routes,
+        }
+    }
+
+    /// A copy in other storage, which must hold at least [`Table::high_water`] blocks.
+    pub fn copy_to<C: Blocks>(&self, mut blocks: C) -> Table<C> {
+        let room = blocks.grow(self.high_water());
+        assert!(room, "storage for {} blocks", self.high_water());
+        for (to, from) in blocks.entries().iter().zip(self.blocks.entries()) {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        Table {
+            shape: self.shape,
+            blocks,
+            used: self.used,
+            free: self.free.clone(),
+            quarantine: self.quarantine.clone(),
+            routes: self.routes.clone(),
+        }
+    }
+
+    /// Writes `leaf` of a route of length `len` into entry `index` and, through pointers,
+    /// into every entry below it, except where a longer route's leaf is.
+    fn push(&self, index: usize, len: u8, leaf: FibEntry) {
+        let entry = self.load(index);
+        if entry.is_next() {
+            let first = entry.block() as usize * BLOCK_ENTRIES;
+            for i in first..first + BLOCK_ENTRIES {
+                self.push(i, len, leaf);
+            }
+        } else if entry == FibEntry::EMPTY || entry.prefix_len() <= len {
+            self.store(index, leaf);
+        }
+    }
+
+    /// Replaces the leaves of the route of length `len` at and below entry `index` with
+    /// `cover`.
+    fn unpush(&self, index: usize, len: u8, cover: FibEntry) {
+        let entry = self.load(index);
+        if entry.is_next() {
+            let first = entry.block() as usize * BLOCK_ENTRIES;
+            for i in first..first + BLOCK_ENTRIES {
+                self.unpush(i, len, cover);
+            }
+        } else if entry != FibEntry::EMPTY && entry.prefix_len() == len {
+            self.store(index, cover);
+        }
+    }
+
+    /// The leaf of the longest route shorter than `len` covering `addr`, or empty.
+    fn covering(&self, addr: u128, len: u8) -> FibEntry {
+        (0..len)
+            .rev()
+            .filter(|&l| !self.routes[usize::from(l)].is_empty())
+            .find_map(|l| {
+                self.routes[usize::from(l)]
+                    .get(&self.shape.network(addr, l))
+                    .copied()
+            })
+            .unwrap_or(FibEntry::EMPTY)
+    }
+
+    /// The block entry `index` points at; a new one (holding the entry's leaf everywhere)
+    /// when it holds a leaf.
+    fn next_block(&mut self, index: usize) -> Result<u32, Full> {
+        let entry = self.load(index);
+        if entry.is_next() {
+            return Ok(entry.block());
+        }
+        let block = self.allocate()?;
+        let first = block as usize * BLOCK_ENTRIES;
+        for i in first..first + BLOCK_ENTRIES {
+            self.blocks.entries()[i].store(entry.0, Ordering::Relaxed);
+        }
+        self.store(index, FibEntry::next(block));
+        Ok(block)
+    }
+
+    fn allocate(&mut self) -> Result<u32, Full> {
+        while let Some(&(since, block)) = self.quarantine.front() {
+            if since.elapsed() < QUARANTINE {
+                break;
+            }
+            self.quarantine.pop_front();
+            self.free.push(block);
+        }
+        if let Some(block) = self.free.pop() {
+            return Ok(block);
+        }
+        if !self.blocks.grow(self.used as usize + 1) || self.capacity() <= self.used as usize {
+            return Err(Full);
+        }
+        self.used += 1;
+        Ok(self.used - 1)
+    }
+
+    fn release(&mut self, block: u32) {
+        self.quarantine.push_back((Instant::now(), block));
+    }
+
+    /// The one value every entry of `block` holds, when it is a leaf of a route no longer
+    /// than `depth` (so covering the whole block) or empty.
+    fn uniform(&self, block: u32, depth: u32) -> Option<FibEntry> {
+        let first = block as usize * BLOCK_ENTRIES;
+        let only = self.load(first);
+        if only.is_next() || (only != FibEntry::EMPTY && u32::from(only.prefix_len()) > depth) {
+            return None;
+        }
+        (first + 1..first + BLOCK_ENTRIES)
+            .all(|i| self.load(i) == only)
+            .then_some(only)
+    }
+}
+
+/// The leaf for a route entry.
+pub fn leaf(entry: RouteEntry) -> FibEntry {
+    FibEntry::leaf(entry).expect("route ids fit a leaf (checked at compile time)")
+}
+
+#[cfg(test)]
+mod tests {
+    use pop_dataplane_common::{Route, RouteTarget};
+
+    use super::*;
+
+    fn entry(id: u32, len: u8) -> FibEntry {
+        leaf(RouteEntry::new(RouteTarget::new(Route::Nexthop(id)), len))
+    }
+
+    fn v4(addr: &str) -> u128 {
+        u128::from(u32::from(addr.parse::<std::net::Ipv4Addr>().unwrap()))
+    }
+
+    /// The longest-prefix match, by brute force over the routes.
+    fn reference<B: Blocks>(table: &Table<B>, addr: u128) -> FibEntry {
+        table
+            .routes()
+            .filter(|&(network, len, _)| table.shape.network(addr, len) == network)
+            .max_by_key(|&(_, len, _)| len)
+            .map_or(FibEntry::EMPTY, |(_, _, leaf)| leaf)
+    }
+
+    #[test]
+    fn longest_prefix_wins_at_every_level() {
+        let mut table = Table::new(V4);
+        table.insert(v4("10.0.0.0"), 8, entry(1, 8)).unwrap();
+        table.insert(v4("10.1.0.0"), 16, entry(2, 16)).unwrap();
+        table.insert(v4("10.1.2.0"), 24, entry(3, 24)).unwrap();
+        table.insert(v4("10.1.2.128"), 25, entry(4, 25)).unwrap();
+        table.insert(v4("10.1.2.130"), 32, entry(5, 32)).unwrap();
+        for (addr, id) in [
+            ("10.9.9.9", Some(1)),
+            ("10.1.9.9", Some(2)),
+            ("10.1.2.1", Some(3)),
+            ("10.1.2.129", Some(4)),
+            ("10.1.2.130", Some(5)),
+            ("11.0.0.0", None),
+        ] {
+            let found = table.lookup(v4(addr));
+            let want = id.map_or(FibEntry::EMPTY, |id| {
+                entry(id, [0, 8, 16, 24, 25, 32][id as usize])
+            });
+            assert_eq!(found, want, "{addr}");
+        }
+        // One block below 10.1.2.0/24 for the /25 and the /32.
+        assert_eq!(table.blocks_in_use(), 65_536 + 1);
+        // A shorter route added later does not cover the longer ones.
+        table.insert(v4("10.0.0.0"), 7, entry(6, 7)).unwrap();
+        assert_eq!(table.lookup(v4("10.1.2.130")), entry(5, 32));
+        assert_eq!(table.lookup(v4("11.0.0.1")), entry(6, 7));
+        table.insert(0, 0, entry(7, 0)).unwrap();
+        assert_eq!(table.lookup(v4("192.0.2.1")), entry(7, 0));
+        assert_eq!(table.lookup(v4("10.1.2.130")), entry(5, 32));
+        assert!(table.remove(0, 0));
+        assert_eq!(table.lookup(v4("192.0.2.1")), FibEntry::EMPTY);
+    }
+
+    #[test]
+    fn removing_a_route_uncovers_the_one_below_and_frees_blocks() {
+        let mut table = Table::new(V4);
+        table.insert(v4("10.1.0.0"), 16, entry(2, 16)).unwrap();
+        table.insert(v4("10.1.2.128"), 25, entry(4, 25)).unwrap();
+        table.insert(v4("10.1.2.130"), 32, entry(5, 32)).unwrap();
+        assert!(table.remove(v4("10.1.2.130"), 32));
+        assert_eq!(table.lookup(v4("10.1.2.130")), entry(4, 25));
+        assert_eq!(table.blocks_in_use(), 65_537);
+        assert!(table.remove(v4("10.1.2.128"), 25));
+        assert_eq!(table.lookup(v4("10.1.2.130")), entry(2, 16));
+        // The block below 10.1.2.0/24 now holds the /16 everywhere: folded back.
+        assert_eq!(table.blocks_in_use(), 65_536);
+        assert!(!table.remove(v4("10.1.2.128"), 25), "already gone");
+        assert!(table.remove(v4("10.1.0.0"), 16));
+        assert_eq!(table.lookup(v4("10.1.2.130")), FibEntry::EMPTY);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn two_longer_routes_with_the_same_leaf_keep_their_block() {
+        // 10.1.2.0/25 and 10.1.2.128/25 through the same next hop make a block of identical
+        // leaves, which must not be folded into the /24's entry: removing one /25 would then
+        // take the other with it.
+        let mut table = Table::new(V4);
+        table.insert(v4("10.1.2.0"), 25, entry(7, 25)).unwrap();
+        table.insert(v4("10.1.2.128"), 25, entry(7, 25)).unwrap();
+        assert!(table.remove(v4("10.1.2.0"), 25));
+        assert_eq!(table.lookup(v4("10.1.2.1")), FibEntry::EMPTY);
+        assert_eq!(table.lookup(v4("10.1.2.200")), entry(7, 25));
+    }
+
+    #[test]
+    fn a_replaced_route_changes_leaf_in_place() {
+        let mut table = Table::new(V6);
+        let addr = u128::from("2001:db8::".parse::<std::net::Ipv6Addr>().unwrap());
+        table.insert(addr, 32, entry(1, 32)).unwrap();
+        table.insert(addr, 48, entry(2, 48)).unwrap();
+        let blocks = table.blocks_in_use();
+        table.insert(addr, 32, entry(3, 32)).unwrap();
+        assert_eq!(table.blocks_in_use(), blocks);
+        assert_eq!(table.lookup(addr | 1), entry(2, 48));
+        assert_eq!(table.lookup(addr | (1 << 90)), entry(3, 32));
+        assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn random_tables_match_brute_force_through_inserts_and_removes() {
+        // A small generator, so that the test needs no crate.
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for shape in [V4, V6] {
+            let mut table = Table::new(shape);
+            let mut present: Vec<(u128, u8)> = Vec::new();
+            // Addresses from a few clusters, so that prefixes nest.
+            let random_addr = |next: &mut dyn FnMut() -> u64| -> u128 {
+                let cluster = u128::from(next() % 4) << (shape.width - 4);
+                let rest = (u128::from(next()) << 64 | u128::from(next()))
+                    & ((1u128 << (shape.width - 4)) - 1);
+                let spread = rest & !((1u128 << (shape.width.saturating_sub(20))) - 1);
+                cluster | spread | (rest & 0xff)
+            };
+            for step in 0..2000 {
+                if step % 3 == 2 && !present.is_empty() {
+                    let (addr, len) = present.swap_remove(next() as usize % present.len());
+                    assert!(table.remove(addr, len));
+                } else {
+                    // Short IPv4 prefixes expand to 2^(24-len) first-level entries: slow in a
+                    // debug build, and nothing different to test.
+                    let shortest: u64 = if shape == V4 { 12 } else { 0 };
+                    let len = (shortest + next() % (u64::from(shape.width) + 1 - shortest)) as u8;
+                    let addr = shape.network(random_addr(&mut next), len);
+                    let id = (next() % 1000) as u32;
+                    table.insert(addr, len, entry(id, len)).unwrap();
+                    if !present.contains(&(addr, len)) {
+                        present.push((addr, len));
+                    }
+                }
+                if step % 200 == 0 {
+                    for _ in 0..100 {
+                        let addr = random_addr(&mut next);
+                        assert_eq!(table.lookup(addr), reference(&table, addr), "{addr:x}");
+                    }
+                }
+            }
+            assert_eq!(table.len(), present.len());
+            for (addr, len) in present.drain(..) {
+                assert!(table.remove(addr, len));
+            }
+            assert!(table.is_empty());
+            // Everything folded back: only the first level (and quarantined blocks) remain.
+            assert_eq!(table.blocks_in_use(), shape.first_level_blocks() as usize);
+        }
+    }
+
+    #[test]
+    fn a_table_in_fixed_storage_reports_full_and_stays_whole() {
+        struct Fixed(Vec<AtomicU32>);
+        impl Blocks for Fixed {
+            fn entries(&self) -> &[AtomicU32] {
+                &self.0
+            }
+            fn grow(&mut self, blocks: usize) -> bool {
+                blocks * BLOCK_ENTRIES <= self.0.len()
+            }
+        }
+        let mut memory = Table::new(V4);
+        memory.insert(v4("10.1.2.0"), 24, entry(1, 24)).unwrap();
+        let capacity = memory.high_water() + 1;
+        let mut fixed = memory.moved_to(Fixed(
+            (0..capacity * BLOCK_ENTRIES)
+                .map(|_| AtomicU32::new(0))
+                .collect(),
+        ));
+        fixed.insert(v4("10.1.2.128"), 25, entry(2, 25)).unwrap();
+        assert_eq!(fixed.insert(v4("10.1.3.128"), 25, entry(3, 25)), Err(Full));
+        assert_eq!(fixed.lookup(v4("10.1.3.200")), FibEntry::EMPTY);
+        assert_eq!(fixed.lookup(v4("10.1.2.200")), entry(2, 25));
+        assert_eq!(fixed.lookup(v4("10.1.2.1")), entry(1, 24));
+        assert_eq!(fixed.len(), 2);
+    }
+}

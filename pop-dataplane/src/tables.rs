@@ -1,0 +1,359 @@
+//! The route tables the program reads, in either of its lookup modes: the compiled FIB
+//! (`FIB_V4`/`FIB_V6`, the default) or the kernel's LPM trie (`ROUTES_V4`/`ROUTES_V6`, the
+//! reference). Each family's table is an inner map of a one-slot array of maps: a new table is
+//! built aside and swapped in with one update; single routes change in place.
+
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+    sync::atomic::AtomicU32,
+};
+
+use anyhow::{Context as _, bail};
+use aya::maps::{ArrayOfMaps, LpmTrie, Map, MapData, lpm_trie::Key};
+use ipnet::IpNet;
+use pop_dataplane_common::{
+    RouteEntry,
+    fib::{BLOCK_ENTRIES, Block, FIB_MAP_FLAGS, FibMode},
+    maps,
+};
+
+use crate::mtrie::{self, Blocks, Full, MemoryBlocks, Shape, Table};
+
+/// BPF_F_NO_PREALLOC: LPM tries require it.
+const BPF_F_NO_PREALLOC: u32 = 1;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+
+/// Room a compiled table gets beyond what it needs when built: for later routes that need
+/// blocks, before the table must be copied into a larger array.
+fn capacity_for(blocks: usize, first_level: usize) -> usize {
+    blocks + (blocks - first_level) / 4 + 256
+}
+
+/// A compiled table's blocks in a BPF array, mapped into this process: entries are written
+/// with plain (atomic) stores, no syscall.
+pub struct MappedBlocks {
+    map: MapData,
+    entries: NonNull<AtomicU32>,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value and only reached through it.
+unsafe impl Send for MappedBlocks {}
+
+impl MappedBlocks {
+    fn create(name: &str, blocks: usize) -> anyhow::Result<Self> {
+        let bytes = blocks * size_of::<Block>();
+        let map = MapData::create(
+            aya_obj::Map::new_from_params(
+                BPF_MAP_TYPE_ARRAY,
+                size_of::<u32>() as u32,
+                size_of::<Block>() as u32,
+                u32::try_from(blocks).context("too many blocks")?,
+                FIB_MAP_FLAGS,
+            ),
+            name,
+            None,
+        )
+        .with_context(|| format!("creating a {} MiB route table", bytes >> 20))?;
+        // SAFETY: mapping a BPF array created mmapable, of exactly this length; the kernel
+        // zeroes it.
+        let address = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if address == libc::MAP_FAILED {
+            bail!(
+                "mapping the route table into memory: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(Self {
+            map,
+            entries: NonNull::new(address.cast()).context("mmap returned null")?,
+            len: blocks * BLOCK_ENTRIES,
+        })
+    }
+
+    /// Kernel memory of the array, as the kernel accounts it.
+    fn kernel_bytes(&self) -> u64 {
+        memlock(&self.map)
+    }
+}
+
+impl Blocks for MappedBlocks {
+    fn entries(&self) -> &[AtomicU32] {
+        // SAFETY: `len` entries mapped at `entries` for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.entries.as_ptr(), self.len) }
+    }
+
+    fn grow(&mut self, blocks: usize) -> bool {
+        blocks * BLOCK_ENTRIES <= self.len
+    }
+}
+
+impl Drop for MappedBlocks {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `create` mapped, once.
+        unsafe {
+            libc::munmap(
+                self.entries.as_ptr().cast(),
+                self.len * size_of::<AtomicU32>(),
+            );
+        }
+    }
+}
+
+/// The kernel's account of a map's memory (`memlock` in its fdinfo).
+fn memlock(map: &MapData) -> u64 {
+    let path = format!("/proc/self/fdinfo/{}", map.fd().as_fd().as_raw_fd());
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Kernel memory the route tables take.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct TableMemory {
+    pub v4_bytes: u64,
+    pub v6_bytes: u64,
+}
+
+impl TableMemory {
+    pub fn total(&self) -> u64 {
+        self.v4_bytes + self.v6_bytes
+    }
+}
+
+/// One family's compiled table, in a BPF array.
+pub struct Compiled {
+    name: &'static str,
+    table: Table<MappedBlocks>,
+}
+
+impl Compiled {
+    /// A table in a new BPF array, holding what `memory` holds.
+    fn materialize(name: &'static str, memory: Table<MemoryBlocks>) -> anyhow::Result<Self> {
+        let first_level = first_level_blocks(memory.shape());
+        let blocks = MappedBlocks::create(name, capacity_for(memory.high_water(), first_level))?;
+        Ok(Self {
+            name,
+            table: memory.moved_to(blocks),
+        })
+    }
+}
+
+fn first_level_blocks(shape: Shape) -> usize {
+    1 << (shape.first_bits - 8)
+}
+
+/// The tables of one lookup mode.
+pub enum RouteTables {
+    /// Boxed: a table's bookkeeping is large, and there are only ever a few.
+    Compiled {
+        v4: Box<Compiled>,
+        v6: Box<Compiled>,
+    },
+    /// `Map::LpmTrie`s.
+    LpmTrie { v4: Box<Map>, v6: Box<Map> },
+}
+
+/// A table in use had to move to a larger array: swap it in.
+pub struct Moved;
+
+impl RouteTables {
+    /// New tables holding `routes`, not yet seen by the program.
+    pub fn build(
+        mode: FibMode,
+        routes: impl IntoIterator<Item = (IpNet, RouteEntry)>,
+    ) -> anyhow::Result<Self> {
+        match mode {
+            FibMode::Compiled => {
+                let mut v4 = Table::new(mtrie::V4);
+                let mut v6 = Table::new(mtrie::V6);
+                for (prefix, entry) in routes {
+                    let leaf = mtrie::leaf(entry);
+                    let result = match prefix {
+                        IpNet::V4(p) => {
+                            v4.insert(u128::from(u32::from(p.network())), p.prefix_len(), leaf)
+                        }
+                        IpNet::V6(p) => v6.insert(u128::from(p.network()), p.prefix_len(), leaf),
+                    };
+                    result.expect("tables in memory grow");
+                }
+                Ok(Self::Compiled {
+                    v4: Box::new(Compiled::materialize("fib_v4", v4)?),
+                    v6: Box::new(Compiled::materialize("fib_v6", v6)?),
+                })
+            }
+            FibMode::LpmTrie => {
+                let mut tables = Self::LpmTrie {
+                    v4: Box::new(lpm_trie::<[u8; 4]>("routes_v4", maps::MAX_ROUTES_V4)?),
+                    v6: Box::new(lpm_trie::<[u8; 16]>("routes_v6", maps::MAX_ROUTES_V6)?),
+                };
+                for (prefix, entry) in routes {
+                    tables.set(&prefix, &entry)?;
+                }
+                Ok(tables)
+            }
+        }
+    }
+
+    pub fn mode(&self) -> FibMode {
+        match self {
+            Self::Compiled { .. } => FibMode::Compiled,
+            Self::LpmTrie { .. } => FibMode::LpmTrie,
+        }
+    }
+
+    /// Makes the program use these tables: one update of each family's slot (`FIB_V4` and
+    /// `FIB_V6`, or `ROUTES_V4` and `ROUTES_V6`). The tables they replace are freed when the
+    /// last packet using them is done.
+    pub fn install(&self, v4_outer: &mut Map, v6_outer: &mut Map) -> anyhow::Result<()> {
+        let (v4, v6) = match self {
+            Self::Compiled { v4, v6 } => (&v4.table.storage().map, &v6.table.storage().map),
+            Self::LpmTrie { v4, v6 } => (map_data(v4), map_data(v6)),
+        };
+        ArrayOfMaps::<_, MapData>::try_from(v4_outer)?
+            .set(0, v4, 0)
+            .context("swapping in the IPv4 route table")?;
+        ArrayOfMaps::<_, MapData>::try_from(v6_outer)?
+            .set(0, v6, 0)
+            .context("swapping in the IPv6 route table")?;
+        Ok(())
+    }
+
+    /// Adds or replaces one route in place. `Ok(Some(Moved))`: a compiled table was full and
+    /// now lives in a larger array, which must be installed.
+    pub fn set(&mut self, prefix: &IpNet, entry: &RouteEntry) -> anyhow::Result<Option<Moved>> {
+        match self {
+            Self::Compiled { v4, v6 } => {
+                let (table, addr, len) = match prefix {
+                    IpNet::V4(p) => (v4, u128::from(u32::from(p.network())), p.prefix_len()),
+                    IpNet::V6(p) => (v6, u128::from(p.network()), p.prefix_len()),
+                };
+                let leaf = mtrie::leaf(*entry);
+                match table.table.insert(addr, len, leaf) {
+                    Ok(()) => Ok(None),
+                    Err(Full) => {
+                        grow(table)?;
+                        table
+                            .table
+                            .insert(addr, len, leaf)
+                            .map_err(|Full| anyhow::anyhow!("{prefix}: route table full"))?;
+                        Ok(Some(Moved))
+                    }
+                }
+            }
+            Self::LpmTrie { v4, v6 } => {
+                match prefix {
+                    IpNet::V4(p) => LpmTrie::<_, [u8; 4], RouteEntry>::try_from(&mut **v4)?
+                        .insert(
+                            &Key::new(u32::from(p.prefix_len()), p.network().octets()),
+                            entry,
+                            0,
+                        )
+                        .with_context(|| format!("ROUTES_V4[{p}]"))?,
+                    IpNet::V6(p) => LpmTrie::<_, [u8; 16], RouteEntry>::try_from(&mut **v6)?
+                        .insert(
+                            &Key::new(u32::from(p.prefix_len()), p.network().octets()),
+                            entry,
+                            0,
+                        )
+                        .with_context(|| format!("ROUTES_V6[{p}]"))?,
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Removes one route in place.
+    pub fn delete(&mut self, prefix: &IpNet) -> anyhow::Result<()> {
+        match self {
+            Self::Compiled { v4, v6 } => {
+                match prefix {
+                    IpNet::V4(p) => v4
+                        .table
+                        .remove(u128::from(u32::from(p.network())), p.prefix_len()),
+                    IpNet::V6(p) => v6.table.remove(u128::from(p.network()), p.prefix_len()),
+                };
+                Ok(())
+            }
+            Self::LpmTrie { v4, v6 } => {
+                let result = match prefix {
+                    IpNet::V4(p) => LpmTrie::<_, [u8; 4], RouteEntry>::try_from(&mut **v4)?
+                        .remove(&Key::new(u32::from(p.prefix_len()), p.network().octets())),
+                    IpNet::V6(p) => LpmTrie::<_, [u8; 16], RouteEntry>::try_from(&mut **v6)?
+                        .remove(&Key::new(u32::from(p.prefix_len()), p.network().octets())),
+                };
+                match result {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                    Err(err) => Err(err).with_context(|| format!("deleting route {prefix}")),
+                }
+            }
+        }
+    }
+
+    /// Kernel memory of the tables.
+    pub fn memory(&self) -> TableMemory {
+        match self {
+            Self::Compiled { v4, v6 } => TableMemory {
+                v4_bytes: v4.table.storage().kernel_bytes(),
+                v6_bytes: v6.table.storage().kernel_bytes(),
+            },
+            Self::LpmTrie { v4, v6 } => TableMemory {
+                v4_bytes: memlock(map_data(v4)),
+                v6_bytes: memlock(map_data(v6)),
+            },
+        }
+    }
+}
+
+/// Copies a full compiled table into an array half as large again. The program reads the old
+/// array until the new one is installed.
+fn grow(compiled: &mut Compiled) -> anyhow::Result<()> {
+    let first_level = first_level_blocks(compiled.table.shape());
+    let capacity = compiled.table.capacity();
+    let blocks = MappedBlocks::create(
+        compiled.name,
+        capacity_for(capacity + capacity / 2, first_level),
+    )?;
+    compiled.table = compiled.table.copy_to(blocks);
+    Ok(())
+}
+
+/// A new, empty LPM trie for keys of `K`.
+fn lpm_trie<K>(name: &str, max_entries: u32) -> anyhow::Result<Map> {
+    let data = MapData::create(
+        aya_obj::Map::new_from_params(
+            BPF_MAP_TYPE_LPM_TRIE,
+            size_of::<Key<K>>() as u32,
+            size_of::<RouteEntry>() as u32,
+            max_entries,
+            BPF_F_NO_PREALLOC,
+        ),
+        name,
+        None,
+    )
+    .with_context(|| format!("creating route table {name}"))?;
+    Ok(Map::LpmTrie(data))
+}
+
+fn map_data(map: &Map) -> &MapData {
+    match map {
+        Map::LpmTrie(data) => data,
+        _ => unreachable!("route tables are LPM tries"),
+    }
+}
