@@ -1,6 +1,6 @@
 //! The control socket: how the CLI talks to the running daemon. A Unix socket, mode 0600 and
-//! owned by root (0660 with a configured group); one JSON request per line, one JSON reply
-//! per line.
+//! owned by root (0660 with a configured group); one JSON request per line; replies one JSON
+//! line each: any number of [`Reply::Progress`] lines (long requests), then the answer.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -54,11 +54,27 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
-    Done { message: String },
-    Error { message: String },
-    Routes { routes: Vec<RouteInfo> },
-    Route { route: Option<RouteInfo> },
-    Status { status: Status },
+    /// Not the answer yet: `done` of `total` in `phase` (`total` 0: unknown).
+    Progress {
+        phase: String,
+        done: u64,
+        total: u64,
+    },
+    Done {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
+    Routes {
+        routes: Vec<RouteInfo>,
+    },
+    Route {
+        route: Option<RouteInfo>,
+    },
+    Status {
+        status: Status,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +95,15 @@ pub struct Status {
 /// Sends `request` to the daemon listening on `socket` and returns its reply; errors say what
 /// the user can do about them.
 pub fn request(socket: &Path, request: &Request) -> anyhow::Result<Reply> {
+    request_with_progress(socket, request, &mut |_, _, _| {})
+}
+
+/// [`request`], passing the daemon's progress reports on to `progress` (phase, done, total).
+pub fn request_with_progress(
+    socket: &Path,
+    request: &Request,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> anyhow::Result<Reply> {
     let mut stream = match UnixStream::connect(socket) {
         Ok(stream) => stream,
         Err(err) => match err.kind() {
@@ -100,14 +125,22 @@ pub fn request(socket: &Path, request: &Request) -> anyhow::Result<Reply> {
     stream
         .write_all(&line)
         .with_context(|| format!("sending to {}", socket.display()))?;
-    let mut reply = String::new();
-    BufReader::new(stream)
-        .read_line(&mut reply)
-        .with_context(|| format!("reading the reply from {}", socket.display()))?;
-    if reply.is_empty() {
-        bail!("the daemon closed the connection without a reply (see its log)");
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .with_context(|| format!("reading the reply from {}", socket.display()))?;
+        if line.is_empty() {
+            bail!("the daemon closed the connection without a reply (see its log)");
+        }
+        let reply: Reply = serde_json::from_str(&line)
+            .context("the daemon's reply is not understood (another version?)")?;
+        match reply {
+            Reply::Progress { phase, done, total } => progress(&phase, done, total),
+            reply => return Ok(reply),
+        }
     }
-    serde_json::from_str(&reply).context("the daemon's reply is not understood (another version?)")
 }
 
 #[cfg(test)]

@@ -17,9 +17,10 @@ use aya::{
     util::nr_cpus,
 };
 use aya_obj::programs::XdpAttachType;
+use ipnet::IpNet;
 use log::{info, warn};
 use pop_dataplane_common::{
-    Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, TraceRecord,
+    Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, TraceRecord,
     fib::{self, FibMode},
     maps,
     trace::TRACE_MAGIC,
@@ -327,6 +328,7 @@ impl Dataplane {
     /// makes the program use them at once: one update of each table slot. The old tables are
     /// freed when the last packet using them is done.
     pub fn swap_routes(&mut self, writes: &[MapWrite]) -> anyhow::Result<()> {
+        // A prefix deleted in the list after it was set is left out.
         let mut routes = std::collections::HashMap::new();
         for write in writes {
             match write {
@@ -339,6 +341,14 @@ impl Dataplane {
                 other => self.apply(std::slice::from_ref(other))?,
             }
         }
+        self.replace_routes(routes)
+    }
+
+    /// Builds new route tables holding `routes` and makes the program use them at once.
+    pub fn replace_routes(
+        &mut self,
+        routes: impl IntoIterator<Item = (IpNet, RouteEntry)>,
+    ) -> anyhow::Result<()> {
         let fresh = RouteTables::build(self.fib, routes)?;
         self.install(&fresh)?;
         self.routes = Some(fresh);

@@ -3,7 +3,7 @@
 //! freed with the last of them. The output is a list of map writes, in a safe order: a group
 //! is written before a route points at it.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt as _};
 
 use ipnet::IpNet;
 use pop_dataplane_common::{
@@ -78,20 +78,44 @@ impl Fib {
         usable: &dyn Fn(u32) -> bool,
         writes: &mut Vec<MapWrite>,
     ) -> Result<(), FibFull> {
-        let old = self.routes.remove(&change.prefix);
-        match &change.best {
+        self.compile(change, usable, writes, true)
+    }
+
+    /// [`Fib::apply`] without the route's own write, for a change that fresh tables built
+    /// from [`Fib::routes`] will carry: only the groups it needs are written.
+    pub fn apply_for_rebuild(
+        &mut self,
+        change: &Change,
+        usable: &dyn Fn(u32) -> bool,
+        writes: &mut Vec<MapWrite>,
+    ) -> Result<(), FibFull> {
+        self.compile(change, usable, writes, false)
+    }
+
+    fn compile(
+        &mut self,
+        change: &Change,
+        usable: &dyn Fn(u32) -> bool,
+        writes: &mut Vec<MapWrite>,
+        route_writes: bool,
+    ) -> Result<(), FibFull> {
+        let old = match &change.best {
             Some(action) => {
                 let target = self.target(action, usable, writes)?;
                 let entry = RouteEntry::new(target, change.prefix.prefix_len());
-                writes.push(MapWrite::Route(change.prefix, entry));
-                self.routes.insert(change.prefix, entry);
+                if route_writes {
+                    writes.push(MapWrite::Route(change.prefix, entry));
+                }
+                self.routes.insert(change.prefix, entry)
             }
             None => {
-                if old.is_some() {
+                let old = self.routes.remove(&change.prefix);
+                if old.is_some() && route_writes {
                     writes.push(MapWrite::DeleteRoute(change.prefix));
                 }
+                old
             }
-        }
+        };
         if let Some(old) = old {
             self.release(old.target);
         }
@@ -156,6 +180,11 @@ impl Fib {
         }
     }
 
+    /// Whether a group for exactly these (sorted) next hops exists.
+    pub fn has_group(&self, members: &[u32]) -> bool {
+        self.groups.by_members.contains_key(members)
+    }
+
     /// Rewrites the buckets of every group whose members' usability changed: traffic leaves
     /// next hops that cannot take it and comes back when they can.
     pub fn refresh_groups(&mut self, usable: &dyn Fn(u32) -> bool) -> Vec<MapWrite> {
@@ -184,6 +213,7 @@ impl Fib {
         self.routes.get(prefix)
     }
 
+    /// What the route maps hold: every route, in no order.
     pub fn routes(&self) -> impl Iterator<Item = (&IpNet, &RouteEntry)> {
         self.routes.iter()
     }
@@ -214,6 +244,11 @@ impl Fib {
     }
 
     /// ECMP groups in use.
+    /// Makes room for `more` routes.
+    pub fn reserve(&mut self, more: usize) {
+        self.routes.reserve(more);
+    }
+
     pub fn groups(&self) -> usize {
         self.groups.by_members.len()
     }

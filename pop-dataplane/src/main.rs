@@ -2,11 +2,12 @@ use std::{io::Read as _, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use pop_dataplane::{
     control::{self, Reply, Request},
     dataplane::AttachMode,
     rib::Source,
-    route_spec::{self, RouteSpec},
+    route_spec::RouteSpec,
     router::{Mode, RouteInfo},
     run::{RunOptions, run},
     stats,
@@ -236,7 +237,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             metrics_listen,
             fib,
         } => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
+            // The daemon's own loop runs on this thread; control connections on a worker, so
+            // that a long request can report progress while the loop works on it.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
                 .enable_all()
                 .build()?;
             runtime.block_on(run(RunOptions {
@@ -411,16 +415,32 @@ fn route(socket: &std::path::Path, command: RouteCommand) -> anyhow::Result<()> 
                     + 1;
                 anyhow::anyhow!("{name}:{line}: not UTF-8 text")
             })?;
-            // Checked here first: a bad line costs no round trip, and names its line.
-            let routes =
-                route_spec::parse_lines(&name, &text).map_err(|err| anyhow::anyhow!(err))?;
-            if routes.is_empty() {
-                bail!("{name}: no routes");
-            }
-            done(control::request(
+            // The daemon checks every line (naming the bad ones) before it changes anything,
+            // and tells how far it got: a bar on a terminal.
+            let bar = ProgressBar::new(0);
+            let spinner = ProgressStyle::with_template("{msg:>17} {spinner}").expect("valid");
+            let counting = ProgressStyle::with_template("{msg:>17} [{bar:40}] {pos}/{len}")
+                .expect("valid")
+                .progress_chars("=> ");
+            bar.set_style(spinner.clone());
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar.set_message("sending routes");
+            let reply = control::request_with_progress(
                 socket,
                 &Request::RouteLoad { name, text },
-            )?)
+                &mut |phase, done, total| {
+                    bar.set_style(if total == 0 {
+                        spinner.clone()
+                    } else {
+                        counting.clone()
+                    });
+                    bar.set_message(phase.to_owned());
+                    bar.set_length(total);
+                    bar.set_position(done);
+                },
+            );
+            bar.finish_and_clear();
+            done(reply?)
         }
     }
 }

@@ -3,10 +3,7 @@
 //! id; an id lives while something uses it, and is never reused for another next hop while
 //! any route table may still point at it.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::IpAddr,
-};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use pop_dataplane_common::maps::MAX_NEXTHOPS;
 
@@ -77,7 +74,7 @@ impl std::error::Error for NexthopsFull {}
 #[derive(Debug, Default)]
 pub struct Nexthops {
     entries: BTreeMap<u32, NexthopEntry>,
-    by_key: HashMap<NexthopKey, u32>,
+    by_key: foldhash::HashMap<NexthopKey, u32>,
     /// Ids freed, reusable; and the next never used. Id 0 is never used, so that an all-zero
     /// map entry means "no next hop".
     free: Vec<u32>,

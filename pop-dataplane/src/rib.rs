@@ -3,7 +3,11 @@
 //!
 //! Sized for a full Internet table: one hash entry per prefix, next-hop sets shared.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
+
+// foldhash: a full table is a million keys; SipHash would be a third of the load time.
+use foldhash::HashMap;
+use smallvec::SmallVec;
 
 use ipnet::IpNet;
 
@@ -65,13 +69,21 @@ pub struct Change {
     pub best: Option<Action>,
 }
 
+/// A prefix's routes, sorted by source: the first wins. Nearly always one, kept inline: a
+/// heap allocation per prefix would be a million of them.
+type Routes = SmallVec<[(Source, Action); 1]>;
+
 #[derive(Clone, Debug, Default)]
 pub struct Rib {
-    /// Per prefix, its routes sorted by source: the first wins.
-    routes: HashMap<IpNet, Vec<(Source, Action)>>,
+    routes: HashMap<IpNet, Routes>,
 }
 
 impl Rib {
+    /// Makes room for `more` prefixes.
+    pub fn reserve(&mut self, more: usize) {
+        self.routes.reserve(more);
+    }
+
     /// Adds or replaces the route for `prefix` from `source`. Returns the route it replaced
     /// (same prefix and source), and the change of winner, if any.
     pub fn insert(
@@ -120,7 +132,9 @@ impl Rib {
 
     /// The routes of `prefix`, best first.
     pub fn routes(&self, prefix: &IpNet) -> &[(Source, Action)] {
-        self.routes.get(prefix).map_or(&[], Vec::as_slice)
+        self.routes
+            .get(prefix)
+            .map_or(&[], |routes| routes.as_slice())
     }
 
     /// The route of `prefix` from `source`.

@@ -13,6 +13,7 @@ use std::{fmt, net::IpAddr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::config::parse_prefix;
 
@@ -46,7 +47,8 @@ impl RouteSpec {
         if line.len() > MAX_LINE_LEN {
             return Err(format!("line longer than {MAX_LINE_LEN} bytes"));
         }
-        let words: Vec<&str> = line.split_whitespace().collect();
+        // Inline for the usual few words: no allocation per line of a million-route file.
+        let words: SmallVec<[&str; 8]> = line.split_whitespace().collect();
         match words.as_slice() {
             [] => Err("empty route".to_owned()),
             ["blackhole", prefix] | [prefix, "blackhole"] => Ok(Self {
@@ -71,11 +73,13 @@ impl RouteSpec {
                         ));
                     }
                 }
-                let mut sorted = hops.clone();
-                sorted.sort();
-                sorted.dedup();
-                if sorted.len() != hops.len() {
-                    return Err("a next hop is listed twice".to_owned());
+                if hops.len() > 1 {
+                    let mut sorted = hops.clone();
+                    sorted.sort();
+                    sorted.dedup();
+                    if sorted.len() != hops.len() {
+                        return Err("a next hop is listed twice".to_owned());
+                    }
                 }
                 Ok(Self {
                     prefix,
@@ -87,7 +91,7 @@ impl RouteSpec {
 }
 
 fn parse_hops(mut words: &[&str]) -> Result<Vec<Hop>, String> {
-    let mut hops = Vec::new();
+    let mut hops = Vec::with_capacity(1);
     while !words.is_empty() {
         if words[0] == "nexthop" {
             words = &words[1..];
@@ -144,10 +148,19 @@ impl fmt::Display for RouteSpec {
 
 /// The routes of a file or stdin in that syntax: `#` comments and blank lines are skipped;
 /// every bad line is reported with its number, and one is enough to refuse them all.
-pub fn parse_lines(name: &str, text: &str) -> Result<Vec<(usize, RouteSpec)>, String> {
+///
+/// `progress` hears of the lines read now and then.
+pub fn parse_lines(
+    name: &str,
+    text: &str,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<(usize, RouteSpec)>, String> {
     let mut routes = Vec::new();
     let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
+        if i % 16_384 == 0 {
+            progress(i);
+        }
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
@@ -258,11 +271,11 @@ mod tests {
     fn files_report_every_bad_line() {
         let text = "# routes\n198.18.2.0/24 blackhole\n\n198.18.3.0/24 via x dev y\n198.18.4.0/33 kernel  # bad\n";
         assert_eq!(
-            parse_lines("r.txt", text).unwrap_err(),
+            parse_lines("r.txt", text, &mut |_| {}).unwrap_err(),
             "r.txt:4: \"x\" is not an IPv4 or IPv6 address\nr.txt:5: \"198.18.4.0/33\" is not an IP prefix \
              (expected ADDRESS/LENGTH, e.g. 203.0.113.0/24 or 2001:db8::/32)"
         );
-        let good = parse_lines("r.txt", "198.18.2.0/24 blackhole # ok\n").unwrap();
+        let good = parse_lines("r.txt", "198.18.2.0/24 blackhole # ok\n", &mut |_| {}).unwrap();
         assert_eq!(good[0].0, 1);
     }
 }

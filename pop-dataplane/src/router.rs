@@ -9,7 +9,7 @@ use std::{
 };
 
 use ipnet::IpNet;
-use pop_dataplane_common::{InterfaceKey, Nexthop, Route, maps};
+use pop_dataplane_common::{InterfaceKey, Nexthop, Route, RouteEntry, maps};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -43,6 +43,10 @@ pub struct Update {
     pub ports_added: Vec<Port>,
     pub ports_removed: Vec<Port>,
 }
+
+/// Above this many routes, a change is made by building fresh tables and swapping them in:
+/// faster than writing each route, and one atomic step for the program.
+pub const BULK_ROUTES: usize = 10_000;
 
 /// How a CLI request treats routes that exist.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,7 +91,7 @@ pub struct Router {
     /// The host's interfaces, by ifindex.
     links: HashMap<u32, Link>,
     /// Next-hop sets in use, shared by their routes.
-    sets: HashSet<NexthopSet>,
+    sets: foldhash::HashSet<NexthopSet>,
 }
 
 impl Router {
@@ -102,7 +106,7 @@ impl Router {
             config_nexthops: HashMap::new(),
             local: BTreeSet::new(),
             links: host.links.iter().map(|l| (l.ifindex, l.clone())).collect(),
-            sets: HashSet::new(),
+            sets: foldhash::HashSet::default(),
         }
     }
 
@@ -344,6 +348,11 @@ impl Router {
 
     /// Fresh route tables for everything in the RIB now, to be swapped in at once; with
     /// every next hop and group they use, so the update stands on its own.
+    /// Every route as the route maps hold it (for building fresh tables).
+    pub fn table_routes(&self) -> impl Iterator<Item = (IpNet, RouteEntry)> + '_ {
+        self.fib.routes().map(|(prefix, entry)| (*prefix, *entry))
+    }
+
     pub fn rebuild_tables(&mut self) -> Result<Update, crate::fib::FibFull> {
         let usable = self.usable_set();
         let tables = self
@@ -456,13 +465,20 @@ impl Router {
 
     /// Adds or replaces the routes of `specs` (with the line each came from, for errors) from
     /// `source`: all of them, or none when one is wrong.
+    ///
+    /// More than [`BULK_ROUTES`] at once are a bulk change: the writes leave the routes out,
+    /// and the caller builds fresh tables from [`Router::table_routes`] instead. `progress`
+    /// hears of the routes compiled now and then.
     pub fn set_routes(
         &mut self,
         specs: &[(usize, RouteSpec)],
         source: Source,
         mode: Mode,
+        progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<MapWrite>, String> {
-        let mut seen = HashSet::new();
+        let mut seen = foldhash::HashSet::default();
+        seen.reserve(specs.len());
+        let mut checked: foldhash::HashSet<(&str, IpAddr)> = foldhash::HashSet::default();
         let mut new_keys = BTreeSet::new();
         let mut v4 = 0usize;
         let mut v6 = 0usize;
@@ -498,6 +514,11 @@ impl Router {
                     )));
                 }
                 for hop in hops {
+                    // A full table names a handful of next hops a million times: each is
+                    // checked once.
+                    if !checked.insert((hop.dev.as_str(), hop.via)) {
+                        continue;
+                    }
                     if self.topology.interface(&hop.dev).is_none() {
                         return Err(at(format!(
                             "dev {:?} is not one of the dataplane's interfaces ({})",
@@ -535,20 +556,76 @@ impl Router {
         if self.nexthops.len() + new_keys.len() >= maps::MAX_NEXTHOPS as usize {
             return Err(format!("more than {} next hops", maps::MAX_NEXTHOPS - 1));
         }
+        // ECMP groups run out only in the middle of a change, which must not happen: count
+        // the groups it could create first (an upper bound: groups freed by replaced routes
+        // are not counted back).
+        let mut sets: foldhash::HashSet<Vec<(&str, IpAddr)>> = foldhash::HashSet::default();
+        for (_, spec) in specs {
+            if let Target::Via(hops) = &spec.target
+                && hops.len() > 1
+            {
+                let mut set: Vec<(&str, IpAddr)> =
+                    hops.iter().map(|h| (h.dev.as_str(), h.via)).collect();
+                set.sort_unstable();
+                sets.insert(set);
+            }
+        }
+        let new_groups = sets
+            .iter()
+            .filter(|set| {
+                let ids: Option<Vec<u32>> = set
+                    .iter()
+                    .map(|&(dev, via)| {
+                        self.nexthops.id(&NexthopKey {
+                            dev: dev.to_owned(),
+                            neighbour: Neighbour::Via(via),
+                        })
+                    })
+                    .collect();
+                ids.is_none_or(|mut ids| {
+                    ids.sort_unstable();
+                    !self.fib.has_group(&ids)
+                })
+            })
+            .count();
+        if self.fib.groups() + new_groups > maps::MAX_NEXTHOP_GROUPS as usize {
+            return Err(format!(
+                "more than {} distinct ECMP next-hop sets",
+                maps::MAX_NEXTHOP_GROUPS
+            ));
+        }
 
         let mut writes = Vec::new();
         let mut after = Vec::new();
-        for (_, spec) in specs {
+        self.rib.reserve(specs.len());
+        self.fib.reserve(specs.len());
+        let bulk = specs.len() > BULK_ROUTES;
+        // Next hops taking traffic; one created here joins when it already can (static MAC).
+        let mut usable = self.usable_set();
+        let mut ids_of: foldhash::HashMap<(&str, IpAddr), u32> = foldhash::HashMap::default();
+        for (i, (_, spec)) in specs.iter().enumerate() {
+            if i % 16_384 == 0 {
+                progress(i);
+            }
             let action = match &spec.target {
                 Target::Via(hops) => {
                     let mut ids = Vec::with_capacity(hops.len());
                     for hop in hops {
+                        if let Some(&id) = ids_of.get(&(hop.dev.as_str(), hop.via)) {
+                            self.nexthops.hold(id);
+                            ids.push(id);
+                            continue;
+                        }
                         let key = hop_key(hop);
                         let new = self.nexthops.id(&key).is_none();
                         let id = self.nexthops.acquire(&key, None).expect("room checked");
                         if new {
                             writes.push(MapWrite::Nexthop(id, self.nexthop_value(id)));
+                            if self.usable(id) {
+                                usable.insert(id);
+                            }
                         }
+                        ids_of.insert((hop.dev.as_str(), hop.via), id);
                         ids.push(id);
                     }
                     self.action(ids)
@@ -558,13 +635,13 @@ impl Router {
             };
             let (replaced, change) = self.rib.insert(spec.prefix, source, action);
             if let Some(change) = change {
-                let usable = self.usable_set();
-                if let Err(err) = self
-                    .fib
-                    .apply(&change, &|id| usable.contains(&id), &mut writes)
-                {
-                    return Err(err.to_string());
-                }
+                let usable = |id| usable.contains(&id);
+                let compiled = if bulk {
+                    self.fib.apply_for_rebuild(&change, &usable, &mut writes)
+                } else {
+                    self.fib.apply(&change, &usable, &mut writes)
+                };
+                compiled.map_err(|err| err.to_string())?;
             }
             for id in replaced.iter().flat_map(|a| a.nexthops().to_vec()) {
                 if self.nexthops.release(id) {
@@ -606,10 +683,10 @@ impl Router {
         }
         let mut writes = Vec::new();
         let mut after = Vec::new();
+        let usable = self.usable_set();
         for prefix in prefixes {
             let (removed, change) = self.rib.remove(*prefix, source);
             if let Some(change) = change {
-                let usable = self.usable_set();
                 self.fib
                     .apply(&change, &|id| usable.contains(&id), &mut writes)
                     .map_err(|err| err.to_string())?;
@@ -1093,6 +1170,7 @@ nexthop = ["b", "c"]
                 ],
                 Source::Cli,
                 Mode::Add,
+                &mut |_| {},
             )
             .unwrap();
         // 198.18.2.2 on rb is config next hop b; 198.18.12.2 is new.
@@ -1118,6 +1196,7 @@ nexthop = ["b", "c"]
                 ],
                 Source::Cli,
                 Mode::Add,
+                &mut |_| {},
             )
             .unwrap_err();
         assert_eq!(
@@ -1136,6 +1215,7 @@ nexthop = ["b", "c"]
                 &[spec("198.18.9.0/24 via 198.18.2.2 dev eth9")],
                 Source::Cli,
                 Mode::Add,
+                &mut |_| {},
             )
             .unwrap_err();
         assert_eq!(
@@ -1149,6 +1229,7 @@ nexthop = ["b", "c"]
                 &[spec("198.18.2.0/24 blackhole")],
                 Source::Cli,
                 Mode::Replace,
+                &mut |_| {},
             )
             .unwrap();
         assert_eq!(
@@ -1199,6 +1280,7 @@ nexthop = ["b", "c"]
                 )],
                 Source::Cli,
                 Mode::Add,
+                &mut |_| {},
             )
             .unwrap();
         // rc leaves the config, but a CLI route uses it: refused, nothing changes.

@@ -33,7 +33,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use pop_dataplane_common::fib::FibMode;
+use pop_dataplane_common::{Nexthop, fib::FibMode};
 
 use crate::{
     config::Config,
@@ -44,8 +44,9 @@ use crate::{
     metrics,
     rib::Source,
     route_spec::{self, RouteSpec},
-    router::{Mode, Router, Update},
+    router::{BULK_ROUTES, Mode, Router, Update},
     topology::{load_names, save_names},
+    writes::MapWrite,
 };
 
 pub struct RunOptions {
@@ -65,10 +66,6 @@ pub struct RunOptions {
 /// How often next hops' neighbours are asked for again: the kernel lets entries nobody uses
 /// go stale and then forgets them, and XDP traffic does not count as use.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(5);
-
-/// Above this many routes, a CLI change builds fresh tables and swaps them in (one atomic
-/// step even if the daemon dies half-way) rather than editing the tables in place.
-const SWAP_THRESHOLD: usize = 10_000;
 
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -193,7 +190,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     println!("{ready}");
     std::io::stdout().flush()?;
 
-    let (requests, mut incoming) = mpsc::channel::<(Request, oneshot::Sender<Reply>)>(16);
+    let (requests, mut incoming) = mpsc::channel::<(Request, Responder)>(16);
     tokio::spawn(accept_loop(listener, requests));
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
@@ -216,9 +213,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
                     Err(message) => error!("reload refused: {message}"),
                 }
             }
-            Some((request, reply)) = incoming.recv() => {
-                let answer = daemon.handle(request).await;
-                let _ = reply.send(answer);
+            Some((request, responder)) = incoming.recv() => {
+                let mut progress = Progress::to(responder.progress);
+                let answer = daemon.handle(request, &mut progress).await;
+                let _ = responder.reply.send(answer);
             }
             message = events.next() => {
                 let Some((message, _)) = message else {
@@ -304,13 +302,27 @@ impl Daemon<'_> {
         }
     }
 
-    async fn handle(&mut self, request: Request) -> Reply {
+    async fn handle(&mut self, request: Request, progress: &mut Progress) -> Reply {
         let result = match request {
-            Request::RouteSet { routes, mode } => self.set_routes(&routes, mode).await,
-            Request::RouteLoad { name, text } => match route_spec::parse_lines(&name, &text) {
-                Ok(routes) => self.set_routes(&routes, Mode::Replace).await,
-                Err(errors) => Err(errors),
-            },
+            Request::RouteSet { routes, mode } => {
+                self.set_routes(&routes, mode, Duration::ZERO, progress)
+                    .await
+            }
+            Request::RouteLoad { name, text } => {
+                let started = Instant::now();
+                let lines = text.lines().count();
+                let parsed = route_spec::parse_lines(&name, &text, &mut |done| {
+                    progress.report("reading routes", done, lines)
+                });
+                match parsed {
+                    Ok(routes) if routes.is_empty() => Err(format!("{name}: no routes")),
+                    Ok(routes) => {
+                        self.set_routes(&routes, Mode::Replace, started.elapsed(), progress)
+                            .await
+                    }
+                    Err(errors) => Err(errors),
+                }
+            }
             Request::RouteDel { prefixes } => self
                 .router
                 .remove_routes(&prefixes, Source::Cli)
@@ -350,54 +362,57 @@ impl Daemon<'_> {
         }
     }
 
+    /// Sets `routes` from the CLI, all or none; `parsing` is what reading them took.
     async fn set_routes(
         &mut self,
         routes: &[(usize, RouteSpec)],
         mode: Mode,
+        parsing: Duration,
+        progress: &mut Progress,
     ) -> Result<String, String> {
         let started = Instant::now();
-        let writes = self.router.set_routes(routes, Source::Cli, mode)?;
-        let route_writes = writes
-            .iter()
-            .filter(|w| matches!(w, crate::writes::MapWrite::Route(..)))
-            .count();
-        if route_writes > SWAP_THRESHOLD {
-            // A bulk change: fresh tables with everything, swapped in at once. Next hops a
-            // replaced route let go are cleared after the swap.
-            let update = self
-                .router
-                .rebuild_tables()
-                .map_err(|err| err.to_string())?;
-            let cleared: Vec<_> = writes
+        let writes = self
+            .router
+            .set_routes(routes, Source::Cli, mode, &mut |done| {
+                progress.report("compiling routes", done, routes.len())
+            })?;
+        progress.report("building tables", 0, 0);
+        let compiled = started.elapsed();
+        if routes.len() > BULK_ROUTES {
+            // A bulk change: fresh tables with every route, swapped in at once (one atomic
+            // step even if the daemon dies half-way). New next hops and groups go first; next
+            // hops the change let go are cleared after the swap.
+            let (cleared, before): (Vec<MapWrite>, Vec<MapWrite>) = writes
                 .into_iter()
-                .filter(|w| matches!(w, crate::writes::MapWrite::Nexthop(_, n) if *n == pop_dataplane_common::Nexthop::default()))
-                .collect();
+                .partition(|w| matches!(w, MapWrite::Nexthop(_, n) if *n == Nexthop::default()));
             self.dataplane
-                .update(&update)
-                .map_err(|err| format!("{err:#}"))?;
-            self.dataplane
-                .apply(&cleared)
+                .apply(&before)
+                .and_then(|()| self.dataplane.replace_routes(self.router.table_routes()))
+                .and_then(|()| self.dataplane.apply(&cleared))
                 .map_err(|err| format!("{err:#}"))?;
         } else {
             self.dataplane
                 .apply(&writes)
                 .map_err(|err| format!("{err:#}"))?;
         }
+        let installed = started.elapsed() - compiled;
         if let Err(err) = self.refresh_neighbours().await {
             warn!("reading the neighbour table: {err:#}");
         }
+        let memory = self.dataplane.table_memory();
         Ok(format!(
-            "{} routes set in {:.2?}",
+            "{} routes set in {:.2} s (parse {:.2} s, RIB and FIB {:.2} s, tables {:.2} s); \
+             the route tables use {:.1} MiB of kernel memory",
             routes.len(),
-            started.elapsed()
+            (parsing + started.elapsed()).as_secs_f64(),
+            parsing.as_secs_f64(),
+            compiled.as_secs_f64(),
+            installed.as_secs_f64(),
+            memory.total() as f64 / (1 << 20) as f64
         ))
     }
 
-    fn write(
-        &mut self,
-        writes: &[crate::writes::MapWrite],
-        message: String,
-    ) -> Result<String, String> {
+    fn write(&mut self, writes: &[MapWrite], message: String) -> Result<String, String> {
         self.dataplane
             .apply(writes)
             .map_err(|err| format!("{err:#}"))?;
@@ -633,10 +648,7 @@ async fn refresh_neighbours(
 }
 
 /// Accepts control connections and passes their requests to the daemon's loop.
-async fn accept_loop(
-    listener: UnixListener,
-    requests: mpsc::Sender<(Request, oneshot::Sender<Reply>)>,
-) {
+async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<(Request, Responder)>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -650,9 +662,51 @@ async fn accept_loop(
     }
 }
 
+/// Where the answer to a control request goes, and its progress reports before it.
+struct Responder {
+    reply: oneshot::Sender<Reply>,
+    progress: mpsc::UnboundedSender<Reply>,
+}
+
+/// Progress of a long request, reported to its client as it goes: at most every 100 ms, so
+/// that reporting costs nothing next to the work.
+pub struct Progress {
+    to: Option<mpsc::UnboundedSender<Reply>>,
+    last: Option<Instant>,
+}
+
+impl Progress {
+    fn to(sender: mpsc::UnboundedSender<Reply>) -> Self {
+        Self {
+            to: Some(sender),
+            last: None,
+        }
+    }
+
+    /// `done` of `total` in `phase`.
+    pub fn report(&mut self, phase: &str, done: usize, total: usize) {
+        let Some(to) = &self.to else {
+            return;
+        };
+        if self
+            .last
+            .is_some_and(|last| last.elapsed() < Duration::from_millis(100))
+            && done < total
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let _ = to.send(Reply::Progress {
+            phase: phase.to_owned(),
+            done: done as u64,
+            total: total as u64,
+        });
+    }
+}
+
 async fn serve_connection(
     stream: UnixStream,
-    requests: mpsc::Sender<(Request, oneshot::Sender<Reply>)>,
+    requests: mpsc::Sender<(Request, Responder)>,
 ) -> anyhow::Result<()> {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader).take(MAX_REQUEST as u64);
@@ -660,12 +714,18 @@ async fn serve_connection(
     reader.read_until(b'\n', &mut line).await?;
     let reply = match serde_json::from_slice::<Request>(&line) {
         Ok(request) => {
-            let (tx, rx) = oneshot::channel();
+            let (reply, mut answer) = oneshot::channel();
+            let (progress, mut reports) = mpsc::unbounded_channel();
             requests
-                .send((request, tx))
+                .send((request, Responder { reply, progress }))
                 .await
                 .context("the daemon is stopping")?;
-            rx.await.context("the daemon is stopping")?
+            loop {
+                tokio::select! {
+                    Some(report) = reports.recv() => write_line(&mut writer, &report).await?,
+                    answer = &mut answer => break answer.context("the daemon is stopping")?,
+                }
+            }
         }
         Err(err) if line.len() >= MAX_REQUEST => Reply::Error {
             message: format!("request larger than {MAX_REQUEST} bytes: {err}"),
@@ -674,7 +734,14 @@ async fn serve_connection(
             message: format!("malformed request: {err}"),
         },
     };
-    let mut text = serde_json::to_vec(&reply)?;
+    write_line(&mut writer, &reply).await
+}
+
+async fn write_line(
+    writer: &mut tokio::net::unix::OwnedWriteHalf,
+    reply: &Reply,
+) -> anyhow::Result<()> {
+    let mut text = serde_json::to_vec(reply)?;
     text.push(b'\n');
     writer.write_all(&text).await?;
     Ok(())
@@ -731,7 +798,7 @@ fn saved_routes_path(config: &Config, config_path: &Path) -> PathBuf {
 
 fn read_saved_routes(path: &Path) -> anyhow::Result<Vec<(usize, RouteSpec)>> {
     match fs::read_to_string(path) {
-        Ok(text) => route_spec::parse_lines(&path.display().to_string(), &text)
+        Ok(text) => route_spec::parse_lines(&path.display().to_string(), &text, &mut |_| {})
             .map_err(|err| anyhow::anyhow!(err)),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),

@@ -14,11 +14,11 @@ use aya::maps::{ArrayOfMaps, LpmTrie, Map, MapData, lpm_trie::Key};
 use ipnet::IpNet;
 use pop_dataplane_common::{
     RouteEntry,
-    fib::{BLOCK_ENTRIES, Block, FIB_MAP_FLAGS, FibMode},
+    fib::{BLOCK_ENTRIES, Block, FIB_MAP_FLAGS, FibEntry, FibMode},
     maps,
 };
 
-use crate::mtrie::{self, Blocks, Full, MemoryBlocks, Shape, Table};
+use crate::mtrie::{self, Blocks, Full, Shape, Table};
 
 /// BPF_F_NO_PREALLOC: LPM tries require it.
 const BPF_F_NO_PREALLOC: u32 = 1;
@@ -144,14 +144,17 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    /// A table in a new BPF array, holding what `memory` holds.
-    fn materialize(name: &'static str, memory: Table<MemoryBlocks>) -> anyhow::Result<Self> {
-        let first_level = first_level_blocks(memory.shape());
-        let blocks = MappedBlocks::create(name, capacity_for(memory.high_water(), first_level))?;
-        Ok(Self {
-            name,
-            table: memory.moved_to(blocks),
-        })
+    /// A table holding `routes`, built in a new BPF array sized for them with room to grow.
+    fn build(
+        name: &'static str,
+        shape: Shape,
+        routes: Vec<(u128, u8, FibEntry)>,
+    ) -> anyhow::Result<Self> {
+        let needed = mtrie::blocks_needed(shape, &routes);
+        let blocks = MappedBlocks::create(name, capacity_for(needed, first_level_blocks(shape)))?;
+        let table = Table::build(shape, blocks, routes)
+            .map_err(|Full| anyhow::anyhow!("{name}: more blocks needed than counted"))?;
+        Ok(Self { name, table })
     }
 }
 
@@ -181,21 +184,23 @@ impl RouteTables {
     ) -> anyhow::Result<Self> {
         match mode {
             FibMode::Compiled => {
-                let mut v4 = Table::new(mtrie::V4);
-                let mut v6 = Table::new(mtrie::V6);
+                let mut v4 = Vec::new();
+                let mut v6 = Vec::new();
                 for (prefix, entry) in routes {
-                    let leaf = mtrie::leaf(entry);
-                    let result = match prefix {
-                        IpNet::V4(p) => {
-                            v4.insert(u128::from(u32::from(p.network())), p.prefix_len(), leaf)
+                    match prefix {
+                        IpNet::V4(p) => v4.push((
+                            u128::from(u32::from(p.network())),
+                            p.prefix_len(),
+                            mtrie::leaf(entry),
+                        )),
+                        IpNet::V6(p) => {
+                            v6.push((u128::from(p.network()), p.prefix_len(), mtrie::leaf(entry)))
                         }
-                        IpNet::V6(p) => v6.insert(u128::from(p.network()), p.prefix_len(), leaf),
-                    };
-                    result.expect("tables in memory grow");
+                    }
                 }
                 Ok(Self::Compiled {
-                    v4: Box::new(Compiled::materialize("fib_v4", v4)?),
-                    v6: Box::new(Compiled::materialize("fib_v6", v6)?),
+                    v4: Box::new(Compiled::build("fib_v4", mtrie::V4, v4)?),
+                    v6: Box::new(Compiled::build("fib_v6", mtrie::V6, v6)?),
                 })
             }
             FibMode::LpmTrie => {

@@ -639,20 +639,24 @@ impl BenchLab {
         if !table.is_empty() {
             self.load_routes(table)?;
         }
+
         Ok(())
     }
 
-    /// `pop-dataplane route load` of `table` into the running daemon.
-    pub fn load_routes(&self, table: &Table) -> anyhow::Result<()> {
+    /// `pop-dataplane route load` of `table` into the running daemon: what it printed, and
+    /// how long the command took.
+    pub fn load_routes(&self, table: &Table) -> anyhow::Result<(String, Duration)> {
         let file = self.dir.join("routes");
         fs::write(&file, table.route_lines())?;
-        self.lab
+        let started = std::time::Instant::now();
+        let output = self
+            .lab
             .cli(
                 &self.tools.dataplane,
                 &["route", "load", &file.to_string_lossy()],
             )
             .context("loading the benchmark's routes")?;
-        Ok(())
+        Ok((output, started.elapsed()))
     }
 
     /// `pop-dataplane route flush`.

@@ -563,7 +563,7 @@ fn agree(fib: FibMode) {
         })
         .collect();
     router
-        .set_routes(&specs, Source::Cli, Mode::Replace)
+        .set_routes(&specs, Source::Cli, Mode::Replace, &mut |_| {})
         .unwrap();
     let update = router.rebuild_tables().unwrap();
     println!(
