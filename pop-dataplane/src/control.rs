@@ -30,11 +30,14 @@ pub enum Request {
         routes: Vec<(usize, RouteSpec)>,
         mode: Mode,
     },
-    /// Routes in route syntax, one per line, replacing CLI routes for the same prefixes;
-    /// `name` names the input in errors.
+    /// Routes in route syntax, one per line, replacing CLI routes for the same prefixes
+    /// (with `replace_all`, every CLI route: those not in `text` go); `name` names the input
+    /// in errors.
     RouteLoad {
         name: String,
         text: String,
+        #[serde(default)]
+        replace_all: bool,
     },
     RouteDel {
         prefixes: Vec<IpNet>,
@@ -90,6 +93,10 @@ pub struct Status {
     pub groups: usize,
     pub cli_routes: usize,
     pub saved_routes_file: String,
+    /// The route lookup: "compiled" or "lpm-trie".
+    pub fib: String,
+    /// Kernel memory of the route tables (the kernel's own account).
+    pub table_memory: crate::tables::TableMemory,
 }
 
 /// Sends `request` to the daemon listening on `socket` and returns its reply; errors say what

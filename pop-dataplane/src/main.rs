@@ -15,6 +15,8 @@ use pop_dataplane::{
 };
 use pop_dataplane_common::fib::FibMode;
 
+const MIB: f64 = (1 << 20) as f64;
+
 /// The route lookup `run --fib` selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Fib {
@@ -183,7 +185,13 @@ enum RouteCommand {
     Flush,
     /// Add (or replace) the routes of a file, one per line in `route add` syntax (`-`:
     /// standard input). One bad line and nothing changes.
-    Load { file: String },
+    Load {
+        file: String,
+        /// The file holds the whole table: CLI routes not in it are removed, and the new
+        /// table replaces the old one in one step.
+        #[arg(long)]
+        replace_all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -325,6 +333,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     "next hops:    {} ({} unresolved or down), {} ECMP groups",
                     status.nexthops, status.nexthops_unresolved, status.groups
                 );
+                println!(
+                    "route tables: {}, {:.1} MiB of kernel memory (IPv4 {:.1}, IPv6 {:.1})",
+                    status.fib,
+                    status.table_memory.total() as f64 / MIB,
+                    status.table_memory.v4_bytes as f64 / MIB,
+                    status.table_memory.v6_bytes as f64 / MIB
+                );
                 Ok(())
             }
             other => unexpected(other),
@@ -396,7 +411,7 @@ fn route(socket: &std::path::Path, command: RouteCommand) -> anyhow::Result<()> 
                 other => unexpected(other),
             }
         }
-        RouteCommand::Load { file } => {
+        RouteCommand::Load { file, replace_all } => {
             let (name, bytes) = if file == "-" {
                 let mut bytes = Vec::new();
                 std::io::stdin()
@@ -427,7 +442,11 @@ fn route(socket: &std::path::Path, command: RouteCommand) -> anyhow::Result<()> 
             bar.set_message("sending routes");
             let reply = control::request_with_progress(
                 socket,
-                &Request::RouteLoad { name, text },
+                &Request::RouteLoad {
+                    name,
+                    text,
+                    replace_all,
+                },
                 &mut |phase, done, total| {
                     bar.set_style(if total == 0 {
                         spinner.clone()

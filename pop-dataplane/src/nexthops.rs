@@ -82,6 +82,10 @@ pub struct Nexthops {
     /// Ids the maps held before this registry existed (a restarted daemon adopting a running
     /// dataplane): not handed out, so the old tables stay right until they are swapped out.
     reserved: std::collections::BTreeSet<u32>,
+    /// What the kernel's neighbour table says of every neighbour on the interfaces, used by a
+    /// next hop or not: a next hop created later starts with its MAC, so that routes moved to
+    /// it take traffic at once rather than wait for a neighbour event that may never come.
+    neighbours: foldhash::HashMap<(String, IpAddr), MacAddr>,
 }
 
 impl Nexthops {
@@ -109,12 +113,16 @@ impl Nexthops {
             return Ok(id);
         }
         let id = self.allocate()?;
+        let learned_mac = match key.neighbour {
+            Neighbour::Via(addr) => self.neighbours.get(&(key.dev.clone(), addr)).copied(),
+            Neighbour::Mac(_) => None,
+        };
         self.entries.insert(
             id,
             NexthopEntry {
                 key: key.clone(),
                 static_mac,
-                learned_mac: None,
+                learned_mac,
                 users: 1,
             },
         );
@@ -185,6 +193,10 @@ impl Nexthops {
     /// The kernel now says `addr` on interface `dev` has `mac` (`None`: unknown); the ids
     /// whose MAC changed.
     pub fn learned(&mut self, dev: &str, addr: IpAddr, mac: Option<MacAddr>) -> Vec<u32> {
+        match mac {
+            Some(mac) => self.neighbours.insert((dev.to_owned(), addr), mac),
+            None => self.neighbours.remove(&(dev.to_owned(), addr)),
+        };
         let key = NexthopKey {
             dev: dev.to_owned(),
             neighbour: Neighbour::Via(addr),
@@ -264,5 +276,27 @@ mod tests {
             [learned]
         );
         assert_eq!(nexthops.get(learned).unwrap().mac(), None);
+    }
+
+    #[test]
+    fn a_next_hop_created_after_its_neighbour_starts_resolved() {
+        let mut nexthops = Nexthops::default();
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let addr = "198.18.2.2".parse().unwrap();
+        assert!(nexthops.learned("rb", addr, Some(mac)).is_empty());
+        let id = nexthops.acquire(&via("rb", "198.18.2.2"), None).unwrap();
+        assert_eq!(nexthops.get(id).unwrap().mac(), Some(mac));
+        // Released, the entry goes; the neighbour stays known.
+        assert!(nexthops.release(id));
+        let id = nexthops.acquire(&via("rb", "198.18.2.2"), None).unwrap();
+        assert_eq!(nexthops.get(id).unwrap().mac(), Some(mac));
+        // Another interface's neighbour of the same address is another neighbour.
+        let other = nexthops.acquire(&via("rc", "198.18.2.2"), None).unwrap();
+        assert_eq!(nexthops.get(other).unwrap().mac(), None);
+        // Gone from the kernel's table: a next hop made afterwards waits for resolution.
+        nexthops.learned("rb", addr, None);
+        assert!(nexthops.release(id));
+        let id = nexthops.acquire(&via("rb", "198.18.2.2"), None).unwrap();
+        assert_eq!(nexthops.get(id).unwrap().mac(), None);
     }
 }

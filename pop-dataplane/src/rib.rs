@@ -93,18 +93,23 @@ impl Rib {
         action: Action,
     ) -> (Option<Action>, Option<Change>) {
         let routes = self.routes.entry(prefix).or_default();
-        let before = routes.first().map(|(_, a)| a.clone());
-        let replaced = match routes.binary_search_by_key(&source, |(s, _)| *s) {
-            Ok(i) => Some(std::mem::replace(&mut routes[i].1, action)),
+        let (replaced, at) = match routes.binary_search_by_key(&source, |(s, _)| *s) {
+            Ok(i) => (Some(std::mem::replace(&mut routes[i].1, action)), i),
             Err(i) => {
                 routes.insert(i, (source, action));
-                None
+                (None, i)
             }
         };
-        let after = routes.first().map(|(_, a)| a.clone());
-        let change = (before != after).then_some(Change {
+        // Only a change at the front can change the winner: from the route replaced there,
+        // or from the one the new route pushed back.
+        let before = match (&replaced, routes.get(1)) {
+            (Some(old), _) => Some(old),
+            (None, Some((_, pushed_back))) => Some(pushed_back),
+            (None, None) => None,
+        };
+        let change = (at == 0 && before != Some(&routes[0].1)).then(|| Change {
             prefix,
-            best: after,
+            best: Some(routes[0].1.clone()),
         });
         (replaced, change)
     }

@@ -603,32 +603,46 @@ impl Router {
         // Next hops taking traffic; one created here joins when it already can (static MAC).
         let mut usable = self.usable_set();
         let mut ids_of: foldhash::HashMap<(&str, IpAddr), u32> = foldhash::HashMap::default();
+        let mut single: foldhash::HashMap<u32, Action> = foldhash::HashMap::default();
         for (i, (_, spec)) in specs.iter().enumerate() {
             if i % 16_384 == 0 {
                 progress(i);
             }
             let action = match &spec.target {
                 Target::Via(hops) => {
-                    let mut ids = Vec::with_capacity(hops.len());
-                    for hop in hops {
-                        if let Some(&id) = ids_of.get(&(hop.dev.as_str(), hop.via)) {
-                            self.nexthops.hold(id);
-                            ids.push(id);
-                            continue;
-                        }
-                        let key = hop_key(hop);
-                        let new = self.nexthops.id(&key).is_none();
-                        let id = self.nexthops.acquire(&key, None).expect("room checked");
-                        if new {
-                            writes.push(MapWrite::Nexthop(id, self.nexthop_value(id)));
-                            if self.usable(id) {
-                                usable.insert(id);
+                    // A single next hop seen before: its shared action, no allocation.
+                    if let [hop] = hops.as_slice()
+                        && let Some(&id) = ids_of.get(&(hop.dev.as_str(), hop.via))
+                        && let Some(action) = single.get(&id)
+                    {
+                        self.nexthops.hold(id);
+                        action.clone()
+                    } else {
+                        let mut ids = Vec::with_capacity(hops.len());
+                        for hop in hops {
+                            if let Some(&id) = ids_of.get(&(hop.dev.as_str(), hop.via)) {
+                                self.nexthops.hold(id);
+                                ids.push(id);
+                                continue;
                             }
+                            let key = hop_key(hop);
+                            let new = self.nexthops.id(&key).is_none();
+                            let id = self.nexthops.acquire(&key, None).expect("room checked");
+                            if new {
+                                writes.push(MapWrite::Nexthop(id, self.nexthop_value(id)));
+                                if self.usable(id) {
+                                    usable.insert(id);
+                                }
+                            }
+                            ids_of.insert((hop.dev.as_str(), hop.via), id);
+                            ids.push(id);
                         }
-                        ids_of.insert((hop.dev.as_str(), hop.via), id);
-                        ids.push(id);
+                        let action = self.action(ids);
+                        if let [id] = action.nexthops() {
+                            single.insert(*id, action.clone());
+                        }
+                        action
                     }
-                    self.action(ids)
                 }
                 Target::Blackhole => Action::Blackhole,
                 Target::Kernel => Action::Kernel,
@@ -652,6 +666,28 @@ impl Router {
         self.forget_unused_sets();
         writes.extend(self.still_free(after));
         Ok(writes)
+    }
+
+    /// Makes `specs` all the routes of `source`: sets them, and removes the source's routes
+    /// for other prefixes; all or nothing. The writes, and how many routes went. The caller
+    /// builds fresh tables from [`Router::table_routes`] (the writes may leave routes out).
+    pub fn replace_routes(
+        &mut self,
+        specs: &[(usize, RouteSpec)],
+        source: Source,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(Vec<MapWrite>, usize), String> {
+        let keep: foldhash::HashSet<IpNet> = specs.iter().map(|(_, spec)| spec.prefix).collect();
+        let gone: Vec<IpNet> = self
+            .rib
+            .prefixes_of(source)
+            .into_iter()
+            .filter(|prefix| !keep.contains(prefix))
+            .collect();
+        // Checked in full before anything changes; removing routes the source has cannot fail.
+        let mut writes = self.set_routes(specs, source, Mode::Replace, progress)?;
+        writes.extend(self.remove_routes(&gone, source)?);
+        Ok((writes, gone.len()))
     }
 
     /// Removes the routes for `prefixes` from `source`: all, or none when one has no such

@@ -305,10 +305,14 @@ impl Daemon<'_> {
     async fn handle(&mut self, request: Request, progress: &mut Progress) -> Reply {
         let result = match request {
             Request::RouteSet { routes, mode } => {
-                self.set_routes(&routes, mode, Duration::ZERO, progress)
+                self.set_routes(&routes, mode, false, Duration::ZERO, progress)
                     .await
             }
-            Request::RouteLoad { name, text } => {
+            Request::RouteLoad {
+                name,
+                text,
+                replace_all,
+            } => {
                 let started = Instant::now();
                 let lines = text.lines().count();
                 let parsed = route_spec::parse_lines(&name, &text, &mut |done| {
@@ -317,8 +321,14 @@ impl Daemon<'_> {
                 match parsed {
                     Ok(routes) if routes.is_empty() => Err(format!("{name}: no routes")),
                     Ok(routes) => {
-                        self.set_routes(&routes, Mode::Replace, started.elapsed(), progress)
-                            .await
+                        self.set_routes(
+                            &routes,
+                            Mode::Replace,
+                            replace_all,
+                            started.elapsed(),
+                            progress,
+                        )
+                        .await
                     }
                     Err(errors) => Err(errors),
                 }
@@ -362,28 +372,36 @@ impl Daemon<'_> {
         }
     }
 
-    /// Sets `routes` from the CLI, all or none; `parsing` is what reading them took.
+    /// Sets `routes` from the CLI, all or none (with `replace_all`, they become all the CLI's
+    /// routes); `parsing` is what reading them took.
     async fn set_routes(
         &mut self,
         routes: &[(usize, RouteSpec)],
         mode: Mode,
+        replace_all: bool,
         parsing: Duration,
         progress: &mut Progress,
     ) -> Result<String, String> {
         let started = Instant::now();
-        let writes = self
-            .router
-            .set_routes(routes, Source::Cli, mode, &mut |done| {
-                progress.report("compiling routes", done, routes.len())
-            })?;
+        let mut compile = |done| progress.report("compiling routes", done, routes.len());
+        let (writes, removed) = if replace_all {
+            self.router
+                .replace_routes(routes, Source::Cli, &mut compile)?
+        } else {
+            let writes = self
+                .router
+                .set_routes(routes, Source::Cli, mode, &mut compile)?;
+            (writes, 0)
+        };
         progress.report("building tables", 0, 0);
         let compiled = started.elapsed();
-        if routes.len() > BULK_ROUTES {
-            // A bulk change: fresh tables with every route, swapped in at once (one atomic
-            // step even if the daemon dies half-way). New next hops and groups go first; next
-            // hops the change let go are cleared after the swap.
+        if replace_all || routes.len() > BULK_ROUTES {
+            // A whole table, or a bulk change: fresh tables with every route, swapped in at
+            // once (one atomic step even if the daemon dies half-way). New next hops and
+            // groups go first; next hops the change let go are cleared after the swap.
             let (cleared, before): (Vec<MapWrite>, Vec<MapWrite>) = writes
                 .into_iter()
+                .filter(|w| !matches!(w, MapWrite::Route(..) | MapWrite::DeleteRoute(..)))
                 .partition(|w| matches!(w, MapWrite::Nexthop(_, n) if *n == Nexthop::default()));
             self.dataplane
                 .apply(&before)
@@ -400,9 +418,14 @@ impl Daemon<'_> {
             warn!("reading the neighbour table: {err:#}");
         }
         let memory = self.dataplane.table_memory();
+        let removed = if replace_all {
+            format!(", {removed} removed")
+        } else {
+            String::new()
+        };
         Ok(format!(
-            "{} routes set in {:.2} s (parse {:.2} s, RIB and FIB {:.2} s, tables {:.2} s); \
-             the route tables use {:.1} MiB of kernel memory",
+            "{} routes set{removed} in {:.2} s (parse {:.2} s, RIB and FIB {:.2} s, tables \
+             {:.2} s); the route tables use {:.1} MiB of kernel memory",
             routes.len(),
             (parsing + started.elapsed()).as_secs_f64(),
             parsing.as_secs_f64(),
@@ -501,6 +524,12 @@ impl Daemon<'_> {
             groups: self.router.fib.groups(),
             cli_routes: self.router.rib.prefixes_of(Source::Cli).len(),
             saved_routes_file: self.saved_routes_path.display().to_string(),
+            fib: match self.dataplane.fib_mode() {
+                FibMode::Compiled => "compiled",
+                FibMode::LpmTrie => "lpm-trie",
+            }
+            .to_owned(),
+            table_memory: self.dataplane.table_memory(),
         }
     }
 
@@ -612,15 +641,11 @@ async fn refresh_neighbours(
     dataplane: &mut Dataplane,
 ) -> anyhow::Result<()> {
     let mut wanted: HashSet<(u32, IpAddr)> = router.kernel_neighbours().into_iter().collect();
-    if wanted.is_empty() {
-        return Ok(());
-    }
     let mut writes = Vec::new();
     let mut dump = handle.neighbours().get().execute();
     while let Some(message) = dump.try_next().await? {
-        if let Some((ifindex, addr, mac)) = parse_neighbour(&message)
-            && wanted.contains(&(ifindex, addr))
-        {
+        // Every entry, for next hops to come too.
+        if let Some((ifindex, addr, mac)) = parse_neighbour(&message) {
             writes.extend(router.neighbour(ifindex, addr, mac));
             if matches!(
                 message.header.state,
