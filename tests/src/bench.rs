@@ -67,8 +67,16 @@ pub enum Router {
     Kernel,
     /// `bench_redirect`: no parsing, no lookup, no rewrite.
     Ceiling,
-    /// pop-dataplane.
+    /// pop-dataplane (its compiled FIB).
     Dataplane,
+    /// pop-dataplane with `--fib lpm-trie`: the kernel's LPM trie.
+    DataplaneLpmTrie,
+}
+
+impl Router {
+    pub fn is_dataplane(self) -> bool {
+        matches!(self, Self::Dataplane | Self::DataplaneLpmTrie)
+    }
 }
 
 /// Routes for the router beyond its lab's own (the two links).
@@ -371,6 +379,7 @@ pub struct BenchLab {
     sink: ToolProcess,
     threads: Option<Threads>,
     dir: PathBuf,
+    load: Option<(String, Duration)>,
 }
 
 /// The NAPI threads of the router's ingress port and of the sink.
@@ -579,6 +588,7 @@ impl BenchLab {
             sink,
             threads: None,
             dir,
+            load: None,
         };
         match router {
             Router::Kernel => bench.route_in_kernel(table)?,
@@ -595,7 +605,7 @@ impl BenchLab {
                     ],
                 )?);
             }
-            Router::Dataplane => bench.start_dataplane(table)?,
+            Router::Dataplane | Router::DataplaneLpmTrie => bench.start_dataplane(table)?,
         }
         if pin_threads {
             bench.threads = Some(bench.pin_threads()?);
@@ -632,15 +642,33 @@ impl BenchLab {
     }
 
     fn start_dataplane(&mut self, table: &Table) -> anyhow::Result<()> {
-        let daemon =
-            self.lab
-                .start_dataplane(&self.tools.dataplane, &self.lab.router_config(), "native")?;
+        let fib = if self.router == Router::DataplaneLpmTrie {
+            "lpm-trie"
+        } else {
+            "compiled"
+        };
+        let daemon = self.lab.start_dataplane_with(
+            &self.tools.dataplane,
+            &self.lab.router_config(),
+            "native",
+            &["--fib", fib],
+        )?;
         self.daemon = Some(daemon);
         if !table.is_empty() {
-            self.load_routes(table)?;
+            self.load = Some(self.load_routes(table)?);
         }
-
         Ok(())
+    }
+
+    /// What loading the lab's table took (CLI output, wall time), when it had one.
+    pub fn load(&self) -> Option<&(String, Duration)> {
+        self.load.as_ref()
+    }
+
+    /// `pop-dataplane status --json` of the router.
+    pub fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let out = self.lab.cli(&self.tools.dataplane, &["status", "--json"])?;
+        serde_json::from_str(&out).context("parsing status --json")
     }
 
     /// `pop-dataplane route load` of `table` into the running daemon: what it printed, and
@@ -865,6 +893,73 @@ impl BenchLab {
     /// `pop-dataplane stats --json` of the router.
     pub fn stats(&self) -> anyhow::Result<serde_json::Value> {
         self.lab.stats(&self.tools.dataplane)
+    }
+}
+
+/// Route churn on a running dataplane: batches of route replacements pushed with
+/// `pop-dataplane route load`, one after another, each prefix moving between two next hops.
+pub struct Churn {
+    binary: PathBuf,
+    run_dir: PathBuf,
+    /// Batch files and their routes: every batch through the first next hop, then every one
+    /// through the second.
+    files: Vec<(PathBuf, u64)>,
+}
+
+impl BenchLab {
+    /// Churn of `prefixes` (IPv4) in batches of `batch` routes, between the sink's first two
+    /// next hops.
+    pub fn churn(&self, prefixes: &[Ipv4Net], batch: usize) -> anyhow::Result<Churn> {
+        ensure!(batch > 0 && !prefixes.is_empty(), "nothing to churn");
+        let mut files = Vec::new();
+        for (pass, via) in SINK_NEXTHOPS_V4[..2].iter().enumerate() {
+            for (chunk, routes) in prefixes.chunks(batch).enumerate() {
+                let path = self.dir.join(format!("churn-{pass}-{chunk}"));
+                let text: String = routes
+                    .iter()
+                    .map(|p| format!("{p} via {via} dev {}\n", ROUTER_B.ifname))
+                    .collect();
+                fs::write(&path, text)?;
+                files.push((path, routes.len() as u64));
+            }
+        }
+        Ok(Churn {
+            binary: self.tools.dataplane.clone(),
+            run_dir: self.lab.run_dir(),
+            files,
+        })
+    }
+}
+
+impl Churn {
+    fn push(&self, file: &Path) -> anyhow::Result<()> {
+        run(std::process::Command::new(&self.binary)
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .args(["route", "load"])
+            .arg(file))
+        .map(drop)
+        .context("pushing a churn batch")
+    }
+
+    /// Moves every prefix to the first next hop once (untimed, so that every change counted
+    /// later is a real one), then pushes batches, alternating next hops, until `duration`
+    /// has passed. Returns the route changes made and the seconds they took.
+    pub fn run(&self, duration: Duration) -> anyhow::Result<(u64, f64)> {
+        let half = self.files.len() / 2;
+        for (file, _) in &self.files[..half] {
+            self.push(file)?;
+        }
+        let started = std::time::Instant::now();
+        let mut changes = 0u64;
+        for (file, routes) in self.files[half..].iter().chain(&self.files[..half]).cycle() {
+            if started.elapsed() >= duration {
+                break;
+            }
+            self.push(file)?;
+            changes += routes;
+        }
+        Ok((changes, started.elapsed().as_secs_f64()))
     }
 }
 

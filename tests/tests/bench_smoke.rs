@@ -24,7 +24,12 @@ fn tools() -> Tools {
 fn every_frame_the_generator_sends_arrives_through_each_router() {
     let tools = tools();
     let mut rng = Rng::new(1);
-    for router in [Router::Kernel, Router::Ceiling, Router::Dataplane] {
+    for router in [
+        Router::Kernel,
+        Router::Ceiling,
+        Router::Dataplane,
+        Router::DataplaneLpmTrie,
+    ] {
         let mut lab = BenchLab::new("pdpt", &tools, router, &Table::few(), false).unwrap();
         for (ipv6, size) in [(false, 64), (true, 78), (false, 1518)] {
             let traffic = few_traffic(ipv6, size, &mut rng);
@@ -41,7 +46,7 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
                 "{router:?}, IPv{}, {size} bytes: {run:?}",
                 if ipv6 { 6 } else { 4 }
             );
-            if router == Router::Dataplane {
+            if router.is_dataplane() {
                 what += &format!("\n{}", lab.stats().unwrap());
             }
             assert_eq!(run.sent, FRAMES, "{what}");
@@ -51,7 +56,7 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
             // MLD), which the sink does not count.
             assert!(run.router_rx >= FRAMES && run.router_tx >= FRAMES, "{what}");
         }
-        if router == Router::Dataplane {
+        if router.is_dataplane() {
             let stats = lab.stats().unwrap();
             let ra = stats["interfaces"]
                 .as_array()

@@ -91,7 +91,7 @@ pub fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
     );
 
     // The forwarding labs, each set up once.
-    let specs: [(&str, Router, &Table, &str); 4] = [
+    let specs: [(&str, Router, &Table, &str); 6] = [
         ("kernel forwarding", Router::Kernel, &Table::few(), "few"),
         (
             "no-lookup ceiling",
@@ -111,19 +111,52 @@ pub fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
             &full,
             "full",
         ),
+        (
+            "pop-dataplane --fib lpm-trie, few routes",
+            Router::DataplaneLpmTrie,
+            &Table::few(),
+            "few",
+        ),
+        (
+            "pop-dataplane --fib lpm-trie, full table",
+            Router::DataplaneLpmTrie,
+            &full,
+            "full",
+        ),
     ];
     let mut labs = Vec::new();
     for (what, router, table, _) in specs {
         let lab_started = Instant::now();
-        labs.push(BenchLab::new("pdp-bench", tools, router, table, true)?);
+        let lab = BenchLab::new("pdp-bench", tools, router, table, true)?;
         println!(
             "bench: lab {}: {what} ({} routes) ready in {:.1} s",
-            labs.len(),
+            labs.len() + 1,
             table.len(),
             lab_started.elapsed().as_secs_f64()
         );
+        if let Some((output, took)) = lab.load() {
+            println!(
+                "bench:   route load took {:.2} s: {}",
+                took.as_secs_f64(),
+                output.trim()
+            );
+        }
+        labs.push(lab);
         check()?;
     }
+    let loads = [3, 5].map(|lab| -> anyhow::Result<Value> {
+        let (_, took) = labs[lab].load().context("the full-table labs load a table")?;
+        let status = labs[lab].status()?;
+        Ok(json!({
+            "fib": status["fib"],
+            "routes": status["routes_v4"].as_u64().unwrap_or(0) + status["routes_v6"].as_u64().unwrap_or(0),
+            "load_s": round3(took.as_secs_f64()),
+            "kernel_memory_bytes": status["table_memory"]["v4_bytes"].as_u64().unwrap_or(0)
+                + status["table_memory"]["v6_bytes"].as_u64().unwrap_or(0),
+        }))
+    });
+    let [compiled_load, lpm_load] = loads;
+    let (compiled_load, lpm_load) = (compiled_load?, lpm_load?);
     let generator = labs[0].generator;
     match generator {
         Generator::Pktgen => println!("bench: generator: pktgen (/proc/net/pktgen)"),
@@ -147,9 +180,12 @@ pub fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         case("ceiling", 1, false, 64),
         case("xdp-few", 2, false, 64),
         case("xdp-full", 3, false, 64),
+        case("lpm-few", 4, false, 64),
+        case("lpm-full", 5, false, 64),
         case("kernel-v6", 0, true, 78),
         case("xdp-few-v6", 2, true, 78),
         case("xdp-full-v6", 3, true, 78),
+        case("lpm-full-v6", 5, true, 78),
         case("xdp-few-512", 2, false, 512),
         case("xdp-few-1518", 2, false, 1518),
     ];
@@ -177,11 +213,22 @@ pub fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
             check()?;
         }
     }
+
+    let churn = churn_benchmark(&mut labs[3], &copied, &real_v4, options, &mut rng)?;
     drop(labs);
 
     let lookup = lookup_benchmark(tools, options, &full, &real_v4, &real_v6, &check)?;
 
-    let report = report(&machine, generator, options, &cases, &lookup, &full);
+    let report = report(
+        &machine,
+        generator,
+        options,
+        &cases,
+        &lookup,
+        &full,
+        json!({ "compiled": compiled_load, "lpm_trie": lpm_load }),
+        churn,
+    );
     fs::create_dir_all(&options.out_dir)?;
     let json_path = options.out_dir.join("latest.json");
     fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")?;
@@ -213,12 +260,15 @@ pub fn redraw(out_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One table size of the lookup micro-benchmark, with its measurements (ns per packet).
+/// One table size of the lookup micro-benchmark, with its measurements (ns per packet) in
+/// the compiled FIB and in the LPM trie.
 struct LookupSize {
     routes_v4: usize,
     routes_v6: usize,
     v4: Vec<f64>,
     v6: Vec<f64>,
+    v4_lpm: Vec<f64>,
+    v6_lpm: Vec<f64>,
 }
 
 /// The program's cost per packet under `BPF_PROG_TEST_RUN`, for tables of 1 route to the
@@ -255,23 +305,22 @@ fn lookup_benchmark(
         })
         .collect();
     tables.push(full.clone());
+    // A lab per table and lookup mode.
     let mut labs = Vec::new();
     for table in &tables {
-        let lab_started = Instant::now();
-        labs.push(BenchLab::new(
-            "pdp-bench",
-            tools,
-            Router::Dataplane,
-            table,
-            false,
-        )?);
-        println!(
-            "bench: lookup lab: {} IPv4 + {} IPv6 routes ready in {:.1} s",
-            table.v4.len(),
-            table.v6.len(),
-            lab_started.elapsed().as_secs_f64()
-        );
-        check()?;
+        let mut pair = Vec::new();
+        for router in [Router::Dataplane, Router::DataplaneLpmTrie] {
+            let lab_started = Instant::now();
+            pair.push(BenchLab::new("pdp-bench", tools, router, table, false)?);
+            println!(
+                "bench: lookup lab: {} IPv4 + {} IPv6 routes, {router:?}, ready in {:.1} s",
+                table.v4.len(),
+                table.v6.len(),
+                lab_started.elapsed().as_secs_f64()
+            );
+            check()?;
+        }
+        labs.push(pair);
     }
     let mut sizes: Vec<LookupSize> = tables
         .iter()
@@ -280,31 +329,102 @@ fn lookup_benchmark(
             routes_v6: t.v6.len(),
             v4: Vec::new(),
             v6: Vec::new(),
+            v4_lpm: Vec::new(),
+            v6_lpm: Vec::new(),
         })
         .collect();
+    let cost = |lab: &BenchLab, packets: &[IpAddr]| -> anyhow::Result<f64> {
+        let cost = lab.lookup_cost(packets)?;
+        let forwarded = cost["actions"]["4"].as_u64().unwrap_or(0);
+        if forwarded != packets.len() as u64 {
+            bail!("lookup: not every packet was forwarded: {cost}");
+        }
+        cost["ns_per_packet"].as_f64().context("ns_per_packet")
+    };
     for round in 1..=options.rounds {
-        for (lab, size) in labs.iter().zip(&mut sizes) {
-            for (packets, results) in [(&packets_v4, &mut size.v4), (&packets_v6, &mut size.v6)] {
-                let cost = lab.lookup_cost(packets)?;
-                let forwarded = cost["actions"]["4"].as_u64().unwrap_or(0);
-                if forwarded != packets.len() as u64 {
-                    bail!("lookup: not every packet was forwarded: {cost}");
-                }
-                results.push(cost["ns_per_packet"].as_f64().context("ns_per_packet")?);
-            }
+        for (pair, size) in labs.iter().zip(&mut sizes) {
+            size.v4.push(cost(&pair[0], &packets_v4)?);
+            size.v6.push(cost(&pair[0], &packets_v6)?);
+            size.v4_lpm.push(cost(&pair[1], &packets_v4)?);
+            size.v6_lpm.push(cost(&pair[1], &packets_v6)?);
             println!(
-                "bench: round {round}/{}: lookup, {:>7} IPv4 routes {:>6.1} ns/packet, {:>6} IPv6 \
-                 routes {:>6.1} ns/packet",
+                "bench: round {round}/{}: lookup, {:>7} IPv4 routes {:>6.1} ns/packet ({:.1} \
+                 in the LPM trie), {:>6} IPv6 routes {:>6.1} ns/packet ({:.1})",
                 options.rounds,
                 size.routes_v4,
                 size.v4.last().copied().unwrap_or(f64::NAN),
+                size.v4_lpm.last().copied().unwrap_or(f64::NAN),
                 size.routes_v6,
-                size.v6.last().copied().unwrap_or(f64::NAN)
+                size.v6.last().copied().unwrap_or(f64::NAN),
+                size.v6_lpm.last().copied().unwrap_or(f64::NAN),
             );
             check()?;
         }
     }
     Ok(sizes)
+}
+
+/// Route changes per second pushed with `route load` while traffic flows through the full
+/// table, half of it to prefixes being changed, and whether any packet missed a route.
+fn churn_benchmark(
+    lab: &mut BenchLab,
+    copied: &Table,
+    real_v4: &[Ipv4Net],
+    options: &Options,
+    rng: &mut Rng,
+) -> anyhow::Result<Value> {
+    // Half of the prefixes the traffic goes to, and real-table prefixes to make batches of
+    // 10,000 (the most a change makes in place; more build fresh tables).
+    let mut prefixes: Vec<Ipv4Net> = copied.v4[..copied.v4.len() / 2].to_vec();
+    prefixes.extend(sample(real_v4, 50_000 - prefixes.len(), rng));
+    let churn = lab.churn(&prefixes, 10_000)?;
+    let traffic = table_traffic(copied, false, 64, rng);
+    let before = lab.stats()?;
+    let seconds = options.seconds * 2.0;
+    let (result, run) = std::thread::scope(|scope| {
+        let pushing = scope.spawn(|| churn.run(std::time::Duration::from_secs_f64(seconds)));
+        let run = lab.measure(&traffic, Amount::Seconds(seconds));
+        (pushing.join().expect("churn thread"), run)
+    });
+    let (changes, elapsed) = result?;
+    let run = run?;
+    let after = lab.stats()?;
+    let delta = |path: &[&str]| -> u64 {
+        let read = |stats: &Value| {
+            let port = stats["interfaces"]
+                .as_array()
+                .and_then(|all| all.iter().find(|i| i["name"] == "ra"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            path.iter()
+                .fold(&port, |v, key| &v[*key])
+                .as_u64()
+                .unwrap_or(0)
+        };
+        read(&after) - read(&before)
+    };
+    let result = json!({
+        "changes": changes,
+        "seconds": round3(elapsed),
+        "changes_per_s": (changes as f64 / elapsed).round(),
+        "batch": 10_000,
+        "router_rx": delta(&["rx_packets"]),
+        "forwarded": delta(&["forwarded_packets"]),
+        "no_route": delta(&["to_kernel", "no_route"]),
+        "unresolved": delta(&["to_kernel", "unresolved"]),
+        "dropped": delta(&["dropped_packets"]),
+        "delivered_pps": run.delivered_pps().round(),
+    });
+    println!(
+        "bench: churn: {changes} route changes in {elapsed:.1} s ({:.0}/s) under {:.2} Mpps of \
+         traffic; {} packets received, {} forwarded, {} missed a route",
+        changes as f64 / elapsed,
+        run.offered_pps() / 1e6,
+        result["router_rx"],
+        result["forwarded"],
+        result["no_route"]
+    );
+    Ok(result)
 }
 
 /// `count` distinct items of `items` at random (all of them when there are fewer).
@@ -351,6 +471,7 @@ fn round3(value: f64) -> Value {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn report(
     machine: &Value,
     generator: Generator,
@@ -358,6 +479,8 @@ fn report(
     cases: &[Case],
     lookup: &[LookupSize],
     full: &Table,
+    loads: Value,
+    churn: Value,
 ) -> Value {
     let per_core = |case: &Case| -> Vec<f64> {
         case.runs
@@ -392,6 +515,7 @@ fn report(
                     Router::Kernel => "kernel",
                     Router::Ceiling => "ceiling",
                     Router::Dataplane => "pop-dataplane",
+                    Router::DataplaneLpmTrie => "pop-dataplane --fib lpm-trie",
                 },
                 "table": case.table,
                 "family": if case.ipv6 { "ipv6" } else { "ipv4" },
@@ -428,6 +552,8 @@ fn report(
                 "ns_per_packet_v6_median": round3(v6),
                 "ns_per_packet_v6_min": round3(v6_min),
                 "ns_per_packet_v6_max": round3(v6_max),
+                "lpm_trie_ns_per_packet_v4_median": round3(spread(&size.v4_lpm).0),
+                "lpm_trie_ns_per_packet_v6_median": round3(spread(&size.v6_lpm).0),
             })
         })
         .collect();
@@ -453,7 +579,19 @@ fn report(
             "full_vs_few_v6": round3(paired_ratio(&per_core(by_name("xdp-full-v6")), &per_core(by_name("xdp-few-v6")))),
             "lookup_full_vs_one": round3(paired_ratio(&all.v4, &one.v4)),
             "lookup_full_vs_one_v6": round3(paired_ratio(&all.v6, &one.v6)),
+            "full_table_load_s": loads["compiled"]["load_s"],
+            "fib_kernel_memory_bytes": loads["compiled"]["kernel_memory_bytes"],
+            "churn_changes_per_s": churn["changes_per_s"],
+            "lpm_trie": {
+                "full_vs_few": round3(paired_ratio(&per_core(by_name("lpm-full")), &per_core(by_name("lpm-few")))),
+                "lookup_full_vs_one": round3(paired_ratio(&all.v4_lpm, &one.v4_lpm)),
+                "lookup_full_vs_one_v6": round3(paired_ratio(&all.v6_lpm, &one.v6_lpm)),
+                "full_table_load_s": loads["lpm_trie"]["load_s"],
+                "fib_kernel_memory_bytes": loads["lpm_trie"]["kernel_memory_bytes"],
+            },
         },
+        "full_table_load": loads,
+        "churn": churn,
         "lookup": lookup_json,
     })
 }
@@ -486,17 +624,20 @@ fn table(report: &Value) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:>9} {:>9} {:>15} {:>15}",
-        "IPv4", "IPv6", "IPv4 ns/packet", "IPv6 ns/packet"
+        "lookup, ns/packet: {:>9} {:>9} {:>10} {:>10} {:>10} {:>10}",
+        "IPv4", "IPv6", "v4", "v6", "v4 trie", "v6 trie"
     );
+    let ns = |size: &Value, key: &str| size[key].as_f64().unwrap_or(f64::NAN);
     for size in report["lookup"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "{:>9} {:>9} {:>15.1} {:>15.1}",
+            "                   {:>9} {:>9} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
             size["routes_v4"].as_u64().unwrap_or(0),
             size["routes_v6"].as_u64().unwrap_or(0),
-            size["ns_per_packet_v4_median"].as_f64().unwrap_or(f64::NAN),
-            size["ns_per_packet_v6_median"].as_f64().unwrap_or(f64::NAN),
+            ns(size, "ns_per_packet_v4_median"),
+            ns(size, "ns_per_packet_v6_median"),
+            ns(size, "lpm_trie_ns_per_packet_v4_median"),
+            ns(size, "lpm_trie_ns_per_packet_v6_median"),
         );
     }
     let _ = writeln!(out);
@@ -509,9 +650,13 @@ fn table(report: &Value) -> String {
         "full_vs_few_v6",
         "lookup_full_vs_one",
         "lookup_full_vs_one_v6",
+        "full_table_load_s",
+        "fib_kernel_memory_bytes",
+        "churn_changes_per_s",
     ] {
-        let _ = writeln!(out, "{key:<22} {}", ratios[key]);
+        let _ = writeln!(out, "{key:<24} {}", ratios[key]);
     }
+    let _ = writeln!(out, "lpm-trie mode: {}", ratios["lpm_trie"]);
     out
 }
 
@@ -593,7 +738,8 @@ fn chart(report: &Value, path: &Path) -> anyhow::Result<()> {
         let color = match case["router"].as_str() {
             Some("kernel") => RGBColor(200, 90, 60),
             Some("ceiling") => RGBColor(130, 130, 130),
-            _ => RGBColor(40, 110, 180),
+            Some("pop-dataplane") => RGBColor(40, 110, 180),
+            _ => RGBColor(140, 180, 220),
         };
         let i = count - 1 - i as u32;
         let mut bar = Rectangle::new(
@@ -624,7 +770,14 @@ fn chart(report: &Value, path: &Path) -> anyhow::Result<()> {
     let ns = |size: &Value, key: &str| size[key].as_f64().unwrap_or(0.0);
     let top = sizes
         .iter()
-        .flat_map(|s| [ns(s, "ns_per_packet_v4_max"), ns(s, "ns_per_packet_v6_max")])
+        .flat_map(|s| {
+            [
+                ns(s, "ns_per_packet_v4_max"),
+                ns(s, "ns_per_packet_v6_max"),
+                ns(s, "lpm_trie_ns_per_packet_v4_median"),
+                ns(s, "lpm_trie_ns_per_packet_v6_median"),
+            ]
+        })
         .fold(10.0, f64::max)
         * 1.15;
     let routes_max = sizes
@@ -681,6 +834,7 @@ fn chart(report: &Value, path: &Path) -> anyhow::Result<()> {
     }
     lookup
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
