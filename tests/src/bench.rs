@@ -853,10 +853,7 @@ impl BenchLab {
     /// The lookup micro-benchmark on this lab's router: the program's cost per packet over
     /// `destinations` (JSON from `pop-dataplane-bench lookup`).
     pub fn lookup_cost(&self, destinations: &[IpAddr]) -> anyhow::Result<serde_json::Value> {
-        ensure!(
-            self.router == Router::Dataplane,
-            "lookup needs pop-dataplane"
-        );
+        ensure!(self.router.is_dataplane(), "lookup needs pop-dataplane");
         let ipv6 = destinations.first().is_some_and(IpAddr::is_ipv6);
         let file = self.dir.join(if ipv6 { "lookup-v6" } else { "lookup-v4" });
         let text: String = destinations.iter().map(|d| format!("{d}\n")).collect();
