@@ -55,6 +55,34 @@ pub struct DaemonConfig {
     pub saved_routes: Option<std::path::PathBuf>,
     /// A group whose members may use the control socket, besides root.
     pub control_group: Option<String>,
+    /// Kernel routing tables to follow into the dataplane (`run --sync-kernel-table`):
+    /// names (`"main"`) or numbers.
+    #[serde(default)]
+    pub sync_kernel_tables: Vec<KernelTable>,
+}
+
+/// A kernel routing table's id, given in the config by name or number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawTable")]
+pub struct KernelTable(pub u32);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawTable {
+    Number(i64),
+    Name(String),
+}
+
+impl TryFrom<RawTable> for KernelTable {
+    type Error = String;
+
+    fn try_from(raw: RawTable) -> Result<Self, String> {
+        let text = match raw {
+            RawTable::Number(n) => n.to_string(),
+            RawTable::Name(name) => name,
+        };
+        crate::kernel_routes::parse_table(&text).map(KernelTable)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -92,6 +92,9 @@ pub struct Status {
     pub nexthops_unresolved: usize,
     pub groups: usize,
     pub cli_routes: usize,
+    /// Routes from the kernel tables followed (`sync_kernel_tables`).
+    pub kernel_routes: usize,
+    pub sync_kernel_tables: Vec<u32>,
     pub saved_routes_file: String,
     /// The route lookup: "compiled" or "lpm-trie".
     pub fib: String,

@@ -7,6 +7,7 @@ pub mod control;
 pub mod dataplane;
 pub mod fib;
 pub mod host;
+pub mod kernel_routes;
 pub mod mac;
 pub mod metrics;
 pub mod mtrie;

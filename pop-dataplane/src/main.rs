@@ -91,6 +91,11 @@ enum Command {
         /// lpm-trie (the kernel's BPF LPM trie, slower as the table grows).
         #[arg(long, value_enum, default_value_t = Fib::Compiled)]
         fib: Fib,
+        /// Follow this kernel routing table (`main`, a number, or a name in
+        /// /etc/iproute2/rt_tables) into the dataplane: what BIRD or FRR installs there.
+        /// Repeatable; adds to `[daemon] sync_kernel_tables`.
+        #[arg(long, value_name = "TABLE", value_parser = pop_dataplane::kernel_routes::parse_table)]
+        sync_kernel_table: Vec<u32>,
     },
     /// Show the per-interface counters of the running dataplane.
     Stats {
@@ -205,6 +210,7 @@ enum SourceArg {
     Local,
     Cli,
     Config,
+    Kernel,
 }
 
 impl From<SourceArg> for Source {
@@ -213,6 +219,7 @@ impl From<SourceArg> for Source {
             SourceArg::Local => Self::Local,
             SourceArg::Cli => Self::Cli,
             SourceArg::Config => Self::Config,
+            SourceArg::Kernel => Self::Kernel,
         }
     }
 }
@@ -244,6 +251,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             keep_on_exit,
             metrics_listen,
             fib,
+            sync_kernel_table,
         } => {
             // The daemon's own loop runs on this thread; control connections on a worker, so
             // that a long request can report progress while the loop works on it.
@@ -261,6 +269,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 keep_on_exit,
                 metrics_listen,
                 fib: fib.into(),
+                sync_kernel_tables: sync_kernel_table,
             }))
         }
         Command::Trace {
@@ -326,9 +335,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     .collect();
                 println!("ports:        {}", ports.join(", "));
                 println!(
-                    "routes:       {} IPv4, {} IPv6 ({} from the CLI)",
-                    status.routes_v4, status.routes_v6, status.cli_routes
+                    "routes:       {} IPv4, {} IPv6 ({} from the CLI, {} from the kernel)",
+                    status.routes_v4, status.routes_v6, status.cli_routes, status.kernel_routes
                 );
+                if !status.sync_kernel_tables.is_empty() {
+                    println!("kernel sync:  tables {:?}", status.sync_kernel_tables);
+                }
                 println!(
                     "next hops:    {} ({} unresolved or down), {} ECMP groups",
                     status.nexthops, status.nexthops_unresolved, status.groups

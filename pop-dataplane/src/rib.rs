@@ -23,16 +23,20 @@ pub enum Source {
     Cli,
     /// The config file.
     Config,
+    /// A kernel routing table the daemon follows (`run --sync-kernel-table`): what BIRD or
+    /// FRR installed. Last: the operator's own routes override it.
+    Kernel,
 }
 
 impl Source {
-    pub const ALL: [Self; 3] = [Self::Local, Self::Cli, Self::Config];
+    pub const ALL: [Self; 4] = [Self::Local, Self::Cli, Self::Config, Self::Kernel];
 
     pub const fn name(self) -> &'static str {
         match self {
             Self::Local => "local",
             Self::Cli => "cli",
             Self::Config => "config",
+            Self::Kernel => "kernel",
         }
     }
 }

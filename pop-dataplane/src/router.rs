@@ -16,6 +16,7 @@ use crate::{
     config::{self, Config, ConfigError},
     fib::Fib,
     host::{Address, Host, Link},
+    kernel_routes::KernelTarget,
     mac::MacAddr,
     nexthops::{Neighbour, NexthopKey, Nexthops},
     rib::{Action, NexthopSet, Rib, Source},
@@ -391,6 +392,33 @@ impl Router {
                 .collect::<Vec<_>>()
                 .join(", ")
         ))
+    }
+
+    /// A kernel route as the RIB takes it: through its gateways when each is on one of the
+    /// router's interfaces (and on that interface's subnet), else handed to the kernel, which
+    /// forwards by the same route.
+    pub fn kernel_spec(&self, prefix: IpNet, target: &KernelTarget) -> RouteSpec {
+        let target = match target {
+            KernelTarget::Via(hops) if hops.len() <= config::MAX_ECMP_NEXTHOPS => hops
+                .iter()
+                .map(|&(ifindex, via)| {
+                    let interface = self
+                        .topology
+                        .interfaces
+                        .iter()
+                        .find(|i| i.device == Some(ifindex) && i.entry.is_routed())?;
+                    self.check_on_link(&interface.name, via).ok()?;
+                    Some(Hop {
+                        via,
+                        dev: interface.name.clone(),
+                    })
+                })
+                .collect::<Option<Vec<_>>>()
+                .map_or(Target::Kernel, Target::Via),
+            KernelTarget::Blackhole => Target::Blackhole,
+            KernelTarget::Via(_) | KernelTarget::Direct(_) | KernelTarget::Kernel => Target::Kernel,
+        };
+        RouteSpec { prefix, target }
     }
 
     /// The clearing writes among `writes` whose next-hop id was not taken again meanwhile.

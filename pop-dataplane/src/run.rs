@@ -17,6 +17,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use futures_util::{StreamExt as _, TryStreamExt as _};
+use ipnet::IpNet;
 use log::{debug, error, info, warn};
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::{
@@ -25,7 +26,7 @@ use netlink_packet_route::{
         NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
     },
 };
-use rtnetlink::{Handle, MulticastGroup};
+use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder, sys::AsyncSocket as _};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
@@ -40,6 +41,7 @@ use crate::{
     control::{MAX_REQUEST, Reply, Request, Status},
     dataplane::{AttachMode, Dataplane, LoadOptions},
     host::{self, Host, HostEvent},
+    kernel_routes::{self, KernelRoutes},
     mac::MacAddr,
     metrics,
     rib::Source,
@@ -61,11 +63,19 @@ pub struct RunOptions {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where the program looks routes up.
     pub fib: FibMode,
+    /// Kernel routing tables to follow, besides the config's.
+    pub sync_kernel_tables: Vec<u32>,
 }
 
 /// How often next hops' neighbours are asked for again: the kernel lets entries nobody uses
 /// go stale and then forgets them, and XDP traffic does not count as use.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(5);
+
+/// Receive buffer of the rtnetlink event socket. Route events come in floods (a BGP session
+/// bringing up a full table is a million of them, about 1 KiB each in the buffer): room for
+/// a good share of one while the daemon applies what came before. Should it overflow all the
+/// same, the daemon reads the tables again.
+const EVENT_BUFFER_BYTES: libc::c_int = 256 << 20;
 
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -80,14 +90,28 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let saved_routes_path = saved_routes_path(&config, &options.config);
     let saved = read_saved_routes(&saved_routes_path)?;
 
+    let mut sync_tables: Vec<u32> = options
+        .sync_kernel_tables
+        .iter()
+        .copied()
+        .chain(config.daemon.sync_kernel_tables.iter().map(|table| table.0))
+        .collect();
+    sync_tables.sort_unstable();
+    sync_tables.dedup();
+
     // Subscribe before the dump, so that no change falls between the two.
-    let (events_connection, _, mut events) = rtnetlink::new_multicast_connection(&[
+    let mut groups = vec![
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv6Ifaddr,
         MulticastGroup::Neigh,
-    ])
-    .context("subscribing to rtnetlink events")?;
+    ];
+    if !sync_tables.is_empty() {
+        groups.extend([MulticastGroup::Ipv4Route, MulticastGroup::Ipv6Route]);
+    }
+    let (mut events_connection, _, mut events) =
+        rtnetlink::new_multicast_connection(&groups).context("subscribing to rtnetlink events")?;
+    enlarge_receive_buffer(events_connection.socket_mut().socket_mut());
     tokio::spawn(events_connection);
     let (connection, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
     tokio::spawn(connection);
@@ -156,6 +180,24 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         dataplane.detach(ifindex);
     }
     save_names(&options.run_dir, &router.topology.names())?;
+    let kernel = if sync_tables.is_empty() {
+        None
+    } else {
+        let mut sync = KernelSync {
+            tables: sync_tables,
+            routes: KernelRoutes::default(),
+        };
+        let started = Instant::now();
+        let count = sync
+            .read_tables(&handle, &mut router, &mut dataplane)
+            .await?;
+        info!(
+            "{count} routes from kernel table(s) {:?} in {:.2?}",
+            sync.tables,
+            started.elapsed()
+        );
+        Some(sync)
+    };
     refresh_neighbours(&handle, &mut router, &mut dataplane).await?;
 
     let (metrics_state, metrics_task) = match options.metrics_listen {
@@ -182,6 +224,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         handle,
         attached,
         metrics: metrics_state,
+        kernel,
     };
     daemon.publish();
     let ready = daemon.ready_line();
@@ -222,13 +265,35 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
                 let Some((message, _)) = message else {
                     bail!("the rtnetlink event socket closed");
                 };
-                match message.payload {
-                    NetlinkPayload::InnerMessage(message) => daemon.host_event(message).await?,
-                    NetlinkPayload::Overrun(_) => {
-                        warn!("rtnetlink events were lost; reading the host's state again");
-                        daemon.resync().await?;
+                let mut next = Some(message);
+                while let Some(message) = next.take() {
+                    if daemon.kernel.is_some() && is_route_event(&message) {
+                        // Route events come in floods: taken in batches, each applied in
+                        // place (a batch is at most a bulk change's size).
+                        let mut batch = vec![message];
+                        while batch.len() < BULK_ROUTES {
+                            match events.try_recv() {
+                                Ok((message, _)) if is_route_event(&message) => batch.push(message),
+                                Ok((message, _)) => {
+                                    next = Some(message);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        daemon.kernel_route_events(batch).await?;
+                        continue;
                     }
-                    _ => {}
+                    match message.payload {
+                        NetlinkPayload::InnerMessage(message) => {
+                            daemon.host_event(message).await?;
+                        }
+                        NetlinkPayload::Overrun(_) => {
+                            warn!("rtnetlink events were lost; reading the host's state again");
+                            daemon.resync().await?;
+                        }
+                        _ => {}
+                    }
                 }
             }
             _ = refresh.tick() => daemon.refresh_neighbours().await?,
@@ -261,6 +326,8 @@ struct Daemon<'a> {
     /// Ports and how they were attached.
     attached: Vec<(String, String)>,
     metrics: Option<metrics::Shared>,
+    /// The kernel tables followed, if any.
+    kernel: Option<KernelSync>,
 }
 
 impl Daemon<'_> {
@@ -395,24 +462,13 @@ impl Daemon<'_> {
         };
         progress.report("building tables", 0, 0);
         let compiled = started.elapsed();
-        if replace_all || routes.len() > BULK_ROUTES {
-            // A whole table, or a bulk change: fresh tables with every route, swapped in at
-            // once (one atomic step even if the daemon dies half-way). New next hops and
-            // groups go first; next hops the change let go are cleared after the swap.
-            let (cleared, before): (Vec<MapWrite>, Vec<MapWrite>) = writes
-                .into_iter()
-                .filter(|w| !matches!(w, MapWrite::Route(..) | MapWrite::DeleteRoute(..)))
-                .partition(|w| matches!(w, MapWrite::Nexthop(_, n) if *n == Nexthop::default()));
-            self.dataplane
-                .apply(&before)
-                .and_then(|()| self.dataplane.replace_routes(self.router.table_routes()))
-                .and_then(|()| self.dataplane.apply(&cleared))
-                .map_err(|err| format!("{err:#}"))?;
-        } else {
-            self.dataplane
-                .apply(&writes)
-                .map_err(|err| format!("{err:#}"))?;
-        }
+        install(
+            &mut self.dataplane,
+            &self.router,
+            writes,
+            replace_all || routes.len() > BULK_ROUTES,
+        )
+        .map_err(|err| format!("{err:#}"))?;
         let installed = started.elapsed() - compiled;
         if let Err(err) = self.refresh_neighbours().await {
             warn!("reading the neighbour table: {err:#}");
@@ -435,6 +491,59 @@ impl Daemon<'_> {
         ))
     }
 
+    /// Applies a batch of kernel route events.
+    async fn kernel_route_events(
+        &mut self,
+        batch: Vec<netlink_packet_core::NetlinkMessage<RouteNetlinkMessage>>,
+    ) -> anyhow::Result<()> {
+        let sync = self.kernel.as_mut().expect("called when syncing");
+        let mut changed = foldhash::HashSet::default();
+        for message in &batch {
+            let append = message.header.flags & netlink_packet_core::NLM_F_APPEND != 0;
+            let NetlinkPayload::InnerMessage(message) = &message.payload else {
+                continue;
+            };
+            let (route, added) = match message {
+                RouteNetlinkMessage::NewRoute(route) => (route, true),
+                RouteNetlinkMessage::DelRoute(route) => (route, false),
+                _ => continue,
+            };
+            let Some(route) = kernel_routes::parse_route(route, &sync.tables) else {
+                continue;
+            };
+            let prefix = route.prefix;
+            let winner_changed = if added {
+                sync.routes.add(route, append)
+            } else {
+                sync.routes.remove(&route)
+            };
+            if winner_changed {
+                changed.insert(prefix);
+            }
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let mut set = Vec::new();
+        let mut gone = Vec::new();
+        for prefix in changed {
+            match sync.routes.best(&prefix) {
+                Some(target) => set.push((0, self.router.kernel_spec(prefix, target))),
+                None => gone.push(prefix),
+            }
+        }
+        debug!(
+            "kernel routes: {} set, {} removed ({} events)",
+            set.len(),
+            gone.len(),
+            batch.len()
+        );
+        let writes = set_kernel_routes(&mut self.router, &set, &gone);
+        install(&mut self.dataplane, &self.router, writes, false)?;
+        self.refresh_neighbours().await?;
+        Ok(())
+    }
+
     fn write(&mut self, writes: &[MapWrite], message: String) -> Result<String, String> {
         self.dataplane
             .apply(writes)
@@ -446,6 +555,18 @@ impl Daemon<'_> {
     async fn reload(&mut self) -> Result<String, String> {
         let started = Instant::now();
         let config = Config::load(&self.options.config).map_err(|err| err.to_string())?;
+        let mut tables: Vec<u32> = self.options.sync_kernel_tables.clone();
+        tables.extend(config.daemon.sync_kernel_tables.iter().map(|table| table.0));
+        tables.sort_unstable();
+        tables.dedup();
+        let following = self.kernel.as_ref().map(|sync| sync.tables.clone());
+        if tables != following.clone().unwrap_or_default() {
+            return Err(format!(
+                "{}: [daemon] sync_kernel_tables would follow kernel tables {tables:?} instead                  of {:?}; that takes a restart (nothing changed)",
+                self.config_file,
+                following.unwrap_or_default()
+            ));
+        }
         let host = Host::read(&self.handle)
             .await
             .map_err(|err| format!("{err:#}"))?;
@@ -523,6 +644,12 @@ impl Daemon<'_> {
                 .count(),
             groups: self.router.fib.groups(),
             cli_routes: self.router.rib.prefixes_of(Source::Cli).len(),
+            kernel_routes: self.router.rib.prefixes_of(Source::Kernel).len(),
+            sync_kernel_tables: self
+                .kernel
+                .as_ref()
+                .map(|sync| sync.tables.clone())
+                .unwrap_or_default(),
             saved_routes_file: self.saved_routes_path.display().to_string(),
             fib: match self.dataplane.fib_mode() {
                 FibMode::Compiled => "compiled",
@@ -593,8 +720,162 @@ impl Daemon<'_> {
             }
         }
         self.dataplane.apply(&writes)?;
+        if let Some(sync) = &mut self.kernel {
+            let count = sync
+                .read_tables(&self.handle, &mut self.router, &mut self.dataplane)
+                .await?;
+            info!("kernel tables read again: {count} routes");
+        }
         self.publish();
         Ok(())
+    }
+}
+
+/// The kernel routing tables the daemon follows, and what they hold.
+struct KernelSync {
+    tables: Vec<u32>,
+    routes: KernelRoutes,
+}
+
+impl KernelSync {
+    /// Reads the tables whole and makes the RIB's kernel routes equal to them (at start, and
+    /// after lost events); the number of prefixes.
+    async fn read_tables(
+        &mut self,
+        handle: &Handle,
+        router: &mut Router,
+        dataplane: &mut Dataplane,
+    ) -> anyhow::Result<usize> {
+        let mut routes = KernelRoutes::default();
+        // Without strict checking the kernel dumps every table: the others are skipped.
+        let dumps = [
+            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        ];
+        for request in dumps {
+            let mut dump = handle.route().get(request).execute();
+            while let Some(message) = dump.try_next().await.context("reading kernel routes")? {
+                if let Some(route) = kernel_routes::parse_route(&message, &self.tables) {
+                    routes.add(route, true);
+                }
+            }
+        }
+        self.routes = routes;
+        let specs: Vec<(usize, RouteSpec)> = self
+            .routes
+            .best_routes()
+            .map(|(prefix, target)| (0, router.kernel_spec(prefix, target)))
+            .collect();
+        let gone: Vec<IpNet> = {
+            let keep: foldhash::HashSet<IpNet> = specs.iter().map(|(_, s)| s.prefix).collect();
+            router
+                .rib
+                .prefixes_of(Source::Kernel)
+                .into_iter()
+                .filter(|prefix| !keep.contains(prefix))
+                .collect()
+        };
+        let writes = set_kernel_routes(router, &specs, &gone);
+        install(dataplane, router, writes, specs.len() > BULK_ROUTES)?;
+        Ok(specs.len())
+    }
+}
+
+/// Sets and removes kernel routes in the RIB; the writes. Kernel routes are the kernel's
+/// word and cannot be refused: one the fast path cannot take (the tables or ECMP groups
+/// full) is handed to the kernel instead.
+fn set_kernel_routes(
+    router: &mut Router,
+    set: &[(usize, RouteSpec)],
+    gone: &[IpNet],
+) -> Vec<MapWrite> {
+    let mut writes = match router.set_routes(set, Source::Kernel, Mode::Replace, &mut |_| ()) {
+        Ok(writes) => writes,
+        Err(err) => {
+            warn!("kernel routes: {err}; handing them to the kernel");
+            let to_kernel: Vec<(usize, RouteSpec)> = set
+                .iter()
+                .map(|(line, spec)| {
+                    (
+                        *line,
+                        RouteSpec {
+                            prefix: spec.prefix,
+                            target: route_spec::Target::Kernel,
+                        },
+                    )
+                })
+                .collect();
+            router
+                .set_routes(&to_kernel, Source::Kernel, Mode::Replace, &mut |_| ())
+                .unwrap_or_else(|err| {
+                    error!("kernel routes: {err}; they are missing from the dataplane");
+                    Vec::new()
+                })
+        }
+    };
+    let gone: Vec<IpNet> = gone
+        .iter()
+        .filter(|prefix| router.rib.get(prefix, Source::Kernel).is_some())
+        .copied()
+        .collect();
+    writes.extend(
+        router
+            .remove_routes(&gone, Source::Kernel)
+            .expect("only routes the RIB has"),
+    );
+    writes
+}
+
+/// Applies `writes`; with `rebuild` (a bulk change: the writes leave the routes out) the
+/// route tables are built afresh from the FIB and swapped in at once, one atomic step even
+/// if the daemon dies half-way. New next hops and groups go first; next hops the change let
+/// go are cleared after the swap.
+fn install(
+    dataplane: &mut Dataplane,
+    router: &Router,
+    writes: Vec<MapWrite>,
+    rebuild: bool,
+) -> anyhow::Result<()> {
+    if !rebuild {
+        return dataplane.apply(&writes);
+    }
+    let (cleared, before): (Vec<MapWrite>, Vec<MapWrite>) = writes
+        .into_iter()
+        .filter(|w| !matches!(w, MapWrite::Route(..) | MapWrite::DeleteRoute(..)))
+        .partition(|w| matches!(w, MapWrite::Nexthop(_, n) if *n == Nexthop::default()));
+    dataplane.apply(&before)?;
+    dataplane.replace_routes(router.table_routes())?;
+    dataplane.apply(&cleared)
+}
+
+fn is_route_event(message: &netlink_packet_core::NetlinkMessage<RouteNetlinkMessage>) -> bool {
+    matches!(
+        message.payload,
+        NetlinkPayload::InnerMessage(
+            RouteNetlinkMessage::NewRoute(_) | RouteNetlinkMessage::DelRoute(_)
+        )
+    )
+}
+
+/// See [`EVENT_BUFFER_BYTES`]. Root may go beyond `net.core.rmem_max`.
+fn enlarge_receive_buffer(socket: &mut rtnetlink::sys::Socket) {
+    let size = EVENT_BUFFER_BYTES;
+    // SAFETY: the fd is an open socket, and the option's value a c_int living through the
+    // call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        warn!(
+            "enlarging the rtnetlink event buffer: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

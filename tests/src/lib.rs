@@ -3,6 +3,7 @@
 //! xtask's demo and bench use the lab too.
 
 pub mod bench;
+pub mod bird;
 pub mod frame;
 pub mod fulltable;
 pub mod lab;

@@ -23,13 +23,15 @@ const COMPONENTS: [&str; 3] = ["rust-src", "rustfmt", "clippy"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages: the tools the tests and the demo drive.
-const APT_PACKAGES: [(&str, &str); 7] = [
+const APT_PACKAGES: [(&str, &str); 8] = [
     ("iproute2", "ip"),
     ("ethtool", "ethtool"),
     ("iperf3", "iperf3"),
     ("iputils-ping", "ping"),
     ("tcpdump", "tcpdump"),
     ("traceroute", "traceroute"),
+    // The BGP end-to-end tests' speakers (installed, not started: each test runs its own).
+    ("bird2", "/usr/sbin/bird"),
     // The benchmark chart's font.
     ("fonts-dejavu-core", FONT),
 ];

@@ -1,0 +1,341 @@
+//! End to end with a real BGP daemon: BIRD 2 on host B plays a transit provider and
+//! announces routes over eBGP to a BIRD on the router, which installs them in the router's
+//! kernel table; `pop-dataplane run --sync-kernel-table main` follows that table into the
+//! dataplane. Traffic to announced destinations is forwarded by XDP (the router's kernel
+//! forwarding is off, and the dataplane's counters tell); withdrawals and a session going
+//! down take the routes away again; and a full IPv4 table arrives whole, timed.
+//!
+//! Needs root, iproute2 and bird2 (`cargo xtask test` installs them).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use ipnet::IpNet;
+use pop_dataplane_tests::{
+    bird::{Bird, kernel_table},
+    dataplane_binary, fulltable,
+    lab::{HOST_B, Lab, LabOptions, ROUTER_A, ROUTER_B},
+};
+use serde_json::Value;
+
+const ROUTER_AS: u32 = 64500;
+const TRANSIT_AS: u32 = 64501;
+
+/// The router's BIRD: a session per family with the transit, everything learned exported to
+/// the kernel's main table.
+fn router_bird_config() -> String {
+    format!(
+        "router id {r4};
+protocol device {{ }}
+protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}
+protocol kernel {{ ipv6 {{ import none; export all; }}; merge paths on; }}
+protocol bgp transit4 {{
+  local {r4} as {ROUTER_AS}; neighbor {t4} as {TRANSIT_AS};
+  connect retry time 1; error wait time 1, 5;
+  ipv4 {{ import all; export none; }};
+}}
+protocol bgp transit6 {{
+  local {r6} as {ROUTER_AS}; neighbor {t6} as {TRANSIT_AS};
+  connect retry time 1; error wait time 1, 5;
+  ipv6 {{ import all; export none; }};
+}}
+",
+        r4 = ROUTER_B.ipv4,
+        r6 = ROUTER_B.ipv6,
+        t4 = HOST_B.ipv4,
+        t6 = HOST_B.ipv6,
+    )
+}
+
+/// The transit's BIRD: `v4` and `v6` as static routes, announced to the router (eBGP: with
+/// the transit's own address as next hop).
+fn transit_bird_config(v4: &[String], v6: &[String]) -> String {
+    let mut config = format!(
+        "router id {t4};
+protocol device {{ }}
+protocol bgp router4 {{
+  local {t4} as {TRANSIT_AS}; neighbor {r4} as {ROUTER_AS};
+  connect retry time 1; error wait time 1, 5;
+  ipv4 {{ import none; export all; }};
+}}
+protocol bgp router6 {{
+  local {t6} as {TRANSIT_AS}; neighbor {r6} as {ROUTER_AS};
+  connect retry time 1; error wait time 1, 5;
+  ipv6 {{ import none; export all; }};
+}}
+",
+        r4 = ROUTER_B.ipv4,
+        r6 = ROUTER_B.ipv6,
+        t4 = HOST_B.ipv4,
+        t6 = HOST_B.ipv6,
+    );
+    for (family, routes) in [("ipv4", v4), ("ipv6", v6)] {
+        config += &format!("protocol static {{ {family};\n");
+        for route in routes {
+            config += &format!("  route {route} blackhole;\n");
+        }
+        config += "}\n";
+    }
+    config
+}
+
+/// The dataplane's kernel-sourced routes: prefix -> target, as [`kernel_table`] would say
+/// it the dataplane's way.
+fn dataplane_kernel_routes(lab: &Lab) -> BTreeMap<IpNet, String> {
+    let out = lab
+        .cli(
+            &dataplane_binary(),
+            &["route", "list", "--json", "--source", "kernel"],
+        )
+        .unwrap();
+    let routes: Vec<Value> = serde_json::from_str(&out).unwrap();
+    routes
+        .iter()
+        .map(|r| {
+            let prefix: IpNet = r["prefix"].as_str().unwrap().parse().unwrap();
+            let target = match r["target"].as_str().unwrap() {
+                t if t.starts_with("via ") => {
+                    let mut hops: Vec<String> = r["nexthops"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|n| {
+                            format!(
+                                "via {} dev {}",
+                                n["via"].as_str().unwrap(),
+                                n["dev"].as_str().unwrap()
+                            )
+                        })
+                        .collect();
+                    hops.sort();
+                    hops.join(" ")
+                }
+                t => t.to_owned(),
+            };
+            (prefix, target)
+        })
+        .collect()
+}
+
+/// What the dataplane must hold for the kernel's table: routes through the dataplane's
+/// interfaces as they are, blackholes as blackholes, everything else handed to the kernel.
+fn expected(kernel: &BTreeMap<IpNet, String>) -> BTreeMap<IpNet, String> {
+    let ours = [ROUTER_A.ifname, ROUTER_B.ifname];
+    kernel
+        .iter()
+        .map(|(prefix, target)| {
+            let through_ours = target.starts_with("via ")
+                && target
+                    .split(" via ")
+                    .all(|hop| ours.iter().any(|dev| hop.ends_with(&format!(" dev {dev}"))));
+            let target = if through_ours || target == "blackhole" {
+                target.clone()
+            } else {
+                "kernel".to_owned()
+            };
+            (*prefix, target)
+        })
+        .collect()
+}
+
+fn forwarded(lab: &Lab) -> u64 {
+    let stats = lab.stats(&dataplane_binary()).unwrap();
+    stats["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == ROUTER_A.ifname)
+        .unwrap()["forwarded_packets"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Waits until the dataplane's kernel routes equal the router's kernel table and `check`
+/// holds of them.
+fn wait_in_sync(
+    lab: &Lab,
+    bird: &Bird,
+    what: &str,
+    check: impl Fn(&BTreeMap<IpNet, String>) -> bool,
+) -> BTreeMap<IpNet, String> {
+    let mut last = BTreeMap::new();
+    bird.wait_for(Duration::from_secs(60), what, |_| {
+        let kernel = kernel_table(&lab.router, "main")?;
+        let dataplane = dataplane_kernel_routes(lab);
+        let done = check(&kernel) && dataplane == expected(&kernel);
+        last = dataplane;
+        Ok(done)
+    })
+    .unwrap_or_else(|err| panic!("{err}\ndataplane: {last:?}"));
+    last
+}
+
+#[test]
+fn routes_bird_learns_over_bgp_are_forwarded_by_xdp_and_withdrawn() {
+    let lab = Lab::with(
+        "pdpt-bird",
+        LabOptions {
+            ipv6: true,
+            second_link: false,
+        },
+    )
+    .unwrap();
+    // The destinations the transit announces, and answers for.
+    for addr in ["198.19.10.1/32", "198.19.11.1/32"] {
+        lab.b.ip(&["addr", "add", addr, "dev", "lo"]).unwrap();
+    }
+    lab.b
+        .ip(&["addr", "add", "2001:2:0:100::1/128", "dev", "lo", "nodad"])
+        .unwrap();
+    let _daemon = lab
+        .start_dataplane_with(
+            &dataplane_binary(),
+            &lab.router_config(),
+            "native",
+            &["--sync-kernel-table", "main"],
+        )
+        .unwrap();
+    let dir = lab.dir();
+    let v4 = ["198.19.10.0/24".to_owned(), "198.19.11.0/24".to_owned()];
+    let v6 = ["2001:2:0:100::/56".to_owned()];
+    let transit = Bird::start(&lab.b, dir, "transit", &transit_bird_config(&v4, &v6)).unwrap();
+    let router = Bird::start(&lab.router, dir, "router", &router_bird_config()).unwrap();
+
+    let announced: Vec<IpNet> = v4.iter().chain(&v6).map(|p| p.parse().unwrap()).collect();
+    let routes = wait_in_sync(&lab, &router, "the announced routes", |kernel| {
+        announced.iter().all(|p| kernel.contains_key(p))
+    });
+    for prefix in &announced {
+        let via = if prefix.addr().is_ipv4() {
+            HOST_B.ipv4
+        } else {
+            HOST_B.ipv6
+        };
+        assert_eq!(routes[prefix], format!("via {via} dev {}", ROUTER_B.ifname));
+    }
+    println!("in sync: {routes:?}");
+
+    // Forwarded by XDP: the router's kernel does not forward (the lab turns it off), and the
+    // dataplane counts every echo request.
+    let before = forwarded(&lab);
+    for dst in ["198.19.10.1", "198.19.11.1", "2001:2:0:100::1"] {
+        lab.a
+            .exec("ping", &["-c", "3", "-i", "0.2", "-W", "2", dst])
+            .unwrap_or_else(|err| panic!("ping {dst}: {err}"));
+    }
+    assert!(forwarded(&lab) - before >= 9, "the pings went another way");
+
+    // A withdrawal: gone from the kernel, and from the dataplane.
+    transit
+        .reconfigure(&transit_bird_config(&v4[..1], &v6))
+        .unwrap();
+    let withdrawn: IpNet = v4[1].parse().unwrap();
+    let routes = wait_in_sync(&lab, &router, "the withdrawal", |kernel| {
+        !kernel.contains_key(&withdrawn)
+    });
+    assert!(!routes.contains_key(&withdrawn));
+    assert!(routes.contains_key(&announced[0]));
+    assert!(
+        lab.a
+            .exec("ping", &["-c", "1", "-W", "1", "198.19.11.1"])
+            .is_err(),
+        "a withdrawn destination still answered"
+    );
+
+    // The session down: every BGP route goes.
+    router.birdc(&["disable", "transit4"]).unwrap();
+    router.birdc(&["disable", "transit6"]).unwrap();
+    let routes = wait_in_sync(&lab, &router, "the session down", |kernel| {
+        announced.iter().all(|p| !kernel.contains_key(p))
+    });
+    assert!(
+        announced.iter().all(|p| !routes.contains_key(p)),
+        "{routes:?}"
+    );
+    // What is left are the router's connected subnets, the kernel's to serve.
+    assert!(routes.values().all(|t| t == "kernel"), "{routes:?}");
+    drop(transit);
+}
+
+#[test]
+fn a_full_table_over_bgp_reaches_the_dataplane_whole() {
+    let lab = Lab::with(
+        "pdpt-bird",
+        LabOptions {
+            ipv6: true,
+            second_link: false,
+        },
+    )
+    .unwrap();
+    let (real_v4, _) = fulltable::read().unwrap();
+    // The lab's own range stays the lab's.
+    let bench: IpNet = "198.18.0.0/15".parse().unwrap();
+    let v4: Vec<String> = real_v4
+        .iter()
+        .filter(|p| !bench.contains(&IpNet::V4(**p)) && !IpNet::V4(**p).contains(&bench))
+        .map(|p| p.to_string())
+        .collect();
+    let _daemon = lab
+        .start_dataplane_with(
+            &dataplane_binary(),
+            &lab.router_config(),
+            "native",
+            &["--sync-kernel-table", "main"],
+        )
+        .unwrap();
+    let dir = lab.dir();
+    // The router first, its sessions waiting; the transit's start (parsing the table) is
+    // not part of the time.
+    let router = Bird::start(&lab.router, dir, "router", &router_bird_config()).unwrap();
+    let transit = Bird::start(&lab.b, dir, "transit", &transit_bird_config(&v4, &[])).unwrap();
+    router
+        .wait_for(Duration::from_secs(120), "the IPv4 session", |bird| {
+            bird.established("transit4")
+        })
+        .unwrap();
+    let up = std::time::Instant::now();
+    let status = |lab: &Lab| -> Value {
+        serde_json::from_str(&lab.cli(&dataplane_binary(), &["status", "--json"]).unwrap()).unwrap()
+    };
+    let mut in_kernel = None;
+    let mut kernel_routes = 0;
+    router
+        .wait_for(Duration::from_secs(300), "the full table", |_| {
+            kernel_routes = status(&lab)["kernel_routes"].as_u64().unwrap();
+            if in_kernel.is_none() {
+                let count = lab
+                    .router
+                    .ip(&["route", "show", "proto", "bird"])?
+                    .lines()
+                    .count();
+                if count >= v4.len() {
+                    in_kernel = Some(up.elapsed());
+                }
+            }
+            // Every announced prefix, and the lab's connected subnets.
+            Ok(kernel_routes as usize >= v4.len())
+        })
+        .unwrap();
+    let took = up.elapsed();
+    let in_kernel = in_kernel.unwrap_or(took);
+    println!(
+        "full table over BGP: {} IPv4 prefixes; session up to all in the kernel: {:.1} s; to \
+         all in the dataplane: {:.1} s (target: under 30 s)",
+        v4.len(),
+        in_kernel.as_secs_f64(),
+        took.as_secs_f64()
+    );
+
+    // The dataplane's table equals the kernel's, route by route.
+    let kernel = kernel_table(&lab.router, "main").unwrap();
+    let dataplane = dataplane_kernel_routes(&lab);
+    let expected = expected(&kernel);
+    let differ: Vec<_> = expected
+        .iter()
+        .filter(|(p, t)| dataplane.get(p) != Some(t))
+        .take(5)
+        .collect();
+    assert!(differ.is_empty(), "kernel vs dataplane: {differ:?}");
+    assert_eq!(dataplane.len(), expected.len());
+    assert!(kernel.len() > v4.len());
+    drop(transit);
+}
