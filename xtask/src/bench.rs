@@ -809,13 +809,25 @@ fn chart(report: &Value, path: &Path) -> anyhow::Result<()> {
             "ns_per_packet_v4_median",
             "routes_v4",
             RGBColor(40, 110, 180),
-            "IPv4",
+            "IPv4, compiled",
         ),
         (
             "ns_per_packet_v6_median",
             "routes_v6",
             RGBColor(200, 90, 60),
-            "IPv6",
+            "IPv6, compiled",
+        ),
+        (
+            "lpm_trie_ns_per_packet_v4_median",
+            "routes_v4",
+            RGBColor(140, 180, 225),
+            "IPv4, --fib lpm-trie",
+        ),
+        (
+            "lpm_trie_ns_per_packet_v6_median",
+            "routes_v6",
+            RGBColor(235, 165, 140),
+            "IPv6, --fib lpm-trie",
         ),
     ] {
         let points: Vec<(f64, f64)> = sizes
