@@ -857,9 +857,19 @@ fn is_route_event(message: &netlink_packet_core::NetlinkMessage<RouteNetlinkMess
     )
 }
 
-/// See [`EVENT_BUFFER_BYTES`]. Root may go beyond `net.core.rmem_max`.
+/// See [`EVENT_BUFFER_BYTES`]; `POP_DATAPLANE_EVENT_BUFFER` (bytes) sets another size. Root
+/// may go beyond `net.core.rmem_max`.
 fn enlarge_receive_buffer(socket: &mut rtnetlink::sys::Socket) {
-    let size = EVENT_BUFFER_BYTES;
+    let size: libc::c_int = match std::env::var("POP_DATAPLANE_EVENT_BUFFER") {
+        Ok(text) => match text.parse() {
+            Ok(size) => size,
+            Err(_) => {
+                warn!("POP_DATAPLANE_EVENT_BUFFER={text:?} is not a number of bytes; ignored");
+                EVENT_BUFFER_BYTES
+            }
+        },
+        Err(_) => EVENT_BUFFER_BYTES,
+    };
     // SAFETY: the fd is an open socket, and the option's value a c_int living through the
     // call.
     let rc = unsafe {

@@ -337,6 +337,18 @@ impl Lab {
         xdp_mode: &str,
         extra: &[&str],
     ) -> anyhow::Result<Daemon> {
+        self.start_dataplane_with_env(binary, config, xdp_mode, extra, &[])
+    }
+
+    /// [`Lab::start_dataplane_with`] with environment variables for the daemon.
+    pub fn start_dataplane_with_env(
+        &self,
+        binary: &Path,
+        config: &str,
+        xdp_mode: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Daemon> {
         let config_path = self.config_path();
         fs::write(&config_path, config)?;
         let log_path = self.dir.join("daemon.log");
@@ -348,6 +360,7 @@ impl Lab {
             .arg(&config_path)
             .args(["--xdp-mode", xdp_mode])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

@@ -3,7 +3,9 @@
 //! kernel table; `pop-dataplane run --sync-kernel-table main` follows that table into the
 //! dataplane. Traffic to announced destinations is forwarded by XDP (the router's kernel
 //! forwarding is off, and the dataplane's counters tell); withdrawals and a session going
-//! down take the routes away again; and a full IPv4 table arrives whole, timed.
+//! down take the routes away again; and a full IPv4 table arrives whole, timed. Also: a
+//! flood of kernel route changes that overflows the daemon's event socket, after which the
+//! daemon reads the table again and ends equal to it.
 //!
 //! Needs root, iproute2 and bird2 (`cargo xtask test` installs them).
 
@@ -338,4 +340,80 @@ fn a_full_table_over_bgp_reaches_the_dataplane_whole() {
     assert_eq!(dataplane.len(), expected.len());
     assert!(kernel.len() > v4.len());
     drop(transit);
+}
+
+#[test]
+fn lost_route_events_are_recovered_by_reading_the_table_again() {
+    let lab = Lab::new("pdpt-bird").unwrap();
+    // An event buffer of 64 KiB: a few dozen events, so that the flood below overflows it.
+    let daemon = lab
+        .start_dataplane_with_env(
+            &dataplane_binary(),
+            &lab.router_config(),
+            "native",
+            &["--sync-kernel-table", "main"],
+            &[("POP_DATAPLANE_EVENT_BUFFER", "65536")],
+        )
+        .unwrap();
+    let (real_v4, _) = fulltable::read().unwrap();
+    let bench: IpNet = "198.18.0.0/15".parse().unwrap();
+    let prefixes: Vec<String> = real_v4
+        .iter()
+        .filter(|p| !bench.contains(&IpNet::V4(**p)) && !IpNet::V4(**p).contains(&bench))
+        .step_by(4)
+        .take(200_000)
+        .map(|p| p.to_string())
+        .collect();
+    // 200,000 routes added, then a quarter of them deleted and another quarter moved to a
+    // blackhole, as fast as `ip -batch` goes.
+    let mut batch = String::new();
+    for prefix in &prefixes {
+        batch += &format!(
+            "route add {prefix} via {} dev {}\n",
+            HOST_B.ipv4, ROUTER_B.ifname
+        );
+    }
+    for prefix in prefixes.iter().step_by(4) {
+        batch += &format!("route del {prefix}\n");
+    }
+    for prefix in prefixes.iter().skip(1).step_by(4) {
+        batch += &format!("route replace blackhole {prefix}\n");
+    }
+    let file = lab.dir().join("routes.batch");
+    std::fs::write(&file, batch).unwrap();
+    lab.router.ip(&["-batch", &file.to_string_lossy()]).unwrap();
+
+    let kernel = kernel_table(&lab.router, "main").unwrap();
+    assert_eq!(
+        kernel.len(),
+        150_000 + 2,
+        "the table, and the two lab subnets"
+    );
+    let expected = expected(&kernel);
+    let started = std::time::Instant::now();
+    let mut dataplane = BTreeMap::new();
+    while started.elapsed() < Duration::from_secs(120) {
+        dataplane = dataplane_kernel_routes(&lab);
+        if dataplane == expected {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = daemon.log();
+    assert!(
+        log.contains("rtnetlink events were lost"),
+        "the flood did not overflow the event buffer; the test tests nothing:\n{log}"
+    );
+    let differ: Vec<_> = expected
+        .iter()
+        .filter(|(p, t)| dataplane.get(p) != Some(t))
+        .take(5)
+        .collect();
+    assert!(differ.is_empty(), "kernel vs dataplane: {differ:?}");
+    assert_eq!(dataplane.len(), expected.len());
+    println!(
+        "in sync {:.1} s after the flood ended; {} overruns",
+        started.elapsed().as_secs_f64(),
+        log.matches("rtnetlink events were lost").count()
+    );
 }
