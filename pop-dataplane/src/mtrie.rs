@@ -480,18 +480,18 @@ mod tests {
     #[test]
     fn longest_prefix_wins_at_every_level() {
         let mut table = Table::new(V4);
-        table.insert(v4("10.0.0.0"), 8, entry(1, 8)).unwrap();
-        table.insert(v4("10.1.0.0"), 16, entry(2, 16)).unwrap();
-        table.insert(v4("10.1.2.0"), 24, entry(3, 24)).unwrap();
-        table.insert(v4("10.1.2.128"), 25, entry(4, 25)).unwrap();
-        table.insert(v4("10.1.2.130"), 32, entry(5, 32)).unwrap();
+        table.insert(v4("44.0.0.0"), 8, entry(1, 8)).unwrap();
+        table.insert(v4("44.1.0.0"), 16, entry(2, 16)).unwrap();
+        table.insert(v4("44.1.2.0"), 24, entry(3, 24)).unwrap();
+        table.insert(v4("44.1.2.128"), 25, entry(4, 25)).unwrap();
+        table.insert(v4("44.1.2.130"), 32, entry(5, 32)).unwrap();
         for (addr, id) in [
-            ("10.9.9.9", Some(1)),
-            ("10.1.9.9", Some(2)),
-            ("10.1.2.1", Some(3)),
-            ("10.1.2.129", Some(4)),
-            ("10.1.2.130", Some(5)),
-            ("11.0.0.0", None),
+            ("44.9.9.9", Some(1)),
+            ("44.1.9.9", Some(2)),
+            ("44.1.2.1", Some(3)),
+            ("44.1.2.129", Some(4)),
+            ("44.1.2.130", Some(5)),
+            ("45.0.0.0", None),
         ] {
             let found = table.lookup(v4(addr));
             let want = id.map_or(FibEntry::EMPTY, |id| {
@@ -499,15 +499,15 @@ mod tests {
             });
             assert_eq!(found, want, "{addr}");
         }
-        // One block below 10.1.2.0/24 for the /25 and the /32.
+        // One block below 44.1.2.0/24 for the /25 and the /32.
         assert_eq!(table.blocks_in_use(), 65_536 + 1);
         // A shorter route added later does not cover the longer ones.
-        table.insert(v4("10.0.0.0"), 7, entry(6, 7)).unwrap();
-        assert_eq!(table.lookup(v4("10.1.2.130")), entry(5, 32));
-        assert_eq!(table.lookup(v4("11.0.0.1")), entry(6, 7));
+        table.insert(v4("44.0.0.0"), 7, entry(6, 7)).unwrap();
+        assert_eq!(table.lookup(v4("44.1.2.130")), entry(5, 32));
+        assert_eq!(table.lookup(v4("45.0.0.1")), entry(6, 7));
         table.insert(0, 0, entry(7, 0)).unwrap();
         assert_eq!(table.lookup(v4("192.0.2.1")), entry(7, 0));
-        assert_eq!(table.lookup(v4("10.1.2.130")), entry(5, 32));
+        assert_eq!(table.lookup(v4("44.1.2.130")), entry(5, 32));
         assert!(table.remove(0, 0));
         assert_eq!(table.lookup(v4("192.0.2.1")), FibEntry::EMPTY);
     }
@@ -515,33 +515,33 @@ mod tests {
     #[test]
     fn removing_a_route_uncovers_the_one_below_and_frees_blocks() {
         let mut table = Table::new(V4);
-        table.insert(v4("10.1.0.0"), 16, entry(2, 16)).unwrap();
-        table.insert(v4("10.1.2.128"), 25, entry(4, 25)).unwrap();
-        table.insert(v4("10.1.2.130"), 32, entry(5, 32)).unwrap();
-        assert!(table.remove(v4("10.1.2.130"), 32));
-        assert_eq!(table.lookup(v4("10.1.2.130")), entry(4, 25));
+        table.insert(v4("44.1.0.0"), 16, entry(2, 16)).unwrap();
+        table.insert(v4("44.1.2.128"), 25, entry(4, 25)).unwrap();
+        table.insert(v4("44.1.2.130"), 32, entry(5, 32)).unwrap();
+        assert!(table.remove(v4("44.1.2.130"), 32));
+        assert_eq!(table.lookup(v4("44.1.2.130")), entry(4, 25));
         assert_eq!(table.blocks_in_use(), 65_537);
-        assert!(table.remove(v4("10.1.2.128"), 25));
-        assert_eq!(table.lookup(v4("10.1.2.130")), entry(2, 16));
-        // The block below 10.1.2.0/24 now holds the /16 everywhere: folded back.
+        assert!(table.remove(v4("44.1.2.128"), 25));
+        assert_eq!(table.lookup(v4("44.1.2.130")), entry(2, 16));
+        // The block below 44.1.2.0/24 now holds the /16 everywhere: folded back.
         assert_eq!(table.blocks_in_use(), 65_536);
-        assert!(!table.remove(v4("10.1.2.128"), 25), "already gone");
-        assert!(table.remove(v4("10.1.0.0"), 16));
-        assert_eq!(table.lookup(v4("10.1.2.130")), FibEntry::EMPTY);
+        assert!(!table.remove(v4("44.1.2.128"), 25), "already gone");
+        assert!(table.remove(v4("44.1.0.0"), 16));
+        assert_eq!(table.lookup(v4("44.1.2.130")), FibEntry::EMPTY);
         assert!(table.is_empty());
     }
 
     #[test]
     fn two_longer_routes_with_the_same_leaf_keep_their_block() {
-        // 10.1.2.0/25 and 10.1.2.128/25 through the same next hop make a block of identical
+        // 44.1.2.0/25 and 44.1.2.128/25 through the same next hop make a block of identical
         // leaves, which must not be folded into the /24's entry: removing one /25 would then
         // take the other with it.
         let mut table = Table::new(V4);
-        table.insert(v4("10.1.2.0"), 25, entry(7, 25)).unwrap();
-        table.insert(v4("10.1.2.128"), 25, entry(7, 25)).unwrap();
-        assert!(table.remove(v4("10.1.2.0"), 25));
-        assert_eq!(table.lookup(v4("10.1.2.1")), FibEntry::EMPTY);
-        assert_eq!(table.lookup(v4("10.1.2.200")), entry(7, 25));
+        table.insert(v4("44.1.2.0"), 25, entry(7, 25)).unwrap();
+        table.insert(v4("44.1.2.128"), 25, entry(7, 25)).unwrap();
+        assert!(table.remove(v4("44.1.2.0"), 25));
+        assert_eq!(table.lookup(v4("44.1.2.1")), FibEntry::EMPTY);
+        assert_eq!(table.lookup(v4("44.1.2.200")), entry(7, 25));
     }
 
     #[test]
@@ -615,19 +615,19 @@ mod tests {
     #[test]
     fn blocks_needed_is_what_a_build_takes() {
         let routes: Vec<(u128, u8, FibEntry)> = [
-            ("10.0.0.0", 8),
-            ("10.1.2.0", 24),
-            ("10.1.2.128", 25),
-            ("10.1.2.130", 32),
-            ("10.1.3.0", 26),
-            ("10.9.9.9", 32),
+            ("44.0.0.0", 8),
+            ("44.1.2.0", 24),
+            ("44.1.2.128", 25),
+            ("44.1.2.130", 32),
+            ("44.1.3.0", 26),
+            ("44.9.9.9", 32),
             ("192.0.2.0", 24),
         ]
         .into_iter()
         .map(|(addr, len)| (v4(addr), len, entry(1, len)))
         .collect();
         let table = Table::build(V4, MemoryBlocks::default(), routes.clone()).unwrap();
-        // 10.1.2.0/24, 10.1.3.0/24 and 10.9.9.0/24 hold longer routes.
+        // 44.1.2.0/24, 44.1.3.0/24 and 44.9.9.0/24 hold longer routes.
         assert_eq!(blocks_needed(V4, &routes), 65_536 + 3);
         assert_eq!(table.blocks_in_use(), 65_536 + 3);
         let addr = u128::from("2001:db8:1:2::".parse::<std::net::Ipv6Addr>().unwrap());
@@ -653,18 +653,18 @@ mod tests {
             }
         }
         let mut memory = Table::new(V4);
-        memory.insert(v4("10.1.2.0"), 24, entry(1, 24)).unwrap();
+        memory.insert(v4("44.1.2.0"), 24, entry(1, 24)).unwrap();
         let capacity = memory.high_water() + 1;
         let mut fixed = memory.moved_to(Fixed(
             (0..capacity * BLOCK_ENTRIES)
                 .map(|_| AtomicU32::new(0))
                 .collect(),
         ));
-        fixed.insert(v4("10.1.2.128"), 25, entry(2, 25)).unwrap();
-        assert_eq!(fixed.insert(v4("10.1.3.128"), 25, entry(3, 25)), Err(Full));
-        assert_eq!(fixed.lookup(v4("10.1.3.200")), FibEntry::EMPTY);
-        assert_eq!(fixed.lookup(v4("10.1.2.200")), entry(2, 25));
-        assert_eq!(fixed.lookup(v4("10.1.2.1")), entry(1, 24));
+        fixed.insert(v4("44.1.2.128"), 25, entry(2, 25)).unwrap();
+        assert_eq!(fixed.insert(v4("44.1.3.128"), 25, entry(3, 25)), Err(Full));
+        assert_eq!(fixed.lookup(v4("44.1.3.200")), FibEntry::EMPTY);
+        assert_eq!(fixed.lookup(v4("44.1.2.200")), entry(2, 25));
+        assert_eq!(fixed.lookup(v4("44.1.2.1")), entry(1, 24));
         assert_eq!(fixed.len(), 2);
     }
 }
