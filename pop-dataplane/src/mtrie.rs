@@ -74,6 +74,32 @@ impl Shape {
         1 << (self.first_bits - 8)
     }
 
+    /// Where the level whose entries start at address bit `depth` ends.
+    fn level_end(self, depth: u32) -> u32 {
+        if depth == 0 {
+            self.first_bits
+        } else {
+            depth + 8
+        }
+    }
+
+    /// The entries route `addr/len` covers in the level starting at `depth`, where `index` is
+    /// `addr`'s entry: (first, count). `None` when the route is longer than the level.
+    fn entries_at(self, addr: u128, len: u8, depth: u32, index: usize) -> Option<(usize, usize)> {
+        let level_end = self.level_end(depth);
+        if u32::from(len) > level_end {
+            return None;
+        }
+        let span = 1usize << (level_end - u32::from(len));
+        let block_start = if depth == 0 {
+            0
+        } else {
+            index - self.bits(addr, depth, 8) as usize
+        };
+        let at = self.bits(addr, depth, level_end - depth) as usize & !(span - 1);
+        Some((block_start + at, span))
+    }
+
     /// `count` bits of `addr` from bit `start` (0 is the most significant).
     fn bits(self, addr: u128, start: u32, count: u32) -> u32 {
         ((addr >> (self.width - start - count)) & ((1u128 << count) - 1)) as u32
@@ -219,21 +245,9 @@ impl<B: Blocks> Table<B> {
         let shape = self.shape;
         let (mut index, mut depth) = (shape.bits(addr, 0, shape.first_bits) as usize, 0);
         let (start, span) = loop {
-            let level_end = if depth == 0 {
-                shape.first_bits
-            } else {
-                depth + 8
-            };
-            if u32::from(len) <= level_end {
-                let bits = level_end - depth;
-                let span = 1usize << (level_end - u32::from(len));
-                let base = if depth == 0 {
-                    0
-                } else {
-                    index - shape.bits(addr, depth, 8) as usize
-                };
-                let at = shape.bits(addr, depth, bits) as usize & !(span - 1);
-                break (base + at, span);
+            let level_end = shape.level_end(depth);
+            if let Some(entries) = shape.entries_at(addr, len, depth, index) {
+                break entries;
             }
             let block = self.next_block(index)?;
             depth = level_end;
@@ -259,21 +273,9 @@ impl<B: Blocks> Table<B> {
         let mut path: Vec<(usize, u32, u32)> = Vec::new();
         let (mut index, mut depth) = (shape.bits(addr, 0, shape.first_bits) as usize, 0);
         let (start, span) = loop {
-            let level_end = if depth == 0 {
-                shape.first_bits
-            } else {
-                depth + 8
-            };
-            if u32::from(len) <= level_end {
-                let bits = level_end - depth;
-                let span = 1usize << (level_end - u32::from(len));
-                let base = if depth == 0 {
-                    0
-                } else {
-                    index - shape.bits(addr, depth, 8) as usize
-                };
-                let at = shape.bits(addr, depth, bits) as usize & !(span - 1);
-                break (base + at, span);
+            let level_end = shape.level_end(depth);
+            if let Some(entries) = shape.entries_at(addr, len, depth, index) {
+                break entries;
             }
             let entry = self.load(index);
             if !entry.is_next() {
