@@ -90,14 +90,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let saved_routes_path = saved_routes_path(&config, &options.config);
     let saved = read_saved_routes(&saved_routes_path)?;
 
-    let mut sync_tables: Vec<u32> = options
-        .sync_kernel_tables
-        .iter()
-        .copied()
-        .chain(config.daemon.sync_kernel_tables.iter().map(|table| table.0))
-        .collect();
-    sync_tables.sort_unstable();
-    sync_tables.dedup();
+    let sync_tables = kernel_tables_to_follow(&options, &config);
 
     // Subscribe before the dump, so that no change falls between the two.
     let mut groups = vec![
@@ -540,7 +533,18 @@ impl Daemon<'_> {
         );
         let writes = set_kernel_routes(&mut self.router, &set, &gone);
         install(&mut self.dataplane, &self.router, writes, false)?;
-        self.refresh_neighbours().await?;
+        // Only a next hop still unresolved needs the kernel asked; in a BGP flood nearly
+        // every batch has none, and reading the neighbour table each time is wasted.
+        let unresolved = self
+            .router
+            .nexthops
+            .iter()
+            .any(|(id, _)| !self.router.usable(id));
+        if unresolved {
+            self.refresh_neighbours().await?;
+        } else {
+            self.publish();
+        }
         Ok(())
     }
 
@@ -555,10 +559,7 @@ impl Daemon<'_> {
     async fn reload(&mut self) -> Result<String, String> {
         let started = Instant::now();
         let config = Config::load(&self.options.config).map_err(|err| err.to_string())?;
-        let mut tables: Vec<u32> = self.options.sync_kernel_tables.clone();
-        tables.extend(config.daemon.sync_kernel_tables.iter().map(|table| table.0));
-        tables.sort_unstable();
-        tables.dedup();
+        let tables = kernel_tables_to_follow(self.options, &config);
         let following = self.kernel.as_ref().map(|sync| sync.tables.clone());
         if tables != following.clone().unwrap_or_default() {
             return Err(format!(
@@ -846,6 +847,15 @@ fn install(
     dataplane.apply(&before)?;
     dataplane.replace_routes(router.table_routes())?;
     dataplane.apply(&cleared)
+}
+
+/// The kernel tables `run` follows: its options' and the config's.
+fn kernel_tables_to_follow(options: &RunOptions, config: &Config) -> Vec<u32> {
+    let mut tables: Vec<u32> = options.sync_kernel_tables.clone();
+    tables.extend(config.daemon.sync_kernel_tables.iter().map(|table| table.0));
+    tables.sort_unstable();
+    tables.dedup();
+    tables
 }
 
 fn is_route_event(message: &netlink_packet_core::NetlinkMessage<RouteNetlinkMessage>) -> bool {
