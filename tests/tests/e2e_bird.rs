@@ -22,54 +22,59 @@ use serde_json::Value;
 const ROUTER_AS: u32 = 64500;
 const TRANSIT_AS: u32 = 64501;
 
+/// A BGP session of one family: `channel` is the family's import and export.
+fn bgp(name: &str, local: (&str, u32), neighbor: (&str, u32), channel: &str) -> String {
+    format!(
+        "protocol bgp {name} {{
+  local {} as {}; neighbor {} as {};
+  connect retry time 1; error wait time 1, 5;
+  {channel};
+}}
+",
+        local.0, local.1, neighbor.0, neighbor.1
+    )
+}
+
 /// The router's BIRD: a session per family with the transit, everything learned exported to
 /// the kernel's main table.
 fn router_bird_config() -> String {
+    let (r4, r6, t4, t6) = (ROUTER_B.ipv4, ROUTER_B.ipv6, HOST_B.ipv4, HOST_B.ipv6);
     format!(
         "router id {r4};
 protocol device {{ }}
 protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}
 protocol kernel {{ ipv6 {{ import none; export all; }}; merge paths on; }}
-protocol bgp transit4 {{
-  local {r4} as {ROUTER_AS}; neighbor {t4} as {TRANSIT_AS};
-  connect retry time 1; error wait time 1, 5;
-  ipv4 {{ import all; export none; }};
-}}
-protocol bgp transit6 {{
-  local {r6} as {ROUTER_AS}; neighbor {t6} as {TRANSIT_AS};
-  connect retry time 1; error wait time 1, 5;
-  ipv6 {{ import all; export none; }};
-}}
-",
-        r4 = ROUTER_B.ipv4,
-        r6 = ROUTER_B.ipv6,
-        t4 = HOST_B.ipv4,
-        t6 = HOST_B.ipv6,
+"
+    ) + &bgp(
+        "transit4",
+        (r4, ROUTER_AS),
+        (t4, TRANSIT_AS),
+        "ipv4 { import all; export none; }",
+    ) + &bgp(
+        "transit6",
+        (r6, ROUTER_AS),
+        (t6, TRANSIT_AS),
+        "ipv6 { import all; export none; }",
     )
 }
 
 /// The transit's BIRD: `v4` and `v6` as static routes, announced to the router (eBGP: with
 /// the transit's own address as next hop).
 fn transit_bird_config(v4: &[String], v6: &[String]) -> String {
-    let mut config = format!(
-        "router id {t4};
-protocol device {{ }}
-protocol bgp router4 {{
-  local {t4} as {TRANSIT_AS}; neighbor {r4} as {ROUTER_AS};
-  connect retry time 1; error wait time 1, 5;
-  ipv4 {{ import none; export all; }};
-}}
-protocol bgp router6 {{
-  local {t6} as {TRANSIT_AS}; neighbor {r6} as {ROUTER_AS};
-  connect retry time 1; error wait time 1, 5;
-  ipv6 {{ import none; export all; }};
-}}
-",
-        r4 = ROUTER_B.ipv4,
-        r6 = ROUTER_B.ipv6,
-        t4 = HOST_B.ipv4,
-        t6 = HOST_B.ipv6,
-    );
+    let (r4, r6, t4, t6) = (ROUTER_B.ipv4, ROUTER_B.ipv6, HOST_B.ipv4, HOST_B.ipv6);
+    let mut config = format!("router id {t4};\nprotocol device {{ }}\n")
+        + &bgp(
+            "router4",
+            (t4, TRANSIT_AS),
+            (r4, ROUTER_AS),
+            "ipv4 { import none; export all; }",
+        )
+        + &bgp(
+            "router6",
+            (t6, TRANSIT_AS),
+            (r6, ROUTER_AS),
+            "ipv6 { import none; export all; }",
+        );
     for (family, routes) in [("ipv4", v4), ("ipv6", v6)] {
         config += &format!("protocol static {{ {family};\n");
         for route in routes {
@@ -137,6 +142,28 @@ fn expected(kernel: &BTreeMap<IpNet, String>) -> BTreeMap<IpNet, String> {
             (*prefix, target)
         })
         .collect()
+}
+
+/// The real IPv4 table, without prefixes in or over the lab's own range (which stays the
+/// lab's).
+fn real_prefixes() -> impl Iterator<Item = IpNet> {
+    let (real_v4, _) = fulltable::read().unwrap();
+    let lab: IpNet = "198.18.0.0/15".parse().unwrap();
+    real_v4
+        .into_iter()
+        .map(IpNet::V4)
+        .filter(move |p| !lab.contains(p) && !p.contains(&lab))
+}
+
+/// The dataplane's table holds exactly `expected`.
+fn assert_equal(expected: &BTreeMap<IpNet, String>, dataplane: &BTreeMap<IpNet, String>) {
+    let differ: Vec<_> = expected
+        .iter()
+        .filter(|(p, t)| dataplane.get(p) != Some(t))
+        .take(5)
+        .collect();
+    assert!(differ.is_empty(), "kernel vs dataplane: {differ:?}");
+    assert_eq!(dataplane.len(), expected.len());
 }
 
 fn forwarded(lab: &Lab) -> u64 {
@@ -268,14 +295,7 @@ fn a_full_table_over_bgp_reaches_the_dataplane_whole() {
         },
     )
     .unwrap();
-    let (real_v4, _) = fulltable::read().unwrap();
-    // The lab's own range stays the lab's.
-    let bench: IpNet = "198.18.0.0/15".parse().unwrap();
-    let v4: Vec<String> = real_v4
-        .iter()
-        .filter(|p| !bench.contains(&IpNet::V4(**p)) && !IpNet::V4(**p).contains(&bench))
-        .map(|p| p.to_string())
-        .collect();
+    let v4: Vec<String> = real_prefixes().map(|p| p.to_string()).collect();
     let _daemon = lab
         .start_dataplane_with(
             &dataplane_binary(),
@@ -331,13 +351,7 @@ fn a_full_table_over_bgp_reaches_the_dataplane_whole() {
     let kernel = kernel_table(&lab.router, "main").unwrap();
     let dataplane = dataplane_kernel_routes(&lab);
     let expected = expected(&kernel);
-    let differ: Vec<_> = expected
-        .iter()
-        .filter(|(p, t)| dataplane.get(p) != Some(t))
-        .take(5)
-        .collect();
-    assert!(differ.is_empty(), "kernel vs dataplane: {differ:?}");
-    assert_eq!(dataplane.len(), expected.len());
+    assert_equal(&expected, &dataplane);
     assert!(kernel.len() > v4.len());
     drop(transit);
 }
@@ -355,11 +369,7 @@ fn lost_route_events_are_recovered_by_reading_the_table_again() {
             &[("POP_DATAPLANE_EVENT_BUFFER", "65536")],
         )
         .unwrap();
-    let (real_v4, _) = fulltable::read().unwrap();
-    let bench: IpNet = "198.18.0.0/15".parse().unwrap();
-    let prefixes: Vec<String> = real_v4
-        .iter()
-        .filter(|p| !bench.contains(&IpNet::V4(**p)) && !IpNet::V4(**p).contains(&bench))
+    let prefixes: Vec<String> = real_prefixes()
         .step_by(4)
         .take(200_000)
         .map(|p| p.to_string())
@@ -404,13 +414,7 @@ fn lost_route_events_are_recovered_by_reading_the_table_again() {
         log.contains("rtnetlink events were lost"),
         "the flood did not overflow the event buffer; the test tests nothing:\n{log}"
     );
-    let differ: Vec<_> = expected
-        .iter()
-        .filter(|(p, t)| dataplane.get(p) != Some(t))
-        .take(5)
-        .collect();
-    assert!(differ.is_empty(), "kernel vs dataplane: {differ:?}");
-    assert_eq!(dataplane.len(), expected.len());
+    assert_equal(&expected, &dataplane);
     println!(
         "in sync {:.1} s after the flood ended; {} overruns",
         started.elapsed().as_secs_f64(),
