@@ -74,10 +74,12 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
             let cost = lab.lookup_cost(&traffic.destinations).unwrap();
             let packets = cost["packets"].as_u64().unwrap();
             assert_eq!(packets, traffic.destinations.len() as u64, "{cost}");
-            // Every packet redirected (XDP_REDIRECT is 4), and a cost above the empty
-            // program's.
+            // Every packet redirected (XDP_REDIRECT is 4), and both runs timed by the kernel.
+            // No bound on the cost itself: on a few hundred frames the difference between
+            // two timings is noise (it came out negative once), and figures are the bench's job.
             assert_eq!(cost["actions"]["4"].as_u64(), Some(packets), "{cost}");
-            assert!(cost["ns_per_packet"].as_f64().unwrap() > 0.0, "{cost}");
+            assert!(cost["overhead_ns"].as_f64().unwrap() > 0.0, "{cost}");
+            assert!(cost["ns_per_packet"].as_f64().unwrap().is_finite(), "{cost}");
         }
     }
 }
