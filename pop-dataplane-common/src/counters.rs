@@ -76,6 +76,11 @@ pub enum DropReason {
     NoEgress = 3,
     /// The frame could not be grown or shrunk for the next hop's VLAN tags.
     RewriteFailed = 4,
+    /// The source matched a deny rule of the ACL (`acl add deny src ...`).
+    AclDeny = 5,
+    /// A martian source (RFC 1812 5.3.7: this network, loopback, multicast, class E and
+    /// limited broadcast, or one of the router's own addresses), when source checks are on.
+    MartianSource = 6,
 }
 
 impl PassReason {
@@ -120,12 +125,14 @@ impl PassReason {
 }
 
 impl DropReason {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::Malformed,
         Self::BadChecksum,
         Self::Blackhole,
         Self::NoEgress,
         Self::RewriteFailed,
+        Self::AclDeny,
+        Self::MartianSource,
     ];
 
     /// The stable name used in `stats`, JSON and metrics.
@@ -136,6 +143,8 @@ impl DropReason {
             Self::Blackhole => "blackhole",
             Self::NoEgress => "no_egress",
             Self::RewriteFailed => "rewrite_failed",
+            Self::AclDeny => "acl_deny",
+            Self::MartianSource => "martian_source",
         }
     }
 }

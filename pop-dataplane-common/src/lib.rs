@@ -3,6 +3,7 @@
 //! defined here once and used by both sides.
 #![no_std]
 
+pub mod acl;
 pub mod bench;
 pub mod counters;
 pub mod ecmp;
@@ -40,6 +41,10 @@ impl_pod!(
     RouteEntry,
     InterfaceCounters,
     TraceRecord,
+    acl::AclKeyV4,
+    acl::AclKeyV6,
+    acl::AclEntry,
+    acl::AclHits,
     bench::GenFlow,
     bench::SinkCounters,
 );

@@ -30,6 +30,15 @@ pub const TRACE: &str = "TRACE";
 /// Global (`.rodata`, set at load): the seed of the ECMP flow hash.
 pub const ECMP_SEED: &str = "ECMP_SEED";
 
+/// `LPM_TRIE`: [`crate::acl::AclKeyV4`] (ingress slot, source prefix) -> [`crate::acl::AclEntry`].
+pub const ACL_V4: &str = "ACL_V4";
+
+/// `LPM_TRIE`: [`crate::acl::AclKeyV6`] -> [`crate::acl::AclEntry`].
+pub const ACL_V6: &str = "ACL_V6";
+
+/// `PERCPU_ARRAY`: rule -> [`crate::acl::AclHits`].
+pub const ACL_HITS: &str = "ACL_HITS";
+
 /// Interface slots: ports and VLAN sub-interfaces, each with one counter entry.
 pub const MAX_INTERFACES: u32 = 1024;
 
@@ -47,3 +56,9 @@ pub const MAX_ROUTES_V4: u32 = 2 * 1024 * 1024;
 
 /// IPv6 routes. The global table holds about 230-280 thousand prefixes today.
 pub const MAX_ROUTES_V6: u32 = 1024 * 1024;
+
+/// ACL rules (deny rules and martian prefixes) are `0..MAX_ACL_RULES`.
+pub const MAX_ACL_RULES: u32 = 4096;
+
+/// ACL entries per family: each rule for every interface is one entry per routed interface.
+pub const MAX_ACL_ENTRIES: u32 = 65_536;

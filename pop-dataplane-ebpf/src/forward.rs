@@ -9,7 +9,7 @@ use pop_dataplane_common::{
 };
 
 use crate::{
-    fib, ipv4, ipv6,
+    acl, fib, ipv4, ipv6,
     l2::{self, LinkError},
     maps::{ECMP_SEED, INTERFACES, NEXTHOP_GROUPS, NEXTHOPS},
     packet::frame_len,
@@ -38,6 +38,8 @@ pub struct Path {
     pub route: Option<RouteEntry>,
     pub hash: u32,
     pub nexthop: Option<u32>,
+    /// The ACL rule that dropped the frame.
+    pub acl_rule: Option<u32>,
 }
 
 /// The network header's fields, for the steps that differ by family.
@@ -115,6 +117,16 @@ fn route(
     } else {
         Network::V6(ipv6::inspect(ctx, l3, len)?)
     };
+
+    // The source filter: the operator's deny rules and, when on, martian sources.
+    let denied = match &network {
+        Network::V4(ip) => acl::check_v4(ingress.slot, ip.src),
+        Network::V6(ip) => acl::check_v6(ingress.slot, ip.src),
+    };
+    if let Some(rule) = denied {
+        path.acl_rule = Some(rule.rule);
+        return Err(Drop(acl::reason(&rule)));
+    }
 
     let entry = match &network {
         Network::V4(ip) => fib::lookup_v4(ip.dst),

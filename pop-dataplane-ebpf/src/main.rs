@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod acl;
 mod checksum;
 mod fib;
 mod forward;
@@ -18,7 +19,7 @@ use pop_dataplane_common::{DropReason, InterfaceCounters, TraceRecord, trace::TR
 
 use crate::{
     forward::{Path, Verdict},
-    maps::{COUNTERS, EGRESS, TRACE},
+    maps::{ACL_HITS, COUNTERS, EGRESS, TRACE},
 };
 
 // `frags`: frames larger than a page (jumbo frames) arrive as several buffers.
@@ -31,6 +32,7 @@ pub fn pop_dataplane(ctx: XdpContext) -> u32 {
         route: None,
         hash: 0,
         nexthop: None,
+        acl_rule: None,
     };
 
     let Some(verdict) = forward::forward(&ctx, &mut path) else {
@@ -60,6 +62,9 @@ pub fn pop_dataplane(ctx: XdpContext) -> u32 {
     } else if let Some(slot) = path.ingress_slot {
         let tx_bytes = packet::frame_len(&ctx) as u64;
         count(slot, rx_bytes, tx_bytes, verdict);
+        if let Some(rule) = path.acl_rule {
+            count_acl_hit(rule, rx_bytes);
+        }
     }
     match verdict {
         Verdict::Forward { .. } => xdp_action::XDP_REDIRECT,
@@ -95,6 +100,17 @@ fn count(ingress_slot: u32, rx_bytes: u64, tx_bytes: u64, verdict: Verdict) {
                 *n += 1;
             }
         }
+    }
+}
+
+/// Counts a frame an ACL rule dropped on that rule.
+#[inline(always)]
+fn count_acl_hit(rule: u32, bytes: u64) {
+    if let Some(hits) = ACL_HITS.get_ptr_mut(rule) {
+        // SAFETY: per-CPU, as `counters`.
+        let hits = unsafe { &mut *hits };
+        hits.packets += 1;
+        hits.bytes += bytes;
     }
 }
 

@@ -6,13 +6,15 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     btf_maps::{self, ArrayOfMaps, LpmTrie},
     macros::{btf_map, map},
-    maps::{Array, DevMap, HashMap, PerCpuArray},
+    maps::{Array, DevMap, HashMap, LpmTrie as LpmTrieMap, PerCpuArray},
 };
 use pop_dataplane_common::{
     Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, TraceRecord,
+    acl::{AclEntry, AclHits, AclKeyV4, AclKeyV6},
     fib::{Block, FIB_MAP_FLAGS},
     maps::{
-        MAX_INTERFACES, MAX_NEXTHOP_GROUPS, MAX_NEXTHOPS, MAX_PORTS, MAX_ROUTES_V4, MAX_ROUTES_V6,
+        MAX_ACL_ENTRIES, MAX_ACL_RULES, MAX_INTERFACES, MAX_NEXTHOP_GROUPS, MAX_NEXTHOPS,
+        MAX_PORTS, MAX_ROUTES_V4, MAX_ROUTES_V6,
     },
 };
 
@@ -68,3 +70,16 @@ pub static TRACE: PerCpuArray<TraceRecord> = PerCpuArray::with_max_entries(1, 0)
 /// Set by userspace at load time; constant for the verifier.
 #[unsafe(no_mangle)]
 pub static ECMP_SEED: Global<u32> = Global::new(0);
+
+/// The ingress source filter, edited in place entry by entry (a rule is one entry per
+/// interface; an LPM trie update replaces an element atomically).
+#[map]
+pub static ACL_V4: LpmTrieMap<AclKeyV4, AclEntry> =
+    LpmTrieMap::with_max_entries(MAX_ACL_ENTRIES, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static ACL_V6: LpmTrieMap<AclKeyV6, AclEntry> =
+    LpmTrieMap::with_max_entries(MAX_ACL_ENTRIES, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static ACL_HITS: PerCpuArray<AclHits> = PerCpuArray::with_max_entries(MAX_ACL_RULES, 0);

@@ -41,9 +41,28 @@ const MAX_IFNAME_LEN: usize = 15;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub daemon: DaemonConfig,
+    pub filter: FilterConfig,
     pub interfaces: Vec<InterfaceConfig>,
     pub nexthops: Vec<NexthopConfig>,
     pub routes: Vec<RouteConfig>,
+    /// `[[acl]]`: deny rules on ingress source addresses.
+    pub acl: Vec<AclConfig>,
+}
+
+/// `[filter]`: checks on ingress before the route lookup.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Drop and count packets with martian sources (RFC 1812 5.3.7).
+    #[serde(default)]
+    pub martian_sources: bool,
+}
+
+/// One `[[acl]]` entry: `action = "deny"`, `src = PREFIX`, optional `dev = IFACE`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AclConfig {
+    pub rule: crate::acl::DenyRule,
+    pub line: usize,
 }
 
 /// `[daemon]`: how the daemon itself runs.
@@ -166,6 +185,24 @@ struct RawConfig {
     nexthops: Vec<Spanned<RawNexthop>>,
     #[serde(default, rename = "route")]
     routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    filter: FilterConfig,
+    #[serde(default, rename = "acl")]
+    acl: Vec<Spanned<RawAcl>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcl {
+    action: RawAclAction,
+    src: String,
+    dev: Option<String>,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawAclAction {
+    Deny,
 }
 
 #[derive(Deserialize)]
@@ -458,11 +495,52 @@ impl Config {
             });
         }
 
+        let mut acl: Vec<AclConfig> = Vec::with_capacity(raw.acl.len());
+        for entry in &raw.acl {
+            let line = line_of(text, entry.span().start);
+            let raw = entry.get_ref();
+            let at = |message: String| ConfigError {
+                file: file.to_owned(),
+                line: Some(line),
+                message: format!("acl deny src {}: {message}", raw.src),
+            };
+            let RawAclAction::Deny = raw.action;
+            let src = parse_prefix(&raw.src).map_err(at)?;
+            if let Some(dev) = &raw.dev
+                && !interfaces.iter().any(|i| &i.name == dev)
+            {
+                return Err(at(format!(
+                    "dev {dev:?} is not one of the [[interface]] entries ({})",
+                    names(interfaces.iter().map(|i| i.name.as_str()))
+                )));
+            }
+            let rule = crate::acl::DenyRule {
+                src,
+                dev: raw.dev.clone(),
+            };
+            if let Some(first) = acl.iter().find(|a| a.rule == rule) {
+                return Err(at(format!("listed twice (first on line {})", first.line)));
+            }
+            acl.push(AclConfig { rule, line });
+        }
+        if acl.len() > crate::acl::MAX_RULES {
+            return Err(error(
+                None,
+                format!(
+                    "{} [[acl]] rules; at most {} are supported",
+                    acl.len(),
+                    crate::acl::MAX_RULES
+                ),
+            ));
+        }
+
         Ok(Self {
             daemon: raw.daemon,
+            filter: raw.filter,
             interfaces,
             nexthops,
             routes,
+            acl,
         })
     }
 }

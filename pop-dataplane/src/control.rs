@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    acl::{DenyRule, RuleInfo},
     rib::Source,
     route_spec::RouteSpec,
     router::{Mode, RouteInfo},
@@ -52,6 +53,14 @@ pub enum Request {
     Reload,
     ConfigSave,
     Status,
+    /// `acl add`: a deny rule from the CLI.
+    AclAdd {
+        rule: DenyRule,
+    },
+    AclDel {
+        rule: DenyRule,
+    },
+    AclList,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +86,9 @@ pub enum Reply {
     },
     Status {
         status: Status,
+    },
+    Acl {
+        rules: Vec<RuleInfo>,
     },
 }
 

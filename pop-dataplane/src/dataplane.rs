@@ -8,7 +8,9 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMap, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    maps::{
+        Array, DevMap, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key,
+    },
     programs::{
         TestRun as _, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -21,12 +23,14 @@ use ipnet::IpNet;
 use log::{info, warn};
 use pop_dataplane_common::{
     Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, TraceRecord,
+    acl::{AclEntry, AclHits, AclKeyV4, AclKeyV6, SLOT_BITS},
     fib::{self, FibMode},
     maps,
     trace::TRACE_MAGIC,
 };
 
 use crate::{
+    acl::{AclEntries, AclKey},
     host::Host,
     router::{Adopted, Update},
     tables::{Moved, RouteTables, TableMemory},
@@ -46,7 +50,7 @@ const PROGRAM_PIN: &str = "program";
 const LINKS_DIR: &str = "links";
 
 /// Every map, for pinning.
-const ALL_MAPS: [&str; 10] = [
+const ALL_MAPS: [&str; 13] = [
     maps::INTERFACES,
     maps::EGRESS,
     maps::COUNTERS,
@@ -57,6 +61,9 @@ const ALL_MAPS: [&str; 10] = [
     fib::FIB_V4,
     fib::FIB_V6,
     maps::TRACE,
+    maps::ACL_V4,
+    maps::ACL_V6,
+    maps::ACL_HITS,
 ];
 
 /// How to attach to an interface.
@@ -131,6 +138,8 @@ pub struct Dataplane {
     routes: Option<RouteTables>,
     /// Interface names by counter slot, from the last install.
     names: std::collections::HashMap<u32, String>,
+    /// What the ACL maps hold, once read or written.
+    acl: Option<AclEntries>,
 }
 
 impl Dataplane {
@@ -190,6 +199,7 @@ impl Dataplane {
             links: Vec::new(),
             routes: None,
             names: std::collections::HashMap::new(),
+            acl: None,
         })
     }
 
@@ -449,6 +459,124 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Makes the ACL maps hold `entries`: new and changed entries first, then the ones to
+    /// go, each one atomic update. `fresh` rules' hit counters start at zero.
+    pub fn set_acl(&mut self, entries: &AclEntries, fresh: &[u32]) -> anyhow::Result<()> {
+        let mut held = match self.acl.take() {
+            Some(held) => held,
+            None => self.read_acl()?,
+        };
+        let result = self.write_acl(&mut held, entries, fresh);
+        self.acl = Some(held);
+        result
+    }
+
+    fn write_acl(
+        &mut self,
+        held: &mut AclEntries,
+        entries: &AclEntries,
+        fresh: &[u32],
+    ) -> anyhow::Result<()> {
+        if !fresh.is_empty() {
+            let mut hits: PerCpuArray<_, AclHits> =
+                PerCpuArray::try_from(self.map_mut(maps::ACL_HITS)?)?;
+            let cpus = nr_cpus().map_err(|(_, err)| err).context("counting CPUs")?;
+            for &rule in fresh {
+                let zero = PerCpuValues::try_from(vec![AclHits::default(); cpus.get() as usize])?;
+                hits.set(rule, zero, 0)
+                    .with_context(|| format!("resetting ACL_HITS[{rule}]"))?;
+            }
+        }
+        for (key, entry) in entries {
+            if held.get(key) != Some(entry) {
+                self.acl_entry(key, Some(entry))?;
+                held.insert(*key, *entry);
+            }
+        }
+        let gone: Vec<AclKey> = held
+            .keys()
+            .filter(|k| !entries.contains_key(k))
+            .copied()
+            .collect();
+        for key in gone {
+            self.acl_entry(&key, None)?;
+            held.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Sets (or, with `None`, deletes) one ACL entry.
+    fn acl_entry(&mut self, key: &AclKey, entry: Option<&AclEntry>) -> anyhow::Result<()> {
+        let what = || format!("the ACL entry for {} on slot {}", key.src, key.slot);
+        let result = match acl_key(key) {
+            AclMapKey::V4(k) => {
+                let mut map: LpmTrie<_, AclKeyV4, AclEntry> =
+                    LpmTrie::try_from(self.map_mut(maps::ACL_V4)?)?;
+                match entry {
+                    Some(entry) => map.insert(&k, entry, 0),
+                    None => map.remove(&k),
+                }
+            }
+            AclMapKey::V6(k) => {
+                let mut map: LpmTrie<_, AclKeyV6, AclEntry> =
+                    LpmTrie::try_from(self.map_mut(maps::ACL_V6)?)?;
+                match entry {
+                    Some(entry) => map.insert(&k, entry, 0),
+                    None => map.remove(&k),
+                }
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::KeyNotFound) if entry.is_none() => Ok(()),
+            Err(err) => Err(err).with_context(what),
+        }
+    }
+
+    /// What the ACL maps hold (a taken-over dataplane's entries).
+    fn read_acl(&self) -> anyhow::Result<AclEntries> {
+        let mut held = AclEntries::new();
+        let v4: LpmTrie<_, AclKeyV4, AclEntry> = LpmTrie::try_from(self.map(maps::ACL_V4)?)?;
+        for item in v4.iter() {
+            let (key, entry) = item?;
+            let data = key.data();
+            let src = ipnet::Ipv4Net::new(data.src.into(), (key.prefix_len() - SLOT_BITS) as u8)?;
+            let slot = u32::from_be_bytes(data.slot);
+            held.insert(
+                AclKey {
+                    slot,
+                    src: src.into(),
+                },
+                entry,
+            );
+        }
+        let v6: LpmTrie<_, AclKeyV6, AclEntry> = LpmTrie::try_from(self.map(maps::ACL_V6)?)?;
+        for item in v6.iter() {
+            let (key, entry) = item?;
+            let data = key.data();
+            let src = ipnet::Ipv6Net::new(data.src.into(), (key.prefix_len() - SLOT_BITS) as u8)?;
+            let slot = u32::from_be_bytes(data.slot);
+            held.insert(
+                AclKey {
+                    slot,
+                    src: src.into(),
+                },
+                entry,
+            );
+        }
+        Ok(held)
+    }
+
+    /// Packets and bytes ACL rule `rule` dropped, summed over CPUs.
+    pub fn acl_hits(&self, rule: u32) -> anyhow::Result<AclHits> {
+        let hits: PerCpuArray<_, AclHits> = PerCpuArray::try_from(self.map(maps::ACL_HITS)?)?;
+        let values = hits.get(&rule, 0)?;
+        Ok(values.iter().fold(AclHits::default(), |sum, cpu| AclHits {
+            packets: sum.packets + cpu.packets,
+            bytes: sum.bytes + cpu.bytes,
+        }))
+    }
+
     fn routes(&mut self) -> anyhow::Result<&mut RouteTables> {
         self.routes
             .as_mut()
@@ -654,6 +782,32 @@ impl Drop for Dataplane {
     /// ones stay with the pins for the next start.
     fn drop(&mut self) {
         self.links.clear();
+    }
+}
+
+enum AclMapKey {
+    V4(Key<AclKeyV4>),
+    V6(Key<AclKeyV6>),
+}
+
+/// The LPM key of an entry: the slot's bits, then the source prefix's.
+fn acl_key(key: &AclKey) -> AclMapKey {
+    let slot = key.slot.to_be_bytes();
+    match key.src {
+        IpNet::V4(src) => AclMapKey::V4(Key::new(
+            SLOT_BITS + u32::from(src.prefix_len()),
+            AclKeyV4 {
+                slot,
+                src: src.network().octets(),
+            },
+        )),
+        IpNet::V6(src) => AclMapKey::V6(Key::new(
+            SLOT_BITS + u32::from(src.prefix_len()),
+            AclKeyV6 {
+                slot,
+                src: src.network().octets(),
+            },
+        )),
     }
 }
 

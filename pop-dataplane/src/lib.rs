@@ -1,6 +1,7 @@
 //! pop-dataplane userspace: loads the XDP fast path, compiles the routing config and the
 //! host's state into its maps, keeps them current, and reports what it does.
 
+pub mod acl;
 pub mod bench;
 pub mod config;
 pub mod control;

@@ -4,6 +4,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pop_dataplane::{
+    acl::DenyRule,
     control::{self, Reply, Request},
     dataplane::AttachMode,
     rib::Source,
@@ -149,6 +150,33 @@ enum Command {
     },
     /// What the daemon runs: ports, route and next-hop counts, files.
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The ingress source filter: deny rules checked before the route lookup, and the
+    /// martian source checks (`[filter] martian_sources`).
+    Acl {
+        #[command(subcommand)]
+        command: AclCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AclCommand {
+    /// Drop (and count) packets from a source prefix: deny src PREFIX [dev IFACE]. Without
+    /// dev, on every routed interface. Lasts until the daemon stops; put permanent rules in
+    /// the config's [[acl]].
+    Add {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        rule: Vec<String>,
+    },
+    /// Delete a rule added with `acl add`: deny src PREFIX [dev IFACE].
+    Del {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        rule: Vec<String>,
+    },
+    /// The rules, where each comes from, and what each dropped.
+    List {
         #[arg(long)]
         json: bool,
     },
@@ -315,6 +343,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Route { command } => route(&socket, command),
+        Command::Acl { command } => acl(&socket, command),
         Command::Reload => done(control::request(&socket, &Request::Reload)?),
         Command::Config {
             command: ConfigCommand::Save,
@@ -476,6 +505,52 @@ fn route(socket: &std::path::Path, command: RouteCommand) -> anyhow::Result<()> 
     }
 }
 
+fn acl(socket: &std::path::Path, command: AclCommand) -> anyhow::Result<()> {
+    let rule =
+        |words: &[String]| DenyRule::parse(words).map_err(|err| anyhow::anyhow!("acl: {err}"));
+    match command {
+        AclCommand::Add { rule: words } => done(control::request(
+            socket,
+            &Request::AclAdd {
+                rule: rule(&words)?,
+            },
+        )?),
+        AclCommand::Del { rule: words } => done(control::request(
+            socket,
+            &Request::AclDel {
+                rule: rule(&words)?,
+            },
+        )?),
+        AclCommand::List { json } => match control::request(socket, &Request::AclList)? {
+            Reply::Acl { rules } if json => {
+                println!("{}", serde_json::to_string_pretty(&rules)?);
+                Ok(())
+            }
+            Reply::Acl { rules } => {
+                let mut rows = vec![[
+                    "ID".to_owned(),
+                    "RULE".to_owned(),
+                    "FROM".to_owned(),
+                    "PACKETS".to_owned(),
+                    "BYTES".to_owned(),
+                ]];
+                for info in &rules {
+                    rows.push([
+                        info.id.to_string(),
+                        info.rule.to_string(),
+                        info.origin.name().to_owned(),
+                        info.packets.to_string(),
+                        info.bytes.to_string(),
+                    ]);
+                }
+                print!("{}", table(&rows));
+                Ok(())
+            }
+            other => unexpected(other),
+        },
+    }
+}
+
 fn set(socket: &std::path::Path, words: &[String], mode: Mode) -> anyhow::Result<()> {
     let spec = RouteSpec::parse(&words.join(" ")).map_err(|err| anyhow::anyhow!("route: {err}"))?;
     done(control::request(
@@ -526,7 +601,12 @@ fn render_routes(routes: &[RouteInfo]) -> String {
             states.join(", "),
         ]);
     }
-    let widths: Vec<usize> = (0..5)
+    table(&rows)
+}
+
+/// Rows as left-aligned columns.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

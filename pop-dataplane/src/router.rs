@@ -13,6 +13,7 @@ use pop_dataplane_common::{InterfaceKey, Nexthop, Route, RouteEntry, maps};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    acl::{self, Acl, AclEntries, DenyRule, Origin},
     config::{self, Config, ConfigError},
     fib::Fib,
     host::{Address, Host, Link},
@@ -93,6 +94,10 @@ pub struct Router {
     links: HashMap<u32, Link>,
     /// Next-hop sets in use, shared by their routes.
     sets: foldhash::HashSet<NexthopSet>,
+    /// The ingress source filter.
+    pub acl: Acl,
+    /// `[filter] martian_sources`.
+    martian_sources: bool,
 }
 
 impl Router {
@@ -108,6 +113,8 @@ impl Router {
             local: BTreeSet::new(),
             links: host.links.iter().map(|l| (l.ifindex, l.clone())).collect(),
             sets: foldhash::HashSet::default(),
+            acl: Acl::default(),
+            martian_sources: false,
         }
     }
 
@@ -226,7 +233,22 @@ impl Router {
             )));
         }
 
+        let mut acl = self.acl.clone();
+        let config_acl: Vec<DenyRule> = config.acl.iter().map(|a| a.rule.clone()).collect();
+        acl.set(Origin::Config, &config_acl).map_err(whole_file)?;
+        let acl_entries = acl.compile(&topology);
+        let (v4, v6) = acl::entry_counts(&acl_entries);
+        if v4.max(v6) > acl::MAX_ENTRIES {
+            return Err(whole_file(format!(
+                "the ACL would take {v4} IPv4 and {v6} IPv6 entries (rules times the \
+                 interfaces they apply to); at most {} each",
+                acl::MAX_ENTRIES
+            )));
+        }
+
         // From here on nothing fails: take the new, then let go of the old.
+        self.acl = acl;
+        self.martian_sources = config.filter.martian_sources;
         let old_topology = std::mem::replace(&mut self.topology, topology);
         let mut config_nexthops = HashMap::new();
         for (nexthop, (key, mac)) in config.nexthops.iter().zip(&keys) {
@@ -930,6 +952,45 @@ impl Router {
     }
 
     /// The router's own addresses.
+    /// What the ACL maps must hold now (the martian rules follow the router's own
+    /// addresses), and the ids of rules new since the last call, whose counters start at 0.
+    pub fn acl_update(&mut self) -> (AclEntries, Vec<u32>) {
+        let martians = Acl::martian_rules(self.martian_sources, &self.local_addresses());
+        if let Err(err) = self.acl.set(Origin::Martian, &martians) {
+            log::warn!("source checks: {err}; the router's own addresses are not all checked");
+        }
+        (self.acl.compile(&self.topology), self.acl.take_fresh())
+    }
+
+    /// Adds the CLI's deny `rule`, refused when its `dev` is not one of the interfaces or the
+    /// maps would overflow.
+    pub fn acl_add(&mut self, rule: DenyRule) -> Result<(), String> {
+        if let Some(dev) = &rule.dev
+            && self.topology.interface(dev).is_none()
+        {
+            return Err(format!(
+                "{rule}: dev {dev:?} is not one of the interfaces ({})",
+                self.topology
+                    .interfaces
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let mut acl = self.acl.clone();
+        acl.add(rule.clone(), Origin::Cli)?;
+        let (v4, v6) = acl::entry_counts(&acl.compile(&self.topology));
+        if v4.max(v6) > acl::MAX_ENTRIES {
+            return Err(format!(
+                "{rule}: the ACL would take more than {} entries in one family",
+                acl::MAX_ENTRIES
+            ));
+        }
+        self.acl = acl;
+        Ok(())
+    }
+
     pub fn local_addresses(&self) -> BTreeSet<IpAddr> {
         self.local.iter().map(|a| a.addr).collect()
     }

@@ -37,6 +37,7 @@ use tokio::{
 use pop_dataplane_common::{Nexthop, fib::FibMode};
 
 use crate::{
+    acl::RuleInfo,
     config::Config,
     control::{MAX_REQUEST, Reply, Request, Status},
     dataplane::{AttachMode, Dataplane, LoadOptions},
@@ -147,6 +148,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     dataplane.update(&update)?;
     dataplane.set_names(&router.topology);
+    sync_acl(&mut router, &mut dataplane)?;
     if let Some((nexthops, groups)) = old_ids {
         // The old tables are swapped out: clear what only they used.
         let (nexthops_freed, groups_freed) = router.forget_adopted();
@@ -424,6 +426,29 @@ impl Daemon<'_> {
                     status: self.status(),
                 };
             }
+            Request::AclAdd { rule } => {
+                let message = format!("added {rule}");
+                self.router
+                    .acl_add(rule)
+                    .and_then(|()| self.sync_acl().map_err(|err| format!("{err:#}")))
+                    .map(|()| message)
+            }
+            Request::AclDel { rule } => {
+                let message = format!("deleted {rule}");
+                self.router
+                    .acl
+                    .remove(&rule)
+                    .and_then(|()| self.sync_acl().map_err(|err| format!("{err:#}")))
+                    .map(|()| message)
+            }
+            Request::AclList => {
+                return match self.acl_list() {
+                    Ok(rules) => Reply::Acl { rules },
+                    Err(err) => Reply::Error {
+                        message: format!("{err:#}"),
+                    },
+                };
+            }
         };
         self.publish();
         match result {
@@ -579,6 +604,7 @@ impl Daemon<'_> {
             .update(&update)
             .map_err(|err| format!("{err:#}"))?;
         self.dataplane.set_names(&self.router.topology);
+        self.sync_acl().map_err(|err| format!("{err:#}"))?;
         for port in &update.ports_added {
             match self
                 .dataplane
@@ -677,9 +703,15 @@ impl Daemon<'_> {
                 self.router.neighbour(ifindex, addr, mac)
             }
             _ => match host::event(&message) {
-                Some(HostEvent::AddressAdded(address)) => self.router.local_address_added(address),
+                Some(HostEvent::AddressAdded(address)) => {
+                    let writes = self.router.local_address_added(address);
+                    self.sync_acl()?;
+                    writes
+                }
                 Some(HostEvent::AddressRemoved(address)) => {
-                    self.router.local_address_removed(address)
+                    let writes = self.router.local_address_removed(address);
+                    self.sync_acl()?;
+                    writes
                 }
                 Some(HostEvent::LinkChanged(link)) => {
                     let (name, up) = (link.name.clone(), link.up);
@@ -698,6 +730,29 @@ impl Daemon<'_> {
             self.publish();
         }
         Ok(())
+    }
+
+    /// Brings the ACL maps to the router's rules (after a rule, config, interface or own
+    /// address changed).
+    fn sync_acl(&mut self) -> anyhow::Result<()> {
+        sync_acl(&mut self.router, &mut self.dataplane)
+    }
+
+    fn acl_list(&self) -> anyhow::Result<Vec<RuleInfo>> {
+        self.router
+            .acl
+            .rules()
+            .map(|(id, rule, origin)| {
+                let hits = self.dataplane.acl_hits(id)?;
+                Ok(RuleInfo {
+                    id,
+                    rule: rule.clone(),
+                    origin,
+                    packets: hits.packets,
+                    bytes: hits.bytes,
+                })
+            })
+            .collect()
     }
 
     async fn refresh_neighbours(&mut self) -> anyhow::Result<()> {
@@ -721,6 +776,7 @@ impl Daemon<'_> {
             }
         }
         self.dataplane.apply(&writes)?;
+        self.sync_acl()?;
         if let Some(sync) = &mut self.kernel {
             let count = sync
                 .read_tables(&self.handle, &mut self.router, &mut self.dataplane)
@@ -850,6 +906,11 @@ fn install(
 }
 
 /// The kernel tables `run` follows: its options' and the config's.
+fn sync_acl(router: &mut Router, dataplane: &mut Dataplane) -> anyhow::Result<()> {
+    let (entries, fresh) = router.acl_update();
+    dataplane.set_acl(&entries, &fresh)
+}
+
 fn kernel_tables_to_follow(options: &RunOptions, config: &Config) -> Vec<u32> {
     let mut tables: Vec<u32> = options.sync_kernel_tables.clone();
     tables.extend(config.daemon.sync_kernel_tables.iter().map(|table| table.0));

@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 
-use pop_dataplane_common::{Interface, InterfaceKey, Nexthop, NexthopGroup, RouteEntry};
+use pop_dataplane_common::{
+    Interface, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, acl::AclEntry,
+};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -28,6 +30,9 @@ pub struct Tables {
     /// Per prefix length, network address -> entry.
     routes_v4: Vec<HashMap<u32, RouteEntry>>,
     routes_v6: Vec<HashMap<u128, RouteEntry>>,
+    /// The source filter: (interface slot, prefix length, network) -> entry.
+    acl_v4: HashMap<(u32, u8, u32), AclEntry>,
+    acl_v6: HashMap<(u32, u8, u128), AclEntry>,
     pub ecmp_seed: u32,
 }
 
@@ -49,6 +54,12 @@ pub enum Counted {
     Dropped {
         ingress_slot: u32,
         reason: u32,
+    },
+    /// Dropped by source filter rule `rule`, for `DropReason` number `reason`.
+    Denied {
+        ingress_slot: u32,
+        reason: u32,
+        rule: u32,
     },
 }
 
@@ -84,6 +95,8 @@ mod drop {
     pub const BAD_CHECKSUM: u32 = 1;
     pub const BLACKHOLE: u32 = 2;
     pub const NO_EGRESS: u32 = 3;
+    pub const ACL_DENY: u32 = 5;
+    pub const MARTIAN_SOURCE: u32 = 6;
 }
 
 impl Tables {
@@ -110,6 +123,35 @@ impl Tables {
 
     pub fn delete_route_v6(&mut self, network: [u8; 16], len: u8) {
         self.routes_v6[usize::from(len)].remove(&mask128(u128::from_be_bytes(network), len));
+    }
+
+    /// A source filter entry for sources in `network`/`len` arriving on interface `slot`.
+    pub fn set_acl_v4(&mut self, slot: u32, network: [u8; 4], len: u8, entry: AclEntry) {
+        let network = mask32(u32::from_be_bytes(network), len);
+        self.acl_v4.insert((slot, len, network), entry);
+    }
+
+    pub fn set_acl_v6(&mut self, slot: u32, network: [u8; 16], len: u8, entry: AclEntry) {
+        let network = mask128(u128::from_be_bytes(network), len);
+        self.acl_v6.insert((slot, len, network), entry);
+    }
+
+    /// The longest source filter entry for `src` on `slot`.
+    fn acl(&self, slot: u32, src: Addr) -> Option<AclEntry> {
+        match src {
+            Addr::V4(src) => {
+                let src = u32::from_be_bytes(src);
+                (0..=32u8)
+                    .rev()
+                    .find_map(|len| self.acl_v4.get(&(slot, len, mask32(src, len))).copied())
+            }
+            Addr::V6(src) => {
+                let src = u128::from_be_bytes(src);
+                (0..=128u8)
+                    .rev()
+                    .find_map(|len| self.acl_v6.get(&(slot, len, mask128(src, len))).copied())
+            }
+        }
     }
 
     /// Longest prefix match, one prefix length at a time, longest first.
@@ -213,6 +255,20 @@ impl Tables {
             Err(Verdict::ToKernel(reason)) => return to_kernel(reason),
             Err(Verdict::Drop(reason)) => return dropped(reason),
         };
+        if let Some(denied) = self.acl(slot, network.src) {
+            return unchanged(
+                XDP_DROP,
+                Counted::Denied {
+                    ingress_slot: slot,
+                    reason: if denied.kind == AclEntry::MARTIAN {
+                        drop::MARTIAN_SOURCE
+                    } else {
+                        drop::ACL_DENY
+                    },
+                    rule: denied.rule,
+                },
+            );
+        }
         let entry = match network.dst {
             Addr::V4(dst) => self.lookup_v4(dst),
             Addr::V6(dst) => self.lookup_v6(dst),

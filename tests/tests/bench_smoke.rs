@@ -79,7 +79,10 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
             // two timings is noise (it came out negative once), and figures are the bench's job.
             assert_eq!(cost["actions"]["4"].as_u64(), Some(packets), "{cost}");
             assert!(cost["overhead_ns"].as_f64().unwrap() > 0.0, "{cost}");
-            assert!(cost["ns_per_packet"].as_f64().unwrap().is_finite(), "{cost}");
+            assert!(
+                cost["ns_per_packet"].as_f64().unwrap().is_finite(),
+                "{cost}"
+            );
         }
     }
 }

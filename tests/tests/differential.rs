@@ -14,6 +14,7 @@ use std::{collections::HashMap, net::IpAddr, time::Instant};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use pop_dataplane::{
+    acl::{AclEntries, Origin},
     config::Config,
     dataplane::{Dataplane, LoadOptions},
     host::Host,
@@ -22,7 +23,7 @@ use pop_dataplane::{
     router::{Mode, Router},
     writes::MapWrite,
 };
-use pop_dataplane_common::fib::FibMode;
+use pop_dataplane_common::{acl::AclHits, fib::FibMode};
 use pop_dataplane_tests::{
     frame::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, Extension, IPPROTO_DSTOPTS,
@@ -97,7 +98,29 @@ lladdr = "02:00:00:00:01:06"
 name = "unresolved"
 dev = "p1"
 via = "198.18.2.99"
+
+# Source filter rules: for every interface, for one, nested, and IPv6.
+[[acl]]
+action = "deny"
+src = "100.64.0.0/10"
+[[acl]]
+action = "deny"
+src = "128.0.0.0/2"
+dev = "p1"
+[[acl]]
+action = "deny"
+src = "128.0.0.0/4"
+[[acl]]
+action = "deny"
+src = "2001:2:0:8000::/49"
+[[acl]]
+action = "deny"
+src = "2001:2::/49"
+dev = "p0.100"
 "#;
+
+/// The compiled-FIB run also checks martian sources; the LPM-trie run does not.
+const MARTIAN_SOURCES: &str = "[filter]\nmartian_sources = true\n";
 
 /// The config's next hops (dev, via), which the full table's routes are spread over, and
 /// ECMP sets of them (indexes).
@@ -432,8 +455,18 @@ impl Generator {
 }
 
 /// The model's view of what `router` put in the maps, its groups as `writes` wrote them.
-fn model_tables(router: &Router, writes: &[MapWrite]) -> model::Tables {
+fn model_tables(router: &Router, writes: &[MapWrite], acl: &AclEntries) -> model::Tables {
     let mut model = model::Tables::new(ECMP_SEED);
+    for (key, entry) in acl {
+        match key.src {
+            IpNet::V4(net) => {
+                model.set_acl_v4(key.slot, net.network().octets(), net.prefix_len(), *entry)
+            }
+            IpNet::V6(net) => {
+                model.set_acl_v6(key.slot, net.network().octets(), net.prefix_len(), *entry)
+            }
+        }
+    }
     for interface in &router.topology.interfaces {
         model.interfaces.insert(interface.key, interface.entry);
     }
@@ -527,7 +560,11 @@ fn agree(fib: FibMode) {
     netns.enter_thread().unwrap();
 
     // The config's interfaces and next hops, then the full table spread over them.
-    let config = Config::parse("differential.toml", CONFIG).unwrap();
+    let config = match fib {
+        FibMode::Compiled => format!("{MARTIAN_SOURCES}{CONFIG}"),
+        FibMode::LpmTrie => CONFIG.to_owned(),
+    };
+    let config = Config::parse("differential.toml", &config).unwrap();
     let host = Host::read_now().unwrap();
     let (mut router, first) = Router::start(&config, "differential.toml", &host).unwrap();
     let (v4, v6) = fulltable::read().unwrap();
@@ -583,6 +620,8 @@ fn agree(fib: FibMode) {
     dataplane.update(&first).unwrap();
     dataplane.update(&update).unwrap();
     dataplane.set_names(&router.topology);
+    let (acl, fresh) = router.acl_update();
+    dataplane.set_acl(&acl, &fresh).unwrap();
     println!(
         "installed {} routes in {:.2?}",
         update.tables.len(),
@@ -595,7 +634,7 @@ fn agree(fib: FibMode) {
         .chain(&update.tables)
         .cloned()
         .collect();
-    let model = model_tables(&router, &writes);
+    let model = model_tables(&router, &writes, &acl);
 
     let ingresses: Vec<Ingress> = router
         .topology
@@ -627,6 +666,7 @@ fn agree(fib: FibMode) {
 
     let mut expected: HashMap<u32, Expected> = HashMap::new();
     let mut outcomes: HashMap<&'static str, u64> = HashMap::new();
+    let mut acl_hits: HashMap<u32, AclHits> = HashMap::new();
     let mut run = 0u64;
     let started = Instant::now();
     while run < frames {
@@ -693,6 +733,20 @@ fn agree(fib: FibMode) {
                     ingress.dropped[reason as usize] += 1;
                     *outcomes.entry("dropped").or_default() += 1;
                 }
+                Counted::Denied {
+                    ingress_slot,
+                    reason,
+                    rule,
+                } => {
+                    let ingress = expected.entry(ingress_slot).or_default();
+                    ingress.rx_packets += 1;
+                    ingress.rx_bytes += len;
+                    ingress.dropped[reason as usize] += 1;
+                    let hits = acl_hits.entry(rule).or_default();
+                    hits.packets += 1;
+                    hits.bytes += len;
+                    *outcomes.entry("denied").or_default() += 1;
+                }
             }
         }
     }
@@ -733,8 +787,19 @@ fn agree(fib: FibMode) {
         };
         assert_eq!(got, want, "counters of {}", stats.name);
     }
+    // Every rule's hits, exactly; and the martian rules hit when on.
+    let mut martian_hits = 0;
+    for (id, rule, origin) in router.acl.rules() {
+        let got = dataplane.acl_hits(id).unwrap();
+        let want = acl_hits.get(&id).copied().unwrap_or_default();
+        assert_eq!(got, want, "hits of ACL rule {id}, {rule} ({origin:?})");
+        if origin == Origin::Martian {
+            martian_hits += got.packets;
+        }
+    }
+    assert_eq!(martian_hits > 0, fib == FibMode::Compiled, "{acl_hits:?}");
     // The mix exercised every kind of outcome.
-    for outcome in ["forwarded", "to kernel", "dropped", "not ours"] {
+    for outcome in ["forwarded", "to kernel", "dropped", "denied", "not ours"] {
         assert!(
             outcomes.get(outcome).copied().unwrap_or(0) > 100,
             "too few {outcome}: {outcomes:?}"

@@ -1,0 +1,39 @@
+//! The ingress source filter (see `pop_dataplane_common::acl`): one LPM lookup of (ingress
+//! slot, source address), before the route lookup.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use pop_dataplane_common::{
+    DropReason,
+    acl::{AclEntry, AclKeyV4, AclKeyV6, SLOT_BITS},
+};
+
+use crate::maps::{ACL_V4, ACL_V6};
+
+/// The rule that drops an IPv4 packet from `src` arriving on interface `slot`, if any.
+#[inline(always)]
+pub fn check_v4(slot: u32, src: [u8; 4]) -> Option<AclEntry> {
+    let key = AclKeyV4 {
+        slot: slot.to_be_bytes(),
+        src,
+    };
+    ACL_V4.get(&Key::new(SLOT_BITS + 32, key)).copied()
+}
+
+#[inline(always)]
+pub fn check_v6(slot: u32, src: [u8; 16]) -> Option<AclEntry> {
+    let key = AclKeyV6 {
+        slot: slot.to_be_bytes(),
+        src,
+    };
+    ACL_V6.get(&Key::new(SLOT_BITS + 128, key)).copied()
+}
+
+/// The counter a matching entry's drop moves.
+#[inline(always)]
+pub fn reason(entry: &AclEntry) -> DropReason {
+    if entry.kind == AclEntry::MARTIAN {
+        DropReason::MartianSource
+    } else {
+        DropReason::AclDeny
+    }
+}
