@@ -121,8 +121,8 @@ impl Acl {
     pub fn add(&mut self, rule: DenyRule, origin: Origin) -> Result<u32, String> {
         if let Some((_, (_, had))) = self.rules.iter().find(|(_, (r, _))| *r == rule) {
             return Err(format!(
-                "{rule} is in the ACL already (from the {})",
-                had.name()
+                "{rule} is in the ACL already (from {})",
+                had.describe()
             ));
         }
         let id = (0..MAX_RULES as u32)
@@ -140,8 +140,8 @@ impl Acl {
         };
         if *origin != Origin::Cli {
             return Err(format!(
-                "{rule} comes from the {}: change it there",
-                origin.name()
+                "{rule} comes from {}: change it there",
+                origin.describe()
             ));
         }
         self.rules.remove(&id);
@@ -273,6 +273,15 @@ impl Origin {
             Self::Config => "config",
             Self::Cli => "cli",
             Self::Martian => "martian",
+        }
+    }
+
+    /// Where the rule is set, for messages.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::Config => "the config file",
+            Self::Cli => "the CLI",
+            Self::Martian => "the source checks ([filter] martian_sources)",
         }
     }
 }

@@ -1,0 +1,222 @@
+//! End to end, the ingress source filter: deny rules from the config and the CLI, and martian
+//! source checks, on real frames sent from host A through the router; every drop counted on
+//! its interface and its rule; bad rules refused with the state unchanged.
+//!
+//! Needs root, iproute2 and ping.
+
+use std::path::Path;
+
+use pop_dataplane_tests::{
+    dataplane_binary,
+    frame::{ETH_P_IPV4, Ipv4, ethernet_tagged},
+    lab::{HOST_A, HOST_B, Lab, ROUTER_A, ROUTER_B},
+};
+use serde_json::Value;
+
+fn mac(text: &str) -> [u8; 6] {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    bytes.try_into().unwrap()
+}
+
+/// `count` UDP frames from `src` to host B, sent by host A to the router.
+fn send_from(lab: &Lab, src: [u8; 4], count: usize) {
+    let dst: std::net::Ipv4Addr = HOST_B.ipv4.parse().unwrap();
+    let packet = Ipv4::new(src, dst.octets(), 17).udp(4000, 9, &[0u8; 32]);
+    let frame = ethernet_tagged(mac(ROUTER_A.mac), mac(HOST_A.mac), &[], ETH_P_IPV4, &packet);
+    lab.a
+        .send_frames(HOST_A.ifname, &vec![frame; count])
+        .unwrap();
+}
+
+fn ra(lab: &Lab, binary: &Path) -> Value {
+    let stats = lab.stats(binary).unwrap();
+    stats["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == ROUTER_A.ifname)
+        .unwrap()
+        .clone()
+}
+
+fn dropped(lab: &Lab, binary: &Path, reason: &str) -> u64 {
+    ra(lab, binary)["dropped"][reason].as_u64().unwrap()
+}
+
+fn acl(lab: &Lab, binary: &Path) -> Vec<Value> {
+    let out = lab.cli(binary, &["acl", "list", "--json"]).unwrap();
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The hit count of the rule matching `src` (and `dev`).
+fn hits(rules: &[Value], src: &str, dev: Option<&str>) -> u64 {
+    rules
+        .iter()
+        .find(|r| r["rule"]["src"] == src && r["rule"]["dev"].as_str() == dev)
+        .unwrap_or_else(|| panic!("no rule {src} in {rules:?}"))["packets"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Three pings from A to B: whether all came back (ping fails when none does).
+fn ping(lab: &Lab) -> bool {
+    lab.a
+        .exec("ping", &["-c", "3", "-i", "0.05", "-W", "1", HOST_B.ipv4])
+        .is_ok_and(|out| out.contains("3 received"))
+}
+
+#[test]
+fn deny_rules_and_martian_sources_drop_and_count_at_ingress() {
+    let binary = dataplane_binary();
+    let lab = Lab::new("pdpt-sec").unwrap();
+    let config = format!(
+        "[filter]\nmartian_sources = true\n\n{}\n[[acl]]\naction = \"deny\"\nsrc = \
+         \"198.18.9.0/24\"\n",
+        lab.router_config()
+    );
+    let _daemon = lab.start_dataplane(&binary, &config, "native").unwrap();
+    assert!(ping(&lab));
+
+    // Martian sources: loopback, multicast, limited broadcast, "this network", and the
+    // router's own address on the far side. Each dropped at ingress and counted.
+    for src in [
+        [127, 0, 0, 2],
+        [224, 1, 2, 3],
+        [255, 255, 255, 255],
+        [0, 1, 2, 3],
+        [198, 18, 2, 1],
+    ] {
+        let before = dropped(&lab, &binary, "martian_source");
+        send_from(&lab, src, 5);
+        assert_eq!(
+            dropped(&lab, &binary, "martian_source"),
+            before + 5,
+            "source {src:?}"
+        );
+    }
+    let rules = acl(&lab, &binary);
+    assert_eq!(hits(&rules, "127.0.0.0/8", None), 5, "{rules:?}");
+    assert_eq!(hits(&rules, "198.18.2.1/32", None), 5, "{rules:?}");
+    assert_eq!(hits(&rules, "240.0.0.0/4", None), 5, "{rules:?}");
+
+    // The config's deny rule.
+    send_from(&lab, [198, 18, 9, 7], 4);
+    assert_eq!(dropped(&lab, &binary, "acl_deny"), 4);
+    assert_eq!(hits(&acl(&lab, &binary), "198.18.9.0/24", None), 4);
+
+    // An address the router gains is a martian source at once; forwarded before.
+    let forwarded = ra(&lab, &binary)["forwarded_packets"].as_u64().unwrap();
+    send_from(&lab, [198, 18, 77, 1], 3);
+    assert_eq!(
+        ra(&lab, &binary)["forwarded_packets"].as_u64().unwrap(),
+        forwarded + 3
+    );
+    lab.router
+        .ip(&["addr", "add", "198.18.77.1/32", "dev", "lo"])
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !acl(&lab, &binary)
+        .iter()
+        .any(|r| r["rule"]["src"] == "198.18.77.1/32")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "own address not followed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let before = dropped(&lab, &binary, "martian_source");
+    send_from(&lab, [198, 18, 77, 1], 3);
+    assert_eq!(dropped(&lab, &binary, "martian_source"), before + 3);
+
+    // A deny rule from the CLI stops host A's pings on its interface, and is counted.
+    let out = lab
+        .cli(
+            &binary,
+            &["acl", "add", "deny", "src", "198.18.1.2/32", "dev", "ra"],
+        )
+        .unwrap();
+    assert!(out.contains("added deny src 198.18.1.2/32 dev ra"), "{out}");
+    let before = dropped(&lab, &binary, "acl_deny");
+    assert!(!ping(&lab));
+    assert_eq!(dropped(&lab, &binary, "acl_deny"), before + 3);
+    let rules = acl(&lab, &binary);
+    assert_eq!(hits(&rules, "198.18.1.2/32", Some("ra")), 3);
+    let listed = lab.cli(&binary, &["acl", "list"]).unwrap();
+    assert!(
+        listed.starts_with("ID") && listed.contains("deny src 198.18.1.2/32 dev ra  cli"),
+        "{listed}"
+    );
+
+    // Bad rules: each refused with a message that says what, and nothing changes.
+    let before = acl(&lab, &binary);
+    for (args, message) in [
+        (
+            vec!["acl", "add", "deny", "src", "198.18.1.2/24"],
+            "198.18.1.2/24 has host bits set (the prefix is 198.18.1.0/24)",
+        ),
+        (
+            vec!["acl", "add", "deny", "src", "198.18.300.0/24"],
+            "\"198.18.300.0/24\" is not an IP prefix",
+        ),
+        (
+            vec![
+                "acl",
+                "add",
+                "deny",
+                "src",
+                "198.18.4.0/24",
+                "dev",
+                "nosuch",
+            ],
+            "dev \"nosuch\" is not one of the interfaces",
+        ),
+        (
+            vec!["acl", "add", "permit", "src", "198.18.4.0/24"],
+            "unknown action \"permit\"",
+        ),
+        (
+            vec!["acl", "add", "deny", "198.18.4.0/24"],
+            "expected: deny src PREFIX [dev IFACE]",
+        ),
+        (
+            vec!["acl", "add", "deny", "src", "198.18.1.2/32", "dev", "ra"],
+            "is in the ACL already (from the CLI)",
+        ),
+        (
+            vec!["acl", "del", "deny", "src", "198.18.9.0/24"],
+            "deny src 198.18.9.0/24 comes from the config file: change it there",
+        ),
+        (
+            vec!["acl", "del", "deny", "src", "127.0.0.0/8"],
+            "comes from the source checks ([filter] martian_sources)",
+        ),
+        (
+            vec!["acl", "del", "deny", "src", "198.18.4.0/24"],
+            "deny src 198.18.4.0/24 is not in the ACL",
+        ),
+    ] {
+        let out = lab.cli_output(&binary, &args).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(message),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(acl(&lab, &binary).len(), before.len(), "{args:?}");
+    }
+
+    // Deleted, pings pass again.
+    lab.cli(
+        &binary,
+        &["acl", "del", "deny", "src", "198.18.1.2/32", "dev", "ra"],
+    )
+    .unwrap();
+    assert!(ping(&lab));
+}
