@@ -9,7 +9,7 @@ use std::path::Path;
 use pop_dataplane_tests::{
     dataplane_binary,
     frame::{ETH_P_IPV4, Ipv4, ethernet_tagged},
-    lab::{HOST_A, HOST_B, Lab, ROUTER_A, ROUTER_B},
+    lab::{HOST_A, HOST_B, Lab, ROUTER_A},
 };
 use serde_json::Value;
 
