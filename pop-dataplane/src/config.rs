@@ -86,7 +86,7 @@ pub struct DaemonConfig {
 pub struct KernelTable(pub u32);
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a routing table: a name (\"main\") or a number")]
 enum RawTable {
     Number(i64),
     Name(String),
@@ -152,6 +152,10 @@ pub enum RouteAction {
     Kernel,
 }
 
+/// Largest config file read: far more than any set of interfaces, next hops and static
+/// routes needs, and a bound on what a mistaken path can make the daemon read.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
 /// Most next hops one route may spread over.
 pub const MAX_ECMP_NEXTHOPS: usize = ECMP_BUCKETS;
 
@@ -216,7 +220,10 @@ struct RawInterface {
 
 /// `vlan = 100` or `vlan = [200, 300]`.
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a VLAN id (vlan = 100), or two for QinQ (vlan = [200, 300])"
+)]
 enum OneOrManyIds {
     One(i64),
     Many(Vec<i64>),
@@ -250,7 +257,10 @@ struct RawRoute {
 
 /// `nexthop = "a"` or `nexthop = ["a", "b"]`.
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a next hop's name (nexthop = \"a\"), or a list of them (nexthop = [\"a\", \"b\"])"
+)]
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
@@ -268,11 +278,24 @@ impl Config {
     /// Reads and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = fs::read(path).map_err(|err| ConfigError {
+        let cannot_read = |err: std::io::Error| ConfigError {
             file: file.clone(),
             line: None,
             message: format!("cannot read: {err}"),
-        })?;
+        };
+        let size = fs::metadata(path).map_err(cannot_read)?.len();
+        if size > MAX_CONFIG_BYTES {
+            return Err(ConfigError {
+                file: file.clone(),
+                line: None,
+                message: format!(
+                    "{size} bytes; a config file is at most {} MiB (a whole routing table \
+                     goes in with `route load`)",
+                    MAX_CONFIG_BYTES >> 20
+                ),
+            });
+        }
+        let text = fs::read(path).map_err(cannot_read)?;
         let text = String::from_utf8(text).map_err(|err| ConfigError {
             file: file.clone(),
             line: Some(line_of(

@@ -526,7 +526,7 @@ impl Router {
         mode: Mode,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<MapWrite>, String> {
-        let mut seen = foldhash::HashSet::default();
+        let mut seen: foldhash::HashMap<IpNet, usize> = foldhash::HashMap::default();
         seen.reserve(specs.len());
         let mut checked: foldhash::HashSet<(&str, IpAddr)> = foldhash::HashSet::default();
         let mut new_keys = BTreeSet::new();
@@ -540,8 +540,12 @@ impl Router {
                     format!("route {}: {message}", spec.prefix)
                 }
             };
-            if !seen.insert(spec.prefix) {
-                return Err(at("given twice".to_owned()));
+            if let Some(first) = seen.insert(spec.prefix, *line) {
+                return Err(at(if first > 0 {
+                    format!("given twice (first on line {first})")
+                } else {
+                    "given twice".to_owned()
+                }));
             }
             if mode == Mode::Add && self.rib.get(&spec.prefix, source).is_some() {
                 return Err(at(format!(

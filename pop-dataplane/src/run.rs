@@ -382,8 +382,8 @@ impl Daemon<'_> {
                 });
                 match parsed {
                     Ok(routes) if routes.is_empty() => Err(format!("{name}: no routes")),
-                    Ok(routes) => {
-                        self.set_routes(
+                    Ok(routes) => self
+                        .set_routes(
                             &routes,
                             Mode::Replace,
                             replace_all,
@@ -391,7 +391,7 @@ impl Daemon<'_> {
                             progress,
                         )
                         .await
-                    }
+                        .map_err(|err| in_file(&name, err)),
                     Err(errors) => Err(errors),
                 }
             }
@@ -906,6 +906,19 @@ fn install(
 }
 
 /// The kernel tables `run` follows: its options' and the config's.
+/// An error about `line N` of a route file, as `FILE:N: ...` like the parser's.
+fn in_file(name: &str, error: String) -> String {
+    match error
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
+        Some((line, rest)) if line.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{name}:{line}: {rest}")
+        }
+        _ => format!("{name}: {error}"),
+    }
+}
+
 fn sync_acl(router: &mut Router, dataplane: &mut Dataplane) -> anyhow::Result<()> {
     let (entries, fresh) = router.acl_update();
     dataplane.set_acl(&entries, &fresh)

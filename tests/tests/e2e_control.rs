@@ -319,7 +319,10 @@ fn route_load_is_all_or_nothing_and_names_the_line() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("line 3: route 198.18.6.0/24: dev \"eth9\""),
+        stderr.contains(&format!(
+            "{}:3: route 198.18.6.0/24: dev \"eth9\"",
+            file.display()
+        )),
         "{stderr}"
     );
     assert_eq!(routes(&lab, &binary), before, "nothing changed");
