@@ -42,6 +42,9 @@ use crate::{
 pub static XDP_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pop-dataplane-xdp"));
 
+/// Where the kernel describes its own types (CONFIG_DEBUG_INFO_BTF).
+const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
 /// The program's name in the object.
 const PROGRAM: &str = "pop_dataplane";
 /// The program's pin, next to the maps'.
@@ -154,6 +157,11 @@ impl Dataplane {
             .override_global(aya_log::LEVEL, &level, false)
             .override_global(maps::ECMP_SEED, &options.ecmp_seed, true)
             .override_global(fib::FIB_MODE, &fib_mode, true);
+        if !Path::new(KERNEL_BTF).exists() {
+            // aya relocates against the kernel's BTF only for CO-RE, which the program does
+            // not use: it loads the same without it.
+            warn!("no kernel BTF at {KERNEL_BTF}; not needed, carrying on");
+        }
         let mut adopted = false;
         if let Some(dir) = &options.pin_dir {
             ensure_bpffs(dir)?;
@@ -813,15 +821,20 @@ fn acl_key(key: &AclKey) -> AclMapKey {
 
 /// An attach error, with what to do about the usual ones.
 fn attach_error(err: aya::programs::ProgramError, ifname: &str, mode: &str) -> anyhow::Error {
-    let busy = matches!(&err, aya::programs::ProgramError::SyscallError(e)
-        if e.io_error.raw_os_error() == Some(libc::EBUSY) || e.io_error.raw_os_error() == Some(libc::EEXIST));
-    let what = if busy {
-        format!(
+    let errno = match &err {
+        aya::programs::ProgramError::SyscallError(e) => e.io_error.raw_os_error(),
+        _ => None,
+    };
+    let what = match errno {
+        Some(libc::EBUSY | libc::EEXIST) => format!(
             "{ifname} already has an XDP program (another pop-dataplane, or another tool): two \
              dataplanes cannot share an interface"
-        )
-    } else {
-        format!("attaching to {ifname} in {mode} mode")
+        ),
+        Some(libc::EOPNOTSUPP) if mode == "native" => format!(
+            "{ifname}'s driver does not support native XDP: run with --xdp-mode generic (or \
+             auto, which falls back to generic mode for such interfaces)"
+        ),
+        _ => format!("attaching to {ifname} in {mode} mode"),
     };
     anyhow::Error::from(err).context(what)
 }

@@ -1028,6 +1028,20 @@ impl Router {
         writes
     }
 
+    /// `link` carries the name of one of the router's ports or interface devices under
+    /// another ifindex: deleted and created again.
+    pub fn recreated(&self, link: &Link) -> bool {
+        self.topology
+            .ports
+            .iter()
+            .any(|p| p.name == link.name && p.ifindex != link.ifindex)
+            || self
+                .topology
+                .interfaces
+                .iter()
+                .any(|i| i.name == link.name && i.device.is_some_and(|d| d != link.ifindex))
+    }
+
     /// A host interface is gone: its next hops cannot take traffic.
     pub fn link_removed(&mut self, ifindex: u32) -> Vec<MapWrite> {
         if self.links.remove(&ifindex).is_none() {

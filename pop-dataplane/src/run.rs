@@ -168,8 +168,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
 
     let mut attached = Vec::new();
     for port in &router.topology.ports {
-        let mode = dataplane.attach(&port.name, port.ifindex, options.xdp_mode)?;
-        attached.push((port.name.clone(), mode));
+        match dataplane.attach(&port.name, port.ifindex, options.xdp_mode) {
+            Ok(mode) => attached.push((port.name.clone(), mode)),
+            // A fresh start that cannot attach everywhere leaves nothing behind; a taken-over
+            // dataplane keeps forwarding on its links (now running this program).
+            Err(err) if !dataplane.adopted() => {
+                dataplane.stop();
+                return Err(err);
+            }
+            Err(err) => return Err(err),
+        }
     }
     for (ifindex, _) in dataplane.stale_links() {
         dataplane.detach(ifindex);
@@ -212,6 +220,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
 
     let mut daemon = Daemon {
         options: &options,
+        config,
         config_file: file,
         saved_routes_path,
         router,
@@ -313,6 +322,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
 
 struct Daemon<'a> {
     options: &'a RunOptions,
+    /// The config running now (the file may have changed since).
+    config: Config,
     config_file: String,
     saved_routes_path: PathBuf,
     router: Router,
@@ -593,6 +604,18 @@ impl Daemon<'_> {
                 following.unwrap_or_default()
             ));
         }
+        self.apply_config(config).await?;
+        let (v4, v6) = self.router.route_counts();
+        Ok(format!(
+            "reloaded {} in {:.2?}: {v4} IPv4 and {v6} IPv6 routes",
+            self.config_file,
+            started.elapsed()
+        ))
+    }
+
+    /// Moves to `config` on the host as it is now: interfaces placed again (attached to ports
+    /// new or re-created, detached from ports gone), tables rebuilt and swapped in whole.
+    async fn apply_config(&mut self, config: Config) -> Result<(), String> {
         let host = Host::read(&self.handle)
             .await
             .map_err(|err| format!("{err:#}"))?;
@@ -600,6 +623,7 @@ impl Daemon<'_> {
             .router
             .apply_config(&config, &self.config_file, &host)
             .map_err(|err| err.to_string())?;
+        self.config = config;
         self.dataplane
             .update(&update)
             .map_err(|err| format!("{err:#}"))?;
@@ -623,12 +647,7 @@ impl Daemon<'_> {
         if let Err(err) = self.refresh_neighbours().await {
             warn!("reading the neighbour table: {err:#}");
         }
-        let (v4, v6) = self.router.route_counts();
-        Ok(format!(
-            "reloaded {} in {:.2?}: {v4} IPv4 and {v6} IPv6 routes",
-            self.config_file,
-            started.elapsed()
-        ))
+        Ok(())
     }
 
     /// Writes the CLI's routes to the saved-routes file, read back at the next start.
@@ -713,6 +732,16 @@ impl Daemon<'_> {
                     self.sync_acl()?;
                     writes
                 }
+                Some(HostEvent::LinkChanged(link)) if self.router.recreated(&link) => {
+                    // An interface of the config is back under a new ifindex: place it again
+                    // and attach to it.
+                    info!("{}: created again (ifindex {})", link.name, link.ifindex);
+                    let config = self.config.clone();
+                    if let Err(err) = self.apply_config(config).await {
+                        error!("{}: cannot take the interface back: {err}", link.name);
+                    }
+                    return Ok(());
+                }
                 Some(HostEvent::LinkChanged(link)) => {
                     let (name, up) = (link.name.clone(), link.up);
                     let writes = self.router.link_changed(link);
@@ -721,7 +750,22 @@ impl Daemon<'_> {
                     }
                     writes
                 }
-                Some(HostEvent::LinkRemoved(ifindex)) => self.router.link_removed(ifindex),
+                Some(HostEvent::LinkRemoved(ifindex)) => {
+                    if let Some(port) = self
+                        .router
+                        .topology
+                        .ports
+                        .iter()
+                        .find(|p| p.ifindex == ifindex)
+                    {
+                        warn!(
+                            "{}: deleted; its next hops are down until it is created again",
+                            port.name
+                        );
+                        self.dataplane.detach(ifindex);
+                    }
+                    self.router.link_removed(ifindex)
+                }
                 None => return Ok(()),
             },
         };

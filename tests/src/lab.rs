@@ -155,35 +155,7 @@ impl Lab {
             }
         }
         for (host, port, gateway) in [(&lab.a, HOST_A, ROUTER_A), (&lab.b, HOST_B, ROUTER_B)] {
-            host.ip(&["route", "add", "198.18.0.0/15", "via", gateway.ipv4])?;
-            // A static gateway entry: no ARP in the way of exact packet counts. (The router
-            // still resolves the hosts with ARP, through the kernel.)
-            host.ip(&[
-                "neigh",
-                "replace",
-                gateway.ipv4,
-                "lladdr",
-                gateway.mac,
-                "dev",
-                port.ifname,
-                "nud",
-                "permanent",
-            ])?;
-            if options.ipv6 {
-                host.ip(&["-6", "route", "add", "2001:2::/48", "via", gateway.ipv6])?;
-                host.ip(&[
-                    "-6",
-                    "neigh",
-                    "replace",
-                    gateway.ipv6,
-                    "lladdr",
-                    gateway.mac,
-                    "dev",
-                    port.ifname,
-                    "nud",
-                    "permanent",
-                ])?;
-            }
+            lab.host_gateway(host, port, gateway)?;
         }
         // Only XDP forwards; the kernel still answers ARP, ND and ICMP for the router itself.
         lab.set_kernel_forwarding(false)?;
@@ -197,6 +169,47 @@ impl Lab {
         self.router.sysctl("net.ipv4.ip_forward", value)?;
         if self.options.ipv6 {
             self.router.sysctl("net.ipv6.conf.all.forwarding", value)?;
+        }
+        Ok(())
+    }
+
+    /// The link between `host` and the router again, after a test deleted it: the veth pair,
+    /// addresses, and the host's route and gateway entry.
+    pub fn reconnect(&self, host: &Netns, port: Port, gateway: Port) -> anyhow::Result<()> {
+        self.link(host, port, gateway)?;
+        self.host_gateway(host, port, gateway)
+    }
+
+    /// `host`'s route to the benchmarking ranges through `gateway`, and a static entry for it.
+    fn host_gateway(&self, host: &Netns, port: Port, gateway: Port) -> anyhow::Result<()> {
+        host.ip(&["route", "add", "198.18.0.0/15", "via", gateway.ipv4])?;
+        // A static gateway entry: no ARP in the way of exact packet counts. (The router
+        // still resolves the hosts with ARP, through the kernel.)
+        host.ip(&[
+            "neigh",
+            "replace",
+            gateway.ipv4,
+            "lladdr",
+            gateway.mac,
+            "dev",
+            port.ifname,
+            "nud",
+            "permanent",
+        ])?;
+        if self.options.ipv6 {
+            host.ip(&["-6", "route", "add", "2001:2::/48", "via", gateway.ipv6])?;
+            host.ip(&[
+                "-6",
+                "neigh",
+                "replace",
+                gateway.ipv6,
+                "lladdr",
+                gateway.mac,
+                "dev",
+                port.ifname,
+                "nud",
+                "permanent",
+            ])?;
         }
         Ok(())
     }
@@ -349,12 +362,39 @@ impl Lab {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Daemon> {
+        self.start_dataplane_in(&[], binary, config, xdp_mode, extra, env)
+    }
+
+    /// [`Lab::start_dataplane_with_env`], the daemon started through `wrapper` (a command
+    /// that ends by running its arguments, e.g. in a mount namespace of its own).
+    pub fn start_dataplane_in(
+        &self,
+        wrapper: &[&str],
+        binary: &Path,
+        config: &str,
+        xdp_mode: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Daemon> {
         let config_path = self.config_path();
         fs::write(&config_path, config)?;
         let log_path = self.dir.join("daemon.log");
         let log = fs::File::create(&log_path)?;
-        let mut child = self
-            .dataplane_command(binary)
+        let mut command = match wrapper {
+            [] => self.dataplane_command(binary),
+            [program, args @ ..] => {
+                let mut command = self.router.enter(program);
+                command
+                    .args(args)
+                    .arg(binary)
+                    .arg("--pin-dir")
+                    .arg(self.pin_dir())
+                    .arg("--run-dir")
+                    .arg(self.run_dir());
+                command
+            }
+        };
+        let mut child = command
             .arg("run")
             .arg("--config")
             .arg(&config_path)
@@ -493,6 +533,15 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would: no clean-up of its own.
+    pub fn kill(&mut self) -> anyhow::Result<ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("the daemon was already stopped");
+        };
+        child.kill()?;
+        Ok(child.wait()?)
     }
 
     /// What the daemon logged so far.
