@@ -10,6 +10,7 @@ use netlink_packet_route::{
     RouteNetlinkMessage,
     address::{AddressAttribute, AddressMessage},
     link::{InfoData, InfoVlan, LinkAttribute, LinkInfo, LinkMessage, State, VlanProtocol},
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
 };
 use rtnetlink::Handle;
 
@@ -212,4 +213,35 @@ mod tests {
             prefix_len: 8,
         }));
     }
+}
+
+/// The neighbour a netlink message describes: interface, address, and its MAC when the
+/// entry is usable.
+pub fn parse_neighbour(message: &NeighbourMessage) -> Option<(u32, IpAddr, Option<MacAddr>)> {
+    let mut addr = None;
+    let mut mac = None;
+    for attribute in &message.attributes {
+        match attribute {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                addr = Some(IpAddr::V4(*a))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                addr = Some(IpAddr::V6(*a))
+            }
+            NeighbourAttribute::LinkLayerAddress(bytes) if bytes.len() == 6 => {
+                mac = Some(MacAddr(bytes.as_slice().try_into().expect("six bytes")));
+            }
+            _ => {}
+        }
+    }
+    let usable = matches!(
+        message.header.state,
+        NeighbourState::Reachable
+            | NeighbourState::Stale
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+            | NeighbourState::Permanent
+            | NeighbourState::Noarp
+    );
+    Some((message.header.ifindex, addr?, mac.filter(|_| usable)))
 }

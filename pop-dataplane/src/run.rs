@@ -22,9 +22,7 @@ use log::{debug, error, info, warn};
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::{
     RouteNetlinkMessage,
-    neighbour::{
-        NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
-    },
+    neighbour::{NeighbourFlags, NeighbourState},
 };
 use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder, sys::AsyncSocket as _};
 use tokio::{
@@ -43,7 +41,6 @@ use crate::{
     dataplane::{AttachMode, Dataplane, LoadOptions},
     host::{self, Host, HostEvent},
     kernel_routes::{self, KernelRoutes},
-    mac::MacAddr,
     metrics,
     rib::Source,
     route_spec::{self, RouteSpec},
@@ -710,7 +707,7 @@ impl Daemon<'_> {
         let writes = match &message {
             RouteNetlinkMessage::NewNeighbour(neighbour)
             | RouteNetlinkMessage::DelNeighbour(neighbour) => {
-                let Some((ifindex, addr, mac)) = parse_neighbour(neighbour) else {
+                let Some((ifindex, addr, mac)) = host::parse_neighbour(neighbour) else {
                     return Ok(());
                 };
                 let mac = if matches!(message, RouteNetlinkMessage::DelNeighbour(_)) {
@@ -815,7 +812,7 @@ impl Daemon<'_> {
         writes.extend(self.router.set_local_addresses(&host.addresses));
         let mut dump = self.handle.neighbours().get().execute();
         while let Some(message) = dump.try_next().await? {
-            if let Some((ifindex, addr, mac)) = parse_neighbour(&message) {
+            if let Some((ifindex, addr, mac)) = host::parse_neighbour(&message) {
                 writes.extend(self.router.neighbour(ifindex, addr, mac));
             }
         }
@@ -1017,37 +1014,6 @@ fn enlarge_receive_buffer(socket: &mut rtnetlink::sys::Socket) {
     }
 }
 
-/// The neighbour a netlink message describes: interface, address, and its MAC when the
-/// entry is usable.
-fn parse_neighbour(message: &NeighbourMessage) -> Option<(u32, IpAddr, Option<MacAddr>)> {
-    let mut addr = None;
-    let mut mac = None;
-    for attribute in &message.attributes {
-        match attribute {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
-                addr = Some(IpAddr::V4(*a))
-            }
-            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
-                addr = Some(IpAddr::V6(*a))
-            }
-            NeighbourAttribute::LinkLayerAddress(bytes) if bytes.len() == 6 => {
-                mac = Some(MacAddr(bytes.as_slice().try_into().expect("six bytes")));
-            }
-            _ => {}
-        }
-    }
-    let usable = matches!(
-        message.header.state,
-        NeighbourState::Reachable
-            | NeighbourState::Stale
-            | NeighbourState::Delay
-            | NeighbourState::Probe
-            | NeighbourState::Permanent
-            | NeighbourState::Noarp
-    );
-    Some((message.header.ifindex, addr?, mac.filter(|_| usable)))
-}
-
 /// Brings the next hops' neighbours up to date, and keeps them so: reads the kernel's
 /// neighbour table (an entry already reachable or permanent when a next hop appears sends no
 /// event), then asks the kernel to resolve, or keep resolved, each next hop's neighbour: an
@@ -1064,7 +1030,7 @@ async fn refresh_neighbours(
     let mut dump = handle.neighbours().get().execute();
     while let Some(message) = dump.try_next().await? {
         // Every entry, for next hops to come too.
-        if let Some((ifindex, addr, mac)) = parse_neighbour(&message) {
+        if let Some((ifindex, addr, mac)) = host::parse_neighbour(&message) {
             writes.extend(router.neighbour(ifindex, addr, mac));
             if matches!(
                 message.header.state,

@@ -10,6 +10,7 @@ pub mod lab;
 pub mod model;
 pub mod netns;
 pub mod pktgen;
+pub mod soak;
 pub mod traffic;
 
 use std::path::PathBuf;

@@ -68,6 +68,13 @@ enum Task {
         #[arg(long)]
         redraw: bool,
     },
+    /// Soak: the full table, full-rate traffic, route churn, link flaps and reloads for N
+    /// minutes; then checks that every frame is accounted for, the daemon's memory did not
+    /// grow and the tables are as expected. Writes target/soak/latest.json. Needs root.
+    Soak {
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+    },
     /// rustfmt and clippy, warnings as errors.
     Lint,
 }
@@ -134,6 +141,36 @@ fn run(task: Task) -> anyhow::Result<()> {
                     out_dir: target_dir().join("bench"),
                 },
             )
+        }
+        Task::Soak { minutes } => {
+            setup::all()?;
+            build(true)?;
+            let release = target_dir().join("release");
+            let report = pop_dataplane_tests::soak::soak(
+                &pop_dataplane_tests::bench::Tools {
+                    dataplane: release.join("pop-dataplane"),
+                    bench: release.join("pop-dataplane-bench"),
+                },
+                &pop_dataplane_tests::soak::Options::minutes(minutes),
+                &mut |line| println!("soak: {line}"),
+            )?;
+            let json = serde_json::to_string_pretty(&report)?;
+            println!("{json}");
+            let dir = target_dir().join("soak");
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("latest.json"), &json)?;
+            let problems = report.problems();
+            if report.route_changes_per_second < 10_000.0 {
+                println!(
+                    "soak: route churn {:.0} changes/s, below the 10,000/s target",
+                    report.route_changes_per_second
+                );
+            }
+            if !problems.is_empty() {
+                bail!("soak failed:\n{}", problems.join("\n"));
+            }
+            println!("soak: passed");
+            Ok(())
         }
         Task::Lint => {
             setup::toolchain()?;
