@@ -106,6 +106,7 @@ fn run(task: Task) -> anyhow::Result<()> {
                 "POP_DATAPLANE_BIN",
                 target_dir().join("debug/pop-dataplane"),
             );
+            test.env("POP_CARGO_FUZZ", setup::cargo_fuzz_bin());
             test_with_summary(&mut test)
         }
         Task::Demo { xdp_mode, seconds } => {

@@ -22,6 +22,9 @@ const COMPONENTS: [&str; 3] = ["rust-src", "rustfmt", "clippy"];
 /// bpf-linker 0.13's default feature links LLVM 23, the LLVM of Rust 1.99.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// cargo-fuzz, which builds and runs the fuzz targets in `tests/fuzz`.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// Debian packages: the tools the tests and the demo drive.
 const APT_PACKAGES: [(&str, &str); 8] = [
     ("iproute2", "ip"),
@@ -60,11 +63,43 @@ pub fn bpf_linker_bin_dir() -> PathBuf {
         .join("bin")
 }
 
-/// Everything: toolchain, bpf-linker, packages, bpffs.
+/// Everything: toolchain, bpf-linker, cargo-fuzz, packages, bpffs.
 pub fn all() -> anyhow::Result<()> {
     toolchain()?;
+    cargo_fuzz()?;
     apt_packages()?;
     bpffs()?;
+    Ok(())
+}
+
+/// The cargo-fuzz binary this project installs.
+pub fn cargo_fuzz_bin() -> PathBuf {
+    tools_dir()
+        .join(format!("cargo-fuzz-{CARGO_FUZZ_VERSION}"))
+        .join("bin/cargo-fuzz")
+}
+
+fn cargo_fuzz() -> anyhow::Result<()> {
+    let bin = cargo_fuzz_bin();
+    if bin.exists() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    println!("setup: building cargo-fuzz {CARGO_FUZZ_VERSION}");
+    let root = bin.parent().and_then(Path::parent).expect("bin's parent");
+    cmd(Command::new("rustup")
+        .args([
+            "run",
+            TOOLCHAIN,
+            "cargo",
+            "install",
+            "cargo-fuzz",
+            "--locked",
+        ])
+        .args(["--version", CARGO_FUZZ_VERSION, "--root"])
+        .arg(root)
+        .stdin(std::process::Stdio::null()))?;
+    println!("setup: cargo-fuzz built in {:.0?}", started.elapsed());
     Ok(())
 }
 
