@@ -196,25 +196,6 @@ fn parse_address(message: &AddressMessage) -> Option<Address> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_loopback() {
-        let host = Host::read_now().unwrap();
-        let lo = host.link("lo").unwrap();
-        assert_eq!(lo.ifindex, 1);
-        assert!(lo.mac.is_zero());
-        assert!(lo.vlan.is_none());
-        assert!(host.addresses.contains(&Address {
-            ifindex: 1,
-            addr: "127.0.0.1".parse().unwrap(),
-            prefix_len: 8,
-        }));
-    }
-}
-
 /// The neighbour a netlink message describes: interface, address, and its MAC when the
 /// entry is usable.
 pub fn parse_neighbour(message: &NeighbourMessage) -> Option<(u32, IpAddr, Option<MacAddr>)> {
@@ -244,4 +225,23 @@ pub fn parse_neighbour(message: &NeighbourMessage) -> Option<(u32, IpAddr, Optio
             | NeighbourState::Noarp
     );
     Some((message.header.ifindex, addr?, mac.filter(|_| usable)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_loopback() {
+        let host = Host::read_now().unwrap();
+        let lo = host.link("lo").unwrap();
+        assert_eq!(lo.ifindex, 1);
+        assert!(lo.mac.is_zero());
+        assert!(lo.vlan.is_none());
+        assert!(host.addresses.contains(&Address {
+            ifindex: 1,
+            addr: "127.0.0.1".parse().unwrap(),
+            prefix_len: 8,
+        }));
+    }
 }

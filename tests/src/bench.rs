@@ -71,11 +71,42 @@ pub enum Router {
     Dataplane,
     /// pop-dataplane with `--fib lpm-trie`: the kernel's LPM trie.
     DataplaneLpmTrie,
+    /// pop-dataplane (compiled FIB) with martian source checks on and
+    /// [`FILTER_DENY_RULES`] deny rules, none of which the traffic matches: the source
+    /// filter's cost.
+    DataplaneFiltered,
 }
+
+/// Deny rules of [`Router::DataplaneFiltered`].
+pub const FILTER_DENY_RULES: usize = 1_000;
 
 impl Router {
     pub fn is_dataplane(self) -> bool {
-        matches!(self, Self::Dataplane | Self::DataplaneLpmTrie)
+        matches!(
+            self,
+            Self::Dataplane | Self::DataplaneLpmTrie | Self::DataplaneFiltered
+        )
+    }
+
+    /// The router's config: the lab's, and for [`Router::DataplaneFiltered`] the filter
+    /// (`[filter]` must come before the lab's tables of arrays, `[[acl]]` may follow them).
+    fn config(self, lab: &Lab) -> String {
+        if self != Self::DataplaneFiltered {
+            return lab.router_config();
+        }
+        let mut config = format!(
+            "[filter]\nmartian_sources = true\n\n{}",
+            lab.router_config()
+        );
+        for i in 0..FILTER_DENY_RULES {
+            let _ = write!(
+                config,
+                "\n[[acl]]\naction = \"deny\"\nsrc = \"100.{}.{}.0/24\"\n",
+                64 + i / 256,
+                i % 256
+            );
+        }
+        config
     }
 }
 
@@ -605,7 +636,9 @@ impl BenchLab {
                     ],
                 )?);
             }
-            Router::Dataplane | Router::DataplaneLpmTrie => bench.start_dataplane(table)?,
+            Router::Dataplane | Router::DataplaneLpmTrie | Router::DataplaneFiltered => {
+                bench.start_dataplane(table)?
+            }
         }
         if pin_threads {
             bench.threads = Some(bench.pin_threads()?);
@@ -649,7 +682,7 @@ impl BenchLab {
         };
         let daemon = self.lab.start_dataplane_with(
             &self.tools.dataplane,
-            &self.lab.router_config(),
+            &self.router.config(&self.lab),
             "native",
             &["--fib", fib],
         )?;

@@ -7,7 +7,7 @@
 //! (no threaded NAPI here): no ring can overflow, so any loss is a bug.
 
 use pop_dataplane_tests::{
-    bench::{Amount, BenchLab, Rng, Router, Table, Tools, few_traffic},
+    bench::{Amount, BenchLab, FILTER_DENY_RULES, Rng, Router, Table, Tools, few_traffic},
     bench_binary, dataplane_binary,
 };
 
@@ -29,6 +29,7 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
         Router::Ceiling,
         Router::Dataplane,
         Router::DataplaneLpmTrie,
+        Router::DataplaneFiltered,
     ] {
         let mut lab = BenchLab::new("pdpt", &tools, router, &Table::few(), false).unwrap();
         for (ipv6, size) in [(false, 64), (true, 78), (false, 1518)] {
@@ -55,6 +56,19 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
             // The router's ports also carry the hosts' own IPv6 chatter (router solicitations,
             // MLD), which the sink does not count.
             assert!(run.router_rx >= FRAMES && run.router_tx >= FRAMES, "{what}");
+        }
+        if router == Router::DataplaneFiltered {
+            // The filter is there (and matched none of the traffic, which all arrived).
+            let rules = lab
+                .lab
+                .cli(&tools.dataplane, &["acl", "list", "--json"])
+                .unwrap();
+            let rules: serde_json::Value = serde_json::from_str(&rules).unwrap();
+            let rules = rules.as_array().unwrap();
+            let deny = rules.iter().filter(|r| r["origin"] == "config").count();
+            let martian = rules.iter().filter(|r| r["origin"] == "martian").count();
+            assert_eq!(deny, FILTER_DENY_RULES);
+            assert!(martian >= 7, "{martian} martian rules");
         }
         if router.is_dataplane() {
             let stats = lab.stats().unwrap();

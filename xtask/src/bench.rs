@@ -91,7 +91,7 @@ pub fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
     );
 
     // The forwarding labs, each set up once.
-    let specs: [(&str, Router, &Table, &str); 6] = [
+    let specs: [(&str, Router, &Table, &str); 7] = [
         ("kernel forwarding", Router::Kernel, &Table::few(), "few"),
         (
             "no-lookup ceiling",
@@ -120,6 +120,12 @@ pub fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         (
             "pop-dataplane --fib lpm-trie, full table",
             Router::DataplaneLpmTrie,
+            &full,
+            "full",
+        ),
+        (
+            "pop-dataplane, full table, martian source checks and 1,000 deny rules",
+            Router::DataplaneFiltered,
             &full,
             "full",
         ),
@@ -188,6 +194,7 @@ pub fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         case("lpm-full-v6", 5, true, 78),
         case("xdp-few-512", 2, false, 512),
         case("xdp-few-1518", 2, false, 1518),
+        case("xdp-full-filter", 6, false, 64),
     ];
     let mut rng = Rng::new(2023);
     for round in 1..=options.rounds {
@@ -516,6 +523,7 @@ fn report(
                     Router::Ceiling => "ceiling",
                     Router::Dataplane => "pop-dataplane",
                     Router::DataplaneLpmTrie => "pop-dataplane --fib lpm-trie",
+                    Router::DataplaneFiltered => "pop-dataplane, source checks and 1,000 deny rules",
                 },
                 "table": case.table,
                 "family": if case.ipv6 { "ipv6" } else { "ipv4" },
@@ -577,6 +585,7 @@ fn report(
             "xdp_vs_ceiling": round3(paired_ratio(&per_core(by_name("xdp-few")), &per_core(by_name("ceiling")))),
             "full_vs_few": round3(paired_ratio(&per_core(by_name("xdp-full")), &per_core(by_name("xdp-few")))),
             "full_vs_few_v6": round3(paired_ratio(&per_core(by_name("xdp-full-v6")), &per_core(by_name("xdp-few-v6")))),
+            "filter_vs_none": round3(paired_ratio(&per_core(by_name("xdp-full-filter")), &per_core(by_name("xdp-full")))),
             "lookup_full_vs_one": round3(paired_ratio(&all.v4, &one.v4)),
             "lookup_full_vs_one_v6": round3(paired_ratio(&all.v6, &one.v6)),
             "full_table_load_s": loads["compiled"]["load_s"],
@@ -648,6 +657,7 @@ fn table(report: &Value) -> String {
         "xdp_vs_ceiling",
         "full_vs_few",
         "full_vs_few_v6",
+        "filter_vs_none",
         "lookup_full_vs_one",
         "lookup_full_vs_one_v6",
         "full_table_load_s",
