@@ -125,8 +125,8 @@ impl Acl {
                 had.describe()
             ));
         }
-        let id = (0..MAX_RULES as u32)
-            .find(|id| !self.rules.contains_key(id))
+        let id = self
+            .free_id()
             .ok_or_else(|| format!("the ACL is full ({MAX_RULES} rules)"))?;
         self.rules.insert(id, (rule, origin));
         self.fresh.push(id);
@@ -182,9 +182,7 @@ impl Acl {
             {
                 // A rule of another origin with the same match keeps its entry; this one
                 // is shadowed, and listed as such.
-                let id = (0..MAX_RULES as u32)
-                    .find(|id| !self.rules.contains_key(id))
-                    .expect("room checked");
+                let id = self.free_id().expect("room checked");
                 self.rules.insert(id, (rule.clone(), origin));
                 self.fresh.push(id);
             }
@@ -203,6 +201,11 @@ impl Acl {
             .chain(own.iter().map(|&addr| IpNet::from(addr)))
             .map(|src| DenyRule { src, dev: None })
             .collect()
+    }
+
+    /// The lowest id no rule holds.
+    fn free_id(&self) -> Option<u32> {
+        (0..MAX_RULES as u32).find(|id| !self.rules.contains_key(id))
     }
 
     /// Ids given out since the last call.
@@ -283,5 +286,133 @@ impl Origin {
             Self::Cli => "the CLI",
             Self::Martian => "the source checks ([filter] martian_sources)",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pop_dataplane_common::{Interface, InterfaceKey};
+
+    use super::*;
+    use crate::topology::RouterInterface;
+
+    fn rule(src: &str, dev: Option<&str>) -> DenyRule {
+        DenyRule {
+            src: src.parse().unwrap(),
+            dev: dev.map(str::to_owned),
+        }
+    }
+
+    fn interface(name: &str, slot: u32, routed: bool) -> RouterInterface {
+        RouterInterface {
+            name: name.to_owned(),
+            key: InterfaceKey::untagged(slot + 10),
+            entry: Interface::new(slot, [2, 0, 0, 0, 0, 1], u16::from(routed)),
+            port: slot,
+            mtu: 1500,
+            outer_tpid: 0,
+            device: Some(slot + 10),
+        }
+    }
+
+    #[test]
+    fn a_rule_applies_to_its_interface_or_to_every_routed_one() {
+        let topology = Topology {
+            ports: Vec::new(),
+            interfaces: vec![
+                interface("eth0", 0, true),
+                interface("eth1", 1, true),
+                interface("eth2", 2, false),
+            ],
+        };
+        let mut acl = Acl::default();
+        let global = acl.add(rule("192.0.2.0/24", None), Origin::Config).unwrap();
+        let local = acl
+            .add(rule("198.51.100.0/24", Some("eth1")), Origin::Cli)
+            .unwrap();
+        // The same entry from a martian rule and an operator's: the operator's counts.
+        acl.set(Origin::Martian, &[rule("192.0.2.0/24", None)])
+            .unwrap();
+        let entries = acl.compile(&topology);
+        let key = |slot, src: &str| AclKey {
+            slot,
+            src: src.parse().unwrap(),
+        };
+        let deny = |rule| AclEntry {
+            rule,
+            kind: AclEntry::DENY,
+        };
+        let expected: AclEntries = [
+            (key(0, "192.0.2.0/24"), deny(global)),
+            (key(1, "192.0.2.0/24"), deny(global)),
+            (key(1, "198.51.100.0/24"), deny(local)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(entries, expected);
+        assert_eq!(entry_counts(&entries), (3, 0));
+    }
+
+    #[test]
+    fn rules_keep_their_ids_and_only_the_cli_can_delete_its_own() {
+        let mut acl = Acl::default();
+        acl.set(
+            Origin::Config,
+            &[rule("192.0.2.0/24", None), rule("2001:db8::/32", None)],
+        )
+        .unwrap();
+        let cli = acl
+            .add(rule("203.0.113.0/24", Some("eth0")), Origin::Cli)
+            .unwrap();
+        assert_eq!(acl.take_fresh(), vec![0, 1, cli]);
+        // The config again, one rule dropped and one added: the kept rule keeps its id.
+        acl.set(
+            Origin::Config,
+            &[rule("2001:db8::/32", None), rule("198.51.100.0/24", None)],
+        )
+        .unwrap();
+        let ids: Vec<(u32, String)> = acl.rules().map(|(id, r, _)| (id, r.to_string())).collect();
+        assert_eq!(
+            ids,
+            vec![
+                (0, "deny src 198.51.100.0/24".to_owned()),
+                (1, "deny src 2001:db8::/32".to_owned()),
+                (2, "deny src 203.0.113.0/24 dev eth0".to_owned()),
+            ]
+        );
+        assert_eq!(acl.take_fresh(), vec![0]);
+        assert_eq!(
+            acl.add(rule("2001:db8::/32", None), Origin::Cli),
+            Err("deny src 2001:db8::/32 is in the ACL already (from the config file)".to_owned())
+        );
+        assert_eq!(
+            acl.remove(&rule("2001:db8::/32", None)),
+            Err("deny src 2001:db8::/32 comes from the config file: change it there".to_owned())
+        );
+        acl.remove(&rule("203.0.113.0/24", Some("eth0"))).unwrap();
+        assert_eq!(acl.rules().count(), 2);
+    }
+
+    #[test]
+    fn the_words_of_acl_add() {
+        let words = |text: &str| -> Vec<String> { text.split(' ').map(str::to_owned).collect() };
+        assert_eq!(
+            DenyRule::parse(&words("deny src 192.0.2.0/24 dev eth0")),
+            Ok(rule("192.0.2.0/24", Some("eth0")))
+        );
+        assert_eq!(
+            DenyRule::parse(&words("deny src 192.0.2.1/24")),
+            Err("192.0.2.1/24 has host bits set (the prefix is 192.0.2.0/24)".to_owned())
+        );
+        assert!(
+            DenyRule::parse(&words("permit src 192.0.2.0/24"))
+                .unwrap_err()
+                .starts_with("unknown action \"permit\"")
+        );
+        assert!(
+            DenyRule::parse(&words("deny src 192.0.2.0/24 dev a/b"))
+                .unwrap_err()
+                .contains("not a valid interface name")
+        );
     }
 }
