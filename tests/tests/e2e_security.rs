@@ -4,7 +4,10 @@
 //!
 //! Needs root, iproute2 and ping.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use pop_dataplane_tests::{
     dataplane_binary,
@@ -21,14 +24,26 @@ fn mac(text: &str) -> [u8; 6] {
     bytes.try_into().unwrap()
 }
 
-/// `count` UDP frames from `src` to host B, sent by host A to the router.
-fn send_from(lab: &Lab, src: [u8; 4], count: usize) {
+/// `count` UDP frames from `src` to host B, sent by host A to the router; returns once the
+/// program has seen them all (the receive runs in the router port's NAPI, after the send
+/// returns).
+fn send_from(lab: &Lab, binary: &Path, src: [u8; 4], count: usize) {
     let dst: std::net::Ipv4Addr = HOST_B.ipv4.parse().unwrap();
     let packet = Ipv4::new(src, dst.octets(), 17).udp(4000, 9, &[0u8; 32]);
     let frame = ethernet_tagged(mac(ROUTER_A.mac), mac(HOST_A.mac), &[], ETH_P_IPV4, &packet);
+    let rx = |lab: &Lab| ra(lab, binary)["rx_packets"].as_u64().unwrap();
+    let before = rx(lab);
     lab.a
         .send_frames(HOST_A.ifname, &vec![frame; count])
         .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rx(lab) < before + count as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the program did not see the frames"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn ra(lab: &Lab, binary: &Path) -> Value {
@@ -94,7 +109,7 @@ fn deny_rules_and_martian_sources_drop_and_count_at_ingress() {
         [198, 18, 2, 1],
     ] {
         let before = dropped(&lab, &binary, "martian_source");
-        send_from(&lab, src, 5);
+        send_from(&lab, &binary, src, 5);
         assert_eq!(
             dropped(&lab, &binary, "martian_source"),
             before + 5,
@@ -107,13 +122,13 @@ fn deny_rules_and_martian_sources_drop_and_count_at_ingress() {
     assert_eq!(hits(&rules, "240.0.0.0/4", None), 5, "{rules:?}");
 
     // The config's deny rule.
-    send_from(&lab, [198, 18, 9, 7], 4);
+    send_from(&lab, &binary, [198, 18, 9, 7], 4);
     assert_eq!(dropped(&lab, &binary, "acl_deny"), 4);
     assert_eq!(hits(&acl(&lab, &binary), "198.18.9.0/24", None), 4);
 
     // An address the router gains is a martian source at once; forwarded before.
     let forwarded = ra(&lab, &binary)["forwarded_packets"].as_u64().unwrap();
-    send_from(&lab, [198, 18, 77, 1], 3);
+    send_from(&lab, &binary, [198, 18, 77, 1], 3);
     assert_eq!(
         ra(&lab, &binary)["forwarded_packets"].as_u64().unwrap(),
         forwarded + 3
@@ -133,7 +148,7 @@ fn deny_rules_and_martian_sources_drop_and_count_at_ingress() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let before = dropped(&lab, &binary, "martian_source");
-    send_from(&lab, [198, 18, 77, 1], 3);
+    send_from(&lab, &binary, [198, 18, 77, 1], 3);
     assert_eq!(dropped(&lab, &binary, "martian_source"), before + 3);
 
     // A deny rule from the CLI stops host A's pings on its interface, and is counted.
