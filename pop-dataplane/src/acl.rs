@@ -261,6 +261,18 @@ impl Acl {
     }
 }
 
+/// Whether `entries` fit the maps.
+pub fn check_room(entries: &AclEntries) -> Result<(), String> {
+    let (v4, v6) = entry_counts(entries);
+    if v4.max(v6) > MAX_ENTRIES {
+        return Err(format!(
+            "the ACL would take {v4} IPv4 and {v6} IPv6 entries (rules times the interfaces \
+             they apply to); at most {MAX_ENTRIES} each"
+        ));
+    }
+    Ok(())
+}
+
 /// Entries per family, for the capacity check.
 pub fn entry_counts(entries: &AclEntries) -> (usize, usize) {
     let v4 = entries

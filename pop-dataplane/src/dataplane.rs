@@ -141,8 +141,6 @@ pub struct Dataplane {
     routes: Option<RouteTables>,
     /// Interface names by counter slot, from the last install.
     names: std::collections::HashMap<u32, String>,
-    /// What the ACL maps hold, once read or written.
-    acl: Option<AclEntries>,
 }
 
 impl Dataplane {
@@ -207,7 +205,6 @@ impl Dataplane {
             links: Vec::new(),
             routes: None,
             names: std::collections::HashMap::new(),
-            acl: None,
         })
     }
 
@@ -266,6 +263,7 @@ impl Dataplane {
             }
         }
         Ok(Adopted {
+            acl: self.read_acl()?,
             nexthops: nexthop_ids,
             groups: group_ids,
             topology,
@@ -440,17 +438,13 @@ impl Dataplane {
                         .with_context(|| format!("EGRESS[{index}] = ifindex {ifindex}"))?;
                 }
                 MapWrite::ResetCounters(slot) => {
-                    let mut counters: PerCpuArray<_, InterfaceCounters> =
-                        PerCpuArray::try_from(self.map_mut(maps::COUNTERS)?)?;
-                    let cpus = nr_cpus().map_err(|(_, err)| err).context("counting CPUs")?;
-                    let zero = PerCpuValues::try_from(vec![
-                        InterfaceCounters::default();
-                        cpus.get() as usize
-                    ])?;
-                    counters
-                        .set(*slot, zero, 0)
-                        .with_context(|| format!("resetting COUNTERS[{slot}]"))?;
+                    self.zero_per_cpu::<InterfaceCounters>(maps::COUNTERS, *slot)?
                 }
+                MapWrite::ResetAclHits(rule) => {
+                    self.zero_per_cpu::<AclHits>(maps::ACL_HITS, *rule)?
+                }
+                MapWrite::Acl(key, entry) => self.set_acl_entry(key, Some(entry))?,
+                MapWrite::DeleteAcl(key) => self.set_acl_entry(key, None)?,
                 MapWrite::Nexthop(id, nexthop) => self.set_nexthop(*id, nexthop)?,
                 MapWrite::Group(id, group) => self.set_group(*id, group)?,
                 MapWrite::Route(prefix, entry) => {
@@ -467,77 +461,31 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Makes the ACL maps hold `entries`: new and changed entries first, then the ones to
-    /// go, each one atomic update. `fresh` rules' hit counters start at zero.
-    pub fn set_acl(&mut self, entries: &AclEntries, fresh: &[u32]) -> anyhow::Result<()> {
-        let mut held = match self.acl.take() {
-            Some(held) => held,
-            None => self.read_acl()?,
-        };
-        let result = self.write_acl(&mut held, entries, fresh);
-        self.acl = Some(held);
-        result
-    }
-
-    fn write_acl(
-        &mut self,
-        held: &mut AclEntries,
-        entries: &AclEntries,
-        fresh: &[u32],
-    ) -> anyhow::Result<()> {
-        if !fresh.is_empty() {
-            let mut hits: PerCpuArray<_, AclHits> =
-                PerCpuArray::try_from(self.map_mut(maps::ACL_HITS)?)?;
-            let cpus = nr_cpus().map_err(|(_, err)| err).context("counting CPUs")?;
-            for &rule in fresh {
-                let zero = PerCpuValues::try_from(vec![AclHits::default(); cpus.get() as usize])?;
-                hits.set(rule, zero, 0)
-                    .with_context(|| format!("resetting ACL_HITS[{rule}]"))?;
-            }
-        }
-        for (key, entry) in entries {
-            if held.get(key) != Some(entry) {
-                self.acl_entry(key, Some(entry))?;
-                held.insert(*key, *entry);
-            }
-        }
-        let gone: Vec<AclKey> = held
-            .keys()
-            .filter(|k| !entries.contains_key(k))
-            .copied()
-            .collect();
-        for key in gone {
-            self.acl_entry(&key, None)?;
-            held.remove(&key);
-        }
-        Ok(())
-    }
-
     /// Sets (or, with `None`, deletes) one ACL entry.
-    fn acl_entry(&mut self, key: &AclKey, entry: Option<&AclEntry>) -> anyhow::Result<()> {
-        let what = || format!("the ACL entry for {} on slot {}", key.src, key.slot);
+    fn set_acl_entry(&mut self, key: &AclKey, entry: Option<&AclEntry>) -> anyhow::Result<()> {
         let result = match acl_key(key) {
-            AclMapKey::V4(k) => {
-                let mut map: LpmTrie<_, AclKeyV4, AclEntry> =
-                    LpmTrie::try_from(self.map_mut(maps::ACL_V4)?)?;
-                match entry {
-                    Some(entry) => map.insert(&k, entry, 0),
-                    None => map.remove(&k),
-                }
-            }
-            AclMapKey::V6(k) => {
-                let mut map: LpmTrie<_, AclKeyV6, AclEntry> =
-                    LpmTrie::try_from(self.map_mut(maps::ACL_V6)?)?;
-                match entry {
-                    Some(entry) => map.insert(&k, entry, 0),
-                    None => map.remove(&k),
-                }
-            }
+            AclMapKey::V4(k) => self.set_lpm(maps::ACL_V4, &k, entry),
+            AclMapKey::V6(k) => self.set_lpm(maps::ACL_V6, &k, entry),
+        };
+        result.with_context(|| format!("the ACL entry for {} on slot {}", key.src, key.slot))
+    }
+
+    fn set_lpm<K: aya::Pod>(
+        &mut self,
+        name: &str,
+        key: &Key<K>,
+        entry: Option<&AclEntry>,
+    ) -> anyhow::Result<()> {
+        let mut map: LpmTrie<_, K, AclEntry> = LpmTrie::try_from(self.map_mut(name)?)?;
+        let result = match entry {
+            Some(entry) => map.insert(key, entry, 0),
+            None => map.remove(key),
         };
         match result {
             Ok(()) => Ok(()),
+            // Deleting what is not there is done.
             Err(aya::maps::MapError::KeyNotFound) if entry.is_none() => Ok(()),
-            Err(err) => Err(err).with_context(what),
+            Err(err) => Err(err.into()),
         }
     }
 
@@ -548,13 +496,8 @@ impl Dataplane {
         for item in v4.iter() {
             let (key, entry) = item?;
             let data = key.data();
-            let src = ipnet::Ipv4Net::new(data.src.into(), (key.prefix_len() - SLOT_BITS) as u8)?;
-            let slot = u32::from_be_bytes(data.slot);
             held.insert(
-                AclKey {
-                    slot,
-                    src: src.into(),
-                },
+                from_acl_key(data.slot, data.src.into(), key.prefix_len())?,
                 entry,
             );
         }
@@ -562,17 +505,27 @@ impl Dataplane {
         for item in v6.iter() {
             let (key, entry) = item?;
             let data = key.data();
-            let src = ipnet::Ipv6Net::new(data.src.into(), (key.prefix_len() - SLOT_BITS) as u8)?;
-            let slot = u32::from_be_bytes(data.slot);
             held.insert(
-                AclKey {
-                    slot,
-                    src: src.into(),
-                },
+                from_acl_key(data.slot, data.src.into(), key.prefix_len())?,
                 entry,
             );
         }
         Ok(held)
+    }
+
+    /// Zeroes entry `index` of per-CPU array `name` on every CPU.
+    fn zero_per_cpu<V: aya::Pod + Default>(
+        &mut self,
+        name: &str,
+        index: u32,
+    ) -> anyhow::Result<()> {
+        let mut array: PerCpuArray<_, V> = PerCpuArray::try_from(self.map_mut(name)?)?;
+        let cpus = nr_cpus().map_err(|(_, err)| err).context("counting CPUs")?;
+        let zero =
+            PerCpuValues::try_from((0..cpus.get()).map(|_| V::default()).collect::<Vec<_>>())?;
+        array
+            .set(index, zero, 0)
+            .with_context(|| format!("resetting {name}[{index}]"))
     }
 
     /// Packets and bytes ACL rule `rule` dropped, summed over CPUs.
@@ -817,6 +770,18 @@ fn acl_key(key: &AclKey) -> AclMapKey {
             },
         )),
     }
+}
+
+/// The entry a map key stands for: the slot's bits, then the source prefix's.
+fn from_acl_key(slot: [u8; 4], src: std::net::IpAddr, prefix_len: u32) -> anyhow::Result<AclKey> {
+    let len = prefix_len
+        .checked_sub(SLOT_BITS)
+        .and_then(|len| u8::try_from(len).ok())
+        .context("an ACL key shorter than its slot")?;
+    Ok(AclKey {
+        slot: u32::from_be_bytes(slot),
+        src: IpNet::new(src, len)?,
+    })
 }
 
 /// An attach error, with what to do about the usual ones.

@@ -29,6 +29,8 @@ use crate::{
 /// Ids and slots a running dataplane held when this daemon adopted it.
 #[derive(Clone, Debug, Default)]
 pub struct Adopted {
+    /// What its ACL maps hold.
+    pub acl: AclEntries,
     pub nexthops: Vec<u32>,
     pub groups: Vec<u32>,
     pub topology: Topology,
@@ -94,8 +96,9 @@ pub struct Router {
     links: HashMap<u32, Link>,
     /// Next-hop sets in use, shared by their routes.
     sets: foldhash::HashSet<NexthopSet>,
-    /// The ingress source filter.
-    pub acl: Acl,
+    /// The ingress source filter, and what its maps hold.
+    acl: Acl,
+    acl_installed: AclEntries,
     /// `[filter] martian_sources`.
     martian_sources: bool,
 }
@@ -114,6 +117,7 @@ impl Router {
             links: host.links.iter().map(|l| (l.ifindex, l.clone())).collect(),
             sets: foldhash::HashSet::default(),
             acl: Acl::default(),
+            acl_installed: adopted.acl,
             martian_sources: false,
         }
     }
@@ -236,15 +240,7 @@ impl Router {
         let mut acl = self.acl.clone();
         let config_acl: Vec<DenyRule> = config.acl.iter().map(|a| a.rule.clone()).collect();
         acl.set(Origin::Config, &config_acl).map_err(whole_file)?;
-        let acl_entries = acl.compile(&topology);
-        let (v4, v6) = acl::entry_counts(&acl_entries);
-        if v4.max(v6) > acl::MAX_ENTRIES {
-            return Err(whole_file(format!(
-                "the ACL would take {v4} IPv4 and {v6} IPv6 entries (rules times the \
-                 interfaces they apply to); at most {} each",
-                acl::MAX_ENTRIES
-            )));
-        }
+        acl::check_room(&acl.compile(&topology)).map_err(whole_file)?;
 
         // From here on nothing fails: take the new, then let go of the old.
         self.acl = acl;
@@ -348,6 +344,8 @@ impl Router {
                 .before
                 .push(MapWrite::Interface(interface.key, interface.entry));
         }
+        let acl = self.acl_writes();
+        update.before.extend(acl);
         for old in &old_topology.interfaces {
             if !self.topology.interfaces.iter().any(|i| i.key == old.key) {
                 update.after.push(MapWrite::DeleteInterface(old.key));
@@ -903,7 +901,9 @@ impl Router {
         let (_, change) = self
             .rib
             .insert(IpNet::from(address.addr), Source::Local, Action::Local);
-        self.compile(change)
+        let mut writes = self.compile(change);
+        writes.extend(self.acl_writes());
+        writes
     }
 
     /// An interface lost `address`; when no interface carries it any more, other routes for
@@ -913,7 +913,9 @@ impl Router {
             return Vec::new();
         }
         let (_, change) = self.rib.remove(IpNet::from(address.addr), Source::Local);
-        self.compile(change)
+        let mut writes = self.compile(change);
+        writes.extend(self.acl_writes());
+        writes
     }
 
     /// Makes the local addresses exactly `addresses` (after a fresh dump).
@@ -955,20 +957,43 @@ impl Router {
         writes
     }
 
-    /// The router's own addresses.
-    /// What the ACL maps must hold now (the martian rules follow the router's own
-    /// addresses), and the ids of rules new since the last call, whose counters start at 0.
-    pub fn acl_update(&mut self) -> (AclEntries, Vec<u32>) {
+    /// The map writes that bring the ACL maps to the rules now (the martian rules follow
+    /// the router's own addresses, rules with a `dev` its interfaces): hit counters of new
+    /// rules zeroed, new and changed entries set, then the ones that went deleted.
+    fn acl_writes(&mut self) -> Vec<MapWrite> {
         let martians = Acl::martian_rules(self.martian_sources, &self.local_addresses());
         if let Err(err) = self.acl.set(Origin::Martian, &martians) {
             log::warn!("source checks: {err}; the router's own addresses are not all checked");
         }
-        (self.acl.compile(&self.topology), self.acl.take_fresh())
+        let entries = self.acl.compile(&self.topology);
+        let mut writes: Vec<MapWrite> = self
+            .acl
+            .take_fresh()
+            .into_iter()
+            .map(MapWrite::ResetAclHits)
+            .collect();
+        for (key, entry) in &entries {
+            if self.acl_installed.get(key) != Some(entry) {
+                writes.push(MapWrite::Acl(*key, *entry));
+            }
+        }
+        for key in self.acl_installed.keys() {
+            if !entries.contains_key(key) {
+                writes.push(MapWrite::DeleteAcl(*key));
+            }
+        }
+        self.acl_installed = entries;
+        writes
+    }
+
+    /// The ACL's rules.
+    pub fn acl_rules(&self) -> impl Iterator<Item = (u32, &DenyRule, Origin)> {
+        self.acl.rules()
     }
 
     /// Adds the CLI's deny `rule`, refused when its `dev` is not one of the interfaces or the
     /// maps would overflow.
-    pub fn acl_add(&mut self, rule: DenyRule) -> Result<(), String> {
+    pub fn acl_add(&mut self, rule: DenyRule) -> Result<Vec<MapWrite>, String> {
         if let Some(dev) = &rule.dev
             && self.topology.interface(dev).is_none()
         {
@@ -984,17 +1009,18 @@ impl Router {
         }
         let mut acl = self.acl.clone();
         acl.add(rule.clone(), Origin::Cli)?;
-        let (v4, v6) = acl::entry_counts(&acl.compile(&self.topology));
-        if v4.max(v6) > acl::MAX_ENTRIES {
-            return Err(format!(
-                "{rule}: the ACL would take more than {} entries in one family",
-                acl::MAX_ENTRIES
-            ));
-        }
+        acl::check_room(&acl.compile(&self.topology)).map_err(|err| format!("{rule}: {err}"))?;
         self.acl = acl;
-        Ok(())
+        Ok(self.acl_writes())
     }
 
+    /// Deletes the CLI's deny `rule`.
+    pub fn acl_remove(&mut self, rule: &DenyRule) -> Result<Vec<MapWrite>, String> {
+        self.acl.remove(rule)?;
+        Ok(self.acl_writes())
+    }
+
+    /// The router's own addresses.
     pub fn local_addresses(&self) -> BTreeSet<IpAddr> {
         self.local.iter().map(|a| a.addr).collect()
     }

@@ -145,7 +145,6 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     dataplane.update(&update)?;
     dataplane.set_names(&router.topology);
-    sync_acl(&mut router, &mut dataplane)?;
     if let Some((nexthops, groups)) = old_ids {
         // The old tables are swapped out: clear what only they used.
         let (nexthops_freed, groups_freed) = router.forget_adopted();
@@ -438,16 +437,13 @@ impl Daemon<'_> {
                 let message = format!("added {rule}");
                 self.router
                     .acl_add(rule)
-                    .and_then(|()| self.sync_acl().map_err(|err| format!("{err:#}")))
-                    .map(|()| message)
+                    .and_then(|writes| self.write(&writes, message))
             }
             Request::AclDel { rule } => {
                 let message = format!("deleted {rule}");
                 self.router
-                    .acl
-                    .remove(&rule)
-                    .and_then(|()| self.sync_acl().map_err(|err| format!("{err:#}")))
-                    .map(|()| message)
+                    .acl_remove(&rule)
+                    .and_then(|writes| self.write(&writes, message))
             }
             Request::AclList => {
                 return match self.acl_list() {
@@ -625,7 +621,6 @@ impl Daemon<'_> {
             .update(&update)
             .map_err(|err| format!("{err:#}"))?;
         self.dataplane.set_names(&self.router.topology);
-        self.sync_acl().map_err(|err| format!("{err:#}"))?;
         for port in &update.ports_added {
             match self
                 .dataplane
@@ -719,15 +714,9 @@ impl Daemon<'_> {
                 self.router.neighbour(ifindex, addr, mac)
             }
             _ => match host::event(&message) {
-                Some(HostEvent::AddressAdded(address)) => {
-                    let writes = self.router.local_address_added(address);
-                    self.sync_acl()?;
-                    writes
-                }
+                Some(HostEvent::AddressAdded(address)) => self.router.local_address_added(address),
                 Some(HostEvent::AddressRemoved(address)) => {
-                    let writes = self.router.local_address_removed(address);
-                    self.sync_acl()?;
-                    writes
+                    self.router.local_address_removed(address)
                 }
                 Some(HostEvent::LinkChanged(link)) if self.router.recreated(&link) => {
                     // An interface of the config is back under a new ifindex: place it again
@@ -773,16 +762,9 @@ impl Daemon<'_> {
         Ok(())
     }
 
-    /// Brings the ACL maps to the router's rules (after a rule, config, interface or own
-    /// address changed).
-    fn sync_acl(&mut self) -> anyhow::Result<()> {
-        sync_acl(&mut self.router, &mut self.dataplane)
-    }
-
     fn acl_list(&self) -> anyhow::Result<Vec<RuleInfo>> {
         self.router
-            .acl
-            .rules()
+            .acl_rules()
             .map(|(id, rule, origin)| {
                 let hits = self.dataplane.acl_hits(id)?;
                 Ok(RuleInfo {
@@ -817,7 +799,6 @@ impl Daemon<'_> {
             }
         }
         self.dataplane.apply(&writes)?;
-        self.sync_acl()?;
         if let Some(sync) = &mut self.kernel {
             let count = sync
                 .read_tables(&self.handle, &mut self.router, &mut self.dataplane)
@@ -958,11 +939,6 @@ fn in_file(name: &str, error: String) -> String {
         }
         _ => format!("{name}: {error}"),
     }
-}
-
-fn sync_acl(router: &mut Router, dataplane: &mut Dataplane) -> anyhow::Result<()> {
-    let (entries, fresh) = router.acl_update();
-    dataplane.set_acl(&entries, &fresh)
 }
 
 fn kernel_tables_to_follow(options: &RunOptions, config: &Config) -> Vec<u32> {

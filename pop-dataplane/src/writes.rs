@@ -3,7 +3,11 @@
 //! point at it, and removes a route before what it pointed at.
 
 use ipnet::IpNet;
-use pop_dataplane_common::{Interface, InterfaceKey, Nexthop, NexthopGroup, RouteEntry};
+use pop_dataplane_common::{
+    Interface, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, acl::AclEntry,
+};
+
+use crate::acl::AclKey;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MapWrite {
@@ -20,4 +24,9 @@ pub enum MapWrite {
     Group(u32, Box<NexthopGroup>),
     Route(IpNet, RouteEntry),
     DeleteRoute(IpNet),
+    /// `ACL_V4`/`ACL_V6`: the source filter entry for (slot, source prefix).
+    Acl(AclKey, AclEntry),
+    DeleteAcl(AclKey),
+    /// Zero the hit counters of an ACL rule id handed to a new rule.
+    ResetAclHits(u32),
 }

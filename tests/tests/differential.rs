@@ -14,7 +14,7 @@ use std::{collections::HashMap, net::IpAddr, time::Instant};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use pop_dataplane::{
-    acl::{AclEntries, Origin},
+    acl::Origin,
     config::Config,
     dataplane::{Dataplane, LoadOptions},
     host::Host,
@@ -455,18 +455,8 @@ impl Generator {
 }
 
 /// The model's view of what `router` put in the maps, its groups as `writes` wrote them.
-fn model_tables(router: &Router, writes: &[MapWrite], acl: &AclEntries) -> model::Tables {
+fn model_tables(router: &Router, writes: &[MapWrite]) -> model::Tables {
     let mut model = model::Tables::new(ECMP_SEED);
-    for (key, entry) in acl {
-        match key.src {
-            IpNet::V4(net) => {
-                model.set_acl_v4(key.slot, net.network().octets(), net.prefix_len(), *entry)
-            }
-            IpNet::V6(net) => {
-                model.set_acl_v6(key.slot, net.network().octets(), net.prefix_len(), *entry)
-            }
-        }
-    }
     for interface in &router.topology.interfaces {
         model.interfaces.insert(interface.key, interface.entry);
     }
@@ -477,8 +467,19 @@ fn model_tables(router: &Router, writes: &[MapWrite], acl: &AclEntries) -> model
         model.nexthops.insert(id, router.nexthop_value(id));
     }
     for write in writes {
-        if let MapWrite::Group(id, group) = write {
-            model.groups.insert(*id, **group);
+        match write {
+            MapWrite::Group(id, group) => {
+                model.groups.insert(*id, **group);
+            }
+            MapWrite::Acl(key, entry) => match key.src {
+                IpNet::V4(net) => {
+                    model.set_acl_v4(key.slot, net.network().octets(), net.prefix_len(), *entry)
+                }
+                IpNet::V6(net) => {
+                    model.set_acl_v6(key.slot, net.network().octets(), net.prefix_len(), *entry)
+                }
+            },
+            _ => {}
         }
     }
     for (prefix, entry) in router.fib.routes() {
@@ -620,21 +621,20 @@ fn agree(fib: FibMode) {
     dataplane.update(&first).unwrap();
     dataplane.update(&update).unwrap();
     dataplane.set_names(&router.topology);
-    let (acl, fresh) = router.acl_update();
-    dataplane.set_acl(&acl, &fresh).unwrap();
     println!(
         "installed {} routes in {:.2?}",
         update.tables.len(),
         started.elapsed()
     );
     let writes: Vec<MapWrite> = first
-        .tables
+        .before
         .iter()
+        .chain(&first.tables)
         .chain(&update.before)
         .chain(&update.tables)
         .cloned()
         .collect();
-    let model = model_tables(&router, &writes, &acl);
+    let model = model_tables(&router, &writes);
 
     let ingresses: Vec<Ingress> = router
         .topology
@@ -789,7 +789,7 @@ fn agree(fib: FibMode) {
     }
     // Every rule's hits, exactly; and the martian rules hit when on.
     let mut martian_hits = 0;
-    for (id, rule, origin) in router.acl.rules() {
+    for (id, rule, origin) in router.acl_rules() {
         let got = dataplane.acl_hits(id).unwrap();
         let want = acl_hits.get(&id).copied().unwrap_or_default();
         assert_eq!(got, want, "hits of ACL rule {id}, {rule} ({origin:?})");
