@@ -182,27 +182,19 @@ impl Lab {
 
     /// `host`'s route to the benchmarking ranges through `gateway`, and a static entry for it.
     fn host_gateway(&self, host: &Netns, port: Port, gateway: Port) -> anyhow::Result<()> {
-        host.ip(&["route", "add", "198.18.0.0/15", "via", gateway.ipv4])?;
-        // A static gateway entry: no ARP in the way of exact packet counts. (The router
-        // still resolves the hosts with ARP, through the kernel.)
-        host.ip(&[
-            "neigh",
-            "replace",
-            gateway.ipv4,
-            "lladdr",
-            gateway.mac,
-            "dev",
-            port.ifname,
-            "nud",
-            "permanent",
-        ])?;
+        let mut families = vec![("-4", "198.18.0.0/15", gateway.ipv4)];
         if self.options.ipv6 {
-            host.ip(&["-6", "route", "add", "2001:2::/48", "via", gateway.ipv6])?;
+            families.push(("-6", "2001:2::/48", gateway.ipv6));
+        }
+        for (family, range, via) in families {
+            host.ip(&[family, "route", "add", range, "via", via])?;
+            // A static gateway entry: no ARP or ND in the way of exact packet counts. (The
+            // router still resolves the hosts, through the kernel.)
             host.ip(&[
-                "-6",
+                family,
                 "neigh",
                 "replace",
-                gateway.ipv6,
+                via,
                 "lladdr",
                 gateway.mac,
                 "dev",
@@ -483,6 +475,35 @@ impl Lab {
         let out = run(self.dataplane_command(binary).args(["stats", "--json"]))?;
         serde_json::from_str(&out).context("parsing stats --json")
     }
+
+    /// `pop-dataplane trace ARGS --json` on the router: what the loaded program does.
+    pub fn trace(&self, binary: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let out = run(self
+            .dataplane_command(binary)
+            .arg("trace")
+            .args(args)
+            .arg("--json"))?;
+        serde_json::from_str(&out).context("parsing trace --json")
+    }
+}
+
+/// The entry of interface `ifname` in `stats --json`.
+pub fn interface<'a>(stats: &'a serde_json::Value, ifname: &str) -> &'a serde_json::Value {
+    stats["interfaces"]
+        .as_array()
+        .and_then(|interfaces| interfaces.iter().find(|i| i["name"] == ifname))
+        .unwrap_or_else(|| panic!("no {ifname} in {stats}"))
+}
+
+/// Counter `field` of interface `ifname` in `stats --json`; a dotted field reads a reason
+/// (`dropped.acl_deny`).
+pub fn counter(stats: &serde_json::Value, ifname: &str, field: &str) -> u64 {
+    let interface = interface(stats, ifname);
+    field
+        .split('.')
+        .fold(interface, |value, key| &value[key])
+        .as_u64()
+        .unwrap_or_else(|| panic!("{ifname}.{field} in {interface}"))
 }
 
 impl Drop for Lab {

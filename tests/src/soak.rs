@@ -12,7 +12,6 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fs,
-    path::Path,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -32,7 +31,7 @@ use crate::{
         random_address, table_traffic,
     },
     fulltable,
-    lab::{HOST_A, HOST_B, ROUTER_A, ROUTER_B},
+    lab::{HOST_A, HOST_B, ROUTER_A, ROUTER_B, interface},
     netns::run,
 };
 
@@ -408,7 +407,10 @@ pub fn soak(
             IpNet::V4(table.v4[rng.next_u64() as usize % table.v4.len()])
         };
         let addr = random_address(prefix, &mut rng);
-        let trace = trace(&lab, &tools.dataplane, &addr.to_string())?;
+        let trace = lab.lab.trace(
+            &tools.dataplane,
+            &["--in", ROUTER_A.ifname, "--dst", &addr.to_string()],
+        )?;
         report.traced += 1;
         // The longest match may be a longer prefix than the one sampled: any prefix of the
         // table containing the address, and forwarded.
@@ -460,22 +462,7 @@ fn veth_counters(lab: &BenchLab) -> anyhow::Result<BTreeMap<String, u64>> {
 
 /// The ingress port's XDP counters.
 fn ingress_counters(lab: &BenchLab) -> anyhow::Result<Value> {
-    let stats = lab.stats()?;
-    stats["interfaces"]
-        .as_array()
-        .context("interfaces")?
-        .iter()
-        .find(|i| i["name"] == ROUTER_A.ifname)
-        .cloned()
-        .context("no ingress port in stats")
-}
-
-fn trace(lab: &BenchLab, binary: &Path, dst: &str) -> anyhow::Result<Value> {
-    let out = lab.lab.cli(
-        binary,
-        &["trace", "--in", ROUTER_A.ifname, "--dst", dst, "--json"],
-    )?;
-    serde_json::from_str(&out).context("trace --json")
+    Ok(interface(&lab.stats()?, ROUTER_A.ifname).clone())
 }
 
 /// The resident size of process `pid`, KiB.

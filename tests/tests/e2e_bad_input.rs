@@ -34,13 +34,9 @@ fn snapshot(lab: &Lab, binary: &Path) -> (Value, Value, (Value, Value, Value)) {
 }
 
 fn trace(lab: &Lab, binary: &Path) -> Value {
-    let out = lab
-        .cli(
-            binary,
-            &["trace", "--in", "ra", "--dst", HOST_B.ipv4, "--json"],
-        )
+    let mut trace = lab
+        .trace(binary, &["--in", "ra", "--dst", HOST_B.ipv4])
         .unwrap();
-    let mut trace: Value = serde_json::from_str(&out).unwrap();
     trace.as_object_mut().unwrap().remove("counters");
     trace
 }

@@ -16,20 +16,18 @@ use std::{
 
 use pop_dataplane_tests::{
     dataplane_binary,
-    lab::{B_SERVICE_V4, HOST_A, HOST_B, HOST_B2, Lab, LabOptions, ROUTER_A, ROUTER_B, ROUTER_C},
+    lab::{
+        B_SERVICE_V4, HOST_A, HOST_B, HOST_B2, Lab, LabOptions, ROUTER_A, ROUTER_B, ROUTER_C,
+        counter,
+    },
     netns::run,
     traffic::{Receivers, Sender, now_ns},
 };
 use serde_json::Value;
 
 fn trace(lab: &Lab, binary: &Path, dst: &str) -> Value {
-    let out = lab
-        .cli(
-            binary,
-            &["trace", "--in", ROUTER_A.ifname, "--dst", dst, "--json"],
-        )
-        .unwrap();
-    serde_json::from_str(&out).unwrap()
+    lab.trace(binary, &["--in", ROUTER_A.ifname, "--dst", dst])
+        .unwrap()
 }
 
 /// `(action, reason)` of a trace.
@@ -47,16 +45,6 @@ fn forward() -> (String, Option<String>) {
 
 fn to_kernel(reason: &str) -> (String, Option<String>) {
     ("to_kernel".to_owned(), Some(reason.to_owned()))
-}
-
-fn counter(stats: &Value, ifname: &str, field: &str) -> u64 {
-    stats["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == ifname)
-        .and_then(|i| i[field].as_u64())
-        .unwrap_or_else(|| panic!("{ifname}.{field} in {stats}"))
 }
 
 fn routes(lab: &Lab, binary: &Path) -> Value {

@@ -16,7 +16,7 @@ use std::{
 use ipnet::Ipv4Net;
 use pop_dataplane_tests::{
     dataplane_binary, fulltable,
-    lab::{HOST_B, Lab, ROUTER_A, ROUTER_B},
+    lab::{Daemon, HOST_B, Lab, ROUTER_A, ROUTER_B, counter},
 };
 use serde_json::Value;
 
@@ -42,14 +42,9 @@ fn until_ping(lab: &Lab, limit: Duration) -> Option<Duration> {
     None
 }
 
-fn interface_stats(lab: &Lab, binary: &Path, name: &str) -> Value {
-    lab.stats(binary).unwrap()["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} in stats"))
-        .clone()
+/// Counter `field` of interface `name`.
+fn count(lab: &Lab, binary: &Path, name: &str, field: &str) -> u64 {
+    counter(&lab.stats(binary).unwrap(), name, field)
 }
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -104,13 +99,9 @@ fn an_interface_deleted_and_created_again_or_flapped_under_traffic() {
         "{}",
         daemon.log()
     );
-    let tx_before = interface_stats(&lab, &binary, ROUTER_B.ifname)["tx_packets"]
-        .as_u64()
-        .unwrap();
+    let tx_before = count(&lab, &binary, ROUTER_B.ifname, "tx_packets");
     assert!(ping(&lab));
-    let tx_after = interface_stats(&lab, &binary, ROUTER_B.ifname)["tx_packets"]
-        .as_u64()
-        .unwrap();
+    let tx_after = count(&lab, &binary, ROUTER_B.ifname, "tx_packets");
     // Kernel forwarding is off in the lab: only XDP can have sent these.
     assert!(tx_after >= tx_before + 3, "{tx_before} -> {tx_after}");
     let link = lab.router.ip(&["link", "show", ROUTER_B.ifname]).unwrap();
@@ -133,16 +124,9 @@ fn an_interface_deleted_and_created_again_or_flapped_under_traffic() {
         "rb down and up: B answered {:.0} ms after up",
         up.elapsed().as_secs_f64() * 1e3
     );
-    let before = interface_stats(&lab, &binary, ROUTER_A.ifname)["forwarded_packets"]
-        .as_u64()
-        .unwrap();
+    let before = count(&lab, &binary, ROUTER_A.ifname, "forwarded_packets");
     assert!(ping(&lab));
-    assert!(
-        interface_stats(&lab, &binary, ROUTER_A.ifname)["forwarded_packets"]
-            .as_u64()
-            .unwrap()
-            >= before + 3
-    );
+    assert!(count(&lab, &binary, ROUTER_A.ifname, "forwarded_packets") >= before + 3);
 
     let _ = Command::new("kill")
         .args(["-INT", &flood.id().to_string()])
@@ -179,13 +163,9 @@ fn table_state(lab: &Lab, binary: &Path, samples: &[Ipv4Net]) -> String {
             .next()
             .unwrap_or(prefix.network())
             .to_string();
-        let out = lab
-            .cli(
-                binary,
-                &["trace", "--in", ROUTER_A.ifname, "--dst", &dst, "--json"],
-            )
+        let trace = lab
+            .trace(binary, &["--in", ROUTER_A.ifname, "--dst", &dst])
             .unwrap();
-        let trace: Value = serde_json::from_str(&out).unwrap();
         let outcome = match (trace["action"].as_str(), trace["reason"].as_str()) {
             (Some("forward"), _) => format!("forward via {}", trace["nexthop"]["egress"]),
             (action, reason) => format!("{action:?} {reason:?}"),
@@ -270,6 +250,28 @@ fn a_daemon_killed_in_the_middle_of_a_full_table_load_leaves_one_table_and_recov
     drop(daemon);
 }
 
+/// The daemon in a mount namespace of its own, after shell commands `setup` changed it.
+fn start_in_own_mounts(lab: &Lab, binary: &Path, setup: &str) -> Daemon {
+    let script = format!("{setup} && exec \"$0\" \"$@\"");
+    lab.start_dataplane_in(
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ],
+        binary,
+        &lab.router_config(),
+        "native",
+        &[],
+        &[],
+    )
+    .unwrap()
+}
+
 #[test]
 fn no_bpffs_no_btf_and_no_native_xdp_get_fallbacks_or_clear_messages() {
     let binary = dataplane_binary();
@@ -283,24 +285,11 @@ fn no_bpffs_no_btf_and_no_native_xdp_get_fallbacks_or_clear_messages() {
 
     // No bpf filesystem on /sys/fs/bpf (a mount namespace of its own without it): the daemon
     // mounts one and runs.
-    let mut daemon = lab
-        .start_dataplane_in(
-            &[
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                "umount -l /sys/fs/bpf; ! grep -q ' /sys/fs/bpf ' /proc/mounts && exec \"$0\" \"$@\"",
-            ],
-            &binary,
-            &lab.router_config(),
-            "native",
-            &[],
-            &[],
-        )
-        .unwrap();
+    let mut daemon = start_in_own_mounts(
+        &lab,
+        &binary,
+        "umount -l /sys/fs/bpf; ! grep -q ' /sys/fs/bpf ' /proc/mounts",
+    );
     assert!(
         daemon
             .log()
@@ -337,24 +326,7 @@ fn no_bpffs_no_btf_and_no_native_xdp_get_fallbacks_or_clear_messages() {
     assert!(!xdp_on(ROUTER_A.ifname));
 
     // No kernel BTF (hidden under an empty tmpfs): not needed; said, and forwarding works.
-    let mut daemon = lab
-        .start_dataplane_in(
-            &[
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                "mount -t tmpfs none /sys/kernel/btf && exec \"$0\" \"$@\"",
-            ],
-            &binary,
-            &lab.router_config(),
-            "native",
-            &[],
-            &[],
-        )
-        .unwrap();
+    let mut daemon = start_in_own_mounts(&lab, &binary, "mount -t tmpfs none /sys/kernel/btf");
     assert!(
         daemon
             .log()

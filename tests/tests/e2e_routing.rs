@@ -7,7 +7,6 @@
 use std::{
     io::{BufRead as _, BufReader},
     net::UdpSocket,
-    path::Path,
     process::Stdio,
     thread,
     time::{Duration, Instant},
@@ -16,36 +15,8 @@ use std::{
 use pop_dataplane_tests::{
     dataplane_binary,
     frame::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, IPPROTO_ICMP, Ipv4, ethernet_tagged, mac},
-    lab::{B_SERVICE_V4, HOST_A, HOST_B, Lab, LabOptions, ROUTER_A, ROUTER_B, ROUTER_C},
-    netns::run,
+    lab::{B_SERVICE_V4, HOST_A, HOST_B, Lab, LabOptions, ROUTER_A, ROUTER_B, ROUTER_C, counter},
 };
-use serde_json::Value;
-
-fn counter(stats: &Value, ifname: &str, field: &str) -> u64 {
-    let interface = stats["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == ifname)
-        .unwrap_or_else(|| panic!("no {ifname} in {stats}"));
-    let mut value = interface;
-    for key in field.split('.') {
-        value = &value[key];
-    }
-    value
-        .as_u64()
-        .unwrap_or_else(|| panic!("{ifname}.{field} in {interface}"))
-}
-
-fn trace(lab: &Lab, binary: &Path, args: &[&str]) -> Value {
-    let out = run(lab
-        .dataplane_command(binary)
-        .arg("trace")
-        .args(args)
-        .arg("--json"))
-    .unwrap();
-    serde_json::from_str(&out).unwrap()
-}
 
 #[test]
 fn ipv6_ping_and_tcp_are_forwarded() {
@@ -285,11 +256,12 @@ fn ecmp_spreads_flows_over_two_links_and_keeps_each_on_one() {
     let mut egresses = std::collections::BTreeSet::new();
     for sport in 0..16u16 {
         let sport = (30_000 + sport).to_string();
-        let t = trace(
-            &lab,
-            &binary,
-            &["--in", "ra", "--dst", B_SERVICE_V4, "--sport", &sport],
-        );
+        let t = lab
+            .trace(
+                &binary,
+                &["--in", "ra", "--dst", B_SERVICE_V4, "--sport", &sport],
+            )
+            .unwrap();
         assert_eq!(t["action"], "forward", "{t}");
         assert_eq!(t["route"]["prefix"], format!("{B_SERVICE_V4}/32"));
         assert!(
@@ -457,7 +429,9 @@ fn trace_answers_from_the_loaded_program_and_addresses_are_followed() {
         .unwrap();
     let before = lab.stats(&binary).unwrap();
 
-    let t = trace(&lab, &binary, &["--in", "ra", "--dst", HOST_B.ipv4]);
+    let t = lab
+        .trace(&binary, &["--in", "ra", "--dst", HOST_B.ipv4])
+        .unwrap();
     assert_eq!(t["action"], "forward");
     assert_eq!(t["route"]["prefix"], "198.18.2.0/24");
     assert_eq!(t["nexthop"]["egress"], ROUTER_B.ifname);
@@ -465,31 +439,33 @@ fn trace_answers_from_the_loaded_program_and_addresses_are_followed() {
     assert_eq!(t["rewritten"]["src_mac"], ROUTER_B.mac);
     assert_eq!(t["rewritten"]["ttl"], 63);
 
-    let t = trace(
-        &lab,
-        &binary,
-        &["--in", "ra", "--dst", HOST_B.ipv6, "--proto", "tcp"],
-    );
+    let t = lab
+        .trace(
+            &binary,
+            &["--in", "ra", "--dst", HOST_B.ipv6, "--proto", "tcp"],
+        )
+        .unwrap();
     assert_eq!(t["action"], "forward");
     assert_eq!(t["route"]["prefix"], "2001:2:0:2::/64");
     assert_eq!(t["rewritten"]["ttl"], 63);
 
-    let t = trace(&lab, &binary, &["--in", "ra", "--dst", "198.19.9.9"]);
+    let t = lab
+        .trace(&binary, &["--in", "ra", "--dst", "198.19.9.9"])
+        .unwrap();
     assert_eq!(
         (t["action"].as_str(), t["reason"].as_str()),
         (Some("to_kernel"), Some("no_route"))
     );
-    let t = trace(
-        &lab,
-        &binary,
-        &["--in", "ra", "--dst", HOST_B.ipv4, "--ttl", "1"],
-    );
+    let t = lab
+        .trace(&binary, &["--in", "ra", "--dst", HOST_B.ipv4, "--ttl", "1"])
+        .unwrap();
     assert_eq!(t["reason"], "ttl_exceeded");
-    let t = trace(
-        &lab,
-        &binary,
-        &["--in", "ra", "--dst", ROUTER_B.ipv4, "--proto", "icmp"],
-    );
+    let t = lab
+        .trace(
+            &binary,
+            &["--in", "ra", "--dst", ROUTER_B.ipv4, "--proto", "icmp"],
+        )
+        .unwrap();
     assert_eq!(
         (t["reason"].as_str(), t["route"]["target"].as_str()),
         (Some("local"), Some("local"))
@@ -517,7 +493,7 @@ fn trace_answers_from_the_loaded_program_and_addresses_are_followed() {
     let wait_for = |reason: Option<&str>| {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let t = trace(&lab, &binary, &["--in", "ra", "--dst", extra]);
+            let t = lab.trace(&binary, &["--in", "ra", "--dst", extra]).unwrap();
             if t["reason"].as_str() == reason {
                 return;
             }

@@ -11,18 +11,10 @@ use std::{
 
 use pop_dataplane_tests::{
     dataplane_binary,
-    frame::{ETH_P_IPV4, Ipv4, ethernet_tagged},
-    lab::{HOST_A, HOST_B, Lab, ROUTER_A},
+    frame::{ETH_P_IPV4, Ipv4, ethernet_tagged, mac},
+    lab::{HOST_A, HOST_B, Lab, ROUTER_A, counter},
 };
 use serde_json::Value;
-
-fn mac(text: &str) -> [u8; 6] {
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect();
-    bytes.try_into().unwrap()
-}
 
 /// `count` UDP frames from `src` to host B, sent by host A to the router; returns once the
 /// program has seen them all (the receive runs in the router port's NAPI, after the send
@@ -31,7 +23,7 @@ fn send_from(lab: &Lab, binary: &Path, src: [u8; 4], count: usize) {
     let dst: std::net::Ipv4Addr = HOST_B.ipv4.parse().unwrap();
     let packet = Ipv4::new(src, dst.octets(), 17).udp(4000, 9, &[0u8; 32]);
     let frame = ethernet_tagged(mac(ROUTER_A.mac), mac(HOST_A.mac), &[], ETH_P_IPV4, &packet);
-    let rx = |lab: &Lab| ra(lab, binary)["rx_packets"].as_u64().unwrap();
+    let rx = |lab: &Lab| ra(lab, binary, "rx_packets");
     let before = rx(lab);
     lab.a
         .send_frames(HOST_A.ifname, &vec![frame; count])
@@ -46,19 +38,13 @@ fn send_from(lab: &Lab, binary: &Path, src: [u8; 4], count: usize) {
     }
 }
 
-fn ra(lab: &Lab, binary: &Path) -> Value {
-    let stats = lab.stats(binary).unwrap();
-    stats["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == ROUTER_A.ifname)
-        .unwrap()
-        .clone()
+/// Counter `field` of the router's port on host A's side.
+fn ra(lab: &Lab, binary: &Path, field: &str) -> u64 {
+    counter(&lab.stats(binary).unwrap(), ROUTER_A.ifname, field)
 }
 
 fn dropped(lab: &Lab, binary: &Path, reason: &str) -> u64 {
-    ra(lab, binary)["dropped"][reason].as_u64().unwrap()
+    ra(lab, binary, &format!("dropped.{reason}"))
 }
 
 fn acl(lab: &Lab, binary: &Path) -> Vec<Value> {
@@ -127,12 +113,9 @@ fn deny_rules_and_martian_sources_drop_and_count_at_ingress() {
     assert_eq!(hits(&acl(&lab, &binary), "198.18.9.0/24", None), 4);
 
     // An address the router gains is a martian source at once; forwarded before.
-    let forwarded = ra(&lab, &binary)["forwarded_packets"].as_u64().unwrap();
+    let forwarded = ra(&lab, &binary, "forwarded_packets");
     send_from(&lab, &binary, [198, 18, 77, 1], 3);
-    assert_eq!(
-        ra(&lab, &binary)["forwarded_packets"].as_u64().unwrap(),
-        forwarded + 3
-    );
+    assert_eq!(ra(&lab, &binary, "forwarded_packets"), forwarded + 3);
     lab.router
         .ip(&["addr", "add", "198.18.77.1/32", "dev", "lo"])
         .unwrap();
