@@ -98,16 +98,7 @@ fn write_ipv4(ctx: &XdpContext, template: &[u8; GEN_TEMPLATE_LEN], flow: &GenFlo
             frame.add(offsets::V4_CHECKSUM),
             2,
         );
-        copy_nonoverlapping(
-            flow.udp_src_port.as_ptr(),
-            frame.add(udp + offsets::UDP_SRC_PORT),
-            2,
-        );
-        copy_nonoverlapping(
-            flow.udp_checksum.as_ptr(),
-            frame.add(udp + offsets::UDP_CHECKSUM),
-            2,
-        );
+        write_udp(frame.add(udp), flow);
     }
     Some(())
 }
@@ -120,18 +111,30 @@ fn write_ipv6(ctx: &XdpContext, template: &[u8; GEN_TEMPLATE_LEN], flow: &GenFlo
     unsafe {
         copy_nonoverlapping(template.as_ptr(), frame, GEN_HEADER_LEN_V6);
         copy_nonoverlapping(flow.dst.as_ptr(), frame.add(offsets::V6_DST), 16);
+        write_udp(frame.add(udp), flow);
+    }
+    Some(())
+}
+
+/// The flow's UDP source port and checksum, into the UDP header at `udp`.
+///
+/// # Safety
+/// The UDP header's first eight bytes must lie inside the frame.
+#[inline(always)]
+unsafe fn write_udp(udp: *mut u8, flow: &GenFlow) {
+    // SAFETY: the caller's promise.
+    unsafe {
         copy_nonoverlapping(
             flow.udp_src_port.as_ptr(),
-            frame.add(udp + offsets::UDP_SRC_PORT),
+            udp.add(offsets::UDP_SRC_PORT),
             2,
         );
         copy_nonoverlapping(
             flow.udp_checksum.as_ptr(),
-            frame.add(udp + offsets::UDP_CHECKSUM),
+            udp.add(offsets::UDP_CHECKSUM),
             2,
         );
     }
-    Some(())
 }
 
 #[xdp]

@@ -325,12 +325,8 @@ impl<B: Blocks> Table<B> {
 
     /// The same table in other storage, which must hold at least [`Table::high_water`]
     /// blocks: every entry copied, blocks where they were.
-    pub fn moved_to<C: Blocks>(self, mut blocks: C) -> Table<C> {
-        let room = blocks.grow(self.high_water());
-        assert!(room, "storage for {} blocks", self.high_water());
-        for (to, from) in blocks.entries().iter().zip(self.blocks.entries()) {
-            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
+    pub fn moved_to<C: Blocks>(self, blocks: C) -> Table<C> {
+        let blocks = self.copy_blocks(blocks);
         Table {
             shape: self.shape,
             blocks,
@@ -341,13 +337,19 @@ impl<B: Blocks> Table<B> {
         }
     }
 
-    /// A copy in other storage, which must hold at least [`Table::high_water`] blocks.
-    pub fn copy_to<C: Blocks>(&self, mut blocks: C) -> Table<C> {
+    /// `blocks`, grown to this table's high water and holding a copy of its entries.
+    fn copy_blocks<C: Blocks>(&self, mut blocks: C) -> C {
         let room = blocks.grow(self.high_water());
         assert!(room, "storage for {} blocks", self.high_water());
         for (to, from) in blocks.entries().iter().zip(self.blocks.entries()) {
             to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
         }
+        blocks
+    }
+
+    /// A copy in other storage, which must hold at least [`Table::high_water`] blocks.
+    pub fn copy_to<C: Blocks>(&self, blocks: C) -> Table<C> {
+        let blocks = self.copy_blocks(blocks);
         Table {
             shape: self.shape,
             blocks,

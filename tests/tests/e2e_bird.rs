@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use pop_dataplane_tests::{
     bird::{Bird, kernel_table},
     dataplane_binary, fulltable,
-    lab::{HOST_B, Lab, LabOptions, ROUTER_A, ROUTER_B},
+    lab::{Daemon, HOST_B, Lab, LabOptions, ROUTER_A, ROUTER_B},
 };
 use serde_json::Value;
 
@@ -166,6 +166,18 @@ fn assert_equal(expected: &BTreeMap<IpNet, String>, dataplane: &BTreeMap<IpNet, 
     assert_eq!(dataplane.len(), expected.len());
 }
 
+/// The dataplane on the router, following the kernel's main table, with `env`.
+fn following_main(lab: &Lab, env: &[(&str, &str)]) -> Daemon {
+    lab.start_dataplane_with_env(
+        &dataplane_binary(),
+        &lab.router_config(),
+        "native",
+        &["--sync-kernel-table", "main"],
+        env,
+    )
+    .unwrap()
+}
+
 fn forwarded(lab: &Lab) -> u64 {
     let stats = lab.stats(&dataplane_binary()).unwrap();
     stats["interfaces"]
@@ -215,14 +227,7 @@ fn routes_bird_learns_over_bgp_are_forwarded_by_xdp_and_withdrawn() {
     lab.b
         .ip(&["addr", "add", "2001:2:0:100::1/128", "dev", "lo", "nodad"])
         .unwrap();
-    let _daemon = lab
-        .start_dataplane_with(
-            &dataplane_binary(),
-            &lab.router_config(),
-            "native",
-            &["--sync-kernel-table", "main"],
-        )
-        .unwrap();
+    let _daemon = following_main(&lab, &[]);
     let dir = lab.dir();
     let v4 = ["198.19.10.0/24".to_owned(), "198.19.11.0/24".to_owned()];
     let v6 = ["2001:2:0:100::/56".to_owned()];
@@ -296,14 +301,7 @@ fn a_full_table_over_bgp_reaches_the_dataplane_whole() {
     )
     .unwrap();
     let v4: Vec<String> = real_prefixes().map(|p| p.to_string()).collect();
-    let _daemon = lab
-        .start_dataplane_with(
-            &dataplane_binary(),
-            &lab.router_config(),
-            "native",
-            &["--sync-kernel-table", "main"],
-        )
-        .unwrap();
+    let _daemon = following_main(&lab, &[]);
     let dir = lab.dir();
     // The router first, its sessions waiting; the transit's start (parsing the table) is
     // not part of the time.
@@ -360,15 +358,7 @@ fn a_full_table_over_bgp_reaches_the_dataplane_whole() {
 fn lost_route_events_are_recovered_by_reading_the_table_again() {
     let lab = Lab::new("pdpt-bird").unwrap();
     // An event buffer of 64 KiB: a few dozen events, so that the flood below overflows it.
-    let daemon = lab
-        .start_dataplane_with_env(
-            &dataplane_binary(),
-            &lab.router_config(),
-            "native",
-            &["--sync-kernel-table", "main"],
-            &[("POP_DATAPLANE_EVENT_BUFFER", "65536")],
-        )
-        .unwrap();
+    let daemon = following_main(&lab, &[("POP_DATAPLANE_EVENT_BUFFER", "65536")]);
     let prefixes: Vec<String> = real_prefixes()
         .step_by(4)
         .take(200_000)

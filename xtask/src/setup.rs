@@ -86,21 +86,29 @@ fn cargo_fuzz() -> anyhow::Result<()> {
     }
     let started = Instant::now();
     println!("setup: building cargo-fuzz {CARGO_FUZZ_VERSION}");
-    let root = bin.parent().and_then(Path::parent).expect("bin's parent");
-    cmd(Command::new("rustup")
-        .args([
-            "run",
-            TOOLCHAIN,
-            "cargo",
-            "install",
-            "cargo-fuzz",
-            "--locked",
-        ])
-        .args(["--version", CARGO_FUZZ_VERSION, "--root"])
-        .arg(root)
-        .stdin(std::process::Stdio::null()))?;
+    cargo_install("cargo-fuzz", CARGO_FUZZ_VERSION, &bin, &[])?;
     println!("setup: cargo-fuzz built in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// `cargo install NAME --version VERSION`, locked, with the pinned toolchain, so that its
+/// binary lands at `bin` (`<root>/bin/<name>`).
+fn cargo_install(
+    name: &str,
+    version: &str,
+    bin: &Path,
+    env: &[(&str, &Path)],
+) -> anyhow::Result<()> {
+    let root = bin
+        .parent()
+        .and_then(Path::parent)
+        .expect("<root>/bin/<name>");
+    cmd(Command::new("rustup")
+        .args(["run", TOOLCHAIN, "cargo", "install", name, "--locked"])
+        .args(["--version", version, "--root"])
+        .arg(root)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null()))
 }
 
 /// The pinned toolchain and the bpf-linker that matches it: enough to build.
@@ -203,25 +211,12 @@ fn bpf_linker() -> anyhow::Result<()> {
             .with_context(|| format!("linking {} to {}", link.display(), libllvm.display()))?;
     }
 
-    let root = bpf_linker_bin_dir()
-        .parent()
-        .expect("bin's parent")
-        .to_owned();
-    cmd(Command::new("rustup")
-        .args([
-            "run",
-            TOOLCHAIN,
-            "cargo",
-            "install",
-            "bpf-linker",
-            "--locked",
-            "--version",
-        ])
-        .arg(BPF_LINKER_VERSION)
-        .arg("--root")
-        .arg(&root)
-        .env("LLVM_PREFIX", &llvm_prefix)
-        .stdin(std::process::Stdio::null()))?;
+    cargo_install(
+        "bpf-linker",
+        BPF_LINKER_VERSION,
+        &bin,
+        &[("LLVM_PREFIX", &llvm_prefix)],
+    )?;
     if !Command::new(&bin)
         .arg("--version")
         .output()
