@@ -279,16 +279,16 @@ fn route_load_is_all_or_nothing_and_names_the_line() {
     let before = routes(&lab, &binary);
 
     let file = lab.dir().join("routes.txt");
+    // `route load` of `contents` as a file: what it said on stderr.
+    let load = |contents: &[u8]| -> String {
+        std::fs::write(&file, contents).unwrap();
+        let out = lab
+            .cli_output(&binary, &["route", "load", file.to_str().unwrap()])
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
     // A syntax error: the CLI refuses before sending anything.
-    std::fs::write(
-        &file,
-        "198.18.5.0/24 via 198.18.2.2 dev rb\n198.18.6.0/24 via 198.18.2.2\n",
-    )
-    .unwrap();
-    let out = lab
-        .cli_output(&binary, &["route", "load", file.to_str().unwrap()])
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = load(b"198.18.5.0/24 via 198.18.2.2 dev rb\n198.18.6.0/24 via 198.18.2.2\n");
     assert!(
         stderr.contains(&format!(
             "{}:2: unexpected \"via\": expected `via ADDRESS dev INTERFACE`",
@@ -297,15 +297,9 @@ fn route_load_is_all_or_nothing_and_names_the_line() {
         "{stderr}"
     );
     // A line the daemon refuses (unknown interface on line 3): none of the file applies.
-    std::fs::write(
-        &file,
-        "# comment\n198.18.5.0/24 via 198.18.2.2 dev rb\n198.18.6.0/24 via 198.18.2.2 dev eth9\n",
-    )
-    .unwrap();
-    let out = lab
-        .cli_output(&binary, &["route", "load", file.to_str().unwrap()])
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = load(
+        b"# comment\n198.18.5.0/24 via 198.18.2.2 dev rb\n198.18.6.0/24 via 198.18.2.2 dev eth9\n",
+    );
     assert!(
         stderr.contains(&format!(
             "{}:3: route 198.18.6.0/24: dev \"eth9\"",
@@ -315,12 +309,8 @@ fn route_load_is_all_or_nothing_and_names_the_line() {
     );
     assert_eq!(routes(&lab, &binary), before, "nothing changed");
     // Not UTF-8: named with its line.
-    std::fs::write(&file, b"198.18.5.0/24 blackhole\n198.18.6.0/24 \xff\n").unwrap();
-    let out = lab
-        .cli_output(&binary, &["route", "load", file.to_str().unwrap()])
-        .unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stderr)
+        load(b"198.18.5.0/24 blackhole\n198.18.6.0/24 \xff\n")
             .contains(&format!("{}:2: not UTF-8 text", file.display()))
     );
 
