@@ -152,40 +152,28 @@ impl Acl {
     /// Fails, changing nothing, when they do not fit.
     pub fn set(&mut self, origin: Origin, rules: &[DenyRule]) -> Result<(), String> {
         let wanted: BTreeSet<&DenyRule> = rules.iter().collect();
-        let kept = self
+        let have: BTreeSet<&DenyRule> = self
             .rules
             .values()
-            .filter(|(r, o)| *o != origin || wanted.contains(r))
-            .count();
-        let added = wanted
-            .iter()
-            .filter(|r| {
-                !self
-                    .rules
-                    .values()
-                    .any(|(have, o)| *o == origin && have == **r)
-            })
-            .count();
-        if kept + added > MAX_RULES {
+            .filter(|(_, o)| *o == origin)
+            .map(|(rule, _)| rule)
+            .collect();
+        let new: Vec<DenyRule> = wanted.difference(&have).map(|&r| r.clone()).collect();
+        let others = self.rules.len() - have.len();
+        let total = others + wanted.len();
+        if total > MAX_RULES {
             return Err(format!(
-                "{} ACL rules; at most {MAX_RULES} are supported",
-                kept + added
+                "{total} ACL rules; at most {MAX_RULES} are supported"
             ));
         }
         self.rules
             .retain(|_, (r, o)| *o != origin || wanted.contains(r));
-        for rule in wanted {
-            if !self
-                .rules
-                .values()
-                .any(|(have, o)| *o == origin && have == rule)
-            {
-                // A rule of another origin with the same match keeps its entry; this one
-                // is shadowed, and listed as such.
-                let id = self.free_id().expect("room checked");
-                self.rules.insert(id, (rule.clone(), origin));
-                self.fresh.push(id);
-            }
+        for rule in new {
+            // A rule of another origin with the same match keeps its entry; this one is
+            // shadowed, and listed as such.
+            let id = self.free_id().expect("room checked");
+            self.rules.insert(id, (rule, origin));
+            self.fresh.push(id);
         }
         Ok(())
     }
