@@ -14,14 +14,14 @@ use std::{collections::HashMap, net::IpAddr, time::Instant};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use pop_dataplane::{
-    acl::Origin,
     config::Config,
+    config::route_spec::{Hop, RouteSpec, Target},
+    control::acl::Origin,
+    control::plan::MapWrite,
+    control::rib::Source,
+    control::router::{Mode, Router},
     dataplane::{Dataplane, LoadOptions},
     host::Host,
-    rib::Source,
-    route_spec::{Hop, RouteSpec, Target},
-    router::{Mode, Router},
-    writes::MapWrite,
 };
 use pop_dataplane_common::{acl::AclHits, fib::FibMode};
 use pop_dataplane_tests::{

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 
 use pop_dataplane::{
     config::Config,
+    control::router::Router,
     dataplane::{Dataplane, LoadOptions, TestRunOutput},
     host::Host,
-    router::Router,
-    stats::InterfaceStats,
+    observe::stats::InterfaceStats,
 };
 use pop_dataplane_common::fib::FibMode;
 use pop_dataplane_tests::{

@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
-use pop_dataplane::{host, kernel_routes};
+use pop_dataplane::{host, host::kernel_routes};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(data) else {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pop_dataplane::route_spec::{RouteSpec, parse_lines};
+use pop_dataplane::config::route_spec::{RouteSpec, parse_lines};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -11,8 +11,8 @@ use pop_dataplane_common::{
 };
 
 use crate::{
-    rib::{Action, Change, NexthopSet},
-    writes::MapWrite,
+    control::plan::MapWrite,
+    control::rib::{Action, Change, NexthopSet},
 };
 
 #[derive(Debug, Default)]

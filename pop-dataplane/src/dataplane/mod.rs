@@ -1,5 +1,8 @@
 //! The loaded XDP program and its maps: load, fill, attach, pin, and run on a test frame.
 
+pub mod mtrie;
+pub mod tables;
+
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -30,12 +33,12 @@ use pop_dataplane_common::{
 };
 
 use crate::{
-    acl::{AclEntries, AclKey},
+    control::acl::{AclEntries, AclKey},
+    control::plan::MapWrite,
+    control::router::{Adopted, Update},
+    control::topology::{NamedInterface, Port, RouterInterface, Topology, interface_name},
+    dataplane::tables::{Moved, RouteTables, TableMemory},
     host::Host,
-    router::{Adopted, Update},
-    tables::{Moved, RouteTables, TableMemory},
-    topology::{NamedInterface, Port, RouterInterface, Topology, interface_name},
-    writes::MapWrite,
 };
 
 /// The XDP object built from `pop-dataplane-ebpf`, embedded at build time.
@@ -715,10 +718,10 @@ impl Dataplane {
     }
 
     /// The counters of every interface, summed over CPUs.
-    pub fn stats(&self) -> anyhow::Result<Vec<crate::stats::InterfaceStats>> {
+    pub fn stats(&self) -> anyhow::Result<Vec<crate::observe::stats::InterfaceStats>> {
         let interfaces = HashMap::try_from(self.map(maps::INTERFACES)?)?;
         let counters = PerCpuArray::try_from(self.map(maps::COUNTERS)?)?;
-        crate::stats::collect(&interfaces, &counters, |slot, key| {
+        crate::observe::stats::collect(&interfaces, &counters, |slot, key| {
             self.names
                 .get(&slot)
                 .cloned()

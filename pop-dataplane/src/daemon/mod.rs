@@ -35,18 +35,18 @@ use tokio::{
 use pop_dataplane_common::{Nexthop, fib::FibMode};
 
 use crate::{
-    acl::RuleInfo,
+    api::{MAX_REQUEST, Reply, Request, Status},
     config::Config,
-    control::{MAX_REQUEST, Reply, Request, Status},
+    config::route_spec::{self, RouteSpec},
+    control::acl::RuleInfo,
+    control::plan::MapWrite,
+    control::rib::Source,
+    control::router::{BULK_ROUTES, Mode, Router, Update},
+    control::topology::{load_names, save_names},
     dataplane::{AttachMode, Dataplane, LoadOptions},
+    host::kernel_routes::{self, KernelRoutes},
     host::{self, Host, HostEvent},
-    kernel_routes::{self, KernelRoutes},
-    metrics,
-    rib::Source,
-    route_spec::{self, RouteSpec},
-    router::{BULK_ROUTES, Mode, Router, Update},
-    topology::{load_names, save_names},
-    writes::MapWrite,
+    observe::metrics,
 };
 
 pub struct RunOptions {
@@ -108,7 +108,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     tokio::spawn(connection);
     let host = Host::read(&handle).await?;
     // Validated against this host before anything else happens.
-    crate::topology::Topology::build(&config, &file, &host)?;
+    crate::control::topology::Topology::build(&config, &file, &host)?;
 
     warn_if_kernel_forwarding_is_off();
     let _lock = InstanceLock::acquire(&options.run_dir)?;
@@ -148,7 +148,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     if let Some((nexthops, groups)) = old_ids {
         // The old tables are swapped out: clear what only they used.
         let (nexthops_freed, groups_freed) = router.forget_adopted();
-        let clear = crate::router::clear_ids(
+        let clear = crate::control::router::clear_ids(
             nexthops
                 .iter()
                 .filter(|id| nexthops_freed.contains(id))

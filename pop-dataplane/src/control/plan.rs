@@ -7,7 +7,7 @@ use pop_dataplane_common::{
     Interface, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, acl::AclEntry,
 };
 
-use crate::acl::AclKey;
+use crate::control::acl::AclKey;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MapWrite {

@@ -16,7 +16,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::stats::{self, InterfaceStats};
+use crate::observe::stats::{self, InterfaceStats};
 
 /// Figures only the daemon knows, shared with the endpoint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

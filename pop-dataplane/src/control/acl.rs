@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use pop_dataplane_common::{acl::AclEntry, maps};
 use serde::{Deserialize, Serialize};
 
-use crate::topology::Topology;
+use crate::control::topology::Topology;
 
 /// Rules, of every origin together.
 pub const MAX_RULES: usize = maps::MAX_ACL_RULES as usize;
@@ -294,7 +294,7 @@ mod tests {
     use pop_dataplane_common::{Interface, InterfaceKey};
 
     use super::*;
-    use crate::topology::RouterInterface;
+    use crate::control::topology::RouterInterface;
 
     fn rule(src: &str, dev: Option<&str>) -> DenyRule {
         DenyRule {

@@ -16,10 +16,10 @@ use pop_dataplane_common::{
 use serde::Serialize;
 
 use crate::{
+    control::topology::{interface_name, load_names},
     dataplane::Pinned,
     host::Host,
     mac::MacAddr,
-    topology::{interface_name, load_names},
 };
 
 /// The source MAC of traced frames: a neighbour that does not exist.

@@ -11,9 +11,9 @@ use pop_dataplane_common::{
 use serde::Serialize;
 
 use crate::{
+    control::topology::{interface_name, load_names},
     dataplane::open_pinned,
     host::Host,
-    topology::{interface_name, load_names},
 };
 
 /// The counters of one interface, summed over CPUs.

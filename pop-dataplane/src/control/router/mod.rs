@@ -13,17 +13,17 @@ use pop_dataplane_common::{InterfaceKey, Nexthop, Route, RouteEntry, maps};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    acl::{self, Acl, AclEntries, DenyRule, Origin},
+    config::route_spec::{Hop, RouteSpec, Target},
     config::{self, Config, ConfigError},
-    fib::Fib,
+    control::acl::{self, Acl, AclEntries, DenyRule, Origin},
+    control::fib::Fib,
+    control::nexthops::{Neighbour, NexthopKey, Nexthops},
+    control::plan::MapWrite,
+    control::rib::{Action, NexthopSet, Rib, Source},
+    control::topology::{Port, Topology},
+    host::kernel_routes::KernelTarget,
     host::{Address, Host, Link},
-    kernel_routes::KernelTarget,
     mac::MacAddr,
-    nexthops::{Neighbour, NexthopKey, Nexthops},
-    rib::{Action, NexthopSet, Rib, Source},
-    route_spec::{Hop, RouteSpec, Target},
-    topology::{Port, Topology},
-    writes::MapWrite,
 };
 
 /// Ids and slots a running dataplane held when this daemon adopted it.
@@ -374,7 +374,7 @@ impl Router {
         self.fib.routes().map(|(prefix, entry)| (*prefix, *entry))
     }
 
-    pub fn rebuild_tables(&mut self) -> Result<Update, crate::fib::FibFull> {
+    pub fn rebuild_tables(&mut self) -> Result<Update, crate::control::fib::FibFull> {
         let usable = self.usable_set();
         let tables = self
             .fib
@@ -944,7 +944,7 @@ impl Router {
         }
     }
 
-    fn compile(&mut self, change: Option<crate::rib::Change>) -> Vec<MapWrite> {
+    fn compile(&mut self, change: Option<crate::control::rib::Change>) -> Vec<MapWrite> {
         let mut writes = Vec::new();
         if let Some(change) = change {
             // Local routes need no ECMP group, nor do routes that fall back to one in use:

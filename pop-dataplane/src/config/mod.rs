@@ -23,6 +23,8 @@
 //! [`Config::parse`] checks everything that can be checked without looking at the host, and
 //! every error names the file, the line and the entry.
 
+pub mod route_spec;
+
 use std::{collections::HashMap, fmt, fs, path::Path};
 
 use std::net::IpAddr;
@@ -61,7 +63,7 @@ pub struct FilterConfig {
 /// One `[[acl]]` entry: `action = "deny"`, `src = PREFIX`, optional `dev = IFACE`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AclConfig {
-    pub rule: crate::acl::DenyRule,
+    pub rule: crate::control::acl::DenyRule,
     pub line: usize,
 }
 
@@ -100,7 +102,7 @@ impl TryFrom<RawTable> for KernelTable {
             RawTable::Number(n) => n.to_string(),
             RawTable::Name(name) => name,
         };
-        crate::kernel_routes::parse_table(&text).map(KernelTable)
+        crate::host::kernel_routes::parse_table(&text).map(KernelTable)
     }
 }
 
@@ -537,7 +539,7 @@ impl Config {
                     names(interfaces.iter().map(|i| i.name.as_str()))
                 )));
             }
-            let rule = crate::acl::DenyRule {
+            let rule = crate::control::acl::DenyRule {
                 src,
                 dev: raw.dev.clone(),
             };
@@ -546,13 +548,13 @@ impl Config {
             }
             acl.push(AclConfig { rule, line });
         }
-        if acl.len() > crate::acl::MAX_RULES {
+        if acl.len() > crate::control::acl::MAX_RULES {
             return Err(error(
                 None,
                 format!(
                     "{} [[acl]] rules; at most {} are supported",
                     acl.len(),
-                    crate::acl::MAX_RULES
+                    crate::control::acl::MAX_RULES
                 ),
             ));
         }

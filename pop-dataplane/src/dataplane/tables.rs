@@ -18,7 +18,7 @@ use pop_dataplane_common::{
     maps,
 };
 
-use crate::mtrie::{self, Blocks, Full, Shape, Table};
+use crate::dataplane::mtrie::{self, Blocks, Full, Shape, Table};
 
 /// BPF_F_NO_PREALLOC: LPM tries require it.
 const BPF_F_NO_PREALLOC: u32 = 1;

@@ -14,10 +14,10 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    acl::{DenyRule, RuleInfo},
-    rib::Source,
-    route_spec::RouteSpec,
-    router::{Mode, RouteInfo},
+    config::route_spec::RouteSpec,
+    control::acl::{DenyRule, RuleInfo},
+    control::rib::Source,
+    control::router::{Mode, RouteInfo},
 };
 
 /// Largest request the daemon reads: a full table in route syntax fits many times over.
@@ -111,7 +111,7 @@ pub struct Status {
     /// The route lookup: "compiled" or "lpm-trie".
     pub fib: String,
     /// Kernel memory of the route tables (the kernel's own account).
-    pub table_memory: crate::tables::TableMemory,
+    pub table_memory: crate::dataplane::tables::TableMemory,
 }
 
 /// Sends `request` to the daemon listening on `socket` and returns its reply; errors say what

@@ -1,0 +1,6 @@
+//! What a running dataplane shows: its counters (`stats`), the Prometheus endpoint
+//! (`metrics`) and `trace`, all read from the pinned program and maps.
+
+pub mod metrics;
+pub mod stats;
+pub mod trace;
