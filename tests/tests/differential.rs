@@ -22,6 +22,7 @@ use pop_dataplane::{
     control::router::{Mode, Router},
     dataplane::{Dataplane, LoadOptions},
     host::Host,
+    observe::stats,
 };
 use pop_dataplane_common::{acl::AclHits, fib::FibMode};
 use pop_dataplane_tests::{
@@ -457,14 +458,14 @@ impl Generator {
 /// The model's view of what `router` put in the maps, its groups as `writes` wrote them.
 fn model_tables(router: &Router, writes: &[MapWrite]) -> model::Tables {
     let mut model = model::Tables::new(ECMP_SEED);
-    for interface in &router.topology.interfaces {
+    for interface in &router.topology().interfaces {
         model.interfaces.insert(interface.key, interface.entry);
     }
-    for port in &router.topology.ports {
+    for port in &router.topology().ports {
         model.ports.insert(port.index, port.ifindex);
     }
-    for (id, _) in router.nexthops.iter() {
-        model.nexthops.insert(id, router.nexthop_value(id));
+    for (id, nexthop) in router.nexthop_values() {
+        model.nexthops.insert(id, nexthop);
     }
     for write in writes {
         match write {
@@ -482,10 +483,10 @@ fn model_tables(router: &Router, writes: &[MapWrite]) -> model::Tables {
             _ => {}
         }
     }
-    for (prefix, entry) in router.fib.routes() {
+    for (prefix, entry) in router.table_routes() {
         match prefix {
-            IpNet::V4(net) => model.set_route_v4(net.network().octets(), net.prefix_len(), *entry),
-            IpNet::V6(net) => model.set_route_v6(net.network().octets(), net.prefix_len(), *entry),
+            IpNet::V4(net) => model.set_route_v4(net.network().octets(), net.prefix_len(), entry),
+            IpNet::V6(net) => model.set_route_v6(net.network().octets(), net.prefix_len(), entry),
         }
     }
     model
@@ -620,7 +621,6 @@ fn agree(fib: FibMode) {
     let started = Instant::now();
     dataplane.update(&first).unwrap();
     dataplane.update(&update).unwrap();
-    dataplane.set_names(&router.topology);
     println!(
         "installed {} routes in {:.2?}",
         update.tables.len(),
@@ -637,7 +637,7 @@ fn agree(fib: FibMode) {
     let model = model_tables(&router, &writes);
 
     let ingresses: Vec<Ingress> = router
-        .topology
+        .topology()
         .interfaces
         .iter()
         .map(|i| Ingress {
@@ -758,7 +758,8 @@ fn agree(fib: FibMode) {
     );
 
     // Every counter of every interface, exactly.
-    for stats in dataplane.stats().unwrap() {
+    let names = router.topology().names();
+    for stats in stats::of_loaded(&dataplane, &names, &host).unwrap() {
         let want = expected.get(&stats.slot).copied().unwrap_or_default();
         let reasons = |map: &std::collections::BTreeMap<&'static str, u64>,
                        names: &[&str]|

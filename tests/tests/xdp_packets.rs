@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use pop_dataplane::{
     config::Config,
     control::router::Router,
+    control::topology::NamedInterface,
     dataplane::{Dataplane, LoadOptions, TestRunOutput},
     host::Host,
-    observe::stats::InterfaceStats,
+    observe::stats::{self, InterfaceStats},
 };
 use pop_dataplane_common::fib::FibMode;
 use pop_dataplane_tests::{
@@ -136,6 +137,9 @@ nexthop = ["e1", "e2"]
 struct Fixture {
     dataplane: Dataplane,
     ifindex: HashMap<&'static str, u32>,
+    /// The router's interfaces, for the counters' names.
+    names: Vec<NamedInterface>,
+    host: Host,
     _netns: Netns,
 }
 
@@ -177,7 +181,7 @@ impl Fixture {
         })
         .unwrap();
         dataplane.update(&update).unwrap();
-        dataplane.set_names(&router.topology);
+        let names = router.topology().names();
         let ifindex = ["p0", "p1", "p2", "p3"]
             .into_iter()
             .map(|name| (name, host.link(name).unwrap().ifindex))
@@ -185,6 +189,8 @@ impl Fixture {
         Self {
             dataplane,
             ifindex,
+            names,
+            host,
             _netns: netns,
         }
     }
@@ -198,10 +204,13 @@ impl Fixture {
         self.dataplane.test_run(self.ifindex[port], frame).unwrap()
     }
 
+    /// The counters of every interface.
+    fn all_stats(&self) -> Vec<InterfaceStats> {
+        stats::of_loaded(&self.dataplane, &self.names, &self.host).unwrap()
+    }
+
     fn stats(&self, ifname: &str) -> InterfaceStats {
-        self.dataplane
-            .stats()
-            .unwrap()
+        self.all_stats()
             .into_iter()
             .find(|s| s.name == ifname)
             .unwrap_or_else(|| panic!("no counters for {ifname}"))
@@ -498,10 +507,10 @@ fn truncated_frames_are_dropped_at_every_length() {
     ] {
         // BPF_PROG_TEST_RUN takes no frame shorter than an Ethernet header.
         for len in ETH_HLEN..packet_frame.len() {
-            let before = fx.dataplane.stats().unwrap();
+            let before = fx.all_stats();
             let out = fx.run(&packet_frame[..len]);
             assert_eq!(out.action, XDP_DROP, "length {len}");
-            let after = fx.dataplane.stats().unwrap();
+            let after = fx.all_stats();
             let dropped = |stats: &[InterfaceStats]| -> u64 {
                 stats.iter().map(|s| s.dropped["malformed"]).sum()
             };
@@ -793,13 +802,7 @@ fn unknown_ingress_interfaces_are_left_alone() {
     let out = fx.dataplane.test_run(1, &packet).unwrap();
     assert_eq!(out.action, XDP_PASS);
     assert_eq!(out.frame, packet);
-    let total: u64 = fx
-        .dataplane
-        .stats()
-        .unwrap()
-        .iter()
-        .map(|s| s.rx_packets)
-        .sum();
+    let total: u64 = fx.all_stats().iter().map(|s| s.rx_packets).sum();
     assert_eq!(total, 0, "nothing counted");
 }
 

@@ -14,10 +14,12 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    config::DenyRule,
     config::route_spec::RouteSpec,
-    control::acl::{DenyRule, RuleInfo},
+    control::acl::RuleInfo,
     control::rib::Source,
     control::router::{Mode, RouteInfo},
+    dataplane::AttachedMode,
 };
 
 /// Largest request the daemon reads: a full table in route syntax fits many times over.
@@ -97,7 +99,7 @@ pub struct Status {
     pub pid: u32,
     pub config: String,
     /// Port name and attach mode.
-    pub ports: Vec<(String, String)>,
+    pub ports: Vec<(String, AttachedMode)>,
     pub routes_v4: usize,
     pub routes_v6: usize,
     pub nexthops: usize,

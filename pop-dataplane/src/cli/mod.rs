@@ -4,8 +4,8 @@ use std::{io::Read as _, path::PathBuf, process::ExitCode, time::Duration};
 
 use crate::{
     api::{self, Reply, Request},
+    config::DenyRule,
     config::route_spec::RouteSpec,
-    control::acl::DenyRule,
     control::rib::Source,
     control::router::{Mode, RouteInfo},
     daemon::{RunOptions, run},
@@ -97,7 +97,7 @@ enum Command {
         /// Follow this kernel routing table (`main`, a number, or a name in
         /// /etc/iproute2/rt_tables) into the dataplane: what BIRD or FRR installs there.
         /// Repeatable; adds to `[daemon] sync_kernel_tables`.
-        #[arg(long, value_name = "TABLE", value_parser = crate::host::kernel_routes::parse_table)]
+        #[arg(long, value_name = "TABLE", value_parser = crate::config::kernel_table::parse_table)]
         sync_kernel_table: Vec<u32>,
     },
     /// Show the per-interface counters of the running dataplane.
@@ -591,7 +591,7 @@ fn render_routes(routes: &[RouteInfo]) -> String {
         "NEXT HOPS".to_owned(),
     ]];
     for route in routes {
-        let states: Vec<String> = route.nexthops.iter().map(|n| n.state.clone()).collect();
+        let states: Vec<String> = route.nexthops.iter().map(|n| n.state.to_string()).collect();
         rows.push([
             route.prefix.to_string(),
             route.source.name().to_owned(),

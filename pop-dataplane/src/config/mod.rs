@@ -23,7 +23,13 @@
 //! [`Config::parse`] checks everything that can be checked without looking at the host, and
 //! every error names the file, the line and the entry.
 
+pub mod deny_rule;
+pub mod kernel_table;
+pub mod prefix;
 pub mod route_spec;
+
+pub use deny_rule::DenyRule;
+pub use prefix::parse_prefix;
 
 use std::{collections::HashMap, fmt, fs, path::Path};
 
@@ -38,6 +44,14 @@ use crate::mac::MacAddr;
 
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
 const MAX_IFNAME_LEN: usize = 15;
+
+/// Whether Linux would take `name` for an interface.
+pub(crate) fn is_valid_ifname(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_IFNAME_LEN && !name.contains(['/', ' ', '\0'])
+}
+
+/// Deny rules, of every origin together.
+const MAX_ACL_RULES: usize = pop_dataplane_common::maps::MAX_ACL_RULES as usize;
 
 /// A validated config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,7 +77,7 @@ pub struct FilterConfig {
 /// One `[[acl]]` entry: `action = "deny"`, `src = PREFIX`, optional `dev = IFACE`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AclConfig {
-    pub rule: crate::control::acl::DenyRule,
+    pub rule: DenyRule,
     pub line: usize,
 }
 
@@ -95,14 +109,14 @@ enum RawTable {
 }
 
 impl TryFrom<RawTable> for KernelTable {
-    type Error = String;
+    type Error = kernel_table::TableError;
 
-    fn try_from(raw: RawTable) -> Result<Self, String> {
+    fn try_from(raw: RawTable) -> Result<Self, Self::Error> {
         let text = match raw {
             RawTable::Number(n) => n.to_string(),
             RawTable::Name(name) => name,
         };
-        crate::host::kernel_routes::parse_table(&text).map(KernelTable)
+        kernel_table::parse_table(&text).map(KernelTable)
     }
 }
 
@@ -337,7 +351,7 @@ impl Config {
                 line: Some(line),
                 message: format!("interface {name:?}: {message}"),
             };
-            if name.is_empty() || name.len() > MAX_IFNAME_LEN || name.contains(['/', ' ', '\0']) {
+            if !is_valid_ifname(name) {
                 return Err(at(format!(
                     "not a valid interface name (1-{MAX_IFNAME_LEN} characters, no '/' or spaces)"
                 )));
@@ -463,7 +477,7 @@ impl Config {
                 line: Some(line),
                 message: format!("route {}: {message}", raw.prefix),
             };
-            let prefix = parse_prefix(&raw.prefix).map_err(at)?;
+            let prefix = parse_prefix(&raw.prefix).map_err(|err| at(err.to_string()))?;
             if let Some(first) = route_lines.insert(prefix, line) {
                 return Err(at(format!("defined twice (first on line {first})")));
             }
@@ -530,7 +544,7 @@ impl Config {
                 message: format!("acl deny src {}: {message}", raw.src),
             };
             let RawAclAction::Deny = raw.action;
-            let src = parse_prefix(&raw.src).map_err(at)?;
+            let src = parse_prefix(&raw.src).map_err(|err| at(err.to_string()))?;
             if let Some(dev) = &raw.dev
                 && !interfaces.iter().any(|i| &i.name == dev)
             {
@@ -539,7 +553,7 @@ impl Config {
                     names(interfaces.iter().map(|i| i.name.as_str()))
                 )));
             }
-            let rule = crate::control::acl::DenyRule {
+            let rule = DenyRule {
                 src,
                 dev: raw.dev.clone(),
             };
@@ -548,13 +562,13 @@ impl Config {
             }
             acl.push(AclConfig { rule, line });
         }
-        if acl.len() > crate::control::acl::MAX_RULES {
+        if acl.len() > MAX_ACL_RULES {
             return Err(error(
                 None,
                 format!(
                     "{} [[acl]] rules; at most {} are supported",
                     acl.len(),
-                    crate::control::acl::MAX_RULES
+                    MAX_ACL_RULES
                 ),
             ));
         }
@@ -568,32 +582,6 @@ impl Config {
             acl,
         })
     }
-}
-
-/// Parses an IPv4 or IPv6 prefix in CIDR form, refusing host bits (a typo more often than
-/// intent).
-pub fn parse_prefix(text: &str) -> Result<IpNet, String> {
-    let bad = || {
-        format!(
-            "{text:?} is not an IP prefix (expected ADDRESS/LENGTH, e.g. 203.0.113.0/24 or \
-             2001:db8::/32)"
-        )
-    };
-    // The standard library's address parser: several times ipnet's, which counts in a
-    // million-line file.
-    let (addr, len) = text.split_once('/').ok_or_else(bad)?;
-    let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
-    if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let prefix = IpNet::new(addr, len.parse().map_err(|_| bad())?).map_err(|_| bad())?;
-    if prefix.addr() != prefix.network() {
-        return Err(format!(
-            "{text} has host bits set (the prefix is {})",
-            prefix.trunc()
-        ));
-    }
-    Ok(prefix)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

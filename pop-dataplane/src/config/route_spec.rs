@@ -15,7 +15,64 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use crate::config::parse_prefix;
+use super::prefix::{PrefixError, parse_prefix};
+
+/// What is wrong with one route's words.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteSpecError {
+    #[error("line longer than {MAX_LINE_LEN} bytes")]
+    TooLong,
+    #[error("empty route")]
+    Empty,
+    #[error(transparent)]
+    Prefix(#[from] PrefixError),
+    #[error("next hop {0} is not of the prefix's address family")]
+    OtherFamily(IpAddr),
+    #[error("a next hop is listed twice")]
+    HopTwice,
+    #[error("unexpected {0:?}: expected `via ADDRESS dev INTERFACE`, `blackhole` or `kernel`")]
+    Unexpected(String),
+    #[error("expected `via ADDRESS dev INTERFACE` after `nexthop`")]
+    NothingAfterNexthop,
+    #[error("{0:?} is not an IPv4 or IPv6 address")]
+    NotAnAddress(String),
+    #[error("{0} cannot be a next hop")]
+    NotANexthop(IpAddr),
+    #[error("expected `via ADDRESS dev INTERFACE`, `blackhole` or `kernel`")]
+    NoTarget,
+}
+
+/// A bad line of a route file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {error}")]
+pub struct LineError {
+    pub file: String,
+    pub line: usize,
+    pub error: RouteSpecError,
+}
+
+/// The bad lines of a route file: the first ten.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct RouteFileError {
+    pub lines: Vec<LineError>,
+    /// Reading stopped at the tenth bad line.
+    pub more: bool,
+}
+
+impl fmt::Display for RouteFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, line) in self.lines.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{line}")?;
+        }
+        if self.more {
+            f.write_str("\n(stopped after 10 errors)")?;
+        }
+        Ok(())
+    }
+}
 
 /// Longest route line accepted: a line this long is a mistake (or an attack), not a route.
 pub const MAX_LINE_LEN: usize = 4096;
@@ -43,14 +100,14 @@ pub struct Hop {
 
 impl RouteSpec {
     /// Parses one route from its words.
-    pub fn parse(line: &str) -> Result<Self, String> {
+    pub fn parse(line: &str) -> Result<Self, RouteSpecError> {
         if line.len() > MAX_LINE_LEN {
-            return Err(format!("line longer than {MAX_LINE_LEN} bytes"));
+            return Err(RouteSpecError::TooLong);
         }
         // Inline for the usual few words: no allocation per line of a million-route file.
         let words: SmallVec<[&str; 8]> = line.split_whitespace().collect();
         match words.as_slice() {
-            [] => Err("empty route".to_owned()),
+            [] => Err(RouteSpecError::Empty),
             ["blackhole", prefix] | [prefix, "blackhole"] => Ok(Self {
                 prefix: parse_prefix(prefix)?,
                 target: Target::Blackhole,
@@ -67,10 +124,7 @@ impl RouteSpec {
                         // iproute2 allows IPv6 next hops for IPv4 routes (RFC 5549); the
                         // fast path needs the neighbour's MAC only, but the kernel slow path
                         // would not take such a route from us: keep families apart.
-                        return Err(format!(
-                            "next hop {} is not of the prefix's address family",
-                            hop.via
-                        ));
+                        return Err(RouteSpecError::OtherFamily(hop.via));
                     }
                 }
                 if hops.len() > 1 {
@@ -78,7 +132,7 @@ impl RouteSpec {
                     sorted.sort();
                     sorted.dedup();
                     if sorted.len() != hops.len() {
-                        return Err("a next hop is listed twice".to_owned());
+                        return Err(RouteSpecError::HopTwice);
                     }
                 }
                 Ok(Self {
@@ -90,7 +144,7 @@ impl RouteSpec {
     }
 }
 
-fn parse_hops(mut words: &[&str]) -> Result<Vec<Hop>, String> {
+fn parse_hops(mut words: &[&str]) -> Result<Vec<Hop>, RouteSpecError> {
     let mut hops = Vec::with_capacity(1);
     while !words.is_empty() {
         if words[0] == "nexthop" {
@@ -106,18 +160,15 @@ fn parse_hops(mut words: &[&str]) -> Result<Vec<Hop>, String> {
                 (via, dev)
             }
             [word, ..] => {
-                return Err(format!(
-                    "unexpected {word:?}: expected `via ADDRESS dev INTERFACE`, `blackhole` or \
-                     `kernel`"
-                ));
+                return Err(RouteSpecError::Unexpected((*word).to_owned()));
             }
-            [] => return Err("expected `via ADDRESS dev INTERFACE` after `nexthop`".to_owned()),
+            [] => return Err(RouteSpecError::NothingAfterNexthop),
         };
         let via: IpAddr = via
             .parse()
-            .map_err(|_| format!("{via:?} is not an IPv4 or IPv6 address"))?;
+            .map_err(|_| RouteSpecError::NotAnAddress((*via).to_owned()))?;
         if via.is_unspecified() || via.is_multicast() {
-            return Err(format!("{via} cannot be a next hop"));
+            return Err(RouteSpecError::NotANexthop(via));
         }
         hops.push(Hop {
             via,
@@ -125,7 +176,7 @@ fn parse_hops(mut words: &[&str]) -> Result<Vec<Hop>, String> {
         });
     }
     if hops.is_empty() {
-        return Err("expected `via ADDRESS dev INTERFACE`, `blackhole` or `kernel`".to_owned());
+        return Err(RouteSpecError::NoTarget);
     }
     Ok(hops)
 }
@@ -154,7 +205,7 @@ pub fn parse_lines(
     name: &str,
     text: &str,
     progress: &mut dyn FnMut(usize),
-) -> Result<Vec<(usize, RouteSpec)>, String> {
+) -> Result<Vec<(usize, RouteSpec)>, RouteFileError> {
     let mut routes = Vec::new();
     let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -167,17 +218,28 @@ pub fn parse_lines(
         }
         match RouteSpec::parse(line) {
             Ok(route) => routes.push((i + 1, route)),
-            Err(err) => errors.push(format!("{name}:{}: {err}", i + 1)),
-        }
-        if errors.len() >= 10 {
-            errors.push("(stopped after 10 errors)".to_owned());
-            break;
+            Err(error) => {
+                errors.push(LineError {
+                    file: name.to_owned(),
+                    line: i + 1,
+                    error,
+                });
+                if errors.len() == 10 {
+                    return Err(RouteFileError {
+                        lines: errors,
+                        more: true,
+                    });
+                }
+            }
         }
     }
     if errors.is_empty() {
         Ok(routes)
     } else {
-        Err(errors.join("\n"))
+        Err(RouteFileError {
+            lines: errors,
+            more: false,
+        })
     }
 }
 
@@ -257,12 +319,13 @@ mod tests {
         ];
         for (line, expected) in cases {
             let err = RouteSpec::parse(line).unwrap_err();
-            assert!(err.contains(expected), "{line:?}: {err}");
+            assert!(err.to_string().contains(expected), "{line:?}: {err}");
         }
         let long = format!("198.18.2.0/24 via 198.18.1.1 dev {}", "x".repeat(5000));
         assert!(
             RouteSpec::parse(&long)
                 .unwrap_err()
+                .to_string()
                 .contains("longer than 4096")
         );
     }
@@ -271,7 +334,9 @@ mod tests {
     fn files_report_every_bad_line() {
         let text = "# routes\n198.18.2.0/24 blackhole\n\n198.18.3.0/24 via x dev y\n198.18.4.0/33 kernel  # bad\n";
         assert_eq!(
-            parse_lines("r.txt", text, &mut |_| {}).unwrap_err(),
+            parse_lines("r.txt", text, &mut |_| {})
+                .unwrap_err()
+                .to_string(),
             "r.txt:4: \"x\" is not an IPv4 or IPv6 address\nr.txt:5: \"198.18.4.0/33\" is not an IP prefix \
              (expected ADDRESS/LENGTH, e.g. 203.0.113.0/24 or 2001:db8::/32)"
         );

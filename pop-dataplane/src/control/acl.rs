@@ -5,7 +5,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fmt,
     net::IpAddr,
 };
 
@@ -13,7 +12,35 @@ use ipnet::IpNet;
 use pop_dataplane_common::{acl::AclEntry, maps};
 use serde::{Deserialize, Serialize};
 
-use crate::control::topology::Topology;
+use crate::{config::DenyRule, control::topology::Topology};
+
+/// Why the ACL refused a change; nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AclError {
+    #[error("{rule} is in the ACL already (from {})", .origin.describe())]
+    Exists { rule: DenyRule, origin: Origin },
+    #[error("the ACL is full ({MAX_RULES} rules)")]
+    Full,
+    #[error("{0} is not in the ACL")]
+    NotThere(DenyRule),
+    #[error("{rule} comes from {}: change it there", .origin.describe())]
+    NotFromCli { rule: DenyRule, origin: Origin },
+    #[error("{total} ACL rules; at most {MAX_RULES} are supported")]
+    TooManyRules { total: usize },
+    #[error(
+        "the ACL would take {v4} IPv4 and {v6} IPv6 entries (rules times the interfaces they \
+         apply to); at most {MAX_ENTRIES} each"
+    )]
+    TooManyEntries { v4: usize, v6: usize },
+    #[error("dev {dev:?} is not one of the interfaces ({interfaces})")]
+    UnknownDev { dev: String, interfaces: String },
+    /// An error about one rule, with the rule.
+    #[error("{rule}: {error}")]
+    Rule {
+        rule: DenyRule,
+        error: Box<AclError>,
+    },
+}
 
 /// Rules, of every origin together.
 pub const MAX_RULES: usize = maps::MAX_ACL_RULES as usize;
@@ -33,49 +60,6 @@ pub const MARTIAN_PREFIXES: [&str; 7] = [
     "::1/128",
     "ff00::/8",
 ];
-
-/// Drop packets whose source is in `src`, arriving on `dev` (or on any routed interface).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct DenyRule {
-    pub src: IpNet,
-    pub dev: Option<String>,
-}
-
-impl fmt::Display for DenyRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "deny src {}", self.src)?;
-        if let Some(dev) = &self.dev {
-            write!(f, " dev {dev}")?;
-        }
-        Ok(())
-    }
-}
-
-impl DenyRule {
-    /// Parses `deny src PREFIX [dev IFACE]`, the words of `acl add`.
-    pub fn parse(words: &[String]) -> Result<Self, String> {
-        let usage = "expected: deny src PREFIX [dev IFACE]";
-        let words: Vec<&str> = words.iter().map(String::as_str).collect();
-        let (src, dev) = match words.as_slice() {
-            ["deny", "src", src] => (src, None),
-            ["deny", "src", src, "dev", dev] => (src, Some(*dev)),
-            [action, ..] if *action != "deny" => {
-                return Err(format!("unknown action {action:?}: {usage}"));
-            }
-            _ => return Err(format!("{:?}: {usage}", words.join(" "))),
-        };
-        let src = crate::config::parse_prefix(src)?;
-        if let Some(dev) = dev
-            && (dev.is_empty() || dev.len() > 15 || dev.contains(['/', '\0']))
-        {
-            return Err(format!("dev {dev:?} is not a valid interface name"));
-        }
-        Ok(Self {
-            src,
-            dev: dev.map(str::to_owned),
-        })
-    }
-}
 
 /// Where a rule comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -118,31 +102,26 @@ pub struct Acl {
 
 impl Acl {
     /// Adds `rule`; refused when it is there already (from any origin) or no id is free.
-    pub fn add(&mut self, rule: DenyRule, origin: Origin) -> Result<u32, String> {
+    pub fn add(&mut self, rule: DenyRule, origin: Origin) -> Result<u32, AclError> {
         if let Some((_, (_, had))) = self.rules.iter().find(|(_, (r, _))| *r == rule) {
-            return Err(format!(
-                "{rule} is in the ACL already (from {})",
-                had.describe()
-            ));
+            return Err(AclError::Exists { rule, origin: *had });
         }
-        let id = self
-            .free_id()
-            .ok_or_else(|| format!("the ACL is full ({MAX_RULES} rules)"))?;
+        let id = self.free_id().ok_or(AclError::Full)?;
         self.rules.insert(id, (rule, origin));
         self.fresh.push(id);
         Ok(id)
     }
 
     /// Removes the CLI's `rule`.
-    pub fn remove(&mut self, rule: &DenyRule) -> Result<(), String> {
+    pub fn remove(&mut self, rule: &DenyRule) -> Result<(), AclError> {
         let Some((&id, (_, origin))) = self.rules.iter().find(|(_, (r, _))| r == rule) else {
-            return Err(format!("{rule} is not in the ACL"));
+            return Err(AclError::NotThere(rule.clone()));
         };
         if *origin != Origin::Cli {
-            return Err(format!(
-                "{rule} comes from {}: change it there",
-                origin.describe()
-            ));
+            return Err(AclError::NotFromCli {
+                rule: rule.clone(),
+                origin: *origin,
+            });
         }
         self.rules.remove(&id);
         Ok(())
@@ -150,7 +129,7 @@ impl Acl {
 
     /// Makes `rules` the rules of `origin`: those already there keep their ids (and counts).
     /// Fails, changing nothing, when they do not fit.
-    pub fn set(&mut self, origin: Origin, rules: &[DenyRule]) -> Result<(), String> {
+    pub fn set(&mut self, origin: Origin, rules: &[DenyRule]) -> Result<(), AclError> {
         let wanted: BTreeSet<&DenyRule> = rules.iter().collect();
         let have: BTreeSet<&DenyRule> = self
             .rules
@@ -162,9 +141,7 @@ impl Acl {
         let others = self.rules.len() - have.len();
         let total = others + wanted.len();
         if total > MAX_RULES {
-            return Err(format!(
-                "{total} ACL rules; at most {MAX_RULES} are supported"
-            ));
+            return Err(AclError::TooManyRules { total });
         }
         self.rules
             .retain(|_, (r, o)| *o != origin || wanted.contains(r));
@@ -250,13 +227,10 @@ impl Acl {
 }
 
 /// Whether `entries` fit the maps.
-pub fn check_room(entries: &AclEntries) -> Result<(), String> {
+pub fn check_room(entries: &AclEntries) -> Result<(), AclError> {
     let (v4, v6) = entry_counts(entries);
     if v4.max(v6) > MAX_ENTRIES {
-        return Err(format!(
-            "the ACL would take {v4} IPv4 and {v6} IPv6 entries (rules times the interfaces \
-             they apply to); at most {MAX_ENTRIES} each"
-        ));
+        return Err(AclError::TooManyEntries { v4, v6 });
     }
     Ok(())
 }
@@ -382,37 +356,16 @@ mod tests {
         );
         assert_eq!(acl.take_fresh(), vec![0]);
         assert_eq!(
-            acl.add(rule("2001:db8::/32", None), Origin::Cli),
+            acl.add(rule("2001:db8::/32", None), Origin::Cli)
+                .map_err(|err| err.to_string()),
             Err("deny src 2001:db8::/32 is in the ACL already (from the config file)".to_owned())
         );
         assert_eq!(
-            acl.remove(&rule("2001:db8::/32", None)),
+            acl.remove(&rule("2001:db8::/32", None))
+                .map_err(|err| err.to_string()),
             Err("deny src 2001:db8::/32 comes from the config file: change it there".to_owned())
         );
         acl.remove(&rule("203.0.113.0/24", Some("eth0"))).unwrap();
         assert_eq!(acl.rules().count(), 2);
-    }
-
-    #[test]
-    fn the_words_of_acl_add() {
-        let words = |text: &str| -> Vec<String> { text.split(' ').map(str::to_owned).collect() };
-        assert_eq!(
-            DenyRule::parse(&words("deny src 192.0.2.0/24 dev eth0")),
-            Ok(rule("192.0.2.0/24", Some("eth0")))
-        );
-        assert_eq!(
-            DenyRule::parse(&words("deny src 192.0.2.1/24")),
-            Err("192.0.2.1/24 has host bits set (the prefix is 192.0.2.0/24)".to_owned())
-        );
-        assert!(
-            DenyRule::parse(&words("permit src 192.0.2.0/24"))
-                .unwrap_err()
-                .starts_with("unknown action \"permit\"")
-        );
-        assert!(
-            DenyRule::parse(&words("deny src 192.0.2.0/24 dev a/b"))
-                .unwrap_err()
-                .contains("not a valid interface name")
-        );
     }
 }

@@ -43,20 +43,10 @@ struct Group {
     buckets: NexthopGroup,
 }
 
-/// Why a change could not be compiled.
-#[derive(Debug, PartialEq, Eq)]
+/// Why a change could not be compiled: no ECMP group is free.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("more than {MAX_NEXTHOP_GROUPS} distinct ECMP next-hop sets")]
 pub struct FibFull;
-
-impl std::fmt::Display for FibFull {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "more than {MAX_NEXTHOP_GROUPS} distinct ECMP next-hop sets"
-        )
-    }
-}
-
-impl std::error::Error for FibFull {}
 
 impl Fib {
     /// A FIB whose new groups avoid the ids in `reserved`.

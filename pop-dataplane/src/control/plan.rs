@@ -1,14 +1,20 @@
-//! Changes to the dataplane's maps, as the daemon decides them and the dataplane performs
-//! them, in order. Whoever builds a list puts a next hop or group before the routes that
-//! point at it, and removes a route before what it pointed at.
+//! The plan: changes to the dataplane's maps, as the control plane decides them and the
+//! dataplane layer performs them, in order. Whoever builds a list puts a next hop or group
+//! before the routes that point at it, and removes a route before what it pointed at. Also
+//! what flows the other way: what a running dataplane's maps hold when a new daemon takes
+//! it over.
 
 use ipnet::IpNet;
 use pop_dataplane_common::{
     Interface, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, acl::AclEntry,
 };
 
-use crate::control::acl::AclKey;
+use crate::control::{
+    acl::{AclEntries, AclKey},
+    topology::Port,
+};
 
+/// One change to one map.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MapWrite {
     /// `INTERFACES[key] = interface`.
@@ -29,4 +35,42 @@ pub enum MapWrite {
     DeleteAcl(AclKey),
     /// Zero the hit counters of an ACL rule id handed to a new rule.
     ResetAclHits(u32),
+}
+
+/// A move to a new config: what to write before the route tables are swapped, the complete
+/// new route tables, and what to write after; and the ports to attach to and detach from.
+#[derive(Debug, Default)]
+pub struct Update {
+    pub before: Vec<MapWrite>,
+    /// Groups and every route, for fresh tables.
+    pub tables: Vec<MapWrite>,
+    pub after: Vec<MapWrite>,
+    pub ports_added: Vec<Port>,
+    pub ports_removed: Vec<Port>,
+}
+
+/// What the maps of a running dataplane hold when this daemon takes it over: the ids and
+/// slots that new tables must leave alone until they are swapped in.
+#[derive(Clone, Debug, Default)]
+pub struct Adopted {
+    /// What its ACL maps hold.
+    pub acl: AclEntries,
+    /// Next-hop and group ids in use.
+    pub nexthops: Vec<u32>,
+    pub groups: Vec<u32>,
+    /// `INTERFACES` entries.
+    pub interfaces: Vec<(InterfaceKey, Interface)>,
+    /// `EGRESS` entries: (port index, ifindex).
+    pub ports: Vec<(u32, u32)>,
+}
+
+/// Writes that clear next hops and groups no table uses any more.
+pub fn clear_ids(
+    nexthops: impl Iterator<Item = u32>,
+    groups: impl Iterator<Item = u32>,
+) -> Vec<MapWrite> {
+    nexthops
+        .map(|id| MapWrite::Nexthop(id, Nexthop::default()))
+        .chain(groups.map(|id| MapWrite::Group(id, Box::default())))
+        .collect()
 }

@@ -3,9 +3,6 @@
 //! port's untagged side or a VLAN device on it, one counter slot each). Also how each next hop
 //! leaves: port, VLAN tags, MACs, MTU.
 
-use std::{fs, path::Path};
-
-use anyhow::Context as _;
 use pop_dataplane_common::{Interface, InterfaceKey, Nexthop, maps};
 use serde::{Deserialize, Serialize};
 
@@ -108,7 +105,8 @@ impl Topology {
                     let link = host.link(&interface.name).ok_or_else(|| {
                         at("no such interface in this network namespace".to_owned())
                     })?;
-                    let (port, outer, inner, tpid) = place(link, host).map_err(at)?;
+                    let (port, outer, inner, tpid) =
+                        place(link, host).map_err(|err| at(err.to_string()))?;
                     (
                         port,
                         outer,
@@ -198,6 +196,39 @@ impl Topology {
         index
     }
 
+    /// The topology a running dataplane's maps hold (`INTERFACES` entries and `EGRESS` ports),
+    /// named from `saved` and the host: what a daemon taking it over must leave alone.
+    pub fn adopted(
+        interfaces: &[(InterfaceKey, Interface)],
+        ports: &[(u32, u32)],
+        saved: &[NamedInterface],
+        host: &Host,
+    ) -> Self {
+        let interfaces = interfaces
+            .iter()
+            .map(|&(key, entry)| RouterInterface {
+                name: interface_name(saved, host, &key, entry.slot),
+                key,
+                entry,
+                port: 0,
+                mtu: 0,
+                outer_tpid: 0,
+                device: None,
+            })
+            .collect();
+        let ports = ports
+            .iter()
+            .map(|&(index, ifindex)| Port {
+                name: host
+                    .link_by_index(ifindex)
+                    .map_or_else(String::new, |l| l.name.clone()),
+                ifindex,
+                index,
+            })
+            .collect();
+        Self { ports, interfaces }
+    }
+
     pub fn interface(&self, name: &str) -> Option<&RouterInterface> {
         self.interfaces.iter().find(|i| i.name == name)
     }
@@ -268,25 +299,19 @@ impl NamedInterface {
     }
 }
 
-const NAMES_FILE: &str = "interfaces.json";
-
-/// Writes the running dataplane's interface names into its run directory.
-pub fn save_names(run_dir: &Path, names: &[NamedInterface]) -> anyhow::Result<()> {
-    let path = run_dir.join(NAMES_FILE);
-    let tmp = run_dir.join(format!("{NAMES_FILE}.tmp"));
-    fs::write(&tmp, serde_json::to_vec_pretty(names)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
-}
-
-/// The names the running dataplane saved, if any.
-pub fn load_names(run_dir: &Path) -> Option<Vec<NamedInterface>> {
-    serde_json::from_slice(&fs::read(run_dir.join(NAMES_FILE)).ok()?).ok()
-}
-
-/// The name of the host interface that frames with `key` arrive on: the port, or the VLAN
-/// device on it; `if<index>[.<vlan>[.<vlan>]]` when the host has none.
-pub fn interface_name(host: &Host, key: &InterfaceKey) -> String {
+/// The name of the interface with counter slot `slot` that frames with `key` arrive on: as the
+/// daemon saved it in `saved`, else the host's (the port, or the VLAN device on it), else
+/// `if<index>[.<vlan>[.<vlan>]]`. The one way `stats`, `trace` and a take-over name an
+/// interface the maps hold.
+pub fn interface_name(
+    saved: &[NamedInterface],
+    host: &Host,
+    key: &InterfaceKey,
+    slot: u32,
+) -> String {
+    if let Some(named) = saved.iter().find(|n| n.slot == slot && n.key() == *key) {
+        return named.name.clone();
+    }
     let found = host.links.iter().find(|link| {
         place(link, host).is_ok_and(|(port, outer, inner, _)| {
             port.ifindex == key.ifindex && outer == key.vlan_outer && inner == key.vlan_inner
@@ -335,21 +360,31 @@ fn slot_for(previous: &Topology, name: &str, key: &InterfaceKey, slots: &mut All
 }
 
 /// The port `link` sits on, and the VLAN tags (outer, inner) and outer TPID it adds.
-fn place<'a>(link: &'a Link, host: &'a Host) -> Result<(&'a Link, u16, u16, u16), String> {
+/// Why a VLAN device cannot be placed on a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+enum PlaceError {
+    #[error("its parent interface (index {0}) is gone")]
+    ParentGone(u32),
+    #[error("more than two VLAN tags deep: not supported")]
+    TooDeep,
+}
+
+/// The port `link` rides on, with its outer and inner VLAN ids and the outer tag's TPID.
+fn place<'a>(link: &'a Link, host: &'a Host) -> Result<(&'a Link, u16, u16, u16), PlaceError> {
     let Some(vlan) = link.vlan else {
         return Ok((link, 0, 0, ETH_P_8021Q));
     };
     let parent = host
         .link_by_index(vlan.parent)
-        .ok_or_else(|| format!("its parent interface (index {}) is gone", vlan.parent))?;
+        .ok_or(PlaceError::ParentGone(vlan.parent))?;
     let Some(outer) = parent.vlan else {
         return Ok((parent, vlan.id, 0, vlan.tpid));
     };
     let port = host
         .link_by_index(outer.parent)
-        .ok_or_else(|| format!("its parent interface (index {}) is gone", outer.parent))?;
+        .ok_or(PlaceError::ParentGone(outer.parent))?;
     if port.vlan.is_some() {
-        return Err("more than two VLAN tags deep: not supported".to_owned());
+        return Err(PlaceError::TooDeep);
     }
     Ok((port, outer.id, vlan.id, outer.tpid))
 }
@@ -502,9 +537,24 @@ via = "198.18.2.2"
                 dst_mac: [2, 0, 0, 0, 0, 0xaa],
             }
         );
-        assert_eq!(interface_name(&host(), &key(7, 200, 300)), "ra.200.300");
-        assert_eq!(interface_name(&host(), &key(7, 0, 0)), "ra");
-        assert_eq!(interface_name(&host(), &key(7, 5, 0)), "if7.5");
+        assert_eq!(
+            interface_name(&[], &host(), &key(7, 200, 300), 0),
+            "ra.200.300"
+        );
+        assert_eq!(interface_name(&[], &host(), &key(7, 0, 0), 0), "ra");
+        assert_eq!(interface_name(&[], &host(), &key(7, 5, 0), 0), "if7.5");
+        // A saved name wins, for its own slot only: a slot given to another interface since
+        // is not named after the old one.
+        let saved = [NamedInterface {
+            name: "customer-5".to_owned(),
+            slot: 4,
+            key: [7, 5, 0],
+        }];
+        assert_eq!(
+            interface_name(&saved, &host(), &key(7, 5, 0), 4),
+            "customer-5"
+        );
+        assert_eq!(interface_name(&saved, &host(), &key(7, 5, 0), 3), "if7.5");
 
         let unresolved = topology.nexthop("rb", None, true).unwrap();
         assert!(!unresolved.is_resolved());

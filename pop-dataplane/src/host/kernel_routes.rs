@@ -14,52 +14,6 @@ use netlink_packet_route::{
 };
 use smallvec::SmallVec;
 
-pub const RT_TABLE_DEFAULT: u32 = 253;
-pub const RT_TABLE_MAIN: u32 = 254;
-pub const RT_TABLE_LOCAL: u32 = 255;
-
-/// Where iproute2 keeps table names.
-const RT_TABLES_FILES: [&str; 2] = ["/etc/iproute2/rt_tables", "/usr/share/iproute2/rt_tables"];
-
-/// A routing table's id from its name (`main`, `default`, `local`, a name in iproute2's
-/// `rt_tables`) or number.
-pub fn parse_table(text: &str) -> Result<u32, String> {
-    match text {
-        "main" => return Ok(RT_TABLE_MAIN),
-        "default" => return Ok(RT_TABLE_DEFAULT),
-        "local" => return Ok(RT_TABLE_LOCAL),
-        _ => {}
-    }
-    if let Ok(id) = text.parse::<u32>() {
-        return table_id(id);
-    }
-    for file in RT_TABLES_FILES {
-        let Ok(names) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        for line in names.lines() {
-            let mut words = line.split_whitespace();
-            if let (Some(id), Some(name)) = (words.next(), words.next())
-                && name == text
-                && let Ok(id) = id.parse()
-            {
-                return table_id(id);
-            }
-        }
-    }
-    Err(format!(
-        "routing table {text:?}: not main, default, local, a number or a name in {}",
-        RT_TABLES_FILES[0]
-    ))
-}
-
-fn table_id(id: u32) -> Result<u32, String> {
-    if id == 0 {
-        return Err("routing table 0 is no table (the kernel's \"unspecified\")".to_owned());
-    }
-    Ok(id)
-}
-
 /// What a kernel route does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelTarget {
@@ -290,21 +244,8 @@ mod tests {
     }
 
     #[test]
-    fn tables_by_name_and_number() {
-        assert_eq!(parse_table("main"), Ok(254));
-        assert_eq!(parse_table("100"), Ok(100));
-        assert_eq!(parse_table("4000000000"), Ok(4_000_000_000));
-        assert!(parse_table("0").unwrap_err().contains("table 0"));
-        assert!(
-            parse_table("no-such-table")
-                .unwrap_err()
-                .contains("\"no-such-table\": not main, default, local, a number")
-        );
-    }
-
-    #[test]
     fn routes_of_every_kind_are_read() {
-        let tables = [RT_TABLE_MAIN];
+        let tables = [crate::config::kernel_table::RT_TABLE_MAIN];
         let parse = |m: &RouteMessage| parse_route(m, &tables).map(|r| (r.prefix, r.target));
         let single = message(
             "203.0.113.0/24",

@@ -2,5 +2,6 @@
 //! (`metrics`) and `trace`, all read from the pinned program and maps.
 
 pub mod metrics;
+pub mod names;
 pub mod stats;
 pub mod trace;

@@ -11,9 +11,10 @@ use pop_dataplane_common::{
 use serde::Serialize;
 
 use crate::{
-    control::topology::{interface_name, load_names},
-    dataplane::open_pinned,
+    control::topology::{NamedInterface, interface_name},
+    dataplane::{Dataplane, open_pinned},
     host::Host,
+    observe::names,
 };
 
 /// The counters of one interface, summed over CPUs.
@@ -79,18 +80,29 @@ impl InterfaceStats {
 pub fn read(pin_dir: &Path, run_dir: &Path) -> anyhow::Result<Vec<InterfaceStats>> {
     let interfaces = HashMap::try_from(Map::HashMap(open_pinned(pin_dir, maps::INTERFACES)?))?;
     let counters = PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, maps::COUNTERS)?))?;
-    let saved = load_names(run_dir).unwrap_or_default();
+    let saved = names::load(run_dir);
     let host = Host::read_now()?;
     collect(&interfaces, &counters, |slot, key| {
-        saved
-            .iter()
-            .find(|n| n.slot == slot && n.key() == *key)
-            .map_or_else(|| interface_name(&host, key), |n| n.name.clone())
+        interface_name(&saved, &host, key, slot)
+    })
+}
+
+/// The counters of every interface of `dataplane`, loaded in this process (tests), named
+/// from `names` and the host.
+pub fn of_loaded(
+    dataplane: &Dataplane,
+    names: &[NamedInterface],
+    host: &Host,
+) -> anyhow::Result<Vec<InterfaceStats>> {
+    let interfaces = HashMap::try_from(dataplane.map(maps::INTERFACES)?)?;
+    let counters = PerCpuArray::try_from(dataplane.map(maps::COUNTERS)?)?;
+    collect(&interfaces, &counters, |slot, key| {
+        interface_name(names, host, key, slot)
     })
 }
 
 /// The counters of every interface in `interfaces`, in slot order, named by `name`.
-pub fn collect<T: Borrow<MapData>>(
+fn collect<T: Borrow<MapData>>(
     interfaces: &HashMap<T, InterfaceKey, Interface>,
     counters: &PerCpuArray<T, InterfaceCounters>,
     name: impl Fn(u32, &InterfaceKey) -> String,

@@ -16,10 +16,7 @@ use pop_dataplane_common::{
 use serde::Serialize;
 
 use crate::{
-    control::topology::{interface_name, load_names},
-    dataplane::Pinned,
-    host::Host,
-    mac::MacAddr,
+    control::topology::interface_name, dataplane::Pinned, host::Host, mac::MacAddr, observe::names,
 };
 
 /// The source MAC of traced frames: a neighbour that does not exist.
@@ -98,23 +95,20 @@ pub struct Headers {
 pub fn trace(pin_dir: &Path, run_dir: &Path, probe: &Probe) -> anyhow::Result<Trace> {
     let pinned = Pinned::open(pin_dir)?;
     let host = Host::read_now()?;
-    let saved = load_names(run_dir).unwrap_or_default();
+    let saved = names::load(run_dir);
     let interfaces: HashMap<_, InterfaceKey, Interface> =
         HashMap::try_from(Map::HashMap(pinned.map(maps::INTERFACES)?))?;
     let entries: Vec<(InterfaceKey, Interface)> = interfaces.iter().collect::<Result<_, _>>()?;
-    let name_of = |key: &InterfaceKey| {
-        saved
-            .iter()
-            .find(|n| n.key() == *key)
-            .map_or_else(|| interface_name(&host, key), |n| n.name.clone())
+    let name_of = |(key, interface): &(InterfaceKey, Interface)| {
+        interface_name(&saved, &host, key, interface.slot)
     };
 
     // Where the frame lands: the port and tags of --in (a dataplane interface, or a host
     // interface), plus --vlan.
     let ingress_key = entries
         .iter()
+        .find(|entry| name_of(entry) == probe.ingress)
         .map(|(key, _)| *key)
-        .find(|key| name_of(key) == probe.ingress)
         .or_else(|| {
             host.link(&probe.ingress)
                 .map(|link| InterfaceKey::untagged(link.ifindex))
@@ -146,7 +140,7 @@ pub fn trace(pin_dir: &Path, run_dir: &Path, probe: &Probe) -> anyhow::Result<Tr
         entries
             .iter()
             .find(|(_, interface)| interface.slot == slot)
-            .map_or_else(|| format!("slot {slot}"), |(key, _)| name_of(key))
+            .map_or_else(|| format!("slot {slot}"), name_of)
     };
 
     let route = (record.route_found != 0).then(|| {

@@ -1,0 +1,465 @@
+//! Routes from the CLI, route files and the kernel: set, replaced and removed all or nothing;
+//! and the queries of `route list` and `route get`.
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use ipnet::IpNet;
+use pop_dataplane_common::{Nexthop, maps};
+
+use super::{
+    BULK_ROUTES, Mode, NexthopInfo, NexthopState, RouteError, RouteInfo, RouteProblem, Router,
+    config::per_family,
+};
+use crate::{
+    config::{
+        MAX_ECMP_NEXTHOPS,
+        route_spec::{Hop, RouteSpec, Target},
+    },
+    control::{
+        nexthops::{Neighbour, NexthopKey},
+        plan::MapWrite,
+        rib::{Action, Source},
+    },
+    host::{Address, kernel_routes::KernelTarget},
+};
+
+impl Router {
+    /// A next hop the kernel must resolve has to be on one of its interface's subnets (when
+    /// the interface has addresses to tell).
+    fn check_on_link(&self, dev: &str, via: IpAddr) -> Result<(), RouteProblem> {
+        let Some(device) = self.topology.interface(dev).and_then(|i| i.device) else {
+            return Ok(());
+        };
+        let subnets: Vec<&Address> = self.local.iter().filter(|a| a.ifindex == device).collect();
+        if subnets.is_empty() || subnets.iter().any(|a| a.subnet().contains(&via)) {
+            return Ok(());
+        }
+        Err(RouteProblem::NotOnLink {
+            via,
+            dev: dev.to_owned(),
+            subnets: subnets
+                .iter()
+                .map(|a| format!("{}/{}", a.addr, a.prefix_len))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    /// A kernel route as the RIB takes it: through its gateways when each is on one of the
+    /// router's interfaces (and on that interface's subnet), else handed to the kernel, which
+    /// forwards by the same route.
+    pub fn kernel_spec(&self, prefix: IpNet, target: &KernelTarget) -> RouteSpec {
+        let target = match target {
+            KernelTarget::Via(hops) if hops.len() <= MAX_ECMP_NEXTHOPS => hops
+                .iter()
+                .map(|&(ifindex, via)| {
+                    let interface = self
+                        .topology
+                        .interfaces
+                        .iter()
+                        .find(|i| i.device == Some(ifindex) && i.entry.is_routed())?;
+                    self.check_on_link(&interface.name, via).ok()?;
+                    Some(Hop {
+                        via,
+                        dev: interface.name.clone(),
+                    })
+                })
+                .collect::<Option<Vec<_>>>()
+                .map_or(Target::Kernel, Target::Via),
+            KernelTarget::Blackhole => Target::Blackhole,
+            KernelTarget::Via(_) | KernelTarget::Direct(_) | KernelTarget::Kernel => Target::Kernel,
+        };
+        RouteSpec { prefix, target }
+    }
+
+    /// Adds or replaces the routes of `specs` (with the line each came from, for errors) from
+    /// `source`: all of them, or none when one is wrong.
+    ///
+    /// More than [`BULK_ROUTES`] at once are a bulk change: the writes leave the routes out,
+    /// and the caller builds fresh tables from [`Router::table_routes`] instead. `progress`
+    /// hears of the routes compiled now and then.
+    pub fn set_routes(
+        &mut self,
+        specs: &[(usize, RouteSpec)],
+        source: Source,
+        mode: Mode,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<MapWrite>, RouteError> {
+        self.check_routes(specs, source, mode)?;
+        let mut writes = Vec::new();
+        let mut after = Vec::new();
+        self.rib.reserve(specs.len());
+        self.fib.reserve(specs.len());
+        let bulk = specs.len() > BULK_ROUTES;
+        // Next hops taking traffic; one created here joins when it already can (static MAC).
+        let mut usable = self.usable_set();
+        let mut ids_of: foldhash::HashMap<(&str, IpAddr), u32> = foldhash::HashMap::default();
+        let mut single: foldhash::HashMap<u32, Action> = foldhash::HashMap::default();
+        for (i, (_, spec)) in specs.iter().enumerate() {
+            if i % 16_384 == 0 {
+                progress(i);
+            }
+            let action = match &spec.target {
+                Target::Via(hops) => {
+                    // A single next hop seen before: its shared action, no allocation.
+                    if let [hop] = hops.as_slice()
+                        && let Some(&id) = ids_of.get(&(hop.dev.as_str(), hop.via))
+                        && let Some(action) = single.get(&id)
+                    {
+                        self.nexthops.hold(id);
+                        action.clone()
+                    } else {
+                        let mut ids = Vec::with_capacity(hops.len());
+                        for hop in hops {
+                            if let Some(&id) = ids_of.get(&(hop.dev.as_str(), hop.via)) {
+                                self.nexthops.hold(id);
+                                ids.push(id);
+                                continue;
+                            }
+                            let key = hop_key(hop);
+                            let new = self.nexthops.id(&key).is_none();
+                            let id = self.nexthops.acquire(&key, None).expect("room checked");
+                            if new {
+                                writes.push(MapWrite::Nexthop(id, self.nexthop_value(id)));
+                                if self.usable(id) {
+                                    usable.insert(id);
+                                }
+                            }
+                            ids_of.insert((hop.dev.as_str(), hop.via), id);
+                            ids.push(id);
+                        }
+                        let action = self.action(ids);
+                        if let [id] = action.nexthops() {
+                            single.insert(*id, action.clone());
+                        }
+                        action
+                    }
+                }
+                Target::Blackhole => Action::Blackhole,
+                Target::Kernel => Action::Kernel,
+            };
+            let (replaced, change) = self.rib.insert(spec.prefix, source, action);
+            if let Some(change) = change {
+                let usable = |id| usable.contains(&id);
+                let compiled = if bulk {
+                    self.fib.apply_for_rebuild(&change, &usable, &mut writes)
+                } else {
+                    self.fib.apply(&change, &usable, &mut writes)
+                };
+                compiled?;
+            }
+            for id in replaced.iter().flat_map(|a| a.nexthops().to_vec()) {
+                if self.nexthops.release(id) {
+                    after.push(MapWrite::Nexthop(id, Nexthop::default()));
+                }
+            }
+        }
+        self.forget_unused_sets();
+        writes.extend(self.still_free(after));
+        Ok(writes)
+    }
+
+    /// Everything about `specs` that can fail, checked before anything changes: each route,
+    /// then whether the tables, next hops and ECMP groups have room for them all.
+    fn check_routes(
+        &self,
+        specs: &[(usize, RouteSpec)],
+        source: Source,
+        mode: Mode,
+    ) -> Result<(), RouteError> {
+        let mut seen: foldhash::HashMap<IpNet, usize> = foldhash::HashMap::default();
+        seen.reserve(specs.len());
+        let mut checked: foldhash::HashSet<(&str, IpAddr)> = foldhash::HashSet::default();
+        let mut new_keys = BTreeSet::new();
+        let (mut new_v4, mut new_v6) = (0, 0);
+        for (line, spec) in specs {
+            let refuse = |problem| RouteError::Route {
+                line: *line,
+                prefix: spec.prefix,
+                problem,
+            };
+            if let Some(first) = seen.insert(spec.prefix, *line) {
+                return Err(refuse(if first > 0 {
+                    RouteProblem::GivenTwiceAt(first)
+                } else {
+                    RouteProblem::GivenTwice
+                }));
+            }
+            let exists = self.rib.get(&spec.prefix, source).is_some();
+            if mode == Mode::Add && exists {
+                return Err(refuse(RouteProblem::Exists(source)));
+            }
+            if !exists {
+                match spec.prefix {
+                    IpNet::V4(_) => new_v4 += 1,
+                    IpNet::V6(_) => new_v6 += 1,
+                }
+            }
+            let Target::Via(hops) = &spec.target else {
+                continue;
+            };
+            if hops.len() > MAX_ECMP_NEXTHOPS {
+                return Err(refuse(RouteProblem::TooManyHops(hops.len())));
+            }
+            for hop in hops {
+                // A full table names a handful of next hops a million times: each is
+                // checked once.
+                if !checked.insert((hop.dev.as_str(), hop.via)) {
+                    continue;
+                }
+                if self.topology.interface(&hop.dev).is_none() {
+                    return Err(refuse(RouteProblem::UnknownDev {
+                        dev: hop.dev.clone(),
+                        interfaces: self
+                            .topology
+                            .interfaces
+                            .iter()
+                            .filter(|i| i.entry.is_routed())
+                            .map(|i| i.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    }));
+                }
+                let key = hop_key(hop);
+                if self.nexthops.id(&key).is_none() {
+                    self.check_on_link(&hop.dev, hop.via).map_err(refuse)?;
+                    new_keys.insert(key);
+                }
+            }
+        }
+        let (have_v4, have_v6) = per_family(self.rib.best().map(|(prefix, _, _)| prefix));
+        self.check_room(have_v4 + new_v4, have_v6 + new_v6, new_keys.len())?;
+        // ECMP groups run out only in the middle of a change, which must not happen: count
+        // the groups it could create first (an upper bound: groups freed by replaced routes
+        // are not counted back).
+        let mut sets: foldhash::HashSet<Vec<(&str, IpAddr)>> = foldhash::HashSet::default();
+        for (_, spec) in specs {
+            if let Target::Via(hops) = &spec.target
+                && hops.len() > 1
+            {
+                let mut set: Vec<(&str, IpAddr)> =
+                    hops.iter().map(|h| (h.dev.as_str(), h.via)).collect();
+                set.sort_unstable();
+                sets.insert(set);
+            }
+        }
+        let new_groups = sets
+            .iter()
+            .filter(|set| {
+                let ids: Option<Vec<u32>> = set
+                    .iter()
+                    .map(|&(dev, via)| {
+                        self.nexthops.id(&NexthopKey {
+                            dev: dev.to_owned(),
+                            neighbour: Neighbour::Via(via),
+                        })
+                    })
+                    .collect();
+                ids.is_none_or(|mut ids| {
+                    ids.sort_unstable();
+                    !self.fib.has_group(&ids)
+                })
+            })
+            .count();
+        if self.fib.groups() + new_groups > maps::MAX_NEXTHOP_GROUPS as usize {
+            return Err(RouteError::TooManyGroups);
+        }
+        Ok(())
+    }
+
+    /// Whether the tables can hold `v4` and `v6` routes, and the next hops `new_nexthops`
+    /// more: the one capacity check of every change.
+    pub(super) fn check_room(
+        &self,
+        v4: usize,
+        v6: usize,
+        new_nexthops: usize,
+    ) -> Result<(), RouteError> {
+        if v4 > maps::MAX_ROUTES_V4 as usize || v6 > maps::MAX_ROUTES_V6 as usize {
+            return Err(RouteError::TablesFull { v4, v6 });
+        }
+        if self.nexthops.len() + new_nexthops >= maps::MAX_NEXTHOPS as usize {
+            return Err(RouteError::TooManyNexthops);
+        }
+        Ok(())
+    }
+
+    /// Makes `specs` all the routes of `source`: sets them, and removes the source's routes
+    /// for other prefixes; all or nothing. The writes, and how many routes went. The caller
+    /// builds fresh tables from [`Router::table_routes`] (the writes may leave routes out).
+    pub fn replace_routes(
+        &mut self,
+        specs: &[(usize, RouteSpec)],
+        source: Source,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(Vec<MapWrite>, usize), RouteError> {
+        let keep: foldhash::HashSet<IpNet> = specs.iter().map(|(_, spec)| spec.prefix).collect();
+        let gone: Vec<IpNet> = self
+            .rib
+            .prefixes_of(source)
+            .into_iter()
+            .filter(|prefix| !keep.contains(prefix))
+            .collect();
+        // Checked in full before anything changes; removing routes the source has cannot fail.
+        let mut writes = self.set_routes(specs, source, Mode::Replace, progress)?;
+        writes.extend(self.remove_routes(&gone, source)?);
+        Ok((writes, gone.len()))
+    }
+
+    /// Removes the routes for `prefixes` from `source`: all, or none when one has no such
+    /// route.
+    pub fn remove_routes(
+        &mut self,
+        prefixes: &[IpNet],
+        source: Source,
+    ) -> Result<Vec<MapWrite>, RouteError> {
+        for prefix in prefixes {
+            if self.rib.get(prefix, source).is_none() {
+                let others: Vec<&str> = self
+                    .rib
+                    .routes(prefix)
+                    .iter()
+                    .map(|(s, _)| s.name())
+                    .collect();
+                let problem = if others.is_empty() {
+                    RouteProblem::NoSuchRoute
+                } else {
+                    RouteProblem::OtherSource {
+                        from: source,
+                        others: others.join(" and "),
+                    }
+                };
+                return Err(RouteError::Route {
+                    line: 0,
+                    prefix: *prefix,
+                    problem,
+                });
+            }
+        }
+        let mut writes = Vec::new();
+        let mut after = Vec::new();
+        let usable = self.usable_set();
+        for prefix in prefixes {
+            let (removed, change) = self.rib.remove(*prefix, source);
+            if let Some(change) = change {
+                self.fib
+                    .apply(&change, &|id| usable.contains(&id), &mut writes)?;
+            }
+            for id in removed.iter().flat_map(|a| a.nexthops().to_vec()) {
+                if self.nexthops.release(id) {
+                    after.push(MapWrite::Nexthop(id, Nexthop::default()));
+                }
+            }
+        }
+        self.forget_unused_sets();
+        writes.extend(self.still_free(after));
+        Ok(writes)
+    }
+
+    /// The routes from `source`, as route specs (for `config save`).
+    pub fn specs(&self, source: Source) -> Vec<RouteSpec> {
+        let mut specs: Vec<RouteSpec> = self
+            .rib
+            .all()
+            .filter(|(_, s, _)| *s == source)
+            .filter_map(|(prefix, _, action)| self.spec(prefix, action))
+            .collect();
+        specs.sort_by_key(|a| a.prefix);
+        specs
+    }
+
+    fn spec(&self, prefix: IpNet, action: &Action) -> Option<RouteSpec> {
+        let target = match action {
+            Action::Nexthops(ids) => {
+                let mut hops = Vec::new();
+                for id in ids.iter() {
+                    let entry = self.nexthops.get(*id)?;
+                    hops.push(Hop {
+                        via: entry.via()?,
+                        dev: entry.key.dev.clone(),
+                    });
+                }
+                Target::Via(hops)
+            }
+            Action::Blackhole => Target::Blackhole,
+            Action::Kernel => Target::Kernel,
+            Action::Local => return None,
+        };
+        Some(RouteSpec { prefix, target })
+    }
+
+    /// Every route, or those of `source`, sorted by prefix then preference.
+    pub fn list(&self, source: Option<Source>) -> Vec<RouteInfo> {
+        let mut list: Vec<RouteInfo> = self
+            .rib
+            .all()
+            .filter(|(_, s, _)| source.is_none_or(|want| *s == want))
+            .map(|(prefix, s, action)| self.info(prefix, s, action))
+            .collect();
+        list.sort_by_key(|a| (a.prefix, a.source));
+        list
+    }
+
+    /// The route the dataplane uses for `addr`: longest prefix, best source.
+    pub fn get(&self, addr: IpAddr) -> Option<RouteInfo> {
+        let (prefix, routes) = self.rib.lookup(addr)?;
+        let (source, action) = &routes[0];
+        Some(self.info(prefix, *source, action))
+    }
+
+    fn info(&self, prefix: IpNet, source: Source, action: &Action) -> RouteInfo {
+        let selected = self
+            .rib
+            .routes(&prefix)
+            .first()
+            .is_some_and(|(s, _)| *s == source);
+        let nexthops: Vec<NexthopInfo> = action
+            .nexthops()
+            .iter()
+            .filter_map(|&id| {
+                let entry = self.nexthops.get(id)?;
+                Some(NexthopInfo {
+                    id,
+                    dev: entry.key.dev.clone(),
+                    via: entry.via(),
+                    mac: entry.mac().map(|m| m.to_string()),
+                    state: if !self.interface_up(&entry.key.dev) {
+                        NexthopState::LinkDown
+                    } else if entry.mac().is_some() {
+                        NexthopState::Reachable
+                    } else {
+                        NexthopState::Unresolved
+                    },
+                })
+            })
+            .collect();
+        let target = match action {
+            Action::Nexthops(_) => nexthops
+                .iter()
+                .map(|n| match (n.via, &n.mac) {
+                    (Some(via), _) => format!("via {via} dev {}", n.dev),
+                    (None, Some(mac)) => format!("lladdr {mac} dev {}", n.dev),
+                    (None, None) => format!("dev {}", n.dev),
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+            Action::Blackhole => "blackhole".to_owned(),
+            Action::Kernel => "kernel".to_owned(),
+            Action::Local => "local".to_owned(),
+        };
+        RouteInfo {
+            prefix,
+            source,
+            selected,
+            target,
+            nexthops,
+        }
+    }
+}
+
+pub(super) fn hop_key(hop: &Hop) -> NexthopKey {
+    NexthopKey {
+        dev: hop.dev.clone(),
+        neighbour: Neighbour::Via(hop.via),
+    }
+}

@@ -1,0 +1,319 @@
+
+use pop_dataplane_common::Route;
+
+use super::*;
+use crate::{config::route_spec::RouteSpec, mac::MacAddr};
+
+fn link(ifindex: u32, name: &str) -> Link {
+    Link {
+        ifindex,
+        name: name.to_owned(),
+        mac: MacAddr([2, 0, 0, 0, 0, ifindex as u8]),
+        mtu: 1500,
+        up: true,
+        vlan: None,
+    }
+}
+
+fn host() -> Host {
+    Host {
+        links: vec![link(7, "ra"), link(9, "rb"), link(11, "rc")],
+        addresses: vec![
+            Address {
+                ifindex: 9,
+                addr: "198.18.2.1".parse().unwrap(),
+                prefix_len: 24,
+            },
+            Address {
+                ifindex: 9,
+                addr: "2001:2:0:2::1".parse().unwrap(),
+                prefix_len: 64,
+            },
+        ],
+    }
+}
+
+const CONFIG: &str = r#"
+[[interface]]
+name = "ra"
+[[interface]]
+name = "rb"
+[[interface]]
+name = "rc"
+[[nexthop]]
+name = "b"
+dev = "rb"
+via = "198.18.2.2"
+lladdr = "02:00:00:00:00:bb"
+[[nexthop]]
+name = "c"
+dev = "rc"
+via = "198.18.3.2"
+[[route]]
+prefix = "198.18.2.0/24"
+nexthop = "b"
+[[route]]
+prefix = "198.18.2.1/32"
+type = "blackhole"
+[[route]]
+prefix = "2001:2:0:9::/64"
+nexthop = ["b", "c"]
+"#;
+
+fn start(text: &str) -> (Router, Update) {
+    let config = Config::parse("t.toml", text).unwrap();
+    Router::start(&config, "t.toml", &host()).unwrap()
+}
+
+fn routes(update: &Update) -> Vec<(String, Route)> {
+    let mut routes: Vec<(String, Route)> = update
+        .tables
+        .iter()
+        .filter_map(|w| match w {
+            MapWrite::Route(p, e) => Some((p.to_string(), e.target.decode())),
+            _ => None,
+        })
+        .collect();
+    routes.sort_by(|a, b| a.0.cmp(&b.0));
+    routes
+}
+
+#[test]
+fn starts_with_routes_local_addresses_and_resolution_state() {
+    let (router, update) = start(CONFIG);
+    let (b, c) = (
+        router.config_nexthop("b").unwrap(),
+        router.config_nexthop("c").unwrap(),
+    );
+    assert_eq!((b, c), (1, 2), "ids start at 1");
+    assert_eq!(
+        routes(&update),
+        [
+            ("198.18.2.0/24".to_owned(), Route::Nexthop(b)),
+            ("198.18.2.1/32".to_owned(), Route::Local),
+            ("2001:2:0:2::1/128".to_owned(), Route::Local),
+            ("2001:2:0:9::/64".to_owned(), Route::Group(0)),
+        ]
+    );
+    assert!(router.usable(b), "static MAC, link up");
+    assert!(!router.usable(c), "nothing learned yet");
+    assert_eq!(
+        router.kernel_neighbours(),
+        [(11, "198.18.3.2".parse().unwrap())]
+    );
+    // The group puts everything on b while c is unresolved.
+    let group = update.tables.iter().find_map(|w| match w {
+        MapWrite::Group(0, g) => Some(g.buckets),
+        _ => None,
+    });
+    assert!(group.unwrap().iter().all(|&id| id == b));
+    assert!(update.before.contains(&MapWrite::Port(0, 7)));
+    assert_eq!(update.ports_added.len(), 3);
+}
+
+#[test]
+fn neighbours_and_links_move_traffic() {
+    let (mut router, _) = start(CONFIG);
+    let (b, c) = (
+        router.config_nexthop("b").unwrap(),
+        router.config_nexthop("c").unwrap(),
+    );
+    let mac = MacAddr([2, 0, 0, 0, 0, 0xcc]);
+    let writes = router.neighbour(11, "198.18.3.2".parse().unwrap(), Some(mac));
+    let value = router.nexthop_value(c);
+    assert!(value.is_resolved());
+    assert_eq!(value.dst_mac, mac.0);
+    assert_eq!(writes[0], MapWrite::Nexthop(c, value));
+    let MapWrite::Group(0, group) = &writes[1] else {
+        panic!("{writes:?}")
+    };
+    assert!(group.buckets.contains(&b) && group.buckets.contains(&c));
+
+    // rb goes down: b is unusable, its buckets go to c.
+    let down = Link {
+        up: false,
+        ..link(9, "rb")
+    };
+    let writes = router.link_changed(down);
+    assert!(!router.nexthop_value(b).is_resolved());
+    let MapWrite::Group(0, group) = writes.last().unwrap() else {
+        panic!("{writes:?}")
+    };
+    assert!(group.buckets.iter().all(|&id| id == c));
+    // Back up: back in.
+    let writes = router.link_changed(link(9, "rb"));
+    let MapWrite::Group(0, group) = writes.last().unwrap() else {
+        panic!("{writes:?}")
+    };
+    assert!(group.buckets.contains(&b));
+}
+
+#[test]
+fn cli_routes_are_all_or_nothing_and_share_next_hops() {
+    let (mut router, _) = start(CONFIG);
+    let spec = |line: &str| (0, RouteSpec::parse(line).unwrap());
+    let writes = router
+        .set_routes(
+            &[
+                spec("198.18.7.0/24 via 198.18.2.2 dev rb"),
+                spec("198.18.8.0/24 via 198.18.12.2 dev rc"),
+            ],
+            Source::Cli,
+            Mode::Add,
+            &mut |_| {},
+        )
+        .unwrap();
+    // 198.18.2.2 on rb is config next hop b; 198.18.12.2 is new.
+    let b = router.config_nexthop("b").unwrap();
+    assert_eq!(
+        router.compiled(&"198.18.7.0/24".parse().unwrap()),
+        Some(Route::Nexthop(b))
+    );
+    // The new next hop is written before the route that uses it.
+    let nexthop_at = writes
+        .iter()
+        .position(|w| matches!(w, MapWrite::Nexthop(3, _)));
+    let route_at = writes
+        .iter()
+        .position(|w| matches!(w, MapWrite::Route(p, _) if p.to_string() == "198.18.8.0/24"));
+    assert!(nexthop_at.unwrap() < route_at.unwrap(), "{writes:?}");
+
+    let err = router
+        .set_routes(
+            &[
+                spec("198.18.9.0/24 blackhole"),
+                (7, RouteSpec::parse("198.18.7.0/24 blackhole").unwrap()),
+            ],
+            Source::Cli,
+            Mode::Add,
+            &mut |_| {},
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 7: route 198.18.7.0/24: exists (from the cli); use `route replace` to change it"
+    );
+    assert!(
+        router
+            .rib
+            .get(&"198.18.9.0/24".parse().unwrap(), Source::Cli)
+            .is_none(),
+        "nothing applied"
+    );
+    let err = router
+        .set_routes(
+            &[spec("198.18.9.0/24 via 198.18.2.2 dev eth9")],
+            Source::Cli,
+            Mode::Add,
+            &mut |_| {},
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "route 198.18.9.0/24: dev \"eth9\" is not one of the dataplane's interfaces (ra, rb, rc)"
+    );
+
+    // A CLI route wins over the config's for the same prefix, and the config's comes back.
+    router
+        .set_routes(
+            &[spec("198.18.2.0/24 blackhole")],
+            Source::Cli,
+            Mode::Replace,
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_eq!(
+        router.compiled(&"198.18.2.0/24".parse().unwrap()),
+        Some(Route::Blackhole)
+    );
+    router
+        .remove_routes(&["198.18.2.0/24".parse().unwrap()], Source::Cli)
+        .unwrap();
+    assert_eq!(
+        router.compiled(&"198.18.2.0/24".parse().unwrap()),
+        Some(Route::Nexthop(b))
+    );
+    let err = router
+        .remove_routes(&["198.18.2.0/24".parse().unwrap()], Source::Cli)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "route 198.18.2.0/24: no route from the cli (it has one from the config, which changes only with its source)"
+    );
+
+    // The new next hop goes away with its last route, and its entry is cleared.
+    let writes = router
+        .remove_routes(&["198.18.8.0/24".parse().unwrap()], Source::Cli)
+        .unwrap();
+    assert_eq!(
+        writes.last(),
+        Some(&MapWrite::Nexthop(3, Nexthop::default()))
+    );
+    assert_eq!(
+        router
+            .specs(Source::Cli)
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+        ["198.18.7.0/24 via 198.18.2.2 dev rb"]
+    );
+}
+
+#[test]
+fn a_new_config_is_applied_whole_or_not_at_all() {
+    let (mut router, _) = start(CONFIG);
+    router
+        .set_routes(
+            &[(
+                0,
+                RouteSpec::parse("198.18.7.0/24 via 198.18.3.9 dev rc").unwrap(),
+            )],
+            Source::Cli,
+            Mode::Add,
+            &mut |_| {},
+        )
+        .unwrap();
+    // rc leaves the config, but a CLI route uses it: refused, nothing changes.
+    let without_rc = CONFIG
+        .replace("[[interface]]\nname = \"rc\"\n", "")
+        .replace(
+            "[[nexthop]]\nname = \"c\"\ndev = \"rc\"\nvia = \"198.18.3.2\"\n",
+            "",
+        )
+        .replace("nexthop = [\"b\", \"c\"]", "nexthop = \"b\"");
+    let config = Config::parse("t.toml", &without_rc).unwrap();
+    let err = router
+        .apply_config(&config, "t.toml", &host())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("interface \"rc\" is gone from the config but route 198.18.7.0/24"),
+        "{err}"
+    );
+    assert_eq!(router.topology.interfaces.len(), 3);
+
+    // A config that moves 198.18.2.0/24 to c, and drops the IPv6 ECMP route.
+    let changed = CONFIG
+        .replace(
+            "prefix = \"198.18.2.0/24\"\nnexthop = \"b\"",
+            "prefix = \"198.18.2.0/24\"\nnexthop = \"c\"",
+        )
+        .replace(
+            "[[route]]\nprefix = \"2001:2:0:9::/64\"\nnexthop = [\"b\", \"c\"]\n",
+            "",
+        );
+    let config = Config::parse("t.toml", &changed).unwrap();
+    let update = router.apply_config(&config, "t.toml", &host()).unwrap();
+    let c = router.config_nexthop("c").unwrap();
+    assert!(routes(&update).contains(&("198.18.2.0/24".to_owned(), Route::Nexthop(c))));
+    assert!(!routes(&update).iter().any(|(p, _)| p == "2001:2:0:9::/64"));
+    assert_eq!(router.fib.groups(), 0, "the group went with its last route");
+    assert!(
+        router
+            .rib
+            .get(&"198.18.7.0/24".parse().unwrap(), Source::Cli)
+            .is_some(),
+        "CLI routes stay"
+    );
+    assert!(update.ports_added.is_empty() && update.ports_removed.is_empty());
+}

@@ -1,0 +1,214 @@
+//! Following kernel routing tables (`--sync-kernel-table`, `[daemon] sync_kernel_tables`):
+//! what BIRD, FRR's zebra or an operator installs there becomes the RIB's `kernel` source,
+//! read whole at start and after lost events, then followed route event by route event.
+
+use anyhow::Context as _;
+use futures_util::TryStreamExt as _;
+use ipnet::IpNet;
+use log::{debug, error, warn};
+use netlink_packet_core::NetlinkPayload;
+use netlink_packet_route::RouteNetlinkMessage;
+use pop_dataplane_common::Nexthop;
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+use super::{RunOptions, handlers::Daemon};
+use crate::{
+    config::{
+        Config,
+        route_spec::{self, RouteSpec},
+    },
+    control::{
+        plan::MapWrite,
+        rib::Source,
+        router::{BULK_ROUTES, Mode, Router},
+    },
+    dataplane::Dataplane,
+    host::kernel_routes::{self, KernelRoutes},
+};
+
+/// The kernel routing tables the daemon follows, and what they hold.
+pub(super) struct KernelSync {
+    pub(super) tables: Vec<u32>,
+    pub(super) routes: KernelRoutes,
+}
+
+impl KernelSync {
+    /// Reads the tables whole and makes the RIB's kernel routes equal to them (at start, and
+    /// after lost events); the number of prefixes.
+    pub(super) async fn read_tables(
+        &mut self,
+        handle: &Handle,
+        router: &mut Router,
+        dataplane: &mut Dataplane,
+    ) -> anyhow::Result<usize> {
+        let mut routes = KernelRoutes::default();
+        // Without strict checking the kernel dumps every table: the others are skipped.
+        let dumps = [
+            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        ];
+        for request in dumps {
+            let mut dump = handle.route().get(request).execute();
+            while let Some(message) = dump.try_next().await.context("reading kernel routes")? {
+                if let Some(route) = kernel_routes::parse_route(&message, &self.tables) {
+                    routes.add(route, true);
+                }
+            }
+        }
+        self.routes = routes;
+        let specs: Vec<(usize, RouteSpec)> = self
+            .routes
+            .best_routes()
+            .map(|(prefix, target)| (0, router.kernel_spec(prefix, target)))
+            .collect();
+        let gone: Vec<IpNet> = {
+            let keep: foldhash::HashSet<IpNet> = specs.iter().map(|(_, s)| s.prefix).collect();
+            router
+                .prefixes_of(Source::Kernel)
+                .into_iter()
+                .filter(|prefix| !keep.contains(prefix))
+                .collect()
+        };
+        let writes = set_kernel_routes(router, &specs, &gone);
+        install(dataplane, router, writes, specs.len() > BULK_ROUTES)?;
+        Ok(specs.len())
+    }
+}
+
+impl Daemon<'_> {
+    /// Applies a batch of kernel route events.
+    pub(super) async fn kernel_route_events(
+        &mut self,
+        batch: Vec<netlink_packet_core::NetlinkMessage<RouteNetlinkMessage>>,
+    ) -> anyhow::Result<()> {
+        let sync = self.kernel.as_mut().expect("called when syncing");
+        let mut changed = foldhash::HashSet::default();
+        for message in &batch {
+            let append = message.header.flags & netlink_packet_core::NLM_F_APPEND != 0;
+            let NetlinkPayload::InnerMessage(message) = &message.payload else {
+                continue;
+            };
+            let (route, added) = match message {
+                RouteNetlinkMessage::NewRoute(route) => (route, true),
+                RouteNetlinkMessage::DelRoute(route) => (route, false),
+                _ => continue,
+            };
+            let Some(route) = kernel_routes::parse_route(route, &sync.tables) else {
+                continue;
+            };
+            let prefix = route.prefix;
+            let winner_changed = if added {
+                sync.routes.add(route, append)
+            } else {
+                sync.routes.remove(&route)
+            };
+            if winner_changed {
+                changed.insert(prefix);
+            }
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let mut set = Vec::new();
+        let mut gone = Vec::new();
+        for prefix in changed {
+            match sync.routes.best(&prefix) {
+                Some(target) => set.push((0, self.router.kernel_spec(prefix, target))),
+                None => gone.push(prefix),
+            }
+        }
+        debug!(
+            "kernel routes: {} set, {} removed ({} events)",
+            set.len(),
+            gone.len(),
+            batch.len()
+        );
+        let writes = set_kernel_routes(&mut self.router, &set, &gone);
+        install(&mut self.dataplane, &self.router, writes, false)?;
+        // Only a next hop still unresolved needs the kernel asked; in a BGP flood nearly
+        // every batch has none, and reading the neighbour table each time is wasted.
+        let unresolved = self.router.unusable_nexthops() > 0;
+        if unresolved {
+            self.refresh_neighbours().await?;
+        } else {
+            self.publish();
+        }
+        Ok(())
+    }
+}
+
+/// Sets and removes kernel routes in the RIB; the writes. Kernel routes are the kernel's
+/// word and cannot be refused: one the fast path cannot take (the tables or ECMP groups
+/// full) is handed to the kernel instead.
+fn set_kernel_routes(
+    router: &mut Router,
+    set: &[(usize, RouteSpec)],
+    gone: &[IpNet],
+) -> Vec<MapWrite> {
+    let mut writes = match router.set_routes(set, Source::Kernel, Mode::Replace, &mut |_| ()) {
+        Ok(writes) => writes,
+        Err(err) => {
+            warn!("kernel routes: {err}; handing them to the kernel");
+            let to_kernel: Vec<(usize, RouteSpec)> = set
+                .iter()
+                .map(|(line, spec)| {
+                    (
+                        *line,
+                        RouteSpec {
+                            prefix: spec.prefix,
+                            target: route_spec::Target::Kernel,
+                        },
+                    )
+                })
+                .collect();
+            router
+                .set_routes(&to_kernel, Source::Kernel, Mode::Replace, &mut |_| ())
+                .unwrap_or_else(|err| {
+                    error!("kernel routes: {err}; they are missing from the dataplane");
+                    Vec::new()
+                })
+        }
+    };
+    let gone: Vec<IpNet> = gone
+        .iter()
+        .filter(|prefix| router.has_route(prefix, Source::Kernel))
+        .copied()
+        .collect();
+    writes.extend(
+        router
+            .remove_routes(&gone, Source::Kernel)
+            .expect("only routes the RIB has"),
+    );
+    writes
+}
+
+/// Applies `writes`; with `rebuild` (a bulk change: the writes leave the routes out) the
+/// route tables are built afresh from the FIB and swapped in at once, one atomic step even
+/// if the daemon dies half-way. New next hops and groups go first; next hops the change let
+/// go are cleared after the swap.
+pub(super) fn install(
+    dataplane: &mut Dataplane,
+    router: &Router,
+    writes: Vec<MapWrite>,
+    rebuild: bool,
+) -> anyhow::Result<()> {
+    if !rebuild {
+        return dataplane.apply(&writes);
+    }
+    let (cleared, before): (Vec<MapWrite>, Vec<MapWrite>) = writes
+        .into_iter()
+        .filter(|w| !matches!(w, MapWrite::Route(..) | MapWrite::DeleteRoute(..)))
+        .partition(|w| matches!(w, MapWrite::Nexthop(_, n) if *n == Nexthop::default()));
+    dataplane.apply(&before)?;
+    dataplane.replace_routes(router.table_routes())?;
+    dataplane.apply(&cleared)
+}
+
+/// The kernel tables `run` follows: its options' and the config's.
+pub(super) fn kernel_tables_to_follow(options: &RunOptions, config: &Config) -> Vec<u32> {
+    let mut tables: Vec<u32> = options.sync_kernel_tables.clone();
+    tables.extend(config.daemon.sync_kernel_tables.iter().map(|table| table.0));
+    tables.sort_unstable();
+    tables.dedup();
+    tables
+}
