@@ -4,7 +4,6 @@
 #![no_std]
 
 pub mod acl;
-pub mod bench;
 pub mod counters;
 pub mod ecmp;
 pub mod fib;
@@ -45,6 +44,4 @@ impl_pod!(
     acl::AclKeyV6,
     acl::AclEntry,
     acl::AclHits,
-    bench::GenFlow,
-    bench::SinkCounters,
 );

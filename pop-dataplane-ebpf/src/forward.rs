@@ -13,21 +13,11 @@ use crate::{
     l2::{self, LinkError},
     maps::{ECMP_SEED, INTERFACES, NEXTHOP_GROUPS, NEXTHOPS},
     packet::frame_len,
+    verdict::Verdict,
 };
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
-
-/// The outcome for one frame.
-#[derive(Clone, Copy)]
-pub enum Verdict {
-    /// Headers rewritten; redirect out of `port`, count on interface `slot`.
-    Forward { port: u32, slot: u32 },
-    /// `XDP_PASS`, frame untouched.
-    ToKernel(PassReason),
-    /// `XDP_DROP`.
-    Drop(DropReason),
-}
 
 use Verdict::{Drop, ToKernel};
 

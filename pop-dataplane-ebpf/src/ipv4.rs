@@ -12,8 +12,8 @@ use pop_dataplane_common::{
 
 use crate::{
     checksum,
-    forward::Verdict::{self, Drop, ToKernel},
     packet::header,
+    verdict::Verdict::{self, Drop, ToKernel},
 };
 
 /// The header fields routing needs.

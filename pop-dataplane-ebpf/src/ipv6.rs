@@ -12,8 +12,8 @@ use pop_dataplane_common::{
 };
 
 use crate::{
-    forward::Verdict::{self, Drop, ToKernel},
     packet::header,
+    verdict::Verdict::{self, Drop, ToKernel},
 };
 
 const IPPROTO_HOPOPTS: u8 = 0;

@@ -12,14 +12,16 @@ mod ipv6;
 mod l2;
 mod maps;
 mod packet;
+mod verdict;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
 use pop_dataplane_common::{DropReason, InterfaceCounters, TraceRecord, trace::TRACE_MAGIC};
 
 use crate::{
-    forward::{Path, Verdict},
+    forward::Path,
     maps::{ACL_HITS, COUNTERS, EGRESS, TRACE},
+    verdict::Verdict,
 };
 
 // `frags`: frames larger than a page (jumbo frames) arrive as several buffers.

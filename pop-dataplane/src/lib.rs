@@ -25,5 +25,3 @@ pub mod dataplane;
 pub mod host;
 pub mod mac;
 pub mod observe;
-
-pub mod bench;

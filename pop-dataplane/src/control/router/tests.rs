@@ -1,4 +1,3 @@
-
 use pop_dataplane_common::Route;
 
 use super::*;

@@ -22,7 +22,7 @@ use aya_ebpf::{
     maps::{Array, DevMap, PerCpuArray},
     programs::XdpContext,
 };
-use pop_dataplane_common::bench::{
+use pop_dataplane_bench_ebpf::{
     GEN_HEADER_LEN_V4, GEN_HEADER_LEN_V6, GEN_TEMPLATE_LEN, GenFlow, MAX_GEN_FLOWS, SinkCounters,
     offsets,
 };

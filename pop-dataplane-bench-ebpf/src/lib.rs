@@ -1,6 +1,7 @@
 //! The contract between the benchmark's XDP programs (the `pop-dataplane-bench-xdp` object:
-//! a traffic generator, a sink and a no-lookup redirect) and `pop-dataplane-bench`. None of it
-//! is part of the router.
+//! a traffic generator, a sink and a no-lookup redirect, in `main.rs`) and
+//! `pop-dataplane-bench`. None of it is part of the router.
+#![no_std]
 
 /// `ARRAY`, one entry: the frame's headers ([`GEN_HEADER_LEN_V4`] or [`GEN_HEADER_LEN_V6`]
 /// bytes of Ethernet, IP and UDP), written over every generated frame before its flow's fields.
@@ -73,3 +74,12 @@ pub mod offsets {
     pub const UDP_SRC_PORT: usize = 0;
     pub const UDP_CHECKSUM: usize = 6;
 }
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, integers and byte arrays only, with explicit padding fields, so every
+// bit pattern is a valid value.
+unsafe impl aya::Pod for GenFlow {}
+
+#[cfg(feature = "user")]
+// SAFETY: as for `GenFlow`.
+unsafe impl aya::Pod for SinkCounters {}

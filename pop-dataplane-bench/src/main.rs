@@ -11,10 +11,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use pop_dataplane::{
-    bench::{Generator, Redirect, SendLimit, Sink, TrafficSpec, ifindex, lookup_cost},
-    dataplane::Pinned,
-    mac::MacAddr,
+use pop_dataplane::{dataplane::Pinned, mac::MacAddr};
+use pop_dataplane_bench::{
+    Generator, Redirect, SendLimit, Sink, TrafficSpec, ifindex, lookup_cost,
 };
 
 /// Traffic generator, sink, no-lookup redirect and lookup micro-benchmark for pop-dataplane.

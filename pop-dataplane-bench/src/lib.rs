@@ -1,7 +1,7 @@
 //! The benchmark's tools, for hosts with or without pktgen: an XDP traffic generator, a sink
 //! that counts what arrives, a no-lookup redirect (the ceiling a forwarder cannot beat), and
 //! the lookup micro-benchmark. Their XDP programs are in the `pop-dataplane-bench-xdp` object
-//! (`pop-dataplane-ebpf/src/bench.rs`); `pop-dataplane-bench` is their command line.
+//! (`pop-dataplane-bench-ebpf`); `pop-dataplane-bench` is their command line.
 
 use std::{
     net::IpAddr,
@@ -15,13 +15,13 @@ use aya::{
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use etherparse::PacketBuilder;
-use pop_dataplane_common::bench::{
-    self, GEN_HEADER_LEN_V4, GEN_HEADER_LEN_V6, GEN_TEMPLATE_LEN, GenFlow, MAX_GEN_FLOWS,
+use pop_dataplane_bench_ebpf::{
+    self as bench, GEN_HEADER_LEN_V4, GEN_HEADER_LEN_V6, GEN_TEMPLATE_LEN, GenFlow, MAX_GEN_FLOWS,
     SinkCounters, offsets,
 };
 use serde::Serialize;
 
-use crate::mac::MacAddr;
+use pop_dataplane::mac::MacAddr;
 
 /// The benchmark's XDP object, embedded at build time.
 pub static BENCH_OBJECT: &[u8] =
