@@ -63,6 +63,12 @@ pub struct SinkCounters {
     pub bytes: u64,
 }
 
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<GenFlow>() == 24);
+    assert!(size_of::<SinkCounters>() == 16);
+};
+
 /// Offsets into a generated frame, by family: where [`GenFlow`]'s fields go.
 pub mod offsets {
     pub const V4_CHECKSUM: usize = 14 + 10;

@@ -49,3 +49,17 @@ pub struct AclHits {
     pub packets: u64,
     pub bytes: u64,
 }
+
+// The layout pinned maps carry from one version to the next on take-over. The LPM keys'
+// bytes are matched in order: the slot's first, then the source's.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<AclKeyV4>() == 8);
+    assert!(offset_of!(AclKeyV4, slot) == 0);
+    assert!(offset_of!(AclKeyV4, src) == 4);
+    assert!(size_of::<AclKeyV6>() == 20);
+    assert!(offset_of!(AclKeyV6, slot) == 0);
+    assert!(offset_of!(AclKeyV6, src) == 4);
+    assert!(size_of::<AclEntry>() == 8);
+    assert!(size_of::<AclHits>() == 16);
+};

@@ -150,4 +150,12 @@ impl DropReason {
 }
 
 const _: () = assert!(PassReason::ALL.len() <= MAX_REASONS);
+
+// The layout pinned maps carry from one version to the next on take-over.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<InterfaceCounters>() == 48 + 2 * 8 * MAX_REASONS);
+    assert!(offset_of!(InterfaceCounters, to_kernel) == 48);
+    assert!(offset_of!(InterfaceCounters, dropped) == 48 + 8 * MAX_REASONS);
+};
 const _: () = assert!(DropReason::ALL.len() <= MAX_REASONS);

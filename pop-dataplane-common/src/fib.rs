@@ -70,6 +70,8 @@ const BPF_F_INNER_MAP: u32 = 1 << 12;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FibEntry(pub u32);
 
+const _: () = assert!(core::mem::size_of::<FibEntry>() == 4);
+
 /// What a [`FibEntry`] holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FibValue {

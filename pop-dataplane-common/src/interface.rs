@@ -36,6 +36,19 @@ pub struct Interface {
     pub flags: u16,
 }
 
+// The layout pinned maps carry from one version to the next on take-over.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<InterfaceKey>() == 8);
+    assert!(offset_of!(InterfaceKey, ifindex) == 0);
+    assert!(offset_of!(InterfaceKey, vlan_outer) == 4);
+    assert!(offset_of!(InterfaceKey, vlan_inner) == 6);
+    assert!(size_of::<Interface>() == 12);
+    assert!(offset_of!(Interface, slot) == 0);
+    assert!(offset_of!(Interface, mac) == 4);
+    assert!(offset_of!(Interface, flags) == 10);
+};
+
 impl Interface {
     /// Frames on it are routed. Without it (a port whose untagged side is not configured),
     /// frames are counted and handed to the kernel.

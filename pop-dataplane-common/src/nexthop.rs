@@ -24,6 +24,7 @@ pub struct Nexthop {
     pub src_mac: [u8; 6],
     /// Destination MAC of forwarded frames: the neighbour's address.
     pub dst_mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 impl Nexthop {
@@ -55,6 +56,22 @@ pub const ECMP_BUCKETS: usize = 64;
 pub struct NexthopGroup {
     pub buckets: [u32; ECMP_BUCKETS],
 }
+
+// The layout pinned maps carry from one version to the next on take-over.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<Nexthop>() == 32);
+    assert!(offset_of!(Nexthop, port) == 0);
+    assert!(offset_of!(Nexthop, slot) == 4);
+    assert!(offset_of!(Nexthop, mtu) == 8);
+    assert!(offset_of!(Nexthop, flags) == 10);
+    assert!(offset_of!(Nexthop, vlan_outer) == 12);
+    assert!(offset_of!(Nexthop, vlan_inner) == 14);
+    assert!(offset_of!(Nexthop, vlan_outer_tpid) == 16);
+    assert!(offset_of!(Nexthop, src_mac) == 18);
+    assert!(offset_of!(Nexthop, dst_mac) == 24);
+    assert!(size_of::<NexthopGroup>() == 4 * ECMP_BUCKETS);
+};
 
 impl Default for NexthopGroup {
     fn default() -> Self {

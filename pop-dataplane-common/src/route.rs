@@ -84,6 +84,14 @@ pub struct RouteEntry {
     pub _pad: [u8; 3],
 }
 
+// The layout pinned maps carry from one version to the next on take-over.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<RouteTarget>() == 4);
+    assert!(size_of::<RouteEntry>() == 8);
+    assert!(offset_of!(RouteEntry, prefix_len) == 4);
+};
+
 impl RouteEntry {
     pub const fn new(target: RouteTarget, prefix_len: u8) -> Self {
         Self {

@@ -27,6 +27,13 @@ pub struct TraceRecord {
     pub nexthop: u32,
 }
 
+// Read back by `trace` from a program of the same version or (on take-over) an older one.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<TraceRecord>() == 36);
+    assert!(offset_of!(TraceRecord, nexthop) == 32);
+};
+
 impl TraceRecord {
     pub const FORWARD: u32 = 0;
     pub const TO_KERNEL: u32 = 1;

@@ -275,6 +275,7 @@ impl Topology {
             vlan_outer_tpid: egress.outer_tpid,
             src_mac: egress.entry.mac,
             dst_mac: mac.unwrap_or_default().0,
+            _pad: [0; 2],
         })
     }
 }
@@ -535,6 +536,7 @@ via = "198.18.2.2"
                 vlan_outer_tpid: 0x88a8,
                 src_mac: [2, 0, 0, 0, 0, 12],
                 dst_mac: [2, 0, 0, 0, 0, 0xaa],
+                _pad: [0; 2],
             }
         );
         assert_eq!(
