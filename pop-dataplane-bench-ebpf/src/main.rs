@@ -52,7 +52,7 @@ static SINK_UDP_PORT: Global<u16> = Global::new(9);
 static CEILING_EGRESS: DevMap = DevMap::with_max_entries(1, 0);
 
 #[xdp]
-pub fn bench_generate(ctx: XdpContext) -> u32 {
+fn bench_generate(ctx: XdpContext) -> u32 {
     let Some(sequence) = GEN_SEQUENCE.get_ptr_mut(0) else {
         return xdp_action::XDP_ABORTED;
     };
@@ -138,7 +138,7 @@ unsafe fn write_udp(udp: *mut u8, flow: &GenFlow) {
 }
 
 #[xdp]
-pub fn bench_sink(ctx: XdpContext) -> u32 {
+fn bench_sink(ctx: XdpContext) -> u32 {
     if !is_bench_packet(&ctx) {
         return xdp_action::XDP_PASS;
     }
@@ -191,14 +191,14 @@ fn udp_dst_port(frame: *mut u8, udp: usize) -> u16 {
 }
 
 #[xdp]
-pub fn bench_redirect(_ctx: XdpContext) -> u32 {
+fn bench_redirect(_ctx: XdpContext) -> u32 {
     CEILING_EGRESS
         .redirect(0, 0)
         .unwrap_or(xdp_action::XDP_ABORTED)
 }
 
 #[xdp]
-pub fn bench_null(_ctx: XdpContext) -> u32 {
+fn bench_null(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 

@@ -11,7 +11,7 @@ use crate::maps::{ACL_V4, ACL_V6};
 
 /// The rule that drops an IPv4 packet from `src` arriving on interface `slot`, if any.
 #[inline(always)]
-pub fn check_v4(slot: u32, src: [u8; 4]) -> Option<AclEntry> {
+pub(crate) fn check_v4(slot: u32, src: [u8; 4]) -> Option<AclEntry> {
     let key = AclKeyV4 {
         slot: slot.to_be_bytes(),
         src,
@@ -20,7 +20,7 @@ pub fn check_v4(slot: u32, src: [u8; 4]) -> Option<AclEntry> {
 }
 
 #[inline(always)]
-pub fn check_v6(slot: u32, src: [u8; 16]) -> Option<AclEntry> {
+pub(crate) fn check_v6(slot: u32, src: [u8; 16]) -> Option<AclEntry> {
     let key = AclKeyV6 {
         slot: slot.to_be_bytes(),
         src,
@@ -30,7 +30,7 @@ pub fn check_v6(slot: u32, src: [u8; 16]) -> Option<AclEntry> {
 
 /// The counter a matching entry's drop moves.
 #[inline(always)]
-pub fn reason(entry: &AclEntry) -> DropReason {
+pub(crate) fn reason(entry: &AclEntry) -> DropReason {
     if entry.kind == AclEntry::MARTIAN {
         DropReason::MartianSource
     } else {

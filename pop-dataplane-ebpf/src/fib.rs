@@ -12,7 +12,7 @@ use crate::maps::{FIB_MODE, FIB_V4, FIB_V6, ROUTES_V4, ROUTES_V6};
 
 /// The route for IPv4 destination `dst`.
 #[inline(always)]
-pub fn lookup_v4(dst: [u8; 4]) -> Option<RouteEntry> {
+pub(crate) fn lookup_v4(dst: [u8; 4]) -> Option<RouteEntry> {
     if FIB_MODE.load() == FibMode::LpmTrie as u8 {
         return ROUTES_V4.get(0)?.get(&Key::new(32, dst)).copied();
     }
@@ -28,7 +28,7 @@ pub fn lookup_v4(dst: [u8; 4]) -> Option<RouteEntry> {
 
 /// The route for IPv6 destination `dst`.
 #[inline(always)]
-pub fn lookup_v6(dst: [u8; 16]) -> Option<RouteEntry> {
+pub(crate) fn lookup_v6(dst: [u8; 16]) -> Option<RouteEntry> {
     if FIB_MODE.load() == FibMode::LpmTrie as u8 {
         return ROUTES_V6.get(0)?.get(&Key::new(128, dst)).copied();
     }

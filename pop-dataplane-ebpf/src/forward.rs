@@ -22,14 +22,14 @@ const ETH_P_IPV6: u16 = 0x86dd;
 use Verdict::{Drop, ToKernel};
 
 /// What the decision went through, for `trace`.
-pub struct Path {
+pub(crate) struct Path {
     /// The ingress interface's counter slot; `None` when the frame is not ours.
-    pub ingress_slot: Option<u32>,
-    pub route: Option<RouteEntry>,
-    pub hash: u32,
-    pub nexthop: Option<u32>,
+    pub(crate) ingress_slot: Option<u32>,
+    pub(crate) route: Option<RouteEntry>,
+    pub(crate) hash: u32,
+    pub(crate) nexthop: Option<u32>,
     /// The ACL rule that dropped the frame.
-    pub acl_rule: Option<u32>,
+    pub(crate) acl_rule: Option<u32>,
 }
 
 /// The network header's fields, for the steps that differ by family.
@@ -41,7 +41,7 @@ enum Network {
 /// Decides what happens to the frame in `ctx` and, when it is to be forwarded, rewrites it
 /// for its next hop. `None` when the frame did not arrive on one of our ports.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, path: &mut Path) -> Option<Verdict> {
+pub(crate) fn forward(ctx: &XdpContext, path: &mut Path) -> Option<Verdict> {
     let ifindex = ctx.ingress_ifindex() as u32;
     let link = l2::parse(ctx);
 

@@ -18,20 +18,20 @@ use crate::{
 
 /// The header fields routing needs.
 #[derive(Clone, Copy)]
-pub struct Ipv4 {
-    pub src: [u8; 4],
-    pub dst: [u8; 4],
-    pub protocol: u8,
-    pub ttl: u8,
-    pub total_len: u16,
+pub(crate) struct Ipv4 {
+    pub(crate) src: [u8; 4],
+    pub(crate) dst: [u8; 4],
+    pub(crate) protocol: u8,
+    pub(crate) ttl: u8,
+    pub(crate) total_len: u16,
     /// MF set or a fragment offset: a fragment, first or not.
-    pub is_fragment: bool,
+    pub(crate) is_fragment: bool,
 }
 
 /// Checks the header at `offset` of a frame of `frame_len` bytes, and returns its fields when
 /// the packet may be routed.
 #[inline(always)]
-pub fn inspect(ctx: &XdpContext, offset: usize, frame_len: usize) -> Result<Ipv4, Verdict> {
+pub(crate) fn inspect(ctx: &XdpContext, offset: usize, frame_len: usize) -> Result<Ipv4, Verdict> {
     let ip: *const Ipv4Hdr = header(ctx, offset).ok_or(Drop(DropReason::Malformed))?;
     // SAFETY: `header` checked that it lies inside the frame.
     let ip = unsafe { &*ip };
@@ -69,7 +69,7 @@ pub fn inspect(ctx: &XdpContext, offset: usize, frame_len: usize) -> Result<Ipv4
 
 /// The flow hash (see `pop_dataplane_common::ecmp`).
 #[inline(always)]
-pub fn flow_hash(ctx: &XdpContext, offset: usize, packet: &Ipv4, seed: u32) -> u32 {
+pub(crate) fn flow_hash(ctx: &XdpContext, offset: usize, packet: &Ipv4, seed: u32) -> u32 {
     let mut ports = 0u32;
     if has_ports(packet.protocol)
         && !packet.is_fragment
@@ -90,7 +90,7 @@ pub fn flow_hash(ctx: &XdpContext, offset: usize, packet: &Ipv4, seed: u32) -> u
 
 /// TTL minus one, and the header checksum updated for it (RFC 1624).
 #[inline(always)]
-pub fn decrement_ttl(ctx: &XdpContext, offset: usize) -> Option<()> {
+pub(crate) fn decrement_ttl(ctx: &XdpContext, offset: usize) -> Option<()> {
     let ip: *mut Ipv4Hdr = header(ctx, offset)?;
     // SAFETY: `header` checked the bounds.
     let ip = unsafe { &mut *ip };

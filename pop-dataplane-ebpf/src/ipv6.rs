@@ -20,18 +20,18 @@ const IPPROTO_HOPOPTS: u8 = 0;
 
 /// The header fields routing needs.
 #[derive(Clone, Copy)]
-pub struct Ipv6 {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    pub next_header: u8,
-    pub hop_limit: u8,
-    pub payload_len: u16,
+pub(crate) struct Ipv6 {
+    pub(crate) src: [u8; 16],
+    pub(crate) dst: [u8; 16],
+    pub(crate) next_header: u8,
+    pub(crate) hop_limit: u8,
+    pub(crate) payload_len: u16,
 }
 
 impl Ipv6 {
     /// The IPv6 length of the packet: what must fit in the egress MTU.
     #[inline(always)]
-    pub fn total_len(&self) -> u32 {
+    pub(crate) fn total_len(&self) -> u32 {
         u32::from(self.payload_len) + Ipv6Hdr::LEN as u32
     }
 }
@@ -39,7 +39,7 @@ impl Ipv6 {
 /// Checks the header at `offset` of a frame of `frame_len` bytes, and returns its fields when
 /// the packet may be routed.
 #[inline(always)]
-pub fn inspect(ctx: &XdpContext, offset: usize, frame_len: usize) -> Result<Ipv6, Verdict> {
+pub(crate) fn inspect(ctx: &XdpContext, offset: usize, frame_len: usize) -> Result<Ipv6, Verdict> {
     let ip: *const Ipv6Hdr = header(ctx, offset).ok_or(Drop(DropReason::Malformed))?;
     // SAFETY: `header` checked that it lies inside the frame.
     let ip = unsafe { &*ip };
@@ -80,7 +80,7 @@ fn is_link_local(addr: &[u8; 16]) -> bool {
 
 /// The flow hash (see `pop_dataplane_common::ecmp`).
 #[inline(always)]
-pub fn flow_hash(ctx: &XdpContext, offset: usize, packet: &Ipv6, seed: u32) -> u32 {
+pub(crate) fn flow_hash(ctx: &XdpContext, offset: usize, packet: &Ipv6, seed: u32) -> u32 {
     let (protocol, ports) = transport(ctx, offset, packet);
     let mut hash = seed;
     for chunk in packet.src.chunks_exact(4).chain(packet.dst.chunks_exact(4)) {
@@ -137,7 +137,7 @@ fn transport(ctx: &XdpContext, offset: usize, packet: &Ipv6) -> (u8, u32) {
 
 /// Hop limit minus one (IPv6 has no header checksum).
 #[inline(always)]
-pub fn decrement_hop_limit(ctx: &XdpContext, offset: usize) -> Option<()> {
+pub(crate) fn decrement_hop_limit(ctx: &XdpContext, offset: usize) -> Option<()> {
     let ip: *mut Ipv6Hdr = header(ctx, offset)?;
     // SAFETY: `header` checked the bounds.
     unsafe { (*ip).hop_limit -= 1 };

@@ -5,7 +5,7 @@ use pop_dataplane_common::Nexthop;
 
 use crate::packet::header;
 
-pub const ETH_HLEN: usize = 14;
+pub(crate) const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
@@ -13,11 +13,11 @@ const VLAN_VID_MASK: u16 = 0x0fff;
 
 /// The Ethernet header as far as routing cares.
 #[repr(C)]
-pub struct EthHeader {
-    pub dst: [u8; 6],
-    pub src: [u8; 6],
+pub(crate) struct EthHeader {
+    pub(crate) dst: [u8; 6],
+    pub(crate) src: [u8; 6],
     /// Big-endian.
-    pub ether_type: [u8; 2],
+    pub(crate) ether_type: [u8; 2],
 }
 
 /// One 802.1Q / 802.1ad tag after the MAC addresses or another tag.
@@ -29,27 +29,27 @@ struct VlanTag {
 
 /// What came before the IP header.
 #[derive(Clone, Copy)]
-pub struct Link {
-    pub dst: [u8; 6],
+pub(crate) struct Link {
+    pub(crate) dst: [u8; 6],
     /// The EtherType after the tags.
-    pub ether_type: u16,
+    pub(crate) ether_type: u16,
     /// VLAN ids of the outer and inner tags, 0 when absent.
-    pub vlan_outer: u16,
-    pub vlan_inner: u16,
+    pub(crate) vlan_outer: u16,
+    pub(crate) vlan_inner: u16,
     /// Tags present: 0, 1 or 2.
-    pub tags: usize,
+    pub(crate) tags: usize,
 }
 
 impl Link {
     /// Where the network header starts.
     #[inline(always)]
-    pub fn l3_offset(&self) -> usize {
+    pub(crate) fn l3_offset(&self) -> usize {
         ETH_HLEN + self.tags * VLAN_HLEN
     }
 }
 
 /// Why the link header could not be read.
-pub enum LinkError {
+pub(crate) enum LinkError {
     /// The frame ends inside the Ethernet header or a tag.
     Truncated,
     /// More than two VLAN tags.
@@ -58,7 +58,7 @@ pub enum LinkError {
 
 /// Reads the Ethernet header and up to two VLAN tags.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Link, LinkError> {
+pub(crate) fn parse(ctx: &XdpContext) -> Result<Link, LinkError> {
     let eth: *const EthHeader = header(ctx, 0).ok_or(LinkError::Truncated)?;
     // SAFETY: `header` checked that it lies inside the frame.
     let eth = unsafe { &*eth };
@@ -100,7 +100,7 @@ fn is_vlan(ether_type: u16) -> bool {
 /// Rewrites the link header for `nexthop`: its MAC addresses and VLAN tags, pushing or
 /// popping tags as needed. The network header must already be final: it may move.
 #[inline(always)]
-pub fn rewrite(ctx: &XdpContext, link: &Link, nexthop: &Nexthop) -> Result<(), ()> {
+pub(crate) fn rewrite(ctx: &XdpContext, link: &Link, nexthop: &Nexthop) -> Result<(), ()> {
     let tags = nexthop.vlan_tags();
     if tags != link.tags {
         // Positive: the header shrinks (tags popped); negative: it grows (pushed).

@@ -26,7 +26,7 @@ use crate::{
 
 // `frags`: frames larger than a page (jumbo frames) arrive as several buffers.
 #[xdp(frags)]
-pub fn pop_dataplane(ctx: XdpContext) -> u32 {
+fn pop_dataplane(ctx: XdpContext) -> u32 {
     let tracing = trace_requested(&ctx);
     let rx_bytes = packet::frame_len(&ctx) as u64;
     let mut path = Path {

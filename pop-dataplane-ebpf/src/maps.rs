@@ -21,65 +21,66 @@ use pop_dataplane_common::{
 /// Not preallocated: an update then swaps in a new element instead of rewriting the one a
 /// packet may be reading.
 #[map]
-pub static INTERFACES: HashMap<InterfaceKey, Interface> =
+pub(crate) static INTERFACES: HashMap<InterfaceKey, Interface> =
     HashMap::with_max_entries(MAX_INTERFACES, BPF_F_NO_PREALLOC);
 
 #[map]
-pub static EGRESS: DevMap = DevMap::with_max_entries(MAX_PORTS, 0);
+pub(crate) static EGRESS: DevMap = DevMap::with_max_entries(MAX_PORTS, 0);
 
 #[map]
-pub static COUNTERS: PerCpuArray<InterfaceCounters> =
+pub(crate) static COUNTERS: PerCpuArray<InterfaceCounters> =
     PerCpuArray::with_max_entries(MAX_INTERFACES, 0);
 
 #[map]
-pub static NEXTHOPS: Array<Nexthop> = Array::with_max_entries(MAX_NEXTHOPS, 0);
+pub(crate) static NEXTHOPS: Array<Nexthop> = Array::with_max_entries(MAX_NEXTHOPS, 0);
 
 #[map]
-pub static NEXTHOP_GROUPS: Array<NexthopGroup> = Array::with_max_entries(MAX_NEXTHOP_GROUPS, 0);
+pub(crate) static NEXTHOP_GROUPS: Array<NexthopGroup> =
+    Array::with_max_entries(MAX_NEXTHOP_GROUPS, 0);
 
 /// The route tables, one slot each: userspace builds a whole new table in a fresh inner map
 /// and swaps it in with one update, so packets never see a half-built table.
-pub type RoutesV4 = LpmTrie<[u8; 4], RouteEntry, { MAX_ROUTES_V4 as usize }>;
-pub type RoutesV6 = LpmTrie<[u8; 16], RouteEntry, { MAX_ROUTES_V6 as usize }>;
+pub(crate) type RoutesV4 = LpmTrie<[u8; 4], RouteEntry, { MAX_ROUTES_V4 as usize }>;
+pub(crate) type RoutesV6 = LpmTrie<[u8; 16], RouteEntry, { MAX_ROUTES_V6 as usize }>;
 
 #[btf_map]
-pub static ROUTES_V4: ArrayOfMaps<RoutesV4, 1> = ArrayOfMaps::new();
+pub(crate) static ROUTES_V4: ArrayOfMaps<RoutesV4, 1> = ArrayOfMaps::new();
 
 #[btf_map]
-pub static ROUTES_V6: ArrayOfMaps<RoutesV6, 1> = ArrayOfMaps::new();
+pub(crate) static ROUTES_V6: ArrayOfMaps<RoutesV6, 1> = ArrayOfMaps::new();
 
 /// The compiled FIB (see `pop_dataplane_common::fib`): each family's table is an array of
 /// blocks, sized by userspace (an inner map of any size: `BPF_F_INNER_MAP`), swapped in whole
 /// like the LPM tries above or edited in place through a mapping (`BPF_F_MMAPABLE`).
-pub type FibBlocks = btf_maps::Array<Block, 1, { FIB_MAP_FLAGS as usize }>;
+pub(crate) type FibBlocks = btf_maps::Array<Block, 1, { FIB_MAP_FLAGS as usize }>;
 
 #[btf_map]
-pub static FIB_V4: ArrayOfMaps<FibBlocks, 1> = ArrayOfMaps::new();
+pub(crate) static FIB_V4: ArrayOfMaps<FibBlocks, 1> = ArrayOfMaps::new();
 
 #[btf_map]
-pub static FIB_V6: ArrayOfMaps<FibBlocks, 1> = ArrayOfMaps::new();
+pub(crate) static FIB_V6: ArrayOfMaps<FibBlocks, 1> = ArrayOfMaps::new();
 
 /// Set by userspace at load time: a `FibMode`, constant for the verifier, which drops the
 /// lookup not taken.
 #[unsafe(no_mangle)]
-pub static FIB_MODE: Global<u8> = Global::new(0);
+pub(crate) static FIB_MODE: Global<u8> = Global::new(0);
 
 #[map]
-pub static TRACE: PerCpuArray<TraceRecord> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static TRACE: PerCpuArray<TraceRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// Set by userspace at load time; constant for the verifier.
 #[unsafe(no_mangle)]
-pub static ECMP_SEED: Global<u32> = Global::new(0);
+pub(crate) static ECMP_SEED: Global<u32> = Global::new(0);
 
 /// The ingress source filter, edited in place entry by entry (a rule is one entry per
 /// interface; an LPM trie update replaces an element atomically).
 #[map]
-pub static ACL_V4: LpmTrieMap<AclKeyV4, AclEntry> =
+pub(crate) static ACL_V4: LpmTrieMap<AclKeyV4, AclEntry> =
     LpmTrieMap::with_max_entries(MAX_ACL_ENTRIES, BPF_F_NO_PREALLOC);
 
 #[map]
-pub static ACL_V6: LpmTrieMap<AclKeyV6, AclEntry> =
+pub(crate) static ACL_V6: LpmTrieMap<AclKeyV6, AclEntry> =
     LpmTrieMap::with_max_entries(MAX_ACL_ENTRIES, BPF_F_NO_PREALLOC);
 
 #[map]
-pub static ACL_HITS: PerCpuArray<AclHits> = PerCpuArray::with_max_entries(MAX_ACL_RULES, 0);
+pub(crate) static ACL_HITS: PerCpuArray<AclHits> = PerCpuArray::with_max_entries(MAX_ACL_RULES, 0);

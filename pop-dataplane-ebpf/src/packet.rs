@@ -8,7 +8,7 @@ use aya_ebpf::{helpers::generated::bpf_xdp_get_buff_len, programs::XdpContext};
 /// A pointer to a `T` at `offset` bytes into the frame, or `None` when the frame is too short.
 /// `T` must be a header type valid for any bytes, with alignment 1 or 2.
 #[inline(always)]
-pub fn header<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+pub(crate) fn header<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
@@ -19,7 +19,7 @@ pub fn header<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
 
 /// Length of the whole frame in bytes, fragments of a multi-buffer frame included.
 #[inline(always)]
-pub fn frame_len(ctx: &XdpContext) -> usize {
+pub(crate) fn frame_len(ctx: &XdpContext) -> usize {
     // SAFETY: the helper only reads the context it is given.
     unsafe { bpf_xdp_get_buff_len(ctx.ctx) as usize }
 }

@@ -4,7 +4,7 @@ use pop_dataplane_common::{DropReason, PassReason};
 
 /// The outcome for one frame.
 #[derive(Clone, Copy)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Headers rewritten; redirect out of `port`, count on interface `slot`.
     Forward { port: u32, slot: u32 },
     /// `XDP_PASS`, frame untouched.

@@ -16,11 +16,13 @@
 //!   route sync, the control server and its files.
 //! - [`cli`]: the command line: commands and rendering.
 
-pub mod api;
+// Public: what the tests, the fuzz targets and the benchmark tools use. The rest is the
+// binary's alone, so that rustc reports what nobody calls.
+pub(crate) mod api;
 pub mod cli;
 pub mod config;
 pub mod control;
-pub mod daemon;
+pub(crate) mod daemon;
 pub mod dataplane;
 pub mod host;
 pub mod mac;

@@ -73,30 +73,30 @@ pub struct Outcome {
 
 // The reason numbers of pop_dataplane_common::counters, restated.
 mod pass {
-    pub const NON_IP: u32 = 0;
-    pub const OTHER_HOST: u32 = 1;
-    pub const LINK_MULTICAST: u32 = 2;
-    pub const IP_OPTIONS: u32 = 3;
-    pub const IP_MULTICAST: u32 = 4;
-    pub const LINK_LOCAL: u32 = 5;
-    pub const TTL_EXCEEDED: u32 = 6;
-    pub const NO_ROUTE: u32 = 7;
-    pub const KERNEL_ROUTE: u32 = 8;
-    pub const UNRESOLVED: u32 = 9;
-    pub const MTU_EXCEEDED: u32 = 10;
-    pub const LOCAL: u32 = 11;
-    pub const HOP_BY_HOP: u32 = 12;
-    pub const NOT_ROUTED: u32 = 13;
-    pub const RESERVED: u32 = 14;
+    pub(super) const NON_IP: u32 = 0;
+    pub(super) const OTHER_HOST: u32 = 1;
+    pub(super) const LINK_MULTICAST: u32 = 2;
+    pub(super) const IP_OPTIONS: u32 = 3;
+    pub(super) const IP_MULTICAST: u32 = 4;
+    pub(super) const LINK_LOCAL: u32 = 5;
+    pub(super) const TTL_EXCEEDED: u32 = 6;
+    pub(super) const NO_ROUTE: u32 = 7;
+    pub(super) const KERNEL_ROUTE: u32 = 8;
+    pub(super) const UNRESOLVED: u32 = 9;
+    pub(super) const MTU_EXCEEDED: u32 = 10;
+    pub(super) const LOCAL: u32 = 11;
+    pub(super) const HOP_BY_HOP: u32 = 12;
+    pub(super) const NOT_ROUTED: u32 = 13;
+    pub(super) const RESERVED: u32 = 14;
 }
 
 mod drop {
-    pub const MALFORMED: u32 = 0;
-    pub const BAD_CHECKSUM: u32 = 1;
-    pub const BLACKHOLE: u32 = 2;
-    pub const NO_EGRESS: u32 = 3;
-    pub const ACL_DENY: u32 = 5;
-    pub const MARTIAN_SOURCE: u32 = 6;
+    pub(super) const MALFORMED: u32 = 0;
+    pub(super) const BAD_CHECKSUM: u32 = 1;
+    pub(super) const BLACKHOLE: u32 = 2;
+    pub(super) const NO_EGRESS: u32 = 3;
+    pub(super) const ACL_DENY: u32 = 5;
+    pub(super) const MARTIAN_SOURCE: u32 = 6;
 }
 
 impl Tables {

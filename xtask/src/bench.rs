@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 
 use crate::output;
 
-pub struct Options {
+pub(crate) struct Options {
     pub rounds: usize,
     pub seconds: f64,
     /// Distinct packets per lookup measurement.
@@ -56,7 +56,7 @@ struct Case {
 /// Route-table sizes of the lookup micro-benchmark (IPv4; IPv6 up to the table's size).
 const LOOKUP_SIZES: [usize; 4] = [1, 1_000, 10_000, 100_000];
 
-pub fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
+pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&interrupted);
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("handling Ctrl-C")?;
@@ -250,7 +250,7 @@ pub fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
 }
 
 /// The table and chart again, from the JSON of the last run in `out_dir`.
-pub fn redraw(out_dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn redraw(out_dir: &Path) -> anyhow::Result<()> {
     let json_path = out_dir.join("latest.json");
     let text = fs::read_to_string(&json_path).with_context(|| {
         format!(

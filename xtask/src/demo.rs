@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::output;
 
-pub fn run(binary: &Path, xdp_mode: &str, seconds: u32) -> anyhow::Result<()> {
+pub(crate) fn run(binary: &Path, xdp_mode: &str, seconds: u32) -> anyhow::Result<()> {
     // Ctrl-C stops the step under way (its processes get the signal too); the lab is then
     // dropped, which deletes the namespaces, their interfaces and processes, and the pins.
     let interrupted = Arc::new(AtomicBool::new(false));

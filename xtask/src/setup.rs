@@ -16,7 +16,7 @@ use crate::{cmd, output};
 
 /// The toolchain that builds everything but xtask: aya 0.16 needs rustc >= 1.98, and its eBPF
 /// crate builds `core` with `-Z build-std` (allowed on stable through RUSTC_BOOTSTRAP).
-pub const TOOLCHAIN: &str = "1.99.1";
+pub(crate) const TOOLCHAIN: &str = "1.99.1";
 const COMPONENTS: [&str; 3] = ["rust-src", "rustfmt", "clippy"];
 
 /// bpf-linker 0.13's default feature links LLVM 23, the LLVM of Rust 1.99.
@@ -40,7 +40,7 @@ const APT_PACKAGES: [(&str, &str); 8] = [
 ];
 
 /// The font the benchmark chart is drawn with.
-pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+pub(crate) const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 /// Where this project keeps what it installs outside the workspace.
 fn tools_dir() -> PathBuf {
@@ -57,14 +57,14 @@ fn home() -> PathBuf {
 }
 
 /// The directory holding the bpf-linker built for [`TOOLCHAIN`].
-pub fn bpf_linker_bin_dir() -> PathBuf {
+pub(crate) fn bpf_linker_bin_dir() -> PathBuf {
     tools_dir()
         .join(format!("bpf-linker-{BPF_LINKER_VERSION}-rust-{TOOLCHAIN}"))
         .join("bin")
 }
 
 /// Everything: toolchain, bpf-linker, cargo-fuzz, packages, bpffs.
-pub fn all() -> anyhow::Result<()> {
+pub(crate) fn all() -> anyhow::Result<()> {
     toolchain()?;
     cargo_fuzz()?;
     apt_packages()?;
@@ -73,7 +73,7 @@ pub fn all() -> anyhow::Result<()> {
 }
 
 /// The cargo-fuzz binary this project installs.
-pub fn cargo_fuzz_bin() -> PathBuf {
+pub(crate) fn cargo_fuzz_bin() -> PathBuf {
     tools_dir()
         .join(format!("cargo-fuzz-{CARGO_FUZZ_VERSION}"))
         .join("bin/cargo-fuzz")
@@ -112,7 +112,7 @@ fn cargo_install(
 }
 
 /// The pinned toolchain and the bpf-linker that matches it: enough to build.
-pub fn toolchain() -> anyhow::Result<()> {
+pub(crate) fn toolchain() -> anyhow::Result<()> {
     rust_toolchain()?;
     bpf_linker()?;
     Ok(())
@@ -229,7 +229,7 @@ fn bpf_linker() -> anyhow::Result<()> {
 }
 
 /// Installs the Debian packages whose commands are missing.
-pub fn apt_packages() -> anyhow::Result<()> {
+pub(crate) fn apt_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
         .filter(|(_, needed)| {
@@ -266,11 +266,12 @@ fn on_path(command: &str) -> bool {
 }
 
 /// Mounts a bpf filesystem on /sys/fs/bpf when none is there (a new machine may not have one).
-pub fn bpffs() -> anyhow::Result<()> {
+pub(crate) fn bpffs() -> anyhow::Result<()> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let path = c"/sys/fs/bpf";
-    // SAFETY: statfs writes into the zeroed struct.
+    // SAFETY: `statfs` is plain data, for which all zeroes is a valid value.
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path, and a struct statfs to write into.
     let mounted = unsafe { libc::statfs(path.as_ptr(), &mut stat) } == 0
         && stat.f_type as i64 == BPF_FS_MAGIC;
     if !mounted {

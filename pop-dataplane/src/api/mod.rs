@@ -23,11 +23,11 @@ use crate::{
 };
 
 /// Largest request the daemon reads: a full table in route syntax fits many times over.
-pub const MAX_REQUEST: usize = 512 * 1024 * 1024;
+pub(crate) const MAX_REQUEST: usize = 512 * 1024 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case")]
-pub enum Request {
+pub(crate) enum Request {
     /// Add (or replace) routes from the CLI; each with the line it came from (0: none).
     RouteSet {
         routes: Vec<(usize, RouteSpec)>,
@@ -67,7 +67,7 @@ pub enum Request {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
-pub enum Reply {
+pub(crate) enum Reply {
     /// Not the answer yet: `done` of `total` in `phase` (`total` 0: unknown).
     Progress {
         phase: String,
@@ -95,7 +95,7 @@ pub enum Reply {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
+pub(crate) struct Status {
     pub pid: u32,
     pub config: String,
     /// Port name and attach mode.
@@ -118,12 +118,12 @@ pub struct Status {
 
 /// Sends `request` to the daemon listening on `socket` and returns its reply; errors say what
 /// the user can do about them.
-pub fn request(socket: &Path, request: &Request) -> anyhow::Result<Reply> {
+pub(crate) fn request(socket: &Path, request: &Request) -> anyhow::Result<Reply> {
     request_with_progress(socket, request, &mut |_, _, _| {})
 }
 
 /// [`request`], passing the daemon's progress reports on to `progress` (phase, done, total).
-pub fn request_with_progress(
+pub(crate) fn request_with_progress(
     socket: &Path,
     request: &Request,
     progress: &mut dyn FnMut(&str, u64, u64),

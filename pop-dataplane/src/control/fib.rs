@@ -16,7 +16,7 @@ use crate::{
 };
 
 #[derive(Debug, Default)]
-pub struct Fib {
+pub(crate) struct Fib {
     /// What the route maps hold, per prefix.
     routes: HashMap<IpNet, RouteEntry>,
     groups: Groups,
@@ -50,7 +50,7 @@ pub struct FibFull;
 
 impl Fib {
     /// A FIB whose new groups avoid the ids in `reserved`.
-    pub fn avoiding(reserved: impl IntoIterator<Item = u32>) -> Self {
+    pub(crate) fn avoiding(reserved: impl IntoIterator<Item = u32>) -> Self {
         Self {
             groups: Groups {
                 reserved: reserved.into_iter().collect(),
@@ -62,7 +62,7 @@ impl Fib {
 
     /// Compiles one change into map writes, appended to `writes`. `usable` says which next
     /// hops may take traffic (for the buckets of new groups).
-    pub fn apply(
+    pub(crate) fn apply(
         &mut self,
         change: &Change,
         usable: &dyn Fn(u32) -> bool,
@@ -73,7 +73,7 @@ impl Fib {
 
     /// [`Fib::apply`] without the route's own write, for a change that fresh tables built
     /// from [`Fib::routes`] will carry: only the groups it needs are written.
-    pub fn apply_for_rebuild(
+    pub(crate) fn apply_for_rebuild(
         &mut self,
         change: &Change,
         usable: &dyn Fn(u32) -> bool,
@@ -115,7 +115,7 @@ impl Fib {
     /// Compiles every winner anew, for fresh route tables: the writes that fill them (new
     /// groups first). Groups still used keep their ids; the old routes' groups are released
     /// after the new ones are taken, so nothing in use is freed on the way.
-    pub fn rebuild<'a>(
+    pub(crate) fn rebuild<'a>(
         &mut self,
         best: impl Iterator<Item = (IpNet, &'a Action)>,
         usable: &dyn Fn(u32) -> bool,
@@ -171,13 +171,13 @@ impl Fib {
     }
 
     /// Whether a group for exactly these (sorted) next hops exists.
-    pub fn has_group(&self, members: &[u32]) -> bool {
+    pub(crate) fn has_group(&self, members: &[u32]) -> bool {
         self.groups.by_members.contains_key(members)
     }
 
     /// Rewrites the buckets of every group whose members' usability changed: traffic leaves
     /// next hops that cannot take it and comes back when they can.
-    pub fn refresh_groups(&mut self, usable: &dyn Fn(u32) -> bool) -> Vec<MapWrite> {
+    pub(crate) fn refresh_groups(&mut self, usable: &dyn Fn(u32) -> bool) -> Vec<MapWrite> {
         let mut writes = Vec::new();
         for (members, group) in &mut self.groups.by_members {
             let buckets = buckets(members, usable);
@@ -190,7 +190,7 @@ impl Fib {
     }
 
     /// Every group in use, as its buckets are now.
-    pub fn group_writes(&self) -> Vec<MapWrite> {
+    pub(crate) fn group_writes(&self) -> Vec<MapWrite> {
         self.groups
             .by_members
             .values()
@@ -199,47 +199,30 @@ impl Fib {
     }
 
     /// The compiled entry of `prefix`.
-    pub fn get(&self, prefix: &IpNet) -> Option<&RouteEntry> {
+    #[cfg(test)]
+    pub(crate) fn get(&self, prefix: &IpNet) -> Option<&RouteEntry> {
         self.routes.get(prefix)
     }
 
     /// What the route maps hold: every route, in no order.
-    pub fn routes(&self) -> impl Iterator<Item = (&IpNet, &RouteEntry)> {
+    pub(crate) fn routes(&self) -> impl Iterator<Item = (&IpNet, &RouteEntry)> {
         self.routes.iter()
     }
 
-    /// The members of group `id`.
-    pub fn group(&self, id: u32) -> Option<&[u32]> {
-        self.groups.by_id.get(&id).map(|set| &**set)
-    }
-
-    /// The group ids in use.
-    pub fn group_ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.groups.by_id.keys().copied()
-    }
-
     /// The reserved group ids are in no table any more: hand them out again.
-    pub fn unreserve_groups(&mut self) -> Vec<u32> {
+    pub(crate) fn unreserve_groups(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.groups.reserved)
             .into_iter()
             .collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.routes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
-
     /// ECMP groups in use.
     /// Makes room for `more` routes.
-    pub fn reserve(&mut self, more: usize) {
+    pub(crate) fn reserve(&mut self, more: usize) {
         self.routes.reserve(more);
     }
 
-    pub fn groups(&self) -> usize {
+    pub(crate) fn groups(&self) -> usize {
         self.groups.by_members.len()
     }
 }
@@ -302,7 +285,7 @@ impl Groups {
 /// The buckets of a group: its members in turn; the buckets of members that cannot take
 /// traffic go to those that can, in turn, so that flows on working members never move. With
 /// no member usable, every member keeps its buckets (and the packets go to the kernel).
-pub fn buckets(members: &[u32], usable: &dyn Fn(u32) -> bool) -> NexthopGroup {
+pub(crate) fn buckets(members: &[u32], usable: &dyn Fn(u32) -> bool) -> NexthopGroup {
     let mut group = NexthopGroup::default();
     let alive: Vec<u32> = members.iter().copied().filter(|&id| usable(id)).collect();
     let mut next_alive = 0;

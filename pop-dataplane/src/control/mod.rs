@@ -3,8 +3,8 @@
 //! dataplane layer executes.
 
 pub mod acl;
-pub mod fib;
-pub mod nexthops;
+pub(crate) mod fib;
+pub(crate) mod nexthops;
 pub mod plan;
 pub mod rib;
 pub mod router;

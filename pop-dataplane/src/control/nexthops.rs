@@ -11,14 +11,14 @@ use crate::mac::MacAddr;
 
 /// Who a next hop sends to, on which interface: what makes two next hops the same.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NexthopKey {
+pub(crate) struct NexthopKey {
     /// A router interface name (`[[interface]]`).
     pub dev: String,
     pub neighbour: Neighbour,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Neighbour {
+pub(crate) enum Neighbour {
     /// Known by address; its MAC comes from the kernel's neighbour table, or is static.
     Via(IpAddr),
     /// Known only by a static MAC.
@@ -35,7 +35,7 @@ impl std::fmt::Display for NexthopKey {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NexthopEntry {
+pub(crate) struct NexthopEntry {
     pub key: NexthopKey,
     /// A MAC given in the config: used whatever the neighbour table says.
     pub static_mac: Option<MacAddr>,
@@ -47,11 +47,11 @@ pub struct NexthopEntry {
 
 impl NexthopEntry {
     /// The MAC to send to, if known.
-    pub fn mac(&self) -> Option<MacAddr> {
+    pub(crate) fn mac(&self) -> Option<MacAddr> {
         self.static_mac.or(self.learned_mac)
     }
 
-    pub fn via(&self) -> Option<IpAddr> {
+    pub(crate) fn via(&self) -> Option<IpAddr> {
         match self.key.neighbour {
             Neighbour::Via(addr) => Some(addr),
             Neighbour::Mac(_) => None,
@@ -61,7 +61,7 @@ impl NexthopEntry {
 
 /// No room for another next hop.
 #[derive(Debug, PartialEq, Eq)]
-pub struct NexthopsFull;
+pub(crate) struct NexthopsFull;
 
 impl std::fmt::Display for NexthopsFull {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,7 +72,7 @@ impl std::fmt::Display for NexthopsFull {
 impl std::error::Error for NexthopsFull {}
 
 #[derive(Debug, Default)]
-pub struct Nexthops {
+pub(crate) struct Nexthops {
     entries: BTreeMap<u32, NexthopEntry>,
     by_key: foldhash::HashMap<NexthopKey, u32>,
     /// Ids freed, reusable; and the next never used. Id 0 is never used, so that an all-zero
@@ -90,7 +90,7 @@ pub struct Nexthops {
 
 impl Nexthops {
     /// A registry that hands out no id in `reserved`.
-    pub fn avoiding(reserved: impl IntoIterator<Item = u32>) -> Self {
+    pub(crate) fn avoiding(reserved: impl IntoIterator<Item = u32>) -> Self {
         Self {
             reserved: reserved.into_iter().collect(),
             ..Self::default()
@@ -99,7 +99,7 @@ impl Nexthops {
 
     /// The id of the next hop `key`, adding it if new; one more user. A static MAC given
     /// here replaces the one it had.
-    pub fn acquire(
+    pub(crate) fn acquire(
         &mut self,
         key: &NexthopKey,
         static_mac: Option<MacAddr>,
@@ -146,12 +146,12 @@ impl Nexthops {
     }
 
     /// One more user of next hop `id`, which exists.
-    pub fn hold(&mut self, id: u32) {
+    pub(crate) fn hold(&mut self, id: u32) {
         self.entries.get_mut(&id).expect("held next hop").users += 1;
     }
 
     /// One user fewer; the next hop goes away with its last user. Returns whether it did.
-    pub fn release(&mut self, id: u32) -> bool {
+    pub(crate) fn release(&mut self, id: u32) -> bool {
         let Some(entry) = self.entries.get_mut(&id) else {
             return false;
         };
@@ -166,33 +166,29 @@ impl Nexthops {
     }
 
     /// The reserved ids are no longer in any table: hand them out again.
-    pub fn unreserve(&mut self) -> Vec<u32> {
+    pub(crate) fn unreserve(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.reserved).into_iter().collect()
     }
 
-    pub fn get(&self, id: u32) -> Option<&NexthopEntry> {
+    pub(crate) fn get(&self, id: u32) -> Option<&NexthopEntry> {
         self.entries.get(&id)
     }
 
-    pub fn id(&self, key: &NexthopKey) -> Option<u32> {
+    pub(crate) fn id(&self, key: &NexthopKey) -> Option<u32> {
         self.by_key.get(key).copied()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (u32, &NexthopEntry)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &NexthopEntry)> {
         self.entries.iter().map(|(id, entry)| (*id, entry))
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// The kernel now says `addr` on interface `dev` has `mac` (`None`: unknown); the ids
     /// whose MAC changed.
-    pub fn learned(&mut self, dev: &str, addr: IpAddr, mac: Option<MacAddr>) -> Vec<u32> {
+    pub(crate) fn learned(&mut self, dev: &str, addr: IpAddr, mac: Option<MacAddr>) -> Vec<u32> {
         match mac {
             Some(mac) => self.neighbours.insert((dev.to_owned(), addr), mac),
             None => self.neighbours.remove(&(dev.to_owned(), addr)),

@@ -40,7 +40,10 @@ pub(super) enum RequestError {
     Route(#[from] RouteError),
     /// A route of a route file, named by the file's name and line.
     #[error("{}", .error.in_file(.file))]
-    RouteInFile { file: String, error: RouteError },
+    RouteInFile {
+        file: String,
+        error: Box<RouteError>,
+    },
     #[error(transparent)]
     RouteFile(#[from] RouteFileError),
     #[error("{file}: no routes")]
@@ -143,9 +146,10 @@ impl Daemon<'_> {
                         )
                         .await
                         .map_err(|err| match err {
-                            RequestError::Route(error) => {
-                                RequestError::RouteInFile { file: name, error }
-                            }
+                            RequestError::Route(error) => RequestError::RouteInFile {
+                                file: name,
+                                error: Box::new(error),
+                            },
                             other => other,
                         }),
                     Err(errors) => Err(errors.into()),

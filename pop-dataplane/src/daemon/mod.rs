@@ -60,7 +60,7 @@ use crate::{
     observe::{metrics, names},
 };
 
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     pub config: PathBuf,
     pub xdp_mode: AttachMode,
     pub pin_dir: PathBuf,
@@ -86,7 +86,7 @@ const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(5);
 /// same, the daemon reads the tables again.
 const EVENT_BUFFER_BYTES: libc::c_int = 256 << 20;
 
-pub async fn run(options: RunOptions) -> anyhow::Result<()> {
+pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     let (daemon, listener, events, metrics) = start(&options).await?;
     serve(daemon, listener, events, metrics).await
 }
@@ -114,7 +114,7 @@ async fn start(
     let saved_routes_path = saved_routes_path(&config, &options.config);
     let saved = read_saved_routes(&saved_routes_path)?;
 
-    let sync_tables = kernel_tables_to_follow(&options, &config);
+    let sync_tables = kernel_tables_to_follow(options, &config);
 
     // Subscribe before the dump, so that no change falls between the two.
     let mut groups = vec![

@@ -45,7 +45,7 @@ pub(super) struct Responder {
 
 /// Progress of a long request, reported to its client as it goes: at most every 100 ms, so
 /// that reporting costs nothing next to the work.
-pub struct Progress {
+pub(super) struct Progress {
     to: Option<mpsc::UnboundedSender<Reply>>,
     last: Option<Instant>,
 }
@@ -59,7 +59,7 @@ impl Progress {
     }
 
     /// `done` of `total` in `phase`.
-    pub fn report(&mut self, phase: &str, done: usize, total: usize) {
+    pub(super) fn report(&mut self, phase: &str, done: usize, total: usize) {
         let Some(to) = &self.to else {
             return;
         };

@@ -2,9 +2,9 @@
 
 mod acl;
 mod attach;
-pub mod mtrie;
+pub(crate) mod mtrie;
 mod pins;
-pub mod tables;
+pub(crate) mod tables;
 mod test_run;
 
 use std::{

@@ -7,8 +7,8 @@
 //! lookup that could still be reading it has finished (a lookup takes nanoseconds, with
 //! preemption off).
 //!
-//! The same code builds tables in memory (tests, and a new table before it is copied into a
-//! fresh BPF array and swapped in) and edits them in a BPF array mapped into the daemon.
+//! The same code edits tables in a BPF array mapped into the daemon and, in the unit tests,
+//! in memory.
 
 use std::{
     collections::VecDeque,
@@ -23,19 +23,21 @@ use pop_dataplane_common::{
 };
 
 /// How long a block nobody points at any more waits before it is reused.
-pub const QUARANTINE: Duration = Duration::from_millis(100);
+pub(crate) const QUARANTINE: Duration = Duration::from_millis(100);
 
 /// Where a table's entries live: block after block.
-pub trait Blocks {
+pub(crate) trait Blocks {
     fn entries(&self) -> &[AtomicU32];
     /// Makes room for `blocks` blocks in all; false when the storage cannot grow.
     fn grow(&mut self, blocks: usize) -> bool;
 }
 
-/// Blocks in memory, growing on demand.
+/// Blocks in memory, growing on demand (the unit tests' tables).
+#[cfg(test)]
 #[derive(Default)]
-pub struct MemoryBlocks(Vec<AtomicU32>);
+pub(crate) struct MemoryBlocks(Vec<AtomicU32>);
 
+#[cfg(test)]
 impl Blocks for MemoryBlocks {
     fn entries(&self) -> &[AtomicU32] {
         &self.0
@@ -52,19 +54,19 @@ impl Blocks for MemoryBlocks {
 
 /// An address family's table layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shape {
+pub(crate) struct Shape {
     /// Address bits: 32 or 128.
     pub width: u32,
     /// Bits the first level is indexed by.
     pub first_bits: u32,
 }
 
-pub const V4: Shape = Shape {
+pub(crate) const V4: Shape = Shape {
     width: 32,
     first_bits: FIRST_LEVEL_BITS_V4,
 };
 
-pub const V6: Shape = Shape {
+pub(crate) const V6: Shape = Shape {
     width: 128,
     first_bits: FIRST_LEVEL_BITS_V6,
 };
@@ -118,10 +120,10 @@ impl Shape {
 
 /// The table has no free block left (only a table in a BPF array: memory ones grow).
 #[derive(Debug, PartialEq, Eq)]
-pub struct Full;
+pub(crate) struct Full;
 
 /// One family's table.
-pub struct Table<B: Blocks> {
+pub(crate) struct Table<B: Blocks> {
     shape: Shape,
     blocks: B,
     /// Blocks ever handed out, first level included: the high-water mark.
@@ -132,9 +134,10 @@ pub struct Table<B: Blocks> {
     routes: Vec<HashMap<u128, FibEntry>>,
 }
 
+#[cfg(test)]
 impl Table<MemoryBlocks> {
     /// An empty table in memory.
-    pub fn new(shape: Shape) -> Self {
+    pub(crate) fn new(shape: Shape) -> Self {
         let mut blocks = MemoryBlocks::default();
         blocks.grow(shape.first_level_blocks() as usize);
         Self::empty(shape, blocks)
@@ -143,7 +146,7 @@ impl Table<MemoryBlocks> {
 
 /// Blocks a table holding `routes` (address, prefix length) takes, first level included: one
 /// per distinct run of leading bits, at each level, that a longer route extends.
-pub fn blocks_needed(shape: Shape, routes: &[(u128, u8, FibEntry)]) -> usize {
+pub(crate) fn blocks_needed(shape: Shape, routes: &[(u128, u8, FibEntry)]) -> usize {
     let mut blocks = shape.first_level_blocks() as usize;
     let mut depth = shape.first_bits;
     while depth < shape.width {
@@ -161,7 +164,7 @@ pub fn blocks_needed(shape: Shape, routes: &[(u128, u8, FibEntry)]) -> usize {
 impl<B: Blocks> Table<B> {
     /// A table over `blocks` (zeroed, with room for [`blocks_needed`]) holding `routes`:
     /// (address, prefix length, leaf); a route given twice keeps its last leaf.
-    pub fn build(
+    pub(crate) fn build(
         shape: Shape,
         blocks: B,
         mut routes: Vec<(u128, u8, FibEntry)>,
@@ -197,35 +200,33 @@ impl<B: Blocks> Table<B> {
         }
     }
 
-    pub fn shape(&self) -> Shape {
+    pub(crate) fn shape(&self) -> Shape {
         self.shape
     }
 
     /// Routes held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.routes.iter().map(HashMap::len).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Blocks handed out (the first level's included), free ones not counted.
-    pub fn blocks_in_use(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn blocks_in_use(&self) -> usize {
         self.used as usize - self.free.len() - self.quarantine.len()
     }
 
     /// Blocks the storage holds.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.blocks.entries().len() / BLOCK_ENTRIES
     }
 
     /// Blocks of the storage up to the last ever handed out: what a copy must take.
-    pub fn high_water(&self) -> usize {
+    pub(crate) fn high_water(&self) -> usize {
         self.used as usize
     }
 
-    pub fn storage(&self) -> &B {
+    pub(crate) fn storage(&self) -> &B {
         &self.blocks
     }
 
@@ -240,7 +241,7 @@ impl<B: Blocks> Table<B> {
 
     /// Adds the route `addr/len` (host bits ignored) with `leaf`, or replaces it. Each entry
     /// changes from its old leaf to the new one in one store.
-    pub fn insert(&mut self, addr: u128, len: u8, leaf: FibEntry) -> Result<(), Full> {
+    pub(crate) fn insert(&mut self, addr: u128, len: u8, leaf: FibEntry) -> Result<(), Full> {
         debug_assert!(!leaf.is_next() && leaf != FibEntry::EMPTY);
         let shape = self.shape;
         let (mut index, mut depth) = (shape.bits(addr, 0, shape.first_bits) as usize, 0);
@@ -262,7 +263,7 @@ impl<B: Blocks> Table<B> {
 
     /// Removes the route `addr/len`; false when the table has no such route. Its entries
     /// take the leaf of the longest shorter route covering it (or none).
-    pub fn remove(&mut self, addr: u128, len: u8) -> bool {
+    pub(crate) fn remove(&mut self, addr: u128, len: u8) -> bool {
         let shape = self.shape;
         let network = shape.network(addr, len);
         if self.routes[usize::from(len)].remove(&network).is_none() {
@@ -302,7 +303,8 @@ impl<B: Blocks> Table<B> {
     }
 
     /// The leaf of the route for `addr`, or empty: what the program finds.
-    pub fn lookup(&self, addr: u128) -> FibEntry {
+    #[cfg(test)]
+    pub(crate) fn lookup(&self, addr: u128) -> FibEntry {
         let shape = self.shape;
         let mut entry = self.load(shape.bits(addr, 0, shape.first_bits) as usize);
         let mut depth = shape.first_bits;
@@ -315,7 +317,8 @@ impl<B: Blocks> Table<B> {
     }
 
     /// Every route: (network, length, leaf).
-    pub fn routes(&self) -> impl Iterator<Item = (u128, u8, FibEntry)> + '_ {
+    #[cfg(test)]
+    pub(crate) fn routes(&self) -> impl Iterator<Item = (u128, u8, FibEntry)> + '_ {
         self.routes.iter().enumerate().flat_map(|(len, routes)| {
             routes
                 .iter()
@@ -325,7 +328,8 @@ impl<B: Blocks> Table<B> {
 
     /// The same table in other storage, which must hold at least [`Table::high_water`]
     /// blocks: every entry copied, blocks where they were.
-    pub fn moved_to<C: Blocks>(self, blocks: C) -> Table<C> {
+    #[cfg(test)]
+    pub(crate) fn moved_to<C: Blocks>(self, blocks: C) -> Table<C> {
         let blocks = self.copy_blocks(blocks);
         Table {
             shape: self.shape,
@@ -348,7 +352,7 @@ impl<B: Blocks> Table<B> {
     }
 
     /// A copy in other storage, which must hold at least [`Table::high_water`] blocks.
-    pub fn copy_to<C: Blocks>(&self, blocks: C) -> Table<C> {
+    pub(crate) fn copy_to<C: Blocks>(&self, blocks: C) -> Table<C> {
         let blocks = self.copy_blocks(blocks);
         Table {
             shape: self.shape,
@@ -454,7 +458,7 @@ impl<B: Blocks> Table<B> {
 }
 
 /// The leaf for a route entry.
-pub fn leaf(entry: RouteEntry) -> FibEntry {
+pub(crate) fn leaf(entry: RouteEntry) -> FibEntry {
     FibEntry::leaf(entry).expect("route ids fit a leaf (checked at compile time)")
 }
 
@@ -532,7 +536,7 @@ mod tests {
         assert!(!table.remove(v4("44.1.2.128"), 25), "already gone");
         assert!(table.remove(v4("44.1.0.0"), 16));
         assert_eq!(table.lookup(v4("44.1.2.130")), FibEntry::EMPTY);
-        assert!(table.is_empty());
+        assert!(table.len() == 0);
     }
 
     #[test]
@@ -610,7 +614,7 @@ mod tests {
             for (addr, len) in present.drain(..) {
                 assert!(table.remove(addr, len));
             }
-            assert!(table.is_empty());
+            assert!(table.len() == 0);
             // Everything folded back: only the first level (and quarantined blocks) remain.
             assert_eq!(table.blocks_in_use(), shape.first_level_blocks() as usize);
         }

@@ -136,8 +136,9 @@ pub(super) fn ensure_bpffs(dir: &Path) -> anyhow::Result<()> {
         let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
             return false;
         };
-        // SAFETY: statfs writes into the zeroed struct we pass.
+        // SAFETY: `statfs` is plain data, for which all zeroes is a valid value.
         let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path, and a struct statfs to write into.
         let ret = unsafe { libc::statfs(c_path.as_ptr(), &mut stat) };
         ret == 0 && stat.f_type as i64 == BPF_FS_MAGIC
     };

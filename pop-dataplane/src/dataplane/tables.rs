@@ -33,7 +33,7 @@ fn capacity_for(blocks: usize, first_level: usize) -> usize {
 
 /// A compiled table's blocks in a BPF array, mapped into this process: entries are written
 /// with plain (atomic) stores, no syscall.
-pub struct MappedBlocks {
+pub(crate) struct MappedBlocks {
     map: MapData,
     entries: NonNull<AtomicU32>,
     len: usize,
@@ -138,7 +138,7 @@ impl TableMemory {
 }
 
 /// One family's compiled table, in a BPF array.
-pub struct Compiled {
+pub(crate) struct Compiled {
     name: &'static str,
     table: Table<MappedBlocks>,
 }
@@ -163,7 +163,7 @@ fn first_level_blocks(shape: Shape) -> usize {
 }
 
 /// The tables of one lookup mode.
-pub enum RouteTables {
+pub(crate) enum RouteTables {
     /// Boxed: a table's bookkeeping is large, and there are only ever a few.
     Compiled {
         v4: Box<Compiled>,
@@ -174,11 +174,11 @@ pub enum RouteTables {
 }
 
 /// A table in use had to move to a larger array: swap it in.
-pub struct Moved;
+pub(crate) struct Moved;
 
 impl RouteTables {
     /// New tables holding `routes`, not yet seen by the program.
-    pub fn build(
+    pub(crate) fn build(
         mode: FibMode,
         routes: impl IntoIterator<Item = (IpNet, RouteEntry)>,
     ) -> anyhow::Result<Self> {
@@ -216,7 +216,7 @@ impl RouteTables {
         }
     }
 
-    pub fn mode(&self) -> FibMode {
+    pub(crate) fn mode(&self) -> FibMode {
         match self {
             Self::Compiled { .. } => FibMode::Compiled,
             Self::LpmTrie { .. } => FibMode::LpmTrie,
@@ -226,7 +226,7 @@ impl RouteTables {
     /// Makes the program use these tables: one update of each family's slot (`FIB_V4` and
     /// `FIB_V6`, or `ROUTES_V4` and `ROUTES_V6`). The tables they replace are freed when the
     /// last packet using them is done.
-    pub fn install(&self, v4_outer: &mut Map, v6_outer: &mut Map) -> anyhow::Result<()> {
+    pub(crate) fn install(&self, v4_outer: &mut Map, v6_outer: &mut Map) -> anyhow::Result<()> {
         let (v4, v6) = match self {
             Self::Compiled { v4, v6 } => (&v4.table.storage().map, &v6.table.storage().map),
             Self::LpmTrie { v4, v6 } => (map_data(v4), map_data(v6)),
@@ -242,7 +242,11 @@ impl RouteTables {
 
     /// Adds or replaces one route in place. `Ok(Some(Moved))`: a compiled table was full and
     /// now lives in a larger array, which must be installed.
-    pub fn set(&mut self, prefix: &IpNet, entry: &RouteEntry) -> anyhow::Result<Option<Moved>> {
+    pub(crate) fn set(
+        &mut self,
+        prefix: &IpNet,
+        entry: &RouteEntry,
+    ) -> anyhow::Result<Option<Moved>> {
         match self {
             Self::Compiled { v4, v6 } => {
                 let (table, addr, len) = match prefix {
@@ -285,7 +289,7 @@ impl RouteTables {
     }
 
     /// Removes one route in place.
-    pub fn delete(&mut self, prefix: &IpNet) -> anyhow::Result<()> {
+    pub(crate) fn delete(&mut self, prefix: &IpNet) -> anyhow::Result<()> {
         match self {
             Self::Compiled { v4, v6 } => {
                 match prefix {
@@ -312,7 +316,7 @@ impl RouteTables {
     }
 
     /// Kernel memory of the tables.
-    pub fn memory(&self) -> TableMemory {
+    pub(crate) fn memory(&self) -> TableMemory {
         match self {
             Self::Compiled { v4, v6 } => TableMemory {
                 v4_bytes: v4.table.storage().kernel_bytes(),

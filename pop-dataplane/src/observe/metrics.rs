@@ -20,7 +20,7 @@ use crate::observe::stats::{self, InterfaceStats};
 
 /// Figures only the daemon knows, shared with the endpoint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Figures {
+pub(crate) struct Figures {
     pub routes_v4: u64,
     pub routes_v6: u64,
     pub nexthops: u64,
@@ -29,10 +29,10 @@ pub struct Figures {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct Shared(Arc<Mutex<Figures>>);
+pub(crate) struct Shared(Arc<Mutex<Figures>>);
 
 impl Shared {
-    pub fn set(&self, figures: Figures) {
+    pub(crate) fn set(&self, figures: Figures) {
         *self.0.lock().expect("not poisoned") = figures;
     }
 
@@ -42,7 +42,7 @@ impl Shared {
 }
 
 /// Listens on `addr` and serves the dataplane pinned under `pin_dir`.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: SocketAddr,
     pin_dir: PathBuf,
     run_dir: PathBuf,
@@ -117,7 +117,7 @@ async fn respond(
 }
 
 /// The Prometheus text exposition of `stats` and `figures`.
-pub fn render(stats: &[InterfaceStats], figures: Figures) -> String {
+pub(crate) fn render(stats: &[InterfaceStats], figures: Figures) -> String {
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, value: &dyn Fn(&InterfaceStats) -> u64| {
         let _ = writeln!(out, "# HELP pop_dataplane_{name} {help}");

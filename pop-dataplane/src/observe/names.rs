@@ -11,7 +11,7 @@ use crate::control::topology::NamedInterface;
 const NAMES_FILE: &str = "interfaces.json";
 
 /// Writes the running dataplane's interface names into its run directory.
-pub fn save(run_dir: &Path, names: &[NamedInterface]) -> anyhow::Result<()> {
+pub(crate) fn save(run_dir: &Path, names: &[NamedInterface]) -> anyhow::Result<()> {
     let path = run_dir.join(NAMES_FILE);
     let tmp = run_dir.join(format!("{NAMES_FILE}.tmp"));
     fs::write(&tmp, serde_json::to_vec_pretty(names)?)
@@ -20,7 +20,7 @@ pub fn save(run_dir: &Path, names: &[NamedInterface]) -> anyhow::Result<()> {
 }
 
 /// The names the running dataplane saved; none when it saved none (or they do not read).
-pub fn load(run_dir: &Path) -> Vec<NamedInterface> {
+pub(crate) fn load(run_dir: &Path) -> Vec<NamedInterface> {
     fs::read(run_dir.join(NAMES_FILE))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())

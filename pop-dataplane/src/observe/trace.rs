@@ -23,7 +23,7 @@ use crate::{
 const TRACE_SOURCE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     Udp,
     Tcp,
     Icmp,
@@ -31,7 +31,7 @@ pub enum Protocol {
 
 /// The packet to trace.
 #[derive(Clone, Debug)]
-pub struct Probe {
+pub(crate) struct Probe {
     /// The interface it arrives on: a port, or a VLAN device on one.
     pub ingress: String,
     pub dst: IpAddr,
@@ -46,7 +46,7 @@ pub struct Probe {
 
 /// What the program did, as `trace --json` prints it.
 #[derive(Clone, Debug, Serialize)]
-pub struct Trace {
+pub(crate) struct Trace {
     pub ingress: String,
     pub action: &'static str,
     pub xdp_action: u32,
@@ -60,7 +60,7 @@ pub struct Trace {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct TracedRoute {
+pub(crate) struct TracedRoute {
     pub prefix: String,
     /// `nexthop N`, `group N`, `blackhole`, `kernel` or `local`.
     pub target: String,
@@ -70,7 +70,7 @@ pub struct TracedRoute {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct TracedNexthop {
+pub(crate) struct TracedNexthop {
     pub id: u32,
     pub egress: String,
     pub port: u32,
@@ -82,7 +82,7 @@ pub struct TracedNexthop {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Headers {
+pub(crate) struct Headers {
     pub dst_mac: String,
     pub src_mac: String,
     pub vlan: Vec<u16>,
@@ -92,7 +92,7 @@ pub struct Headers {
     pub checksum: Option<String>,
 }
 
-pub fn trace(pin_dir: &Path, run_dir: &Path, probe: &Probe) -> anyhow::Result<Trace> {
+pub(crate) fn trace(pin_dir: &Path, run_dir: &Path, probe: &Probe) -> anyhow::Result<Trace> {
     let pinned = Pinned::open(pin_dir)?;
     let host = Host::read_now()?;
     let saved = names::load(run_dir);
@@ -340,7 +340,7 @@ fn headers(frame: &[u8]) -> Option<Headers> {
 }
 
 /// The trace for a person.
-pub fn render(probe: &Probe, trace: &Trace) -> String {
+pub(crate) fn render(probe: &Probe, trace: &Trace) -> String {
     let mut out = String::new();
     let proto = match probe.protocol {
         Protocol::Udp => format!("udp {} -> {}", probe.sport, probe.dport),

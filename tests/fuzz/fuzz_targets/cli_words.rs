@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pop_dataplane::{control::acl::DenyRule, config::route_spec::RouteSpec};
+use pop_dataplane::config::{DenyRule, route_spec::RouteSpec};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
