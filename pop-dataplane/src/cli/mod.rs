@@ -1,22 +1,28 @@
 //! The command line: every verb, its flags, and how its answer is shown.
 
-use std::{io::Read as _, path::PathBuf, process::ExitCode, time::Duration};
+mod acl;
+mod reply;
+mod route;
 
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use pop_dataplane_common::fib::FibMode;
+
+use self::{
+    acl::{AclCommand, acl},
+    reply::{done, unexpected},
+    route::{RouteCommand, route},
+};
 use crate::{
     api::{self, Reply, Request},
-    config::DenyRule,
-    config::route_spec::RouteSpec,
-    control::rib::Source,
-    control::router::{Mode, RouteInfo},
     daemon::{RunOptions, run},
     dataplane::AttachMode,
-    observe::stats,
-    observe::trace::{self, Probe, Protocol},
+    observe::{
+        stats,
+        trace::{self, Probe, Protocol},
+    },
 };
-use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
-use pop_dataplane_common::fib::FibMode;
 
 const MIB: f64 = (1 << 20) as f64;
 
@@ -164,94 +170,9 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-enum AclCommand {
-    /// Drop (and count) packets from a source prefix: deny src PREFIX [dev IFACE]. Without
-    /// dev, on every routed interface. Lasts until the daemon stops; put permanent rules in
-    /// the config's [[acl]].
-    Add {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-        rule: Vec<String>,
-    },
-    /// Delete a rule added with `acl add`: deny src PREFIX [dev IFACE].
-    Del {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-        rule: Vec<String>,
-    },
-    /// The rules, where each comes from, and what each dropped.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Subcommand)]
-enum RouteCommand {
-    /// Add a route: PREFIX via ADDR dev IFACE [via ADDR dev IFACE ...] | PREFIX blackhole |
-    /// PREFIX kernel. Fails if the CLI already has a route for PREFIX.
-    Add {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-        route: Vec<String>,
-    },
-    /// Add a route, or replace the CLI's route for its prefix.
-    Replace {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-        route: Vec<String>,
-    },
-    /// Delete the CLI's routes for these prefixes.
-    Del {
-        #[arg(required = true)]
-        prefixes: Vec<String>,
-    },
-    /// List the routes: every source, the selected one marked.
-    List {
-        #[arg(long)]
-        json: bool,
-        /// Only the routes from this source.
-        #[arg(long, value_enum)]
-        source: Option<SourceArg>,
-    },
-    /// The route the dataplane uses for an address, and its next hops.
-    Get {
-        addr: std::net::IpAddr,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Delete every route the CLI added.
-    Flush,
-    /// Add (or replace) the routes of a file, one per line in `route add` syntax (`-`:
-    /// standard input). One bad line and nothing changes.
-    Load {
-        file: String,
-        /// The file holds the whole table: CLI routes not in it are removed, and the new
-        /// table replaces the old one in one step.
-        #[arg(long)]
-        replace_all: bool,
-    },
-}
-
-#[derive(Subcommand)]
 enum ConfigCommand {
     /// Save the CLI's routes to the saved-routes file, so that they survive a restart.
     Save,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum SourceArg {
-    Local,
-    Cli,
-    Config,
-    Kernel,
-}
-
-impl From<SourceArg> for Source {
-    fn from(source: SourceArg) -> Self {
-        match source {
-            SourceArg::Local => Self::Local,
-            SourceArg::Cli => Self::Cli,
-            SourceArg::Config => Self::Config,
-            SourceArg::Kernel => Self::Kernel,
-        }
-    }
 }
 
 /// Parses the command line and runs the command; what `pop-dataplane` does.
@@ -389,238 +310,4 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             other => unexpected(other),
         },
     }
-}
-
-fn route(socket: &std::path::Path, command: RouteCommand) -> anyhow::Result<()> {
-    match command {
-        RouteCommand::Add { route } | RouteCommand::Replace { route }
-            if route.iter().any(|w| w.contains('\n')) =>
-        {
-            bail!("a route is one line")
-        }
-        RouteCommand::Add { route } => set(socket, &route, Mode::Add),
-        RouteCommand::Replace { route } => set(socket, &route, Mode::Replace),
-        RouteCommand::Del { prefixes } => {
-            let prefixes = prefixes
-                .iter()
-                .map(|p| crate::config::parse_prefix(p))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|err| anyhow::anyhow!("route del: {err}"))?;
-            done(api::request(socket, &Request::RouteDel { prefixes })?)
-        }
-        RouteCommand::Flush => done(api::request(socket, &Request::RouteFlush)?),
-        RouteCommand::List { json, source } => {
-            match api::request(
-                socket,
-                &Request::RouteList {
-                    source: source.map(Source::from),
-                },
-            )? {
-                Reply::Routes { routes } if json => {
-                    println!("{}", serde_json::to_string_pretty(&routes)?);
-                    Ok(())
-                }
-                Reply::Routes { routes } => {
-                    print!("{}", render_routes(&routes));
-                    Ok(())
-                }
-                other => unexpected(other),
-            }
-        }
-        RouteCommand::Get { addr, json } => {
-            match api::request(socket, &Request::RouteGet { addr })? {
-                Reply::Route { route } if json => {
-                    println!("{}", serde_json::to_string_pretty(&route)?);
-                    Ok(())
-                }
-                Reply::Route { route: Some(route) } => {
-                    print!("{}", render_routes(std::slice::from_ref(&route)));
-                    for nexthop in &route.nexthops {
-                        println!(
-                            "  next hop {}: {} dev {}, mac {}, {}",
-                            nexthop.id,
-                            nexthop
-                                .via
-                                .map_or_else(|| "-".to_owned(), |v| format!("via {v}")),
-                            nexthop.dev,
-                            nexthop.mac.as_deref().unwrap_or("unknown"),
-                            nexthop.state
-                        );
-                    }
-                    Ok(())
-                }
-                Reply::Route { route: None } => {
-                    bail!("no route for {addr}: the dataplane hands it to the kernel")
-                }
-                other => unexpected(other),
-            }
-        }
-        RouteCommand::Load { file, replace_all } => {
-            let (name, bytes) = if file == "-" {
-                let mut bytes = Vec::new();
-                std::io::stdin()
-                    .read_to_end(&mut bytes)
-                    .context("reading standard input")?;
-                ("stdin".to_owned(), bytes)
-            } else {
-                let bytes = std::fs::read(&file).with_context(|| format!("reading {file}"))?;
-                (file.clone(), bytes)
-            };
-            let text = String::from_utf8(bytes).map_err(|err| {
-                let line = err.as_bytes()[..err.utf8_error().valid_up_to()]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count()
-                    + 1;
-                anyhow::anyhow!("{name}:{line}: not UTF-8 text")
-            })?;
-            // The daemon checks every line (naming the bad ones) before it changes anything,
-            // and tells how far it got: a bar on a terminal.
-            let bar = ProgressBar::new(0);
-            let spinner = ProgressStyle::with_template("{msg:>17} {spinner}").expect("valid");
-            let counting = ProgressStyle::with_template("{msg:>17} [{bar:40}] {pos}/{len}")
-                .expect("valid")
-                .progress_chars("=> ");
-            bar.set_style(spinner.clone());
-            bar.enable_steady_tick(Duration::from_millis(100));
-            bar.set_message("sending routes");
-            let reply = api::request_with_progress(
-                socket,
-                &Request::RouteLoad {
-                    name,
-                    text,
-                    replace_all,
-                },
-                &mut |phase, done, total| {
-                    bar.set_style(if total == 0 {
-                        spinner.clone()
-                    } else {
-                        counting.clone()
-                    });
-                    bar.set_message(phase.to_owned());
-                    bar.set_length(total);
-                    bar.set_position(done);
-                },
-            );
-            bar.finish_and_clear();
-            done(reply?)
-        }
-    }
-}
-
-fn acl(socket: &std::path::Path, command: AclCommand) -> anyhow::Result<()> {
-    let rule =
-        |words: &[String]| DenyRule::parse(words).map_err(|err| anyhow::anyhow!("acl: {err}"));
-    match command {
-        AclCommand::Add { rule: words } => done(api::request(
-            socket,
-            &Request::AclAdd {
-                rule: rule(&words)?,
-            },
-        )?),
-        AclCommand::Del { rule: words } => done(api::request(
-            socket,
-            &Request::AclDel {
-                rule: rule(&words)?,
-            },
-        )?),
-        AclCommand::List { json } => match api::request(socket, &Request::AclList)? {
-            Reply::Acl { rules } if json => {
-                println!("{}", serde_json::to_string_pretty(&rules)?);
-                Ok(())
-            }
-            Reply::Acl { rules } => {
-                let mut rows = vec![[
-                    "ID".to_owned(),
-                    "RULE".to_owned(),
-                    "FROM".to_owned(),
-                    "PACKETS".to_owned(),
-                    "BYTES".to_owned(),
-                ]];
-                for info in &rules {
-                    rows.push([
-                        info.id.to_string(),
-                        info.rule.to_string(),
-                        info.origin.name().to_owned(),
-                        info.packets.to_string(),
-                        info.bytes.to_string(),
-                    ]);
-                }
-                print!("{}", table(&rows));
-                Ok(())
-            }
-            other => unexpected(other),
-        },
-    }
-}
-
-fn set(socket: &std::path::Path, words: &[String], mode: Mode) -> anyhow::Result<()> {
-    let spec = RouteSpec::parse(&words.join(" ")).map_err(|err| anyhow::anyhow!("route: {err}"))?;
-    done(api::request(
-        socket,
-        &Request::RouteSet {
-            routes: vec![(0, spec)],
-            mode,
-        },
-    )?)
-}
-
-fn done(reply: Reply) -> anyhow::Result<()> {
-    match reply {
-        Reply::Done { message } => {
-            println!("{message}");
-            Ok(())
-        }
-        other => unexpected(other),
-    }
-}
-
-fn unexpected(reply: Reply) -> anyhow::Result<()> {
-    match reply {
-        Reply::Error { message } => bail!("{message}"),
-        other => bail!("unexpected reply from the daemon: {other:?}"),
-    }
-}
-
-fn render_routes(routes: &[RouteInfo]) -> String {
-    let mut rows = vec![[
-        "PREFIX".to_owned(),
-        "SOURCE".to_owned(),
-        "".to_owned(),
-        "ROUTE".to_owned(),
-        "NEXT HOPS".to_owned(),
-    ]];
-    for route in routes {
-        let states: Vec<String> = route.nexthops.iter().map(|n| n.state.to_string()).collect();
-        rows.push([
-            route.prefix.to_string(),
-            route.source.name().to_owned(),
-            if route.selected {
-                "*".to_owned()
-            } else {
-                String::new()
-            },
-            route.target.clone(),
-            states.join(", "),
-        ]);
-    }
-    table(&rows)
-}
-
-/// Rows as left-aligned columns.
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
-    let widths: Vec<usize> = (0..N)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }
