@@ -318,6 +318,17 @@ impl Lab {
         command
     }
 
+    /// The usual start of an end-to-end test: a lab named after `prefix`, its router running
+    /// the dataplane binary natively on [`Lab::router_config`]. Bind the three in this order,
+    /// `let (binary, lab, _daemon) = ...`: the daemon then stops before the lab's namespaces
+    /// go.
+    pub fn running(prefix: &str, options: LabOptions) -> anyhow::Result<(PathBuf, Lab, Daemon)> {
+        let binary = crate::dataplane_binary();
+        let lab = Lab::with(prefix, options)?;
+        let daemon = lab.start_dataplane(&binary, &lab.router_config(), "native")?;
+        Ok((binary, lab, daemon))
+    }
+
     /// Starts `pop-dataplane run` on the router with `config` (TOML text) and waits until it
     /// says it is forwarding.
     pub fn start_dataplane(

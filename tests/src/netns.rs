@@ -128,6 +128,27 @@ impl Netns {
     }
 
     /// Runs `ip ARGS` inside the namespace; fails with its stderr.
+    /// A namespace for running the program on crafted frames (BPF_PROG_TEST_RUN needs real
+    /// ingress interfaces): veth `ports` as (name, peer, MAC), up; then each of `setup` as
+    /// `ip` arguments; entered by the calling thread.
+    pub fn with_ports(
+        prefix: &str,
+        ports: &[(&str, &str, &str)],
+        setup: &[&str],
+    ) -> anyhow::Result<Self> {
+        let netns = Self::new(prefix)?;
+        for (port, peer, mac) in ports {
+            netns.ip(&["link", "add", port, "type", "veth", "peer", "name", peer])?;
+            netns.ip(&["link", "set", port, "address", mac, "up"])?;
+            netns.ip(&["link", "set", peer, "up"])?;
+        }
+        for args in setup {
+            netns.ip(&args.split(' ').collect::<Vec<_>>())?;
+        }
+        netns.enter_thread()?;
+        Ok(netns)
+    }
+
     pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
         let mut command = Command::new("ip");
         command.args(["-n", &self.name]).args(args);

@@ -536,30 +536,22 @@ fn agree(fib: FibMode) {
          {frames} frames"
     );
 
-    let netns = Netns::new("pdpt-diff").unwrap();
-    for (port, peer, mac) in [
-        ("p0", "q0", "02:00:00:00:00:a0"),
-        ("p1", "q1", "02:00:00:00:00:b0"),
-        ("p2", "q2", "02:00:00:00:00:c0"),
-        ("p3", "q3", "02:00:00:00:00:d0"),
-    ] {
-        netns
-            .ip(&["link", "add", port, "type", "veth", "peer", "name", peer])
-            .unwrap();
-        netns
-            .ip(&["link", "set", port, "address", mac, "up"])
-            .unwrap();
-        netns.ip(&["link", "set", peer, "up"]).unwrap();
-    }
-    for args in [
-        "link set p2 mtu 1280",
-        "addr add 198.18.2.1/24 dev p1",
-        "addr add 198.18.1.1/24 dev p0",
-        "addr add 2001:2:0:2::1/64 dev p1 nodad",
-    ] {
-        netns.ip(&args.split(' ').collect::<Vec<_>>()).unwrap();
-    }
-    netns.enter_thread().unwrap();
+    let netns = Netns::with_ports(
+        "pdpt-diff",
+        &[
+            ("p0", "q0", "02:00:00:00:00:a0"),
+            ("p1", "q1", "02:00:00:00:00:b0"),
+            ("p2", "q2", "02:00:00:00:00:c0"),
+            ("p3", "q3", "02:00:00:00:00:d0"),
+        ],
+        &[
+            "link set p2 mtu 1280",
+            "addr add 198.18.2.1/24 dev p1",
+            "addr add 198.18.1.1/24 dev p0",
+            "addr add 2001:2:0:2::1/64 dev p1 nodad",
+        ],
+    )
+    .unwrap();
 
     // The config's interfaces and next hops, then the full table spread over them.
     let config = match fib {

@@ -53,8 +53,7 @@ fn routes(lab: &Lab, binary: &Path) -> Value {
 
 #[test]
 fn route_cli_changes_what_the_program_does() {
-    let binary = dataplane_binary();
-    let lab = Lab::with(
+    let (binary, lab, _daemon) = Lab::running(
         "pdpt-ctl",
         LabOptions {
             ipv6: false,
@@ -62,9 +61,6 @@ fn route_cli_changes_what_the_program_does() {
         },
     )
     .unwrap();
-    let _daemon = lab
-        .start_dataplane(&binary, &lab.router_config(), "native")
-        .unwrap();
 
     assert_eq!(verdict(&lab, &binary, "198.18.5.5"), to_kernel("no_route"));
     let out = lab
@@ -172,11 +168,7 @@ fn route_cli_changes_what_the_program_does() {
 
 #[test]
 fn bad_cli_input_gets_a_clear_error_and_changes_nothing() {
-    let binary = dataplane_binary();
-    let lab = Lab::new("pdpt-ctl").unwrap();
-    let _daemon = lab
-        .start_dataplane(&binary, &lab.router_config(), "native")
-        .unwrap();
+    let (binary, lab, _daemon) = Lab::running("pdpt-ctl", LabOptions::default()).unwrap();
     let before = routes(&lab, &binary);
     let long = "x".repeat(5000);
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -271,11 +263,7 @@ fn bad_cli_input_gets_a_clear_error_and_changes_nothing() {
 
 #[test]
 fn route_load_is_all_or_nothing_and_names_the_line() {
-    let binary = dataplane_binary();
-    let lab = Lab::new("pdpt-ctl").unwrap();
-    let _daemon = lab
-        .start_dataplane(&binary, &lab.router_config(), "native")
-        .unwrap();
+    let (binary, lab, _daemon) = Lab::running("pdpt-ctl", LabOptions::default()).unwrap();
     let before = routes(&lab, &binary);
 
     let file = lab.dir().join("routes.txt");
@@ -344,11 +332,7 @@ fn route_load_is_all_or_nothing_and_names_the_line() {
 
 #[test]
 fn saved_cli_routes_survive_a_restart_and_unsaved_ones_do_not() {
-    let binary = dataplane_binary();
-    let lab = Lab::new("pdpt-ctl").unwrap();
-    let mut daemon = lab
-        .start_dataplane(&binary, &lab.router_config(), "native")
-        .unwrap();
+    let (binary, lab, mut daemon) = Lab::running("pdpt-ctl", LabOptions::default()).unwrap();
     lab.cli(&binary, &["route", "add", "198.18.5.0/24", "blackhole"])
         .unwrap();
     let out = lab.cli(&binary, &["config", "save"]).unwrap();
@@ -712,11 +696,7 @@ fn restarting_and_upgrading_the_daemon_loses_no_packet() {
 
 #[test]
 fn unprivileged_users_and_second_daemons_get_clear_errors() {
-    let binary = dataplane_binary();
-    let lab = Lab::new("pdpt-ctl").unwrap();
-    let _daemon = lab
-        .start_dataplane(&binary, &lab.router_config(), "native")
-        .unwrap();
+    let (binary, lab, _daemon) = Lab::running("pdpt-ctl", LabOptions::default()).unwrap();
     // Enter the namespace as root (nsenter needs it), then become nobody.
     let as_nobody = |args: &[&str]| {
         let mut command = lab.router.enter("setpriv");

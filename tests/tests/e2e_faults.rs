@@ -16,7 +16,7 @@ use std::{
 use ipnet::Ipv4Net;
 use pop_dataplane_tests::{
     dataplane_binary, fulltable,
-    lab::{Daemon, HOST_B, Lab, ROUTER_A, ROUTER_B, counter},
+    lab::{Daemon, HOST_B, Lab, LabOptions, ROUTER_A, ROUTER_B, counter},
 };
 use serde_json::Value;
 
@@ -57,11 +57,7 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn an_interface_deleted_and_created_again_or_flapped_under_traffic() {
-    let binary = dataplane_binary();
-    let lab = Lab::new("pdpt-flt").unwrap();
-    let daemon = lab
-        .start_dataplane(&binary, &lab.router_config(), "native")
-        .unwrap();
+    let (binary, lab, daemon) = Lab::running("pdpt-flt", LabOptions::default()).unwrap();
     assert!(ping(&lab));
 
     // Traffic all along: a ping every 10 ms from A, counted at the end.

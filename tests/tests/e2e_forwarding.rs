@@ -8,7 +8,7 @@ use std::{path::Path, thread, time::Duration};
 
 use pop_dataplane_tests::{
     dataplane_binary,
-    lab::{HOST_A, HOST_B, Lab, ROUTER_A, ROUTER_B},
+    lab::{HOST_A, HOST_B, Lab, LabOptions, ROUTER_A, ROUTER_B},
 };
 use serde_json::Value;
 
@@ -135,11 +135,7 @@ fn forwards_ping_tcp_udp_in_generic_mode() {
 
 #[test]
 fn the_kernel_still_answers_for_the_router() {
-    let binary = dataplane_binary();
-    let lab = Lab::new("pdpt-e2e").unwrap();
-    let _daemon = lab
-        .start_dataplane(&binary, &lab.router_config(), "native")
-        .unwrap();
+    let (binary, lab, _daemon) = Lab::running("pdpt-e2e", LabOptions::default()).unwrap();
     let before = Snapshot::take(&lab, &binary);
 
     // The router's own address, inside a routed subnet: the kernel answers, after resolving

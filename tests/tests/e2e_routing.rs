@@ -20,8 +20,7 @@ use pop_dataplane_tests::{
 
 #[test]
 fn ipv6_ping_and_tcp_are_forwarded() {
-    let binary = dataplane_binary();
-    let lab = Lab::with(
+    let (binary, lab, _daemon) = Lab::running(
         "pdpt-route",
         LabOptions {
             ipv6: true,
@@ -29,9 +28,6 @@ fn ipv6_ping_and_tcp_are_forwarded() {
         },
     )
     .unwrap();
-    let _daemon = lab
-        .start_dataplane(&binary, &lab.router_config(), "native")
-        .unwrap();
     let before = lab.stats(&binary).unwrap();
 
     let ping = lab
@@ -205,8 +201,7 @@ nexthop = "a-qinq"
 
 #[test]
 fn ecmp_spreads_flows_over_two_links_and_keeps_each_on_one() {
-    let binary = dataplane_binary();
-    let lab = Lab::with(
+    let (binary, lab, _daemon) = Lab::running(
         "pdpt-route",
         LabOptions {
             ipv6: false,
@@ -214,9 +209,6 @@ fn ecmp_spreads_flows_over_two_links_and_keeps_each_on_one() {
         },
     )
     .unwrap();
-    let _daemon = lab
-        .start_dataplane(&binary, &lab.router_config(), "native")
-        .unwrap();
 
     const FLOWS: u16 = 48;
     const PER_FLOW: u64 = 5;
@@ -415,8 +407,7 @@ fn jumbo_frames_are_forwarded_and_too_big_goes_to_the_kernel() {
 
 #[test]
 fn trace_answers_from_the_loaded_program_and_addresses_are_followed() {
-    let binary = dataplane_binary();
-    let lab = Lab::with(
+    let (binary, lab, _daemon) = Lab::running(
         "pdpt-route",
         LabOptions {
             ipv6: true,
@@ -424,9 +415,6 @@ fn trace_answers_from_the_loaded_program_and_addresses_are_followed() {
         },
     )
     .unwrap();
-    let _daemon = lab
-        .start_dataplane(&binary, &lab.router_config(), "native")
-        .unwrap();
     let before = lab.stats(&binary).unwrap();
 
     let t = lab

@@ -145,30 +145,22 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let netns = Netns::new("pdpt-pkt").unwrap();
-        for (port, peer, mac) in [
-            ("p0", "q0", P0_MAC),
-            ("p1", "q1", P1_MAC),
-            ("p2", "q2", P2_MAC),
-            ("p3", "q3", P3_MAC),
-        ] {
-            netns
-                .ip(&["link", "add", port, "type", "veth", "peer", "name", peer])
-                .unwrap();
-            netns
-                .ip(&["link", "set", port, "address", mac, "up"])
-                .unwrap();
-            netns.ip(&["link", "set", peer, "up"]).unwrap();
-        }
         // VLAN sub-interfaces are defined in the config: this kernel has no 802.1Q devices.
-        for args in [
-            "link set p2 mtu 1280",
-            "addr add 198.18.2.1/24 dev p1",
-            "addr add 2001:2:0:2::1/64 dev p1 nodad",
-        ] {
-            netns.ip(&args.split(' ').collect::<Vec<_>>()).unwrap();
-        }
-        netns.enter_thread().unwrap();
+        let netns = Netns::with_ports(
+            "pdpt-pkt",
+            &[
+                ("p0", "q0", P0_MAC),
+                ("p1", "q1", P1_MAC),
+                ("p2", "q2", P2_MAC),
+                ("p3", "q3", P3_MAC),
+            ],
+            &[
+                "link set p2 mtu 1280",
+                "addr add 198.18.2.1/24 dev p1",
+                "addr add 2001:2:0:2::1/64 dev p1 nodad",
+            ],
+        )
+        .unwrap();
 
         let config = Config::parse("packets.toml", CONFIG).unwrap();
         let host = Host::read_now().unwrap();
