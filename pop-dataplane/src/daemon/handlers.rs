@@ -69,6 +69,8 @@ pub(super) enum RequestError {
 }
 
 pub(super) struct Daemon<'a> {
+    /// Held while the daemon runs: one daemon per run directory.
+    pub(super) _lock: files::InstanceLock,
     pub(super) options: &'a RunOptions,
     /// The config running now (the file may have changed since).
     pub(super) config: Config,

@@ -137,7 +137,7 @@ async fn start(
     Topology::build(&config, &file, &host)?;
 
     warn_if_kernel_forwarding_is_off();
-    let _lock = InstanceLock::acquire(&options.run_dir)?;
+    let lock = InstanceLock::acquire(&options.run_dir)?;
     let listener = bind_control_socket(&options.socket, config.daemon.control_group.as_deref())?;
 
     let mut dataplane = Dataplane::load(LoadOptions {
@@ -238,6 +238,7 @@ async fn start(
     };
 
     let daemon = Daemon {
+        _lock: lock,
         options,
         config,
         config_file: file,
