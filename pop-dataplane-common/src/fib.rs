@@ -1,37 +1,72 @@
-//! The compiled FIB: route tables whose lookup costs the same whatever their size.
+//! The compiled FIB: compact route tables, cache-resident at full-table size, whose lookup
+//! takes a few reads whatever the table holds.
 //!
-//! Each family's table is a multibit trie with leaf pushing, stored in one BPF array of
-//! [`Block`]s of 256 entries:
+//! Each family's table is a multibit trie with leaf pushing and bitmap-compressed nodes (after
+//! Poptrie, Asai and Ohara, SIGCOMM 2015), in one BPF array of [`Cell`]s (32 bytes):
 //!
-//! - IPv4 (DIR-24-8): the first level is indexed by the top 24 bits of the address: 2^24
-//!   entries, blocks `0..65536`; an entry for a /24 that holds longer prefixes points at a
-//!   block indexed by the last 8 bits. One or two reads.
-//! - IPv6: the first level is indexed by the top 16 bits (blocks `0..256`), then each level by
-//!   the next 8 bits. One read per level, at most 15 for a /128; 5 for a /48.
+//! - The direct array, cells `0..DIRECT_CELLS`: one [`FibEntry`] for each value of the
+//!   address's top 16 bits, 8 to a cell. An entry is empty (no route), a leaf (the route of
+//!   the longest prefix covering all of its addresses), or a pointer to a node.
+//! - Nodes, below: each takes the next 8 bits of the address (byte 2, 3, ...), in 4 groups of
+//!   64 children, one cell each (see [`group`]). A group's `vector` has a bit for each child
+//!   that is a node, whose records (4 cells each) follow one another from `base_node`; its
+//!   `leafvec` a bit where a run of equal leaves starts among the other children, whose leaves
+//!   (one [`FibEntry`] each, 8 to a cell) follow one another from word `base_leaf`. A child's
+//!   record or leaf is found by counting the bits below its own.
 //!
-//! An entry is a [`FibEntry`]: empty (no route), a leaf (the route of the longest prefix
-//! covering every address under the entry: leaves are pushed down to the deepest level), or a
-//! pointer to the block of the next level. Userspace builds and edits the tables; a route
-//! change rewrites entries one by one, each from one valid value to another (a 4-byte store),
-//! so a lookup never sees a half-written entry, and a replaced route never misses.
+//! IPv4 takes one or two reads past the direct array for a /24, IPv6 one per byte past the
+//! second. Userspace never edits a cell the program may be reading: a change writes new
+//! nodes and leaves into free cells, then publishes them with one 4-byte store (the direct
+//! entry, or a pointer in a new parent written the same way), so a lookup sees the old
+//! route or the new one, never none; cells let go are reused only after a quarantine.
 
 use crate::{RouteEntry, RouteTarget};
 
-/// Entries of a block: one level's stride is 8 bits.
-pub const BLOCK_ENTRIES: usize = 256;
+/// The value type of the FIB arrays: 8 words.
+pub type Cell = [u32; CELL_WORDS];
+pub const CELL_WORDS: usize = 8;
 
-/// The value type of the FIB arrays.
-pub type Block = [u32; BLOCK_ENTRIES];
+/// Address bits the direct array is indexed by (both families).
+pub const DIRECT_BITS: u32 = 16;
+/// Cells of the direct array.
+pub const DIRECT_CELLS: u32 = (1 << DIRECT_BITS) / CELL_WORDS as u32;
 
-/// Address bits the first level of each family's table is indexed by.
-pub const FIRST_LEVEL_BITS_V4: u32 = 24;
-pub const FIRST_LEVEL_BITS_V6: u32 = 16;
+/// Children of a node (8 address bits), in groups of 64.
+pub const NODE_CHILDREN: usize = 256;
+pub const GROUP_CHILDREN: usize = 64;
+/// Cells of a node record: one per group.
+pub const NODE_CELLS: u32 = (NODE_CHILDREN / GROUP_CHILDREN) as u32;
 
-/// Blocks of the first level: entries are `2^bits`, 256 to a block.
-pub const FIRST_LEVEL_BLOCKS_V4: u32 = 1 << (FIRST_LEVEL_BITS_V4 - 8);
-pub const FIRST_LEVEL_BLOCKS_V6: u32 = 1 << (FIRST_LEVEL_BITS_V6 - 8);
+/// The words of a node's group cell.
+pub mod group {
+    /// `vector`, a u64 (low word first): children that are nodes.
+    pub const VECTOR: usize = 0;
+    /// `leafvec`, a u64: where runs of equal leaves start among the other children.
+    pub const LEAFVEC: usize = 2;
+    /// The cell of the first child node's record.
+    pub const BASE_NODE: usize = 4;
+    /// The word (cell * 8 + index) of the group's first leaf.
+    pub const BASE_LEAF: usize = 5;
+}
 
-/// `ARRAY_OF_MAPS`, one slot: the IPv4 table, an `ARRAY` of [`Block`]s. A new table is built
+/// What child `index` (0..64) of a group cell holds: `Ok(cell)` of its node's record, or
+/// `Err(word)` of its leaf. The one decoding both sides use.
+#[inline(always)]
+pub fn group_child(cell: &Cell, index: u32) -> Result<u32, u32> {
+    let vector = u64::from(cell[group::VECTOR]) | (u64::from(cell[group::VECTOR + 1]) << 32);
+    let leafvec = u64::from(cell[group::LEAFVEC]) | (u64::from(cell[group::LEAFVEC + 1]) << 32);
+    // Bits 0..=index.
+    let upto = u64::MAX >> (63 - (index & 63));
+    if vector & (1 << (index & 63)) != 0 {
+        let rank = (vector & upto).count_ones() - 1;
+        Ok(cell[group::BASE_NODE] + rank * NODE_CELLS)
+    } else {
+        let rank = (leafvec & upto).count_ones().wrapping_sub(1);
+        Err(cell[group::BASE_LEAF].wrapping_add(rank))
+    }
+}
+
+/// `ARRAY_OF_MAPS`, one slot: the IPv4 table, an `ARRAY` of [`Cell`]s. A new table is built
 /// beside the old one and swapped in with one update.
 pub const FIB_V4: &str = "FIB_V4";
 /// The same for IPv6.
@@ -56,11 +91,11 @@ pub const FIB_MAP_FLAGS: u32 = BPF_F_MMAPABLE | BPF_F_INNER_MAP;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 const BPF_F_INNER_MAP: u32 = 1 << 12;
 
-/// One entry of a FIB block, 32 bits:
+/// A direct entry or a leaf, 32 bits:
 ///
 /// ```text
 ///   0                           empty: no route
-///   1 | block (31 bits)         the next level's block
+///   1 | cell (31 bits)          a node (direct entries only): its record's first cell
 ///   0 | len (8) | target (23)   a leaf: the route of a prefix of length len (0 to 128)
 /// ```
 ///
@@ -101,9 +136,9 @@ impl FibEntry {
         ))
     }
 
-    /// A pointer to block `block` (below 2^31).
-    pub const fn next(block: u32) -> Self {
-        Self(Self::NEXT | block)
+    /// A pointer to the node whose record starts at cell `cell` (below 2^31).
+    pub const fn next(cell: u32) -> Self {
+        Self(Self::NEXT | cell)
     }
 
     #[inline(always)]
@@ -111,9 +146,9 @@ impl FibEntry {
         self.0 & Self::NEXT != 0
     }
 
-    /// The block a pointer points at (meaningless for other entries).
+    /// The cell a pointer points at (meaningless for other entries).
     #[inline(always)]
-    pub const fn block(self) -> u32 {
+    pub const fn cell(self) -> u32 {
         self.0 & !Self::NEXT
     }
 
@@ -139,7 +174,7 @@ impl FibEntry {
         if self.0 == 0 {
             FibValue::Empty
         } else if self.is_next() {
-            FibValue::Next(self.block())
+            FibValue::Next(self.cell())
         } else {
             FibValue::Leaf(self.route())
         }

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use pop_dataplane_common::{
     Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, TraceRecord,
     acl::{AclEntry, AclHits, AclKeyV4, AclKeyV6},
-    fib::{Block, FIB_MAP_FLAGS},
+    fib::{Cell, FIB_MAP_FLAGS},
     maps::{
         MAX_ACL_ENTRIES, MAX_ACL_RULES, MAX_INTERFACES, MAX_NEXTHOP_GROUPS, MAX_NEXTHOPS,
         MAX_PORTS, MAX_ROUTES_V4, MAX_ROUTES_V6,
@@ -52,13 +52,13 @@ pub(crate) static ROUTES_V6: ArrayOfMaps<RoutesV6, 1> = ArrayOfMaps::new();
 /// The compiled FIB (see `pop_dataplane_common::fib`): each family's table is an array of
 /// blocks, sized by userspace (an inner map of any size: `BPF_F_INNER_MAP`), swapped in whole
 /// like the LPM tries above or edited in place through a mapping (`BPF_F_MMAPABLE`).
-pub(crate) type FibBlocks = btf_maps::Array<Block, 1, { FIB_MAP_FLAGS as usize }>;
+pub(crate) type FibCells = btf_maps::Array<Cell, 1, { FIB_MAP_FLAGS as usize }>;
 
 #[btf_map]
-pub(crate) static FIB_V4: ArrayOfMaps<FibBlocks, 1> = ArrayOfMaps::new();
+pub(crate) static FIB_V4: ArrayOfMaps<FibCells, 1> = ArrayOfMaps::new();
 
 #[btf_map]
-pub(crate) static FIB_V6: ArrayOfMaps<FibBlocks, 1> = ArrayOfMaps::new();
+pub(crate) static FIB_V6: ArrayOfMaps<FibCells, 1> = ArrayOfMaps::new();
 
 /// Set by userspace at load time: a `FibMode`, constant for the verifier, which drops the
 /// lookup not taken.

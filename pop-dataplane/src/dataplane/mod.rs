@@ -2,7 +2,7 @@
 
 mod acl;
 mod attach;
-pub(crate) mod mtrie;
+pub(crate) mod compact;
 mod pins;
 pub(crate) mod tables;
 mod test_run;
@@ -306,6 +306,14 @@ impl Dataplane {
         tables.install(v4, v6)
     }
 
+    /// Points the program at the tables in use again, after one moved to a larger array.
+    fn reinstall(&mut self) -> anyhow::Result<()> {
+        let tables = self.routes.take().context("no route tables yet")?;
+        let installed = self.install(&tables);
+        self.routes = Some(tables);
+        installed
+    }
+
     /// Kernel memory of the route tables in use.
     pub fn table_memory(&self) -> TableMemory {
         self.routes
@@ -372,13 +380,14 @@ impl Dataplane {
                 MapWrite::Group(id, group) => self.set_group(*id, group)?,
                 MapWrite::Route(prefix, entry) => {
                     if let Some(Moved) = self.routes()?.set(prefix, entry)? {
-                        let tables = self.routes.take().expect("just used");
-                        let installed = self.install(&tables);
-                        self.routes = Some(tables);
-                        installed?;
+                        self.reinstall()?;
                     }
                 }
-                MapWrite::DeleteRoute(prefix) => self.routes()?.delete(prefix)?,
+                MapWrite::DeleteRoute(prefix) => {
+                    if let Some(Moved) = self.routes()?.delete(prefix)? {
+                        self.reinstall()?;
+                    }
+                }
             }
         }
         Ok(())

@@ -1,12 +1,11 @@
 //! The route tables the program reads, in either of its lookup modes: the compiled FIB
-//! (`FIB_V4`/`FIB_V6`, the default) or the kernel's LPM trie (`ROUTES_V4`/`ROUTES_V6`, the
-//! reference). Each family's table is an inner map of a one-slot array of maps: a new table is
+//! (`FIB_V4`/`FIB_V6`, the default; see `compact`) or the kernel's LPM trie
+//! (`ROUTES_V4`/`ROUTES_V6`, the reference). Each family's table is an inner map of a one-slot array of maps: a new table is
 //! built aside and swapped in with one update; single routes change in place.
 
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
     ptr::NonNull,
-    sync::atomic::AtomicU32,
 };
 
 use anyhow::{Context as _, bail};
@@ -14,49 +13,49 @@ use aya::maps::{ArrayOfMaps, LpmTrie, Map, MapData, lpm_trie::Key};
 use ipnet::IpNet;
 use pop_dataplane_common::{
     RouteEntry,
-    fib::{BLOCK_ENTRIES, Block, FIB_MAP_FLAGS, FibEntry, FibMode},
+    fib::{Cell, FIB_MAP_FLAGS, FibEntry, FibMode},
     maps,
 };
 
-use crate::dataplane::mtrie::{self, Blocks, Full, Shape, Table};
+use crate::dataplane::compact::{self, AtomicCell, Cells, Full, Table};
 
 /// BPF_F_NO_PREALLOC: LPM tries require it.
 const BPF_F_NO_PREALLOC: u32 = 1;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 
-/// Room a compiled table gets beyond what it needs when built: for later routes that need
-/// blocks, before the table must be copied into a larger array.
-fn capacity_for(blocks: usize, first_level: usize) -> usize {
-    blocks + (blocks - first_level) / 4 + 256
+/// Cells a compiled table's array gets for `needed`: room for later routes before the table
+/// must be copied into a larger array.
+fn capacity_for(needed: u32) -> u32 {
+    needed + needed / 4 + 1024
 }
 
-/// A compiled table's blocks in a BPF array, mapped into this process: entries are written
-/// with plain (atomic) stores, no syscall.
-pub(crate) struct MappedBlocks {
+/// A compiled table's cells in a BPF array, mapped into this process: words are written with
+/// plain (atomic) stores, no syscall.
+pub(crate) struct MappedCells {
     map: MapData,
-    entries: NonNull<AtomicU32>,
+    cells: NonNull<AtomicCell>,
     len: usize,
 }
 
 // SAFETY: the mapping is owned by this value and only reached through it.
-unsafe impl Send for MappedBlocks {}
+unsafe impl Send for MappedCells {}
 
-impl MappedBlocks {
-    fn create(name: &str, blocks: usize) -> anyhow::Result<Self> {
-        let bytes = blocks * size_of::<Block>();
+impl MappedCells {
+    fn create(name: &str, cells: u32) -> anyhow::Result<Self> {
+        let bytes = cells as usize * size_of::<Cell>();
         let map = MapData::create(
             aya_obj::Map::new_from_params(
                 BPF_MAP_TYPE_ARRAY,
                 size_of::<u32>() as u32,
-                size_of::<Block>() as u32,
-                u32::try_from(blocks).context("too many blocks")?,
+                size_of::<Cell>() as u32,
+                cells,
                 FIB_MAP_FLAGS,
             ),
             name,
             None,
         )
-        .with_context(|| format!("creating a {} MiB route table", bytes >> 20))?;
+        .with_context(|| format!("creating a {} KiB route table", bytes >> 10))?;
         // SAFETY: mapping a BPF array created mmapable, of exactly this length; the kernel
         // zeroes it.
         let address = unsafe {
@@ -77,8 +76,8 @@ impl MappedBlocks {
         }
         Ok(Self {
             map,
-            entries: NonNull::new(address.cast()).context("mmap returned null")?,
-            len: blocks * BLOCK_ENTRIES,
+            cells: NonNull::new(address.cast()).context("mmap returned null")?,
+            len: cells as usize,
         })
     }
 
@@ -88,25 +87,22 @@ impl MappedBlocks {
     }
 }
 
-impl Blocks for MappedBlocks {
-    fn entries(&self) -> &[AtomicU32] {
-        // SAFETY: `len` entries mapped at `entries` for as long as `self` lives.
-        unsafe { std::slice::from_raw_parts(self.entries.as_ptr(), self.len) }
+impl Cells for MappedCells {
+    fn cells(&self) -> &[AtomicCell] {
+        // SAFETY: `len` cells mapped at `cells` for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.cells.as_ptr(), self.len) }
     }
 
-    fn grow(&mut self, blocks: usize) -> bool {
-        blocks * BLOCK_ENTRIES <= self.len
+    fn grow(&mut self, cells: u32) -> bool {
+        cells as usize <= self.len
     }
 }
 
-impl Drop for MappedBlocks {
+impl Drop for MappedCells {
     fn drop(&mut self) {
         // SAFETY: unmapping what `create` mapped, once.
         unsafe {
-            libc::munmap(
-                self.entries.as_ptr().cast(),
-                self.len * size_of::<AtomicU32>(),
-            );
+            libc::munmap(self.cells.as_ptr().cast(), self.len * size_of::<Cell>());
         }
     }
 }
@@ -140,26 +136,51 @@ impl TableMemory {
 /// One family's compiled table, in a BPF array.
 pub(crate) struct Compiled {
     name: &'static str,
-    table: Table<MappedBlocks>,
+    table: Table<MappedCells>,
 }
 
 impl Compiled {
-    /// A table holding `routes`, built in a new BPF array sized for them with room to grow.
+    /// A table of `bits`-bit addresses holding `routes`: built in memory, then copied into a
+    /// new BPF array sized for it with room to grow.
     fn build(
         name: &'static str,
-        shape: Shape,
+        bits: u32,
         routes: Vec<(u128, u8, FibEntry)>,
     ) -> anyhow::Result<Self> {
-        let needed = mtrie::blocks_needed(shape, &routes);
-        let blocks = MappedBlocks::create(name, capacity_for(needed, first_level_blocks(shape)))?;
-        let table = Table::build(shape, blocks, routes)
-            .map_err(|Full| anyhow::anyhow!("{name}: more blocks needed than counted"))?;
-        Ok(Self { name, table })
+        let built = Table::build_in_memory(bits, routes);
+        let cells = MappedCells::create(name, capacity_for(built.high_water()))?;
+        Ok(Self {
+            name,
+            table: built.copy_to(cells),
+        })
     }
-}
 
-fn first_level_blocks(shape: Shape) -> usize {
-    1 << (shape.first_bits - 8)
+    /// Copies a full table into an array half as large again. The program reads the old
+    /// array until the new one is installed.
+    fn grow(&mut self) -> anyhow::Result<()> {
+        let high = self.table.high_water();
+        let cells = MappedCells::create(self.name, capacity_for(high + high / 2))?;
+        self.table = self.table.copy_to(cells);
+        Ok(())
+    }
+
+    /// Runs `change` on the table; when the table is full, moves it to a larger array and
+    /// runs it again. `Some(Moved)`: the table must be installed again.
+    fn edit(
+        &mut self,
+        what: &IpNet,
+        mut change: impl FnMut(&mut Table<MappedCells>) -> Result<(), Full>,
+    ) -> anyhow::Result<Option<Moved>> {
+        match change(&mut self.table) {
+            Ok(()) => Ok(None),
+            Err(Full) => {
+                self.grow()?;
+                change(&mut self.table)
+                    .map_err(|Full| anyhow::anyhow!("{what}: route table full"))?;
+                Ok(Some(Moved))
+            }
+        }
+    }
 }
 
 /// The tables of one lookup mode.
@@ -191,16 +212,18 @@ impl RouteTables {
                         IpNet::V4(p) => v4.push((
                             u128::from(u32::from(p.network())),
                             p.prefix_len(),
-                            mtrie::leaf(entry),
+                            compact::leaf(entry),
                         )),
-                        IpNet::V6(p) => {
-                            v6.push((u128::from(p.network()), p.prefix_len(), mtrie::leaf(entry)))
-                        }
+                        IpNet::V6(p) => v6.push((
+                            u128::from(p.network()),
+                            p.prefix_len(),
+                            compact::leaf(entry),
+                        )),
                     }
                 }
                 Ok(Self::Compiled {
-                    v4: Box::new(Compiled::build("fib_v4", mtrie::V4, v4)?),
-                    v6: Box::new(Compiled::build("fib_v6", mtrie::V6, v6)?),
+                    v4: Box::new(Compiled::build("fib_v4", 32, v4)?),
+                    v6: Box::new(Compiled::build("fib_v6", 128, v6)?),
                 })
             }
             FibMode::LpmTrie => {
@@ -253,18 +276,8 @@ impl RouteTables {
                     IpNet::V4(p) => (v4, u128::from(u32::from(p.network())), p.prefix_len()),
                     IpNet::V6(p) => (v6, u128::from(p.network()), p.prefix_len()),
                 };
-                let leaf = mtrie::leaf(*entry);
-                match table.table.insert(addr, len, leaf) {
-                    Ok(()) => Ok(None),
-                    Err(Full) => {
-                        grow(table)?;
-                        table
-                            .table
-                            .insert(addr, len, leaf)
-                            .map_err(|Full| anyhow::anyhow!("{prefix}: route table full"))?;
-                        Ok(Some(Moved))
-                    }
-                }
+                let leaf = compact::leaf(*entry);
+                table.edit(prefix, |table| table.insert(addr, len, leaf))
             }
             Self::LpmTrie { v4, v6 } => {
                 match prefix {
@@ -288,17 +301,15 @@ impl RouteTables {
         }
     }
 
-    /// Removes one route in place.
-    pub(crate) fn delete(&mut self, prefix: &IpNet) -> anyhow::Result<()> {
+    /// Removes one route in place. `Ok(Some(Moved))` as for [`RouteTables::set`].
+    pub(crate) fn delete(&mut self, prefix: &IpNet) -> anyhow::Result<Option<Moved>> {
         match self {
             Self::Compiled { v4, v6 } => {
-                match prefix {
-                    IpNet::V4(p) => v4
-                        .table
-                        .remove(u128::from(u32::from(p.network())), p.prefix_len()),
-                    IpNet::V6(p) => v6.table.remove(u128::from(p.network()), p.prefix_len()),
+                let (table, addr, len) = match prefix {
+                    IpNet::V4(p) => (v4, u128::from(u32::from(p.network())), p.prefix_len()),
+                    IpNet::V6(p) => (v6, u128::from(p.network()), p.prefix_len()),
                 };
-                Ok(())
+                table.edit(prefix, |table| table.remove(addr, len))
             }
             Self::LpmTrie { v4, v6 } => {
                 let result = match prefix {
@@ -308,7 +319,7 @@ impl RouteTables {
                         .remove(&Key::new(u32::from(p.prefix_len()), p.network().octets())),
                 };
                 match result {
-                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(None),
                     Err(err) => Err(err).with_context(|| format!("deleting route {prefix}")),
                 }
             }
@@ -328,19 +339,6 @@ impl RouteTables {
             },
         }
     }
-}
-
-/// Copies a full compiled table into an array half as large again. The program reads the old
-/// array until the new one is installed.
-fn grow(compiled: &mut Compiled) -> anyhow::Result<()> {
-    let first_level = first_level_blocks(compiled.table.shape());
-    let capacity = compiled.table.capacity();
-    let blocks = MappedBlocks::create(
-        compiled.name,
-        capacity_for(capacity + capacity / 2, first_level),
-    )?;
-    compiled.table = compiled.table.copy_to(blocks);
-    Ok(())
 }
 
 /// A new, empty LPM trie for keys of `K`.
