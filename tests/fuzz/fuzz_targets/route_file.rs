@@ -16,6 +16,10 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(RouteSpec::parse(&line).as_ref(), Ok(&spec), "{line}");
             }
         }
-        Err(error) => assert!(error.starts_with("fuzz.routes:"), "{error}"),
+        Err(error) => {
+            assert!(!error.lines.is_empty(), "an error names a line");
+            assert!(error.lines.iter().all(|line| line.file == "fuzz.routes"), "{error}");
+            assert!(error.to_string().starts_with("fuzz.routes:"), "{error}");
+        }
     }
 });
