@@ -69,6 +69,9 @@ const _: () = {
     assert!(size_of::<SinkCounters>() == 16);
 };
 
+/// `DEVMAP_HASH`, ifindex -> ifindex: the ports `bench_fib_forward` may send out of.
+pub const FIB_FORWARD_PORTS: &str = "FIB_FORWARD_PORTS";
+
 /// Offsets into a generated frame, by family: where [`GenFlow`]'s fields go.
 pub mod offsets {
     pub const V4_CHECKSUM: usize = 14 + 10;

@@ -9,6 +9,11 @@
 //!   arrive; everything else (ARP, neighbour discovery) goes to the kernel.
 //! - `bench_redirect`: the ceiling, every frame redirected to one port with no parsing, no
 //!   lookup and no rewrite.
+//! - `bench_fib_forward`: the simplest XDP router, and what an operator could run instead of
+//!   pop-dataplane: the kernel's own FIB and neighbour table looked up from XDP
+//!   (`bpf_fib_lookup`), MACs rewritten, TTL or hop limit decremented, redirected to the port
+//!   the kernel names. No table of its own, no daemon; anything it cannot forward (no route,
+//!   no neighbour yet, TTL expiring, VLAN tags, options it does not parse) goes to the kernel.
 //! - `bench_null`: does nothing; what a `BPF_PROG_TEST_RUN` costs without a program's work.
 #![no_std]
 #![no_main]
@@ -16,10 +21,11 @@
 use core::ptr::copy_nonoverlapping;
 
 use aya_ebpf::{
-    Global,
+    EbpfContext as _, Global,
     bindings::xdp_action,
+    helpers::generated::bpf_fib_lookup,
     macros::{map, xdp},
-    maps::{Array, DevMap, PerCpuArray},
+    maps::{Array, DevMap, DevMapHash, PerCpuArray},
     programs::XdpContext,
 };
 use pop_dataplane_bench_ebpf::{
@@ -196,6 +202,139 @@ fn bench_redirect(_ctx: XdpContext) -> u32 {
         .redirect(0, 0)
         .unwrap_or(xdp_action::XDP_ABORTED)
 }
+
+/// `DEVMAP_HASH`: the ports `bench_fib_forward` may send out of, keyed by ifindex.
+#[map]
+static FIB_FORWARD_PORTS: DevMapHash = DevMapHash::with_max_entries(64, 0);
+
+/// `struct bpf_fib_lookup` (64 bytes), with the unions as the fields this program uses.
+#[repr(C)]
+#[derive(Default)]
+struct FibParams {
+    family: u8,
+    l4_protocol: u8,
+    sport: u16,
+    dport: u16,
+    /// In: the packet's length; out: the route's MTU.
+    tot_len: u16,
+    /// In: the ingress ifindex; out: the egress one.
+    ifindex: u32,
+    /// IPv4 TOS, or the IPv6 flow information.
+    tos: u32,
+    src: [u32; 4],
+    dst: [u32; 4],
+    vlan: u32,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+}
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
+const ETH_HLEN: usize = 14;
+
+#[xdp]
+fn bench_fib_forward(ctx: XdpContext) -> u32 {
+    fib_forward(&ctx).unwrap_or(xdp_action::XDP_PASS)
+}
+
+/// Forwards the frame by the kernel's FIB; `None` hands it to the kernel.
+#[inline(always)]
+fn fib_forward(ctx: &XdpContext) -> Option<u32> {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let frame = start as *mut u8;
+    // Bounds as the verifier follows them: the packet pointer plus a length, against the end.
+    if start + ETH_HLEN > end {
+        return None;
+    }
+    let mut params = FibParams {
+        ifindex: ctx.ingress_ifindex() as u32,
+        ..FibParams::default()
+    };
+    // SAFETY: every read and write below is within bounds checked before it.
+    let ethertype = unsafe { u16::from_be_bytes([*frame.add(12), *frame.add(13)]) };
+    match ethertype {
+        0x0800 => {
+            if start + ETH_HLEN + 20 > end {
+                return None;
+            }
+            // SAFETY: as above.
+            let ip = unsafe { frame.add(ETH_HLEN) };
+            // SAFETY: as above: the 20-byte header is in the frame.
+            unsafe {
+                if *ip.add(8) <= 1 {
+                    return None;
+                }
+                params.family = AF_INET;
+                params.tos = u32::from(*ip.add(1));
+                params.l4_protocol = *ip.add(9);
+                params.tot_len = u16::from_be_bytes([*ip.add(2), *ip.add(3)]);
+                params.src[0] = ip.add(12).cast::<u32>().read_unaligned();
+                params.dst[0] = ip.add(16).cast::<u32>().read_unaligned();
+            }
+            lookup(ctx, &mut params)?;
+            // SAFETY: as above. TTL down by one, the checksum up by 0x0100 (RFC 1624).
+            unsafe {
+                *ip.add(8) -= 1;
+                let sum = u32::from(u16::from_be_bytes([*ip.add(10), *ip.add(11)])) + 0x0100;
+                let sum = ((sum & 0xffff) + (sum >> 16)) as u16;
+                let [high, low] = sum.to_be_bytes();
+                *ip.add(10) = high;
+                *ip.add(11) = low;
+            }
+        }
+        0x86dd => {
+            if start + ETH_HLEN + 40 > end {
+                return None;
+            }
+            // SAFETY: as above.
+            let ip = unsafe { frame.add(ETH_HLEN) };
+            // SAFETY: as above: the 40-byte header is in the frame.
+            unsafe {
+                if *ip.add(7) <= 1 {
+                    return None;
+                }
+                params.family = AF_INET6;
+                params.tos = ip.cast::<u32>().read_unaligned() & u32::to_be(0x0fff_ffff);
+                params.l4_protocol = *ip.add(6);
+                params.tot_len = u16::from_be_bytes([*ip.add(4), *ip.add(5)]);
+                for word in 0..4 {
+                    params.src[word] = ip.add(8 + 4 * word).cast::<u32>().read_unaligned();
+                    params.dst[word] = ip.add(24 + 4 * word).cast::<u32>().read_unaligned();
+                }
+            }
+            lookup(ctx, &mut params)?;
+            // SAFETY: as above.
+            unsafe { *ip.add(7) -= 1 };
+        }
+        _ => return None,
+    }
+    // SAFETY: the Ethernet header is in the frame.
+    unsafe {
+        for i in 0..6 {
+            *frame.add(i) = params.dmac[i];
+            *frame.add(6 + i) = params.smac[i];
+        }
+    }
+    FIB_FORWARD_PORTS.redirect(params.ifindex, 0).ok()
+}
+
+/// The kernel's FIB and neighbour table, for `params`; `None` unless it found both.
+#[inline(always)]
+fn lookup(ctx: &XdpContext, params: &mut FibParams) -> Option<()> {
+    // SAFETY: `params` is a `struct bpf_fib_lookup` of the size given, on this stack.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.as_ptr(),
+            (params as *mut FibParams).cast(),
+            size_of::<FibParams>() as i32,
+            0,
+        )
+    };
+    (rc == BPF_FIB_LKUP_RET_SUCCESS).then_some(())
+}
+
+const _: () = assert!(size_of::<FibParams>() == 64);
 
 #[xdp]
 fn bench_null(_ctx: XdpContext) -> u32 {

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMap, PerCpuArray},
+    maps::{Array, DevMap, DevMapHash, PerCpuArray},
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use etherparse::PacketBuilder;
@@ -395,6 +395,54 @@ impl Redirect {
             _ebpf: ebpf,
             _link: link,
         })
+    }
+}
+
+/// The kernel-FIB XDP router (`bench_fib_forward`): what pop-dataplane is measured against.
+/// It forwards by the FIB and neighbour table of the network namespace it is loaded in.
+pub struct FibForward {
+    ebpf: Ebpf,
+    _links: Vec<XdpLinkId>,
+}
+
+impl FibForward {
+    /// Loads the program, with `ports` (interface names) as the ports it may send out of.
+    pub fn load(ports: &[String]) -> anyhow::Result<Self> {
+        let mut ebpf = load_object(1, false, 0)?;
+        let mut map = DevMapHash::try_from(
+            ebpf.map_mut(bench::FIB_FORWARD_PORTS)
+                .context("no FIB_FORWARD_PORTS map")?,
+        )?;
+        for port in ports {
+            let index = ifindex(port)?;
+            map.insert(index, index, None, 0)
+                .with_context(|| format!("adding {port} to the ports"))?;
+        }
+        load_program(&mut ebpf, "bench_fib_forward")?;
+        Ok(Self {
+            ebpf,
+            _links: Vec::new(),
+        })
+    }
+
+    /// Attaches the program to each of `ports` in native mode.
+    pub fn attach(&mut self, ports: &[String]) -> anyhow::Result<()> {
+        for port in ports {
+            let link = self
+                .program()
+                .attach(c_name(port)?.as_c_str(), XdpMode::Driver)
+                .with_context(|| format!("attaching the FIB forwarder to {port} in native mode"))?;
+            self._links.push(link);
+        }
+        Ok(())
+    }
+
+    pub fn program(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut("bench_fib_forward")
+            .expect("loaded")
+            .try_into()
+            .expect("an XDP program")
     }
 }
 

@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use pop_dataplane::{dataplane::Pinned, mac::MacAddr};
 use pop_dataplane_bench::{
-    Generator, Redirect, SendLimit, Sink, TrafficSpec, ifindex, lookup_cost,
+    FibForward, Generator, Redirect, SendLimit, Sink, TrafficSpec, ifindex, lookup_cost,
 };
 
 /// Traffic generator, sink, no-lookup redirect and lookup micro-benchmark for pop-dataplane.
@@ -96,9 +96,20 @@ enum Command {
         #[arg(long = "out")]
         egress: String,
     },
-    /// Cost of the running dataplane's program per packet, over many distinct packets
-    /// (BPF_PROG_TEST_RUN; nothing is sent). Prints JSON.
+    /// The kernel-FIB XDP router: forwards by this namespace's kernel FIB and neighbours
+    /// (`bpf_fib_lookup`), attached to every `--dev`, sending out of any of them. Prints
+    /// "ready"; ends at end of input.
+    FibForward {
+        #[arg(long = "dev", required = true)]
+        devs: Vec<String>,
+    },
+    /// Cost of a program per packet, over many distinct packets (BPF_PROG_TEST_RUN; nothing
+    /// is sent): the running dataplane's, or with `--fib-forward DEV...` the kernel-FIB XDP
+    /// router's, against this namespace's kernel FIB. Prints JSON.
     Lookup {
+        /// The kernel-FIB router instead, sending out of these interfaces.
+        #[arg(long = "fib-forward", num_args = 1..)]
+        fib_forward: Vec<String>,
         /// Where the dataplane is pinned.
         #[arg(long, default_value = "/sys/fs/bpf/pop-dataplane")]
         pin_dir: PathBuf,
@@ -163,7 +174,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 line.context("reading stdin")?;
             }
         }
+        Command::FibForward { devs } => {
+            let mut forward = FibForward::load(&devs)?;
+            forward.attach(&devs)?;
+            println!("ready");
+            for line in std::io::stdin().lock().lines() {
+                line.context("reading stdin")?;
+            }
+        }
         Command::Lookup {
+            fib_forward,
             pin_dir,
             ingress,
             traffic,
@@ -172,8 +192,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pin_to_cpu(cpu)?;
             let spec = traffic_spec(&traffic, &ingress)?;
             let frames = spec.frames()?;
-            let pinned = Pinned::open(&pin_dir)?;
-            let cost = lookup_cost(pinned.program(), ifindex(&ingress)?, &frames)?;
+            let cost = if fib_forward.is_empty() {
+                let pinned = Pinned::open(&pin_dir)?;
+                lookup_cost(pinned.program(), ifindex(&ingress)?, &frames)?
+            } else {
+                let mut forward = FibForward::load(&fib_forward)?;
+                lookup_cost(forward.program(), ifindex(&ingress)?, &frames)?
+            };
             println!("{}", serde_json::to_string(&cost)?);
         }
     }

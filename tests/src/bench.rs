@@ -67,6 +67,9 @@ pub enum Router {
     Kernel,
     /// `bench_redirect`: no parsing, no lookup, no rewrite.
     Ceiling,
+    /// `bench_fib_forward`: the kernel's FIB called from XDP (`bpf_fib_lookup`), the routes in
+    /// the router's kernel FIB: what an operator could run instead.
+    FibForward,
     /// pop-dataplane (its compiled FIB).
     Dataplane,
     /// pop-dataplane with `--fib lpm-trie`: the kernel's LPM trie.
@@ -623,6 +626,20 @@ impl BenchLab {
         };
         match router {
             Router::Kernel => bench.route_in_kernel(table)?,
+            Router::FibForward => {
+                bench.route_in_kernel(table)?;
+                bench.redirect = Some(ToolProcess::start(
+                    &bench.lab.router,
+                    &tools.bench,
+                    &[
+                        "fib-forward",
+                        "--dev",
+                        ROUTER_A.ifname,
+                        "--dev",
+                        ROUTER_B.ifname,
+                    ],
+                )?);
+            }
             Router::Ceiling => {
                 bench.redirect = Some(ToolProcess::start(
                     &bench.lab.router,
@@ -886,7 +903,10 @@ impl BenchLab {
     /// The lookup micro-benchmark on this lab's router: the program's cost per packet over
     /// `destinations` (JSON from `pop-dataplane-bench lookup`).
     pub fn lookup_cost(&self, destinations: &[IpAddr]) -> anyhow::Result<serde_json::Value> {
-        ensure!(self.router.is_dataplane(), "lookup needs pop-dataplane");
+        ensure!(
+            self.router.is_dataplane() || self.router == Router::FibForward,
+            "lookup needs pop-dataplane or the kernel-FIB XDP router"
+        );
         let ipv6 = destinations.first().is_some_and(IpAddr::is_ipv6);
         let file = self.dir.join(if ipv6 { "lookup-v6" } else { "lookup-v4" });
         let text: String = destinations.iter().map(|d| format!("{d}\n")).collect();
@@ -897,12 +917,14 @@ impl BenchLab {
             (HOST_A.ipv4, "64")
         };
         let cpus = online_cpus()?;
-        let output = run(self
-            .lab
-            .router
-            .enter(&self.tools.bench)
-            .args(["lookup", "--pin-dir"])
-            .arg(self.lab.pin_dir())
+        let mut lookup = self.lab.router.enter(&self.tools.bench);
+        lookup.arg("lookup");
+        if self.router == Router::FibForward {
+            lookup.args(["--fib-forward", ROUTER_A.ifname, ROUTER_B.ifname]);
+        } else {
+            lookup.arg("--pin-dir").arg(self.lab.pin_dir());
+        }
+        let output = run(lookup
             .args([
                 "--in",
                 ROUTER_A.ifname,

@@ -91,7 +91,7 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
     );
 
     // The forwarding labs, each set up once.
-    let specs: [(&str, Router, &Table, &str); 7] = [
+    let specs: [(&str, Router, &Table, &str); 10] = [
         ("kernel forwarding", Router::Kernel, &Table::few(), "few"),
         (
             "no-lookup ceiling",
@@ -126,6 +126,24 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         (
             "pop-dataplane, full table, martian source checks and 1,000 deny rules",
             Router::DataplaneFiltered,
+            &full,
+            "full",
+        ),
+        (
+            "kernel FIB from XDP (bpf_fib_lookup), few routes",
+            Router::FibForward,
+            &Table::few(),
+            "few",
+        ),
+        (
+            "kernel FIB from XDP (bpf_fib_lookup), full table",
+            Router::FibForward,
+            &full,
+            "full",
+        ),
+        (
+            "kernel forwarding, full table",
+            Router::Kernel,
             &full,
             "full",
         ),
@@ -195,6 +213,12 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         case("xdp-few-512", 2, false, 512),
         case("xdp-few-1518", 2, false, 1518),
         case("xdp-full-filter", 6, false, 64),
+        case("fib-few", 7, false, 64),
+        case("fib-full", 8, false, 64),
+        case("fib-few-v6", 7, true, 78),
+        case("fib-full-v6", 8, true, 78),
+        case("kernel-full", 9, false, 64),
+        case("kernel-full-v6", 9, true, 78),
     ];
     let mut rng = Rng::new(2023);
     for round in 1..=options.rounds {
@@ -276,6 +300,9 @@ struct LookupSize {
     v6: Vec<f64>,
     v4_lpm: Vec<f64>,
     v6_lpm: Vec<f64>,
+    /// The kernel-FIB XDP router (`bpf_fib_lookup`), full table only.
+    v4_fib: Vec<f64>,
+    v6_fib: Vec<f64>,
 }
 
 /// The program's cost per packet under `BPF_PROG_TEST_RUN`, for tables of 1 route to the
@@ -314,9 +341,19 @@ fn lookup_benchmark(
     tables.push(full.clone());
     // A lab per table and lookup mode.
     let mut labs = Vec::new();
-    for table in &tables {
+    for (i, table) in tables.iter().enumerate() {
         let mut pair = Vec::new();
-        for router in [Router::Dataplane, Router::DataplaneLpmTrie] {
+        let full_table = i + 1 == tables.len();
+        let routers: &[Router] = if full_table {
+            &[
+                Router::Dataplane,
+                Router::DataplaneLpmTrie,
+                Router::FibForward,
+            ]
+        } else {
+            &[Router::Dataplane, Router::DataplaneLpmTrie]
+        };
+        for &router in routers {
             let lab_started = Instant::now();
             pair.push(BenchLab::new("pdp-bench", tools, router, table, false)?);
             println!(
@@ -338,6 +375,8 @@ fn lookup_benchmark(
             v6: Vec::new(),
             v4_lpm: Vec::new(),
             v6_lpm: Vec::new(),
+            v4_fib: Vec::new(),
+            v6_fib: Vec::new(),
         })
         .collect();
     let cost = |lab: &BenchLab, packets: &[IpAddr]| -> anyhow::Result<f64> {
@@ -354,6 +393,17 @@ fn lookup_benchmark(
             size.v6.push(cost(&pair[0], &packets_v6)?);
             size.v4_lpm.push(cost(&pair[1], &packets_v4)?);
             size.v6_lpm.push(cost(&pair[1], &packets_v6)?);
+            if let Some(fib) = pair.get(2) {
+                size.v4_fib.push(cost(fib, &packets_v4)?);
+                size.v6_fib.push(cost(fib, &packets_v6)?);
+                println!(
+                    "bench: round {round}/{}: lookup, full table in the kernel FIB \
+                     (bpf_fib_lookup): IPv4 {:.1} ns/packet, IPv6 {:.1}",
+                    options.rounds,
+                    size.v4_fib.last().copied().unwrap_or(f64::NAN),
+                    size.v6_fib.last().copied().unwrap_or(f64::NAN),
+                );
+            }
             println!(
                 "bench: round {round}/{}: lookup, {:>7} IPv4 routes {:>6.1} ns/packet ({:.1} \
                  in the LPM trie), {:>6} IPv6 routes {:>6.1} ns/packet ({:.1})",
@@ -521,6 +571,7 @@ fn report(
                 "router": match case.router {
                     Router::Kernel => "kernel",
                     Router::Ceiling => "ceiling",
+                    Router::FibForward => "kernel FIB from XDP (bpf_fib_lookup)",
                     Router::Dataplane => "pop-dataplane",
                     Router::DataplaneLpmTrie => "pop-dataplane --fib lpm-trie",
                     Router::DataplaneFiltered => "pop-dataplane, source checks and 1,000 deny rules",
@@ -562,6 +613,8 @@ fn report(
                 "ns_per_packet_v6_max": round3(v6_max),
                 "lpm_trie_ns_per_packet_v4_median": round3(spread(&size.v4_lpm).0),
                 "lpm_trie_ns_per_packet_v6_median": round3(spread(&size.v6_lpm).0),
+                "fib_lookup_ns_per_packet_v4_median": round3(spread(&size.v4_fib).0),
+                "fib_lookup_ns_per_packet_v6_median": round3(spread(&size.v6_fib).0),
             })
         })
         .collect();
@@ -586,8 +639,15 @@ fn report(
             "full_vs_few": round3(paired_ratio(&per_core(by_name("xdp-full")), &per_core(by_name("xdp-few")))),
             "full_vs_few_v6": round3(paired_ratio(&per_core(by_name("xdp-full-v6")), &per_core(by_name("xdp-few-v6")))),
             "filter_vs_none": round3(paired_ratio(&per_core(by_name("xdp-full-filter")), &per_core(by_name("xdp-full")))),
+            "xdp_vs_fib_lookup": round3(paired_ratio(&per_core(by_name("xdp-full")), &per_core(by_name("fib-full")))),
+            "xdp_vs_fib_lookup_v6": round3(paired_ratio(&per_core(by_name("xdp-full-v6")), &per_core(by_name("fib-full-v6")))),
+            "xdp_vs_kernel_full": round3(paired_ratio(&per_core(by_name("xdp-full")), &per_core(by_name("kernel-full")))),
             "lookup_full_vs_one": round3(paired_ratio(&all.v4, &one.v4)),
             "lookup_full_vs_one_v6": round3(paired_ratio(&all.v6, &one.v6)),
+            "lookup_full_vs_trie_one": round3(paired_ratio(&all.v4, &one.v4_lpm)),
+            "lookup_full_vs_trie_one_v6": round3(paired_ratio(&all.v6, &one.v6_lpm)),
+            "lookup_vs_fib_lookup": round3(paired_ratio(&all.v4_fib, &all.v4)),
+            "lookup_vs_fib_lookup_v6": round3(paired_ratio(&all.v6_fib, &all.v6)),
             "full_table_load_s": loads["compiled"]["load_s"],
             "fib_kernel_memory_bytes": loads["compiled"]["kernel_memory_bytes"],
             "churn_changes_per_s": churn["changes_per_s"],
