@@ -25,7 +25,7 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, ChildStdout, Stdio},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     time::Duration,
 };
 
@@ -782,6 +782,32 @@ impl BenchLab {
     }
 
     /// Sends `traffic` through the router and counts what arrives.
+    /// The router's XDP program's own cost per packet (ns), from the kernel's BPF run-time
+    /// statistics while `traffic` flows: run time over run count of the program on the
+    /// ingress port, the statistics' own clock reads included. They are on only for this
+    /// measurement, since they cost every program run.
+    pub fn program_ns(&mut self, traffic: &Traffic, amount: Amount) -> anyhow::Result<f64> {
+        let id = self.ingress_program()?;
+        let _stats = BpfStats::enable()?;
+        let before = program_stats(id)?;
+        self.measure(traffic, amount)?;
+        let after = program_stats(id)?;
+        ensure!(after.1 > before.1, "program {id} ran no packet");
+        Ok((after.0 - before.0) as f64 / (after.1 - before.1) as f64)
+    }
+
+    /// The id of the XDP program on the router's ingress port.
+    fn ingress_program(&self) -> anyhow::Result<u64> {
+        let out = self
+            .lab
+            .router
+            .ip(&["-j", "-d", "link", "show", "dev", ROUTER_A.ifname])?;
+        let links: serde_json::Value = serde_json::from_str(&out).context("ip -j link")?;
+        links[0]["xdp"]["prog"]["id"]
+            .as_u64()
+            .with_context(|| format!("no XDP program on {}", ROUTER_A.ifname))
+    }
+
     pub fn measure(&mut self, traffic: &Traffic, amount: Amount) -> anyhow::Result<Run> {
         if let Some(threads) = self.threads {
             // A NAPI thread is re-created when its port's XDP program changes; make sure
@@ -985,7 +1011,7 @@ impl BenchLab {
 
 impl Churn {
     fn push(&self, file: &Path) -> anyhow::Result<()> {
-        run(std::process::Command::new(&self.binary)
+        run(Command::new(&self.binary)
             .arg("--run-dir")
             .arg(&self.run_dir)
             .args(["route", "load"])
@@ -1100,6 +1126,40 @@ fn thread_cpu_ns(tid: u32) -> anyhow::Result<u64> {
         .next()
         .and_then(|ns| ns.parse().ok())
         .with_context(|| format!("{path}: {text:?}"))
+}
+
+/// `kernel.bpf_stats_enabled` on while this lives, as it was after.
+struct BpfStats {
+    before: String,
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> anyhow::Result<Self> {
+        let before =
+            fs::read_to_string(BPF_STATS).with_context(|| format!("reading {BPF_STATS}"))?;
+        fs::write(BPF_STATS, "1").with_context(|| format!("writing {BPF_STATS}"))?;
+        Ok(Self { before })
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = fs::write(BPF_STATS, self.before.trim());
+    }
+}
+
+/// A program's (run time in ns, runs) so far, from `bpftool`: zero until it ran with the
+/// statistics on.
+fn program_stats(id: u64) -> anyhow::Result<(u64, u64)> {
+    let out = run(Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]))
+        .context("bpftool prog show")?;
+    let info: serde_json::Value = serde_json::from_str(&out).context("bpftool's output")?;
+    Ok((
+        info["run_time_ns"].as_u64().unwrap_or(0),
+        info["run_cnt"].as_u64().unwrap_or(0),
+    ))
 }
 
 #[cfg(test)]

@@ -103,5 +103,18 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
                 "{cost}"
             );
         }
+        if matches!(
+            router,
+            Router::Dataplane | Router::Ceiling | Router::FibForward
+        ) {
+            // The program's own run time, from the kernel's BPF statistics.
+            let traffic = few_traffic(false, 64, &mut rng);
+            let amount = Amount::Count {
+                frames: FRAMES,
+                burst: 64,
+            };
+            let ns = lab.program_ns(&traffic, amount).unwrap();
+            assert!(ns.is_finite() && ns > 0.0, "{router:?}: {ns} ns");
+        }
     }
 }
