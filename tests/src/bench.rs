@@ -929,12 +929,25 @@ impl BenchLab {
     /// The lookup micro-benchmark on this lab's router: the program's cost per packet over
     /// `destinations` (JSON from `pop-dataplane-bench lookup`).
     pub fn lookup_cost(&self, destinations: &[IpAddr]) -> anyhow::Result<serde_json::Value> {
+        let cpus = online_cpus()?;
+        self.lookup_cost_on(destinations, cpus - 1)
+    }
+
+    /// [`BenchLab::lookup_cost`] on CPU `cpu`.
+    pub fn lookup_cost_on(
+        &self,
+        destinations: &[IpAddr],
+        cpu: usize,
+    ) -> anyhow::Result<serde_json::Value> {
         ensure!(
             self.router.is_dataplane() || self.router == Router::FibForward,
             "lookup needs pop-dataplane or the kernel-FIB XDP router"
         );
         let ipv6 = destinations.first().is_some_and(IpAddr::is_ipv6);
-        let file = self.dir.join(if ipv6 { "lookup-v6" } else { "lookup-v4" });
+        let file = self.dir.join(format!(
+            "lookup-{}-cpu{cpu}",
+            if ipv6 { "v6" } else { "v4" }
+        ));
         let text: String = destinations.iter().map(|d| format!("{d}\n")).collect();
         fs::write(&file, text)?;
         let (src, size) = if ipv6 {
@@ -942,7 +955,6 @@ impl BenchLab {
         } else {
             (HOST_A.ipv4, "64")
         };
-        let cpus = online_cpus()?;
         let mut lookup = self.lab.router.enter(&self.tools.bench);
         lookup.arg("lookup");
         if self.router == Router::FibForward {
@@ -963,7 +975,7 @@ impl BenchLab {
                 "--dst-file",
             ])
             .arg(&file)
-            .args(["--size", size, "--cpu", &(cpus - 1).to_string()]))
+            .args(["--size", size, "--cpu", &cpu.to_string()]))
         .context("pop-dataplane-bench lookup")?;
         serde_json::from_str(output.trim()).context("lookup's output")
     }

@@ -270,7 +270,7 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
     let churn = churn_benchmark(&mut labs[3], &copied, &real_v4, options, &mut rng)?;
     drop(labs);
 
-    let lookup = lookup_benchmark(tools, options, &full, &real_v4, &real_v6, &check)?;
+    let (lookup, scaling) = lookup_benchmark(tools, options, &full, &real_v4, &real_v6, &check)?;
 
     let report = report(
         &machine,
@@ -282,6 +282,7 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         json!({ "compiled": compiled_load, "lpm_trie": lpm_load }),
         churn,
         program_ns,
+        &scaling,
     );
     fs::create_dir_all(&options.out_dir)?;
     let json_path = options.out_dir.join("latest.json");
@@ -339,7 +340,7 @@ fn lookup_benchmark(
     real_v4: &[Ipv4Net],
     real_v6: &[Ipv6Net],
     check: &dyn Fn() -> anyhow::Result<()>,
-) -> anyhow::Result<Vec<LookupSize>> {
+) -> anyhow::Result<(Vec<LookupSize>, Vec<f64>)> {
     let mut rng = Rng::new(1);
     let packets_v4: Vec<IpAddr> = sample(real_v4, options.lookup_packets, &mut rng)
         .into_iter()
@@ -441,7 +442,32 @@ fn lookup_benchmark(
             check()?;
         }
     }
-    Ok(sizes)
+    // Scaling: the full table's program on both CPUs at once against one, each run timed by
+    // the kernel; with no shared writable state on the per-packet path, two CPUs look up
+    // twice as many packets.
+    let full_lab = &labs.last().expect("the full table's labs")[0];
+    let mut scaling = Vec::new();
+    for round in 1..=options.rounds {
+        let single = cost(full_lab, &packets_v4)?;
+        let (a, b) = std::thread::scope(|scope| {
+            let other = scope.spawn(|| full_lab.lookup_cost_on(&packets_v4, 0));
+            let here = full_lab.lookup_cost_on(&packets_v4, 1);
+            (other.join().expect("lookup thread"), here)
+        });
+        let ns = |cost: anyhow::Result<Value>| -> anyhow::Result<f64> {
+            cost?["ns_per_packet"].as_f64().context("ns_per_packet")
+        };
+        let (a, b) = (ns(a)?, ns(b)?);
+        let ratio = single * (1.0 / a + 1.0 / b);
+        println!(
+            "bench: round {round}/{}: lookup on two CPUs at once: {a:.1} and {b:.1} ns/packet \
+             against {single:.1} on one: {ratio:.2}x",
+            options.rounds
+        );
+        scaling.push(ratio);
+        check()?;
+    }
+    Ok((sizes, scaling))
 }
 
 /// Route changes per second pushed with `route load` while traffic flows through the full
@@ -562,6 +588,7 @@ fn report(
     loads: Value,
     churn: Value,
     program_ns: Value,
+    scaling: &[f64],
 ) -> Value {
     let per_core = |case: &Case| -> Vec<f64> {
         case.runs
@@ -672,6 +699,7 @@ fn report(
             "lookup_full_vs_trie_one_v6": round3(paired_ratio(&all.v6, &one.v6_lpm)),
             "lookup_vs_fib_lookup": round3(paired_ratio(&all.v4_fib, &all.v4)),
             "lookup_vs_fib_lookup_v6": round3(paired_ratio(&all.v6_fib, &all.v6)),
+            "scaling_2cpu": round3(spread(scaling).0),
             "prog_ns": program_ns["pop_dataplane"],
             "prog_ns_ceiling": program_ns["ceiling"],
             "full_table_load_s": loads["compiled"]["load_s"],
