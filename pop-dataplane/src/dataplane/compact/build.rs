@@ -60,13 +60,16 @@ impl<C: Cells> Table<C> {
     ) -> Result<Record, Full> {
         // Leaves of every slot, pushed down from the routes ending within this node.
         let mut leaves = [default; NODE_CHILDREN];
-        for len in depth + 1..=(depth + 8).min(self.bits) {
-            let shift = depth + 8 - len;
-            let low = region << (len - depth);
-            let high = low | ((1 << (len - depth)) - 1);
-            for (&value, &leaf) in self.routes[len as usize].range(low..=high) {
-                let first = ((value - low) << shift) as usize;
-                leaves[first..first + (1 << shift)].fill(leaf);
+        // The length of the route each slot's leaf came from: the longest wins.
+        let mut lengths = [0u8; NODE_CHILDREN];
+        for &(len, value, leaf) in self.ending.get(&(depth, region)).into_iter().flatten() {
+            let shift = depth + 8 - u32::from(len);
+            let first = ((value - (region << (u32::from(len) - depth))) << shift) as usize;
+            for slot in first..first + (1 << shift) {
+                if lengths[slot] < len {
+                    lengths[slot] = len;
+                    leaves[slot] = leaf;
+                }
             }
         }
         // Children that are nodes: routes longer than their depth under them.

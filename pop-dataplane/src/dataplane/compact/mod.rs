@@ -21,6 +21,9 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
+// foldhash: a full table's indexes are a million keys.
+use foldhash::HashMap;
+
 #[cfg(test)]
 use pop_dataplane_common::fib::{GROUP_CHILDREN, group_child};
 use pop_dataplane_common::{
@@ -67,6 +70,12 @@ pub(crate) fn leaf(entry: RouteEntry) -> FibEntry {
     FibEntry::leaf(entry).expect("route ids fit a leaf (checked at compile time)")
 }
 
+/// A node by its depth and region (the address's top `depth` bits).
+type Node = (u32, u128);
+
+/// A route as a node keeps it: prefix length, the prefix's top bits, leaf.
+type EndingRoute = (u8, u128, FibEntry);
+
 /// One family's table.
 pub(crate) struct Table<C> {
     /// Address bits: 32 or 128. An IPv4 address is the low 32 bits of the u128.
@@ -74,7 +83,11 @@ pub(crate) struct Table<C> {
     cells: C,
     alloc: Allocator,
     /// Routes by prefix length: the prefix's top `len` bits -> its leaf.
-    routes: Vec<BTreeMap<u128, FibEntry>>,
+    routes: Vec<HashMap<u128, FibEntry>>,
+    /// By node (its depth and region): the routes (length, top bits, leaf) that end within
+    /// its 8 bits, the ones its leaves are made of, kept together so that building a node
+    /// reads one list. Routes of up to 16 bits are the direct array's.
+    ending: HashMap<Node, Vec<EndingRoute>>,
     /// By node level (depth `DIRECT_BITS + 8 * level`): the region's top `depth` bits ->
     /// routes longer than `depth` under it.
     longer: Vec<BTreeMap<u128, u32>>,
@@ -105,7 +118,8 @@ impl<C: Cells> Table<C> {
             bits,
             cells,
             alloc: Allocator::new(DIRECT_CELLS, capacity),
-            routes: vec![BTreeMap::new(); bits as usize + 1],
+            routes: vec![HashMap::default(); bits as usize + 1],
+            ending: HashMap::default(),
             longer: vec![BTreeMap::new(); levels],
         }
     }
@@ -132,6 +146,7 @@ impl<C: Cells> Table<C> {
             cells,
             alloc,
             routes: self.routes.clone(),
+            ending: self.ending.clone(),
             longer: self.longer.clone(),
         }
     }
@@ -164,6 +179,14 @@ impl<C: Cells> Table<C> {
         let len = u32::from(len);
         let value = self.value(addr, len);
         if self.routes[len as usize].remove(&value).is_some() {
+            if let Some(node) = self.node_holding(addr, len)
+                && let Some(ending) = self.ending.get_mut(&node)
+            {
+                ending.retain(|&(l, v, _)| (l, v) != (len as u8, value));
+                if ending.is_empty() {
+                    self.ending.remove(&node);
+                }
+            }
             for (level, depth) in self.depths_below(len) {
                 let region = self.value(addr, depth);
                 let map = &mut self.longer[level];
@@ -180,7 +203,7 @@ impl<C: Cells> Table<C> {
     /// Routes held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.routes.iter().map(BTreeMap::len).sum()
+        self.routes.iter().map(HashMap::len).sum()
     }
 
     /// The leaf for `addr`, as the program finds it.
@@ -205,12 +228,33 @@ impl<C: Cells> Table<C> {
     /// Records the route in the indexes (the cells change in `refresh`).
     fn index(&mut self, addr: u128, len: u32, leaf: FibEntry) {
         let value = self.value(addr, len);
-        if self.routes[len as usize].insert(value, leaf).is_none() {
+        let new = self.routes[len as usize].insert(value, leaf).is_none();
+        if let Some(node) = self.node_holding(addr, len) {
+            let ending = self.ending.entry(node).or_default();
+            if new {
+                ending.push((len as u8, value, leaf));
+            } else if let Some(route) = ending
+                .iter_mut()
+                .find(|(l, v, _)| (*l, *v) == (len as u8, value))
+            {
+                route.2 = leaf;
+            }
+        }
+        if new {
             for (level, depth) in self.depths_below(len) {
                 let region = self.value(addr, depth);
                 *self.longer[level].entry(region).or_insert(0) += 1;
             }
         }
+    }
+
+    /// The node (depth, region) whose 8 bits a prefix of `len` bits ends within; none for
+    /// the direct array's.
+    fn node_holding(&self, addr: u128, len: u32) -> Option<Node> {
+        (len > DIRECT_BITS).then(|| {
+            let depth = DIRECT_BITS + 8 * ((len - DIRECT_BITS - 1) / 8);
+            (depth, self.value(addr, depth))
+        })
     }
 
     /// The node levels and depths above a prefix of length `len`.
