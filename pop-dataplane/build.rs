@@ -1,5 +1,7 @@
-//! Builds the XDP program (the `pop-dataplane-ebpf` crate, for the BPF target) so that the
-//! binary can embed it: one `cargo build`, no separate step to remember.
+//! Builds the XDP programs of the crate being built (its `-ebpf` sibling: `pop-dataplane-ebpf`
+//! for `pop-dataplane`, `pop-dataplane-bench-ebpf` for `pop-dataplane-bench`, which uses this
+//! file too) for the BPF target, so that the binary can embed them: one `cargo build`, no
+//! separate step to remember.
 
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
@@ -14,10 +16,11 @@ fn main() -> anyhow::Result<()> {
         .no_deps()
         .exec()
         .context("cargo metadata")?;
+    let name = format!("{}-ebpf", std::env::var("CARGO_PKG_NAME")?);
     let ebpf = packages
         .into_iter()
-        .find(|package| package.name.as_str() == "pop-dataplane-ebpf")
-        .ok_or_else(|| anyhow!("pop-dataplane-ebpf package not found"))?;
+        .find(|package| package.name.as_str() == name)
+        .ok_or_else(|| anyhow!("{name} package not found"))?;
     let root_dir = ebpf
         .manifest_path
         .parent()
@@ -31,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     let toolchain = toolchain();
     aya_build::build_ebpf(
         [aya_build::Package {
-            name: "pop-dataplane-ebpf",
+            name: &name,
             root_dir: root_dir.as_str(),
             ..Default::default()
         }],
