@@ -171,19 +171,16 @@ impl Router {
         }
         let mut writes = Vec::new();
         for interface in &mut self.topology.interfaces {
-            if interface.device == Some(ifindex) {
-                if interface.entry.mac != link.mac.0 || interface.mtu != link.mtu {
-                    interface.entry.mac = link.mac.0;
-                    interface.mtu = link.mtu;
-                    writes.push(MapWrite::Interface(interface.key, interface.entry));
-                }
-            } else if interface.key.ifindex == ifindex && interface.device.is_none() {
-                // A VLAN defined in the config rides on its port's MAC and MTU.
-                if interface.entry.mac != link.mac.0 || interface.mtu != link.mtu {
-                    interface.entry.mac = link.mac.0;
-                    interface.mtu = link.mtu;
-                    writes.push(MapWrite::Interface(interface.key, interface.entry));
-                }
+            // An interface takes its host device's MAC and MTU; a VLAN defined in the config
+            // (no device of its own) rides on its port's.
+            let follows = match interface.device {
+                Some(device) => device == ifindex,
+                None => interface.key.ifindex == ifindex,
+            };
+            if follows && (interface.entry.mac != link.mac.0 || interface.mtu != link.mtu) {
+                interface.entry.mac = link.mac.0;
+                interface.mtu = link.mtu;
+                writes.push(MapWrite::Interface(interface.key, interface.entry));
             }
         }
         writes.extend(self.nexthops_on(ifindex));
