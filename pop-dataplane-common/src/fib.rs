@@ -49,12 +49,24 @@ pub mod group {
     pub const BASE_LEAF: usize = 5;
 }
 
+/// A group cell's `vector`: its children that are nodes.
+#[inline(always)]
+pub fn group_vector(cell: &Cell) -> u64 {
+    u64::from(cell[group::VECTOR]) | (u64::from(cell[group::VECTOR + 1]) << 32)
+}
+
+/// A group cell's `leafvec`: where runs of equal leaves start among its other children.
+#[inline(always)]
+pub fn group_leafvec(cell: &Cell) -> u64 {
+    u64::from(cell[group::LEAFVEC]) | (u64::from(cell[group::LEAFVEC + 1]) << 32)
+}
+
 /// What child `index` (0..64) of a group cell holds: `Ok(cell)` of its node's record, or
 /// `Err(word)` of its leaf. The one decoding both sides use.
 #[inline(always)]
 pub fn group_child(cell: &Cell, index: u32) -> Result<u32, u32> {
-    let vector = u64::from(cell[group::VECTOR]) | (u64::from(cell[group::VECTOR + 1]) << 32);
-    let leafvec = u64::from(cell[group::LEAFVEC]) | (u64::from(cell[group::LEAFVEC + 1]) << 32);
+    let vector = group_vector(cell);
+    let leafvec = group_leafvec(cell);
     // Bits 0..=index.
     let upto = u64::MAX >> (63 - (index & 63));
     if vector & (1 << (index & 63)) != 0 {

@@ -231,9 +231,8 @@ impl Router {
                 usable.contains(&id)
             })?;
         let mut before: Vec<MapWrite> = self
-            .nexthops
-            .iter()
-            .map(|(id, _)| MapWrite::Nexthop(id, self.nexthop_value(id)))
+            .nexthop_values()
+            .map(|(id, nexthop)| MapWrite::Nexthop(id, nexthop))
             .collect();
         before.extend(self.fib.group_writes());
         Ok(Update {

@@ -5,10 +5,10 @@ use std::ops::Range;
 
 use pop_dataplane_common::fib::{
     CELL_WORDS, DIRECT_BITS, FibEntry, GROUP_CHILDREN, NODE_CELLS, NODE_CHILDREN, group,
-    group_child,
+    group_child, group_leafvec, group_vector,
 };
 
-use super::{Cells, Full, Record, Table, leafvec, vector};
+use super::{Cells, Full, Record, Table};
 
 impl<C: Cells> Table<C> {
     /// Writes the whole table from the indexes: the direct array and every node.
@@ -139,7 +139,7 @@ impl<C: Cells> Table<C> {
     pub(super) fn release_subtree(&self, at: u32, released: &mut Vec<(u32, u32)>) {
         let record = self.read_record(at);
         for group in &record {
-            for child in 0..vector(group).count_ones() {
+            for child in 0..group_vector(group).count_ones() {
                 self.release_subtree(group[group::BASE_NODE] + child * NODE_CELLS, released);
             }
         }
@@ -150,11 +150,11 @@ impl<C: Cells> Table<C> {
     fn release_arrays(&self, record: &Record, released: &mut Vec<(u32, u32)>) {
         let mut leaves = 0;
         for group in record {
-            let children = vector(group).count_ones();
+            let children = group_vector(group).count_ones();
             if children > 0 {
                 released.push((group[group::BASE_NODE], children * NODE_CELLS));
             }
-            leaves += leafvec(group).count_ones();
+            leaves += group_leafvec(group).count_ones();
         }
         if leaves > 0 {
             released.push((

@@ -28,7 +28,7 @@ use foldhash::HashMap;
 use pop_dataplane_common::fib::{GROUP_CHILDREN, group_child};
 use pop_dataplane_common::{
     RouteEntry,
-    fib::{CELL_WORDS, Cell, DIRECT_BITS, DIRECT_CELLS, FibEntry, NODE_CELLS, group},
+    fib::{CELL_WORDS, Cell, DIRECT_BITS, DIRECT_CELLS, FibEntry, NODE_CELLS},
 };
 
 use self::alloc::Allocator;
@@ -313,18 +313,18 @@ impl<C: Cells> Table<C> {
         }
     }
 
+    /// Word `word` of the cells: cell `word / 8`, index `word % 8`.
+    fn word(&self, word: u32) -> &AtomicU32 {
+        &self.cells.cells()[(word / CELL_WORDS as u32) as usize]
+            [(word % CELL_WORDS as u32) as usize]
+    }
+
     pub(super) fn read_word(&self, word: u32) -> FibEntry {
-        FibEntry(
-            self.cells.cells()[(word / CELL_WORDS as u32) as usize]
-                [(word % CELL_WORDS as u32) as usize]
-                .load(Ordering::Relaxed),
-        )
+        FibEntry(self.word(word).load(Ordering::Relaxed))
     }
 
     pub(super) fn write_word(&self, word: u32, value: FibEntry) {
-        self.cells.cells()[(word / CELL_WORDS as u32) as usize]
-            [(word % CELL_WORDS as u32) as usize]
-            .store(value.0, Ordering::Relaxed);
+        self.word(word).store(value.0, Ordering::Relaxed);
     }
 
     pub(super) fn direct(&self, slot: u32) -> FibEntry {
@@ -333,9 +333,7 @@ impl<C: Cells> Table<C> {
 
     /// Publishes a direct entry: everything it points at was written before.
     pub(super) fn set_direct(&self, slot: u32, value: FibEntry) {
-        self.cells.cells()[(slot / CELL_WORDS as u32) as usize]
-            [(slot % CELL_WORDS as u32) as usize]
-            .store(value.0, Ordering::Release);
+        self.word(slot).store(value.0, Ordering::Release);
     }
 
     pub(super) fn read_record(&self, at: u32) -> Record {
@@ -364,12 +362,4 @@ impl<C: Cells> Table<C> {
             }
         }
     }
-}
-
-pub(super) fn vector(group: &Cell) -> u64 {
-    u64::from(group[group::VECTOR]) | (u64::from(group[group::VECTOR + 1]) << 32)
-}
-
-pub(super) fn leafvec(group: &Cell) -> u64 {
-    u64::from(group[group::LEAFVEC]) | (u64::from(group[group::LEAFVEC + 1]) << 32)
 }

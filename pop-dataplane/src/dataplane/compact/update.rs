@@ -2,10 +2,10 @@
 //! new path published with one store.
 
 use pop_dataplane_common::fib::{
-    DIRECT_BITS, FibEntry, GROUP_CHILDREN, NODE_CELLS, group, group_child,
+    DIRECT_BITS, FibEntry, GROUP_CHILDREN, NODE_CELLS, group, group_child, group_vector,
 };
 
-use super::{Cells, Full, Table, vector};
+use super::{Cells, Full, Table};
 
 impl<C: Cells> Table<C> {
     /// Brings the cells in line with the indexes after a change of the route `addr`/`len`.
@@ -102,7 +102,7 @@ impl<C: Cells> Table<C> {
             let mut parent = self.read_record(parent_at);
             let group = &mut parent[byte as usize / GROUP_CHILDREN];
             let base = group[group::BASE_NODE];
-            let count = vector(group).count_ones();
+            let count = group_vector(group).count_ones();
             let array = self.alloc(count * NODE_CELLS)?;
             for k in 0..count {
                 let from = base + k * NODE_CELLS;
