@@ -65,7 +65,7 @@ pub struct Tools {
 pub enum Router {
     /// The kernel's IP forwarding, the routes in its FIB.
     Kernel,
-    /// `bench_redirect`: no parsing, no lookup, no rewrite.
+    /// `bench_redirect`: the MAC addresses swapped, no parsing, no lookup.
     Ceiling,
     /// `bench_fib_forward`: the kernel's FIB called from XDP (`bpf_fib_lookup`), the routes in
     /// the router's kernel FIB: what an operator could run instead.
