@@ -54,11 +54,36 @@ impl Interface {
     /// frames are counted and handed to the kernel.
     pub const ROUTED: u16 = 1 << 0;
 
+    /// The source filter has entries for it (deny rules or martian sources): its frames'
+    /// sources are looked up in `ACL_V4` / `ACL_V6`. Without it the lookup is skipped, since
+    /// it could match nothing.
+    pub const FILTERED: u16 = 1 << 1;
+
+    /// Set in `PORTS_BY_IFINDEX` entries, which are all zero for an ifindex that is no port:
+    /// this entry is one. Never set in `INTERFACES`.
+    pub const PORT_ENTRY: u16 = 1 << 15;
+
     pub const fn new(slot: u32, mac: [u8; 6], flags: u16) -> Self {
         Self { slot, mac, flags }
     }
 
     pub const fn is_routed(&self) -> bool {
         self.flags & Self::ROUTED != 0
+    }
+
+    pub const fn is_filtered(&self) -> bool {
+        self.flags & Self::FILTERED != 0
+    }
+
+    /// The `PORTS_BY_IFINDEX` entry of a port whose untagged side is `self`.
+    pub const fn port_entry(self) -> Self {
+        Self {
+            flags: self.flags | Self::PORT_ENTRY,
+            ..self
+        }
+    }
+
+    pub const fn is_port_entry(&self) -> bool {
+        self.flags & Self::PORT_ENTRY != 0
     }
 }

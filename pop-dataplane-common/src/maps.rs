@@ -6,6 +6,13 @@
 /// uncounted.
 pub const INTERFACES: &str = "INTERFACES";
 
+/// `ARRAY`: port ifindex -> the [`crate::Interface`] of its untagged side, with
+/// [`crate::Interface::PORT_ENTRY`] set; all zero for an ifindex that is no port of ours. A
+/// copy of `INTERFACES`' untagged entries for ifindexes below [`MAX_PORT_IFINDEX`], so that
+/// an untagged frame's interface is an array read instead of a hash lookup. A frame on a
+/// port with a larger ifindex, or a tagged one, is looked up in `INTERFACES`.
+pub const PORTS_BY_IFINDEX: &str = "PORTS_BY_IFINDEX";
+
 /// `DEVMAP`: port index -> egress ifindex, the target of `bpf_redirect_map`.
 pub const EGRESS: &str = "EGRESS";
 
@@ -44,6 +51,10 @@ pub const MAX_INTERFACES: u32 = 1024;
 
 /// Ports: attached physical interfaces, each with one devmap entry.
 pub const MAX_PORTS: u32 = 256;
+
+/// The ifindexes `PORTS_BY_IFINDEX` covers: `0..MAX_PORT_IFINDEX`. Linux numbers the
+/// interfaces of each network namespace from 1, so a router host's ports fall far below.
+pub const MAX_PORT_IFINDEX: u32 = 4096;
 
 /// Next-hop ids are `0..MAX_NEXTHOPS`.
 pub const MAX_NEXTHOPS: u32 = 65_536;

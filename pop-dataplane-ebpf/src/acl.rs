@@ -3,26 +3,33 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use pop_dataplane_common::{
-    DropReason,
+    DropReason, Interface,
     acl::{AclEntry, AclKeyV4, AclKeyV6, SLOT_BITS},
 };
 
 use crate::maps::{ACL_V4, ACL_V6};
 
-/// The rule that drops an IPv4 packet from `src` arriving on interface `slot`, if any.
+/// The rule that drops an IPv4 packet from `src` arriving on `ingress`, if any; none
+/// without a lookup on an interface the filter has no entries for.
 #[inline(always)]
-pub(crate) fn check_v4(slot: u32, src: [u8; 4]) -> Option<AclEntry> {
+pub(crate) fn check_v4(ingress: &Interface, src: [u8; 4]) -> Option<AclEntry> {
+    if !ingress.is_filtered() {
+        return None;
+    }
     let key = AclKeyV4 {
-        slot: slot.to_be_bytes(),
+        slot: ingress.slot.to_be_bytes(),
         src,
     };
     ACL_V4.get(&Key::new(SLOT_BITS + 32, key)).copied()
 }
 
 #[inline(always)]
-pub(crate) fn check_v6(slot: u32, src: [u8; 16]) -> Option<AclEntry> {
+pub(crate) fn check_v6(ingress: &Interface, src: [u8; 16]) -> Option<AclEntry> {
+    if !ingress.is_filtered() {
+        return None;
+    }
     let key = AclKeyV6 {
-        slot: slot.to_be_bytes(),
+        slot: ingress.slot.to_be_bytes(),
         src,
     };
     ACL_V6.get(&Key::new(SLOT_BITS + 128, key)).copied()

@@ -5,14 +5,13 @@
 use aya_ebpf::programs::XdpContext;
 use pop_dataplane_common::{
     DropReason, Interface, InterfaceKey, Nexthop, PassReason, Route, RouteEntry,
-    nexthop::ECMP_BUCKETS,
+    maps::MAX_PORT_IFINDEX, nexthop::ECMP_BUCKETS,
 };
 
 use crate::{
     acl, fib, ipv4, ipv6,
     l2::{self, LinkError},
-    maps::{ECMP_SEED, INTERFACES, NEXTHOP_GROUPS, NEXTHOPS},
-    packet::frame_len,
+    maps::{ECMP_SEED, INTERFACES, NEXTHOP_GROUPS, NEXTHOPS, PORTS_BY_IFINDEX},
     verdict::Verdict,
 };
 
@@ -41,8 +40,11 @@ enum Network {
 /// Decides what happens to the frame in `ctx` and, when it is to be forwarded, rewrites it
 /// for its next hop. `None` when the frame did not arrive on one of our ports.
 #[inline(always)]
-pub(crate) fn forward(ctx: &XdpContext, path: &mut Path) -> Option<Verdict> {
+pub(crate) fn forward(ctx: &XdpContext, len: usize, path: &mut Path) -> Option<Verdict> {
     let ifindex = ctx.ingress_ifindex() as u32;
+    // Read before the frame: the port's entry does not depend on it, so the CPU fetches both
+    // at once (the frame's first bytes are usually a cache miss).
+    let port = port(ifindex);
     let link = l2::parse(ctx);
 
     // The ingress interface: the port's, or its VLAN sub-interface's. Frames we cannot place
@@ -55,10 +57,10 @@ pub(crate) fn forward(ctx: &XdpContext, path: &mut Path) -> Option<Verdict> {
         },
         Err(_) => InterfaceKey::untagged(ifindex),
     };
-    let ingress = match interface(&key) {
+    let ingress = match interface(&key, port) {
         Some(ingress) => ingress,
         None => {
-            let port = interface(&InterfaceKey::untagged(ifindex))?;
+            let port = interface(&InterfaceKey::untagged(ifindex), port)?;
             path.ingress_slot = Some(port.slot);
             return Some(ToKernel(PassReason::NotRouted));
         }
@@ -69,13 +71,29 @@ pub(crate) fn forward(ctx: &XdpContext, path: &mut Path) -> Option<Verdict> {
         Err(LinkError::Truncated) => return Some(Drop(DropReason::Malformed)),
         Err(LinkError::TooManyTags) => return Some(ToKernel(PassReason::NotRouted)),
     };
-    Some(match route(ctx, &ingress, &link, path) {
+    Some(match route(ctx, len, &ingress, &link, path) {
         Ok(verdict) | Err(verdict) => verdict,
     })
 }
 
+/// What `PORTS_BY_IFINDEX` says of port `ifindex`: `Some(None)` for no port of ours, `None`
+/// when it does not cover the ifindex.
 #[inline(always)]
-fn interface(key: &InterfaceKey) -> Option<Interface> {
+fn port(ifindex: u32) -> Option<Option<Interface>> {
+    if ifindex >= MAX_PORT_IFINDEX {
+        return None;
+    }
+    let entry = PORTS_BY_IFINDEX.get(ifindex).copied().unwrap_or_default();
+    Some(entry.is_port_entry().then_some(entry))
+}
+
+/// The interface of `key`: the port's entry for an untagged frame, when `PORTS_BY_IFINDEX`
+/// covers it, else the `INTERFACES` one.
+#[inline(always)]
+fn interface(key: &InterfaceKey, port: Option<Option<Interface>>) -> Option<Interface> {
+    if let (Some(port), 0, 0) = (port, key.vlan_outer, key.vlan_inner) {
+        return port;
+    }
     // SAFETY: the map is not preallocated: an entry read is never reused under us.
     unsafe { INTERFACES.get(key) }.copied()
 }
@@ -83,6 +101,7 @@ fn interface(key: &InterfaceKey) -> Option<Interface> {
 #[inline(always)]
 fn route(
     ctx: &XdpContext,
+    len: usize,
     ingress: &Interface,
     link: &l2::Link,
     path: &mut Path,
@@ -101,17 +120,17 @@ fn route(
     }
 
     let l3 = link.l3_offset();
-    let len = frame_len(ctx);
     let network = if link.ether_type == ETH_P_IP {
         Network::V4(ipv4::inspect(ctx, l3, len)?)
     } else {
         Network::V6(ipv6::inspect(ctx, l3, len)?)
     };
 
-    // The source filter: the operator's deny rules and, when on, martian sources.
+    // The source filter: the operator's deny rules and, when on, martian sources; looked up
+    // only on interfaces that have entries.
     let denied = match &network {
-        Network::V4(ip) => acl::check_v4(ingress.slot, ip.src),
-        Network::V6(ip) => acl::check_v6(ingress.slot, ip.src),
+        Network::V4(ip) => acl::check_v4(ingress, ip.src),
+        Network::V6(ip) => acl::check_v6(ingress, ip.src),
     };
     if let Some(rule) = denied {
         path.acl_rule = Some(rule.rule);

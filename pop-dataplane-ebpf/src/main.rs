@@ -28,7 +28,10 @@ use crate::{
 #[xdp(frags)]
 fn pop_dataplane(ctx: XdpContext) -> u32 {
     let tracing = trace_requested(&ctx);
-    let rx_bytes = packet::frame_len(&ctx) as u64;
+    let rx_len = packet::frame_len(&ctx);
+    // Only the linear part changes size (VLAN tags pushed or popped): the length sent is
+    // worked out from it, without a second call of the helper.
+    let rx_linear = packet::linear_len(&ctx);
     let mut path = Path {
         ingress_slot: None,
         route: None,
@@ -37,7 +40,7 @@ fn pop_dataplane(ctx: XdpContext) -> u32 {
         acl_rule: None,
     };
 
-    let Some(verdict) = forward::forward(&ctx, &mut path) else {
+    let Some(verdict) = forward::forward(&ctx, rx_len, &mut path) else {
         // Not one of our ports.
         if tracing {
             record(
@@ -62,7 +65,8 @@ fn pop_dataplane(ctx: XdpContext) -> u32 {
     if tracing {
         record(&path, verdict);
     } else if let Some(slot) = path.ingress_slot {
-        let tx_bytes = packet::frame_len(&ctx) as u64;
+        let rx_bytes = rx_len as u64;
+        let tx_bytes = (rx_len + packet::linear_len(&ctx) - rx_linear) as u64;
         count(slot, rx_bytes, tx_bytes, verdict);
         if let Some(rule) = path.acl_rule {
             count_acl_hit(rule, rx_bytes);

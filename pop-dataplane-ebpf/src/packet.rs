@@ -23,3 +23,13 @@ pub(crate) fn frame_len(ctx: &XdpContext) -> usize {
     // SAFETY: the helper only reads the context it is given.
     unsafe { bpf_xdp_get_buff_len(ctx.ctx) as usize }
 }
+
+/// Length of the frame's linear part (all of a single-buffer frame), from its pointers.
+#[inline(always)]
+pub(crate) fn linear_len(ctx: &XdpContext) -> usize {
+    let len = ctx.data_end() - ctx.data();
+    // SAFETY: reading a local. Volatile, so that the compiler keeps the subtraction of the
+    // two pointers (a scalar, for the verifier) instead of folding `data_end` into whatever
+    // the caller adds to it, which the verifier refuses.
+    unsafe { core::ptr::read_volatile(&len) }
+}

@@ -14,7 +14,7 @@ use pop_dataplane::{
     host::Host,
     observe::stats::{self, InterfaceStats},
 };
-use pop_dataplane_common::fib::FibMode;
+use pop_dataplane_common::{fib::FibMode, maps};
 use pop_dataplane_tests::{
     frame::{
         self, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, Extension,
@@ -145,22 +145,47 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        // VLAN sub-interfaces are defined in the config: this kernel has no 802.1Q devices.
-        let netns = Netns::with_ports(
-            "pdpt-pkt",
+        Self::with_ports(&[("p0", "q0", P0_MAC), ("p3", "q3", P3_MAC)], &[])
+    }
+
+    /// The fixture with p0 and p3 at ifindexes beyond `PORTS_BY_IFINDEX`, so that their
+    /// frames' interfaces are looked up in the `INTERFACES` hash.
+    fn with_large_ifindexes() -> Self {
+        let index = |i: u32| (maps::MAX_PORT_IFINDEX + i).to_string();
+        let (p0, p3) = (index(1), index(7));
+        let fx = Self::with_ports(
+            &[],
             &[
-                ("p0", "q0", P0_MAC),
-                ("p1", "q1", P1_MAC),
-                ("p2", "q2", P2_MAC),
-                ("p3", "q3", P3_MAC),
+                &format!("link add p0 index {p0} type veth peer name q0"),
+                &format!("link set p0 address {P0_MAC} up"),
+                "link set q0 up",
+                &format!("link add p3 index {p3} type veth peer name q3"),
+                &format!("link set p3 address {P3_MAC} up"),
+                "link set q3 up",
             ],
-            &[
+        );
+        assert!(fx.ifindex["p0"] >= maps::MAX_PORT_IFINDEX);
+        assert!(fx.ifindex["p3"] >= maps::MAX_PORT_IFINDEX);
+        fx
+    }
+
+    /// p1 and p2, plus `ports` (p0 and p3) as given or as `setup` makes them.
+    fn with_ports(ports: &[(&str, &str, &str)], setup: &[&str]) -> Self {
+        let ports: Vec<_> = [("p1", "q1", P1_MAC), ("p2", "q2", P2_MAC)]
+            .into_iter()
+            .chain(ports.iter().copied())
+            .collect();
+        let setup: Vec<&str> = setup
+            .iter()
+            .copied()
+            .chain([
                 "link set p2 mtu 1280",
                 "addr add 198.18.2.1/24 dev p1",
                 "addr add 2001:2:0:2::1/64 dev p1 nodad",
-            ],
-        )
-        .unwrap();
+            ])
+            .collect();
+        // VLAN sub-interfaces are defined in the config: this kernel has no 802.1Q devices.
+        let netns = Netns::with_ports("pdpt-pkt", &ports, &setup).unwrap();
 
         let config = Config::parse("packets.toml", CONFIG).unwrap();
         let host = Host::read_now().unwrap();
@@ -606,7 +631,16 @@ fn ipv6_exceptions_go_to_the_kernel() {
 
 #[test]
 fn vlan_tags_are_popped_pushed_and_rewritten() {
-    let mut fx = Fixture::new();
+    vlan_tags(Fixture::new());
+}
+
+#[test]
+fn ports_beyond_the_ifindex_array_are_found_in_the_hash() {
+    vlan_tags(Fixture::with_large_ifindexes());
+    unconfigured_vlans(Fixture::with_large_ifindexes());
+}
+
+fn vlan_tags(mut fx: Fixture) {
     let tagged = |dst_mac: &str, tags: &[(u16, u16)], packet: &[u8]| {
         frame::ethernet_tagged(mac(dst_mac), mac(SENDER_MAC), tags, ETH_P_IPV4, packet)
     };
@@ -687,7 +721,10 @@ fn vlan_tags_are_popped_pushed_and_rewritten() {
 
 #[test]
 fn frames_on_unconfigured_vlans_are_counted_on_their_port() {
-    let mut fx = Fixture::new();
+    unconfigured_vlans(Fixture::new());
+}
+
+fn unconfigured_vlans(mut fx: Fixture) {
     let packet = v4(A, [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, b"x");
     let unknown = frame::ethernet_tagged(
         mac(P0_MAC),

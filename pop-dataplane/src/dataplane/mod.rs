@@ -56,8 +56,9 @@ const PROGRAM_PIN: &str = "program";
 const LINKS_DIR: &str = "links";
 
 /// Every map, for pinning.
-const ALL_MAPS: [&str; 13] = [
+const ALL_MAPS: [&str; 14] = [
     maps::INTERFACES,
+    maps::PORTS_BY_IFINDEX,
     maps::EGRESS,
     maps::COUNTERS,
     maps::NEXTHOPS,
@@ -153,14 +154,18 @@ impl Dataplane {
                 .pin(&path)
                 .with_context(|| format!("pinning the program at {}", path.display()))?;
         }
-        Ok(Self {
+        let mut dataplane = Self {
             ebpf,
             pin_dir: options.pin_dir,
             fib: options.fib,
             adopted,
             links: Vec::new(),
             routes: None,
-        })
+        };
+        if adopted {
+            dataplane.sync_port_entries()?;
+        }
+        Ok(dataplane)
     }
 
     /// The maps were pinned before this daemon: a running dataplane, now ours.
@@ -334,6 +339,48 @@ impl Dataplane {
             .with_context(|| format!("NEXTHOP_GROUPS[{id}]"))
     }
 
+    /// Mirrors an untagged `INTERFACES` entry into `PORTS_BY_IFINDEX`, when that covers its
+    /// ifindex; `None` clears it.
+    fn set_port_entry(
+        &mut self,
+        key: &InterfaceKey,
+        interface: Option<&Interface>,
+    ) -> anyhow::Result<()> {
+        if *key != InterfaceKey::untagged(key.ifindex) || key.ifindex >= maps::MAX_PORT_IFINDEX {
+            return Ok(());
+        }
+        let entry = interface.map_or_else(Interface::default, |i| i.port_entry());
+        let mut ports: Array<_, Interface> =
+            Array::try_from(self.map_mut(maps::PORTS_BY_IFINDEX)?)?;
+        ports
+            .set(key.ifindex, &entry, 0)
+            .with_context(|| format!("PORTS_BY_IFINDEX[{}]", key.ifindex))
+    }
+
+    /// Makes `PORTS_BY_IFINDEX` the copy of `INTERFACES` it must be: after taking over the
+    /// maps of a version that had no such array, or of one killed between the two writes.
+    fn sync_port_entries(&mut self) -> anyhow::Result<()> {
+        let interfaces: HashMap<_, InterfaceKey, Interface> =
+            HashMap::try_from(self.map(maps::INTERFACES)?)?;
+        let mut wanted = vec![Interface::default(); maps::MAX_PORT_IFINDEX as usize];
+        for entry in interfaces.iter() {
+            let (key, interface) = entry.context("reading INTERFACES")?;
+            if key == InterfaceKey::untagged(key.ifindex) && key.ifindex < maps::MAX_PORT_IFINDEX {
+                wanted[key.ifindex as usize] = interface.port_entry();
+            }
+        }
+        let mut ports: Array<_, Interface> =
+            Array::try_from(self.map_mut(maps::PORTS_BY_IFINDEX)?)?;
+        for (ifindex, entry) in (0..).zip(wanted) {
+            if ports.get(&ifindex, 0)? != entry {
+                ports
+                    .set(ifindex, &entry, 0)
+                    .with_context(|| format!("PORTS_BY_IFINDEX[{ifindex}]"))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn set_nexthop(&mut self, id: u32, nexthop: &Nexthop) -> anyhow::Result<()> {
         let mut nexthops: Array<_, Nexthop> = Array::try_from(self.map_mut(maps::NEXTHOPS)?)?;
         nexthops
@@ -350,8 +397,10 @@ impl Dataplane {
                         HashMap::try_from(self.map_mut(maps::INTERFACES)?)?;
                     map.insert(key, interface, 0)
                         .with_context(|| format!("INTERFACES[{key:?}]"))?;
+                    self.set_port_entry(key, Some(interface))?;
                 }
                 MapWrite::DeleteInterface(key) => {
+                    self.set_port_entry(key, None)?;
                     let mut map: HashMap<_, InterfaceKey, Interface> =
                         HashMap::try_from(self.map_mut(maps::INTERFACES)?)?;
                     match map.remove(key) {

@@ -260,6 +260,10 @@ impl Router {
             .filter(|p| !self.topology.ports.iter().any(|n| n.ifindex == p.ifindex))
             .cloned()
             .collect();
+        // First, so that the interfaces' entries below carry the source filter's flag.
+        let mut acl = self.acl_writes();
+        // Every interface is written below.
+        acl.retain(|write| !matches!(write, MapWrite::Interface(..)));
         for interface in &self.topology.interfaces {
             if !old
                 .interfaces
@@ -274,7 +278,6 @@ impl Router {
                 .before
                 .push(MapWrite::Interface(interface.key, interface.entry));
         }
-        let acl = self.acl_writes();
         update.before.extend(acl);
         for interface in &old.interfaces {
             if !self

@@ -7,6 +7,7 @@ use std::{
 };
 
 use ipnet::IpNet;
+use pop_dataplane_common::Interface;
 
 use super::Router;
 use crate::{
@@ -108,6 +109,21 @@ impl Router {
         for key in self.acl_installed.keys() {
             if !entries.contains_key(key) {
                 writes.push(MapWrite::DeleteAcl(*key));
+            }
+        }
+        // Interfaces with entries carry `FILTERED`, without which the program skips the
+        // lookup. Entries and flag may change in either order: a rule applies once both are
+        // in, as it would a moment later in one write.
+        let filtered: BTreeSet<u32> = entries.keys().map(|key| key.slot).collect();
+        for interface in &mut self.topology.interfaces {
+            let flags = if filtered.contains(&interface.entry.slot) {
+                interface.entry.flags | Interface::FILTERED
+            } else {
+                interface.entry.flags & !Interface::FILTERED
+            };
+            if flags != interface.entry.flags {
+                interface.entry.flags = flags;
+                writes.push(MapWrite::Interface(interface.key, interface.entry));
             }
         }
         self.acl_installed = entries;

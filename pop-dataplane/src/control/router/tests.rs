@@ -1,7 +1,10 @@
 use pop_dataplane_common::Route;
 
 use super::*;
-use crate::{config::route_spec::RouteSpec, mac::MacAddr};
+use crate::{
+    config::{DenyRule, route_spec::RouteSpec},
+    mac::MacAddr,
+};
 
 fn link(ifindex: u32, name: &str) -> Link {
     Link {
@@ -315,4 +318,45 @@ fn a_new_config_is_applied_whole_or_not_at_all() {
         "CLI routes stay"
     );
     assert!(update.ports_added.is_empty() && update.ports_removed.is_empty());
+}
+
+/// The `FILTERED` flags the writes leave on each interface, by name.
+fn filtered_flags(router: &Router, writes: &[MapWrite]) -> Vec<(String, bool)> {
+    let names = router.topology().names();
+    let mut flags: Vec<(String, bool)> = writes
+        .iter()
+        .filter_map(|write| match write {
+            MapWrite::Interface(key, entry) => {
+                let name = names.iter().find(|n| n.key() == *key)?.name.clone();
+                Some((name, entry.is_filtered()))
+            }
+            _ => None,
+        })
+        .collect();
+    flags.sort();
+    flags
+}
+
+#[test]
+fn interfaces_with_source_filter_entries_are_flagged_and_unflagged() {
+    let (mut router, update) = start(CONFIG);
+    // No rules: no interface is looked up in the filter.
+    assert!(
+        filtered_flags(&router, &update.before)
+            .iter()
+            .all(|(_, filtered)| !filtered)
+    );
+    let words = |text: &str| text.split(' ').map(str::to_owned).collect::<Vec<_>>();
+    let rule = DenyRule::parse(&words("deny src 192.0.2.0/24 dev rb")).unwrap();
+    let writes = router.acl_add(rule.clone()).unwrap();
+    assert_eq!(filtered_flags(&router, &writes), [("rb".to_owned(), true)]);
+    let global = DenyRule::parse(&words("deny src 192.0.2.0/24")).unwrap();
+    let writes = router.acl_add(global.clone()).unwrap();
+    assert_eq!(
+        filtered_flags(&router, &writes),
+        [("ra".to_owned(), true), ("rc".to_owned(), true)]
+    );
+    router.acl_remove(&global).unwrap();
+    let writes = router.acl_remove(&rule).unwrap();
+    assert_eq!(filtered_flags(&router, &writes), [("rb".to_owned(), false)]);
 }
