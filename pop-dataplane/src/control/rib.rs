@@ -80,6 +80,9 @@ type Routes = SmallVec<[(Source, Action); 1]>;
 #[derive(Clone, Debug, Default)]
 pub struct Rib {
     routes: HashMap<IpNet, Routes>,
+    /// How many of `routes`' prefixes are IPv4, kept as they come and go: capacity checks
+    /// ask for it at every change, and counting a full table costs milliseconds.
+    v4_prefixes: usize,
 }
 
 impl Rib {
@@ -97,6 +100,9 @@ impl Rib {
         action: Action,
     ) -> (Option<Action>, Option<Change>) {
         let routes = self.routes.entry(prefix).or_default();
+        if routes.is_empty() && prefix.addr().is_ipv4() {
+            self.v4_prefixes += 1;
+        }
         let (replaced, at) = match routes.binary_search_by_key(&source, |(s, _)| *s) {
             Ok(i) => (Some(std::mem::replace(&mut routes[i].1, action)), i),
             Err(i) => {
@@ -131,6 +137,9 @@ impl Rib {
         let after = routes.first().map(|(_, a)| a.clone());
         if routes.is_empty() {
             self.routes.remove(&prefix);
+            if prefix.addr().is_ipv4() {
+                self.v4_prefixes -= 1;
+            }
         }
         let change = was_best.then_some(Change {
             prefix,
@@ -187,6 +196,11 @@ impl Rib {
         })
     }
 
+    /// Prefixes with at least one route, IPv4 and IPv6.
+    pub fn prefix_counts(&self) -> (usize, usize) {
+        (self.v4_prefixes, self.routes.len() - self.v4_prefixes)
+    }
+
     /// Prefixes with at least one route.
     pub fn len(&self) -> usize {
         self.routes.len()
@@ -200,6 +214,24 @@ impl Rib {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_counts_follow_prefixes_not_routes() {
+        let mut rib = Rib::default();
+        let v4: IpNet = "198.18.0.0/16".parse().unwrap();
+        let v6: IpNet = "2001:2::/48".parse().unwrap();
+        rib.insert(v4, Source::Cli, Action::Blackhole);
+        rib.insert(v4, Source::Config, Action::Kernel);
+        rib.insert(v6, Source::Cli, Action::Blackhole);
+        assert_eq!(rib.prefix_counts(), (1, 1));
+        rib.remove(v4, Source::Cli);
+        assert_eq!(rib.prefix_counts(), (1, 1));
+        rib.remove(v4, Source::Config);
+        rib.remove(v4, Source::Config);
+        assert_eq!(rib.prefix_counts(), (0, 1));
+        rib.remove(v6, Source::Cli);
+        assert_eq!(rib.prefix_counts(), (0, 0));
+    }
 
     #[test]
     fn sources_take_turns_by_preference() {

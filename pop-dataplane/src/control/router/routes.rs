@@ -8,7 +8,6 @@ use pop_dataplane_common::{Nexthop, maps};
 
 use super::{
     BULK_ROUTES, Mode, NexthopInfo, NexthopState, RouteError, RouteInfo, RouteProblem, Router,
-    config::per_family,
 };
 use crate::{
     config::{
@@ -227,7 +226,7 @@ impl Router {
                 }
             }
         }
-        let (have_v4, have_v6) = per_family(self.rib.best().map(|(prefix, _, _)| prefix));
+        let (have_v4, have_v6) = self.rib.prefix_counts();
         self.check_room(have_v4 + new_v4, have_v6 + new_v6, new_keys.len())?;
         // ECMP groups run out only in the middle of a change, which must not happen: count
         // the groups it could create first (an upper bound: groups freed by replaced routes
