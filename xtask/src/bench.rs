@@ -320,6 +320,8 @@ pub(crate) fn redraw(out_dir: &Path) -> anyhow::Result<()> {
 struct LookupSize {
     routes_v4: usize,
     routes_v6: usize,
+    /// Kernel memory of the compiled tables (both families).
+    memory_bytes: u64,
     v4: Vec<f64>,
     v6: Vec<f64>,
     v4_lpm: Vec<f64>,
@@ -390,19 +392,23 @@ fn lookup_benchmark(
         }
         labs.push(pair);
     }
-    let mut sizes: Vec<LookupSize> = tables
-        .iter()
-        .map(|t| LookupSize {
-            routes_v4: t.v4.len(),
-            routes_v6: t.v6.len(),
+    let mut sizes: Vec<LookupSize> = Vec::new();
+    for (table, pair) in tables.iter().zip(&labs) {
+        let status = pair[0].status()?;
+        let memory = &status["table_memory"];
+        sizes.push(LookupSize {
+            routes_v4: table.v4.len(),
+            routes_v6: table.v6.len(),
+            memory_bytes: memory["v4_bytes"].as_u64().unwrap_or(0)
+                + memory["v6_bytes"].as_u64().unwrap_or(0),
             v4: Vec::new(),
             v6: Vec::new(),
             v4_lpm: Vec::new(),
             v6_lpm: Vec::new(),
             v4_fib: Vec::new(),
             v6_fib: Vec::new(),
-        })
-        .collect();
+        });
+    }
     let cost = |lab: &BenchLab, packets: &[IpAddr]| -> anyhow::Result<f64> {
         let cost = lab.lookup_cost(packets)?;
         let forwarded = cost["actions"]["4"].as_u64().unwrap_or(0);
@@ -656,6 +662,7 @@ fn report(
             json!({
                 "routes_v4": size.routes_v4,
                 "routes_v6": size.routes_v6,
+                "kernel_memory_bytes": size.memory_bytes,
                 "ns_per_packet_v4_median": round3(v4),
                 "ns_per_packet_v4_min": round3(v4_min),
                 "ns_per_packet_v4_max": round3(v4_max),
@@ -704,6 +711,10 @@ fn report(
             "prog_ns_ceiling": program_ns["ceiling"],
             "full_table_load_s": loads["compiled"]["load_s"],
             "fib_kernel_memory_bytes": loads["compiled"]["kernel_memory_bytes"],
+            "fib_kernel_memory_bytes_1k": lookup
+                .iter()
+                .find(|size| size.routes_v4 == 1_000)
+                .map(|size| size.memory_bytes),
             "churn_changes_per_s": churn["changes_per_s"],
             "lpm_trie": {
                 "full_vs_few": round3(paired_ratio(&per_core(by_name("lpm-full")), &per_core(by_name("lpm-few")))),
@@ -770,13 +781,24 @@ fn table(report: &Value) -> String {
         "xdp_vs_kernel",
         "xdp_vs_kernel_v6",
         "xdp_vs_ceiling",
+        "xdp_vs_fib_lookup",
+        "xdp_vs_fib_lookup_v6",
+        "xdp_vs_kernel_full",
         "full_vs_few",
         "full_vs_few_v6",
         "filter_vs_none",
         "lookup_full_vs_one",
         "lookup_full_vs_one_v6",
+        "lookup_full_vs_trie_one",
+        "lookup_full_vs_trie_one_v6",
+        "lookup_vs_fib_lookup",
+        "lookup_vs_fib_lookup_v6",
+        "scaling_2cpu",
+        "prog_ns",
+        "prog_ns_ceiling",
         "full_table_load_s",
         "fib_kernel_memory_bytes",
+        "fib_kernel_memory_bytes_1k",
         "churn_changes_per_s",
     ] {
         let _ = writeln!(out, "{key:<24} {}", ratios[key]);
