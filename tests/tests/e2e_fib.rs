@@ -322,3 +322,97 @@ fn the_full_table_loads_and_every_sampled_address_finds_its_longest_prefix() {
         );
     }
 }
+
+/// A VRF-sized table: a thousand real prefixes of each family, loaded route by route (fewer
+/// than a bulk load's 10,000). The burst outruns the reuse of freed cells and grows the IPv6
+/// array to about 3 MiB; the daemon then compacts the tables into arrays sized for them,
+/// which must still find every route.
+#[test]
+fn a_thousand_routes_loaded_route_by_route_take_little_memory() {
+    let tools = tools();
+    let (real_v4, real_v6) = fulltable::read().unwrap();
+    let mut rng = Rng::new(11);
+    let mut table = Table {
+        v4: (0..999)
+            .map(|_| real_v4[(rng.next_u64() % real_v4.len() as u64) as usize])
+            .chain([Ipv4Net::default()])
+            .collect(),
+        v6: (0..999)
+            .map(|_| real_v6[(rng.next_u64() % real_v6.len() as u64) as usize])
+            .chain([ipnet::Ipv6Net::default()])
+            .collect(),
+    };
+    table.v4.sort();
+    table.v4.dedup();
+    table.v6.sort();
+    table.v6.dedup();
+    let lab = BenchLab::new("pdpt-fib", &tools, Router::Dataplane, &table, false).unwrap();
+    let (output, _) = lab.load().unwrap();
+    assert!(
+        output.starts_with(&format!("{} routes set", table.len())),
+        "{output}"
+    );
+    // The cells the burst let go are free after their 100 ms of quarantine; the daemon
+    // looks for such room every second.
+    let memory = || {
+        let status = lab.status().unwrap();
+        let memory = &status["table_memory"];
+        (
+            memory["v4_bytes"].as_u64().unwrap(),
+            memory["v6_bytes"].as_u64().unwrap(),
+        )
+    };
+    let after_load = memory();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (v4, v6) = loop {
+        let (v4, v6) = memory();
+        if (v4 < 1 << 20 && v6 < 1 << 20) || std::time::Instant::now() > deadline {
+            break (v4, v6);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!(
+        "{} + {} routes: {after_load:?} bytes after the load, then {v4} + {v6}",
+        table.v4.len(),
+        table.v6.len()
+    );
+    assert!(v4 < 1 << 20 && v6 < 1 << 20, "{v4} + {v6} bytes");
+    for prefix in table
+        .v6
+        .iter()
+        .step_by(50)
+        .map(|&p| IpNet::V6(p))
+        .chain(table.v4.iter().step_by(100).map(|&p| IpNet::V4(p)))
+    {
+        let addr = random_address(prefix, &mut rng);
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let longest = (0..=max)
+            .rev()
+            .map(|len| IpNet::new(addr, len).unwrap().trunc())
+            .find(|p| match p {
+                IpNet::V4(p) => table.v4.contains(p),
+                IpNet::V6(p) => table.v6.contains(p),
+            })
+            .unwrap();
+        let out = lab
+            .lab
+            .cli(
+                &tools.dataplane,
+                &[
+                    "trace",
+                    "--in",
+                    ROUTER_A.ifname,
+                    "--dst",
+                    &addr.to_string(),
+                    "--json",
+                ],
+            )
+            .unwrap();
+        let trace: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            trace["route"]["prefix"],
+            longest.to_string(),
+            "{addr}: {trace}"
+        );
+    }
+}

@@ -80,6 +80,10 @@ pub(crate) struct RunOptions {
 /// go stale and then forgets them, and XDP traffic does not count as use.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(5);
 
+/// How often the route tables are checked for room left by a burst of changes (see
+/// `Dataplane::compact_tables`).
+const TABLE_COMPACTION: Duration = Duration::from_secs(1);
+
 /// Receive buffer of the rtnetlink event socket. Route events come in floods (a BGP session
 /// bringing up a full table is a million of them, about 1 KiB each in the buffer): room for
 /// a good share of one while the daemon applies what came before. Should it overflow all the
@@ -274,6 +278,7 @@ async fn serve(
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
     let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
+    let mut compact = tokio::time::interval(TABLE_COMPACTION);
     loop {
         tokio::select! {
             _ = terminate.recv() => {
@@ -332,6 +337,7 @@ async fn serve(
                 }
             }
             _ = refresh.tick() => daemon.refresh_neighbours().await?,
+            _ = compact.tick() => daemon.dataplane.compact_tables()?,
         }
     }
     if let Some(task) = metrics_task {

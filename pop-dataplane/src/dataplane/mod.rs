@@ -390,6 +390,9 @@ impl Dataplane {
 
     /// Performs `writes` in order; routes go to the tables in use.
     pub fn apply(&mut self, writes: &[MapWrite]) -> anyhow::Result<()> {
+        let routes_changed = writes
+            .iter()
+            .any(|w| matches!(w, MapWrite::Route(..) | MapWrite::DeleteRoute(..)));
         for write in writes {
             match write {
                 MapWrite::Interface(key, interface) => {
@@ -438,6 +441,22 @@ impl Dataplane {
                     }
                 }
             }
+        }
+        if routes_changed {
+            self.compact_tables()?;
+        }
+        Ok(())
+    }
+
+    /// Moves compiled tables that a burst of changes left mostly empty into arrays sized for
+    /// them (a rebuild: milliseconds for a VRF's table, about a second for a full one). Run
+    /// after route changes and from time to time, since the cells a burst lets go are free
+    /// only after their quarantine.
+    pub fn compact_tables(&mut self) -> anyhow::Result<()> {
+        if self.routes.is_some()
+            && let Some(Moved) = self.routes()?.compact()?
+        {
+            self.reinstall()?;
         }
         Ok(())
     }

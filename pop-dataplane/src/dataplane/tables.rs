@@ -24,10 +24,11 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 
-/// Cells a compiled table's array gets for `needed`: room for later routes before the table
-/// must be copied into a larger array.
+/// Cells a compiled table's array gets for `needed`: room for later routes (an eighth more,
+/// and 32 KiB) before the table must be copied into a larger array. Small, so that many
+/// small tables fit: a copy costs milliseconds even for a full table.
 fn capacity_for(needed: u32) -> u32 {
-    needed + needed / 4 + 1024
+    needed + needed / 8 + 1024
 }
 
 /// A compiled table's cells in a BPF array, mapped into this process: words are written with
@@ -162,6 +163,24 @@ impl Compiled {
         let cells = MappedCells::create(self.name, capacity_for(high + high / 2))?;
         self.table = self.table.copy_to(cells);
         Ok(())
+    }
+
+    /// Builds the table afresh into an array sized for it, when its array has grown to more
+    /// than twice that with cells free for reuse: a burst of changes (a VRF's thousand
+    /// routes loaded route by route, or churn) allocates new paths faster than the cells let
+    /// go come out of quarantine, and the array never shrinks by itself. Cells still in
+    /// quarantine count as held, so that churn, which needs them again in a moment, does not
+    /// set off a rebuild. `Some(Moved)`: install the table again.
+    fn compact(&mut self) -> anyhow::Result<Option<Moved>> {
+        let needed = capacity_for(u32::try_from(self.table.cells_held()).unwrap_or(u32::MAX));
+        let capacity = self.table.storage().cells().len() as u32;
+        if capacity <= 2 * needed {
+            return Ok(None);
+        }
+        let built = Table::build_in_memory(self.table.bits(), self.table.routes());
+        let cells = MappedCells::create(self.name, capacity_for(built.high_water()))?;
+        self.table = built.copy_to(cells);
+        Ok(Some(Moved))
     }
 
     /// Runs `change` on the table; when the table is full, moves it to a larger array and
@@ -323,6 +342,19 @@ impl RouteTables {
                     Err(err) => Err(err).with_context(|| format!("deleting route {prefix}")),
                 }
             }
+        }
+    }
+
+    /// Compacts compiled tables that a burst of changes left mostly empty (see
+    /// [`Compiled::compact`]). `Ok(Some(Moved))` as for [`RouteTables::set`].
+    pub(crate) fn compact(&mut self) -> anyhow::Result<Option<Moved>> {
+        match self {
+            Self::Compiled { v4, v6 } => {
+                let moved_v4 = v4.compact()?;
+                let moved_v6 = v6.compact()?;
+                Ok(moved_v4.or(moved_v6))
+            }
+            Self::LpmTrie { .. } => Ok(None),
         }
     }
 

@@ -28,6 +28,8 @@ pub(crate) struct Allocator {
     quarantine_for: Duration,
     /// Cells in runs handed out and not let go.
     in_use: u64,
+    /// Cells in `quarantine`.
+    quarantined: u64,
 }
 
 impl Allocator {
@@ -41,6 +43,7 @@ impl Allocator {
             quarantine: VecDeque::new(),
             quarantine_for: QUARANTINE,
             in_use: u64::from(reserved),
+            quarantined: 0,
         }
     }
 
@@ -62,23 +65,30 @@ impl Allocator {
     /// Lets the run at `first` of `size` cells go: free once the quarantine is over.
     pub(crate) fn release(&mut self, first: u32, size: u32) {
         self.in_use -= u64::from(size);
+        self.quarantined += u64::from(size);
         self.quarantine.push_back((Instant::now(), first, size));
     }
 
-    fn reclaim(&mut self) {
+    /// Frees the runs whose quarantine is over.
+    pub(crate) fn reclaim(&mut self) {
         while let Some(&(when, first, size)) = self.quarantine.front() {
             if when.elapsed() < self.quarantine_for {
                 break;
             }
             self.quarantine.pop_front();
+            self.quarantined -= u64::from(size);
             self.free.entry(size).or_default().push(first);
         }
     }
 
     /// Cells in runs handed out and not let go.
-    #[cfg(test)]
     pub(crate) fn in_use(&self) -> u64 {
         self.in_use
+    }
+
+    /// Cells let go and not yet free again.
+    pub(crate) fn quarantined(&self) -> u64 {
+        self.quarantined
     }
 
     /// The highest cell handed out so far, plus one: what a copy must hold.

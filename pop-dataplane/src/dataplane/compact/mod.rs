@@ -166,6 +166,35 @@ impl<C: Cells> Table<C> {
         self.alloc.in_use()
     }
 
+    /// Cells that are not free for reuse: in use, or let go and still in quarantine (runs
+    /// whose quarantine is over are freed first).
+    pub(crate) fn cells_held(&mut self) -> u64 {
+        self.alloc.reclaim();
+        self.alloc.in_use() + self.alloc.quarantined()
+    }
+
+    /// Address bits: 32 or 128.
+    pub(crate) fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    /// Every route: (address, prefix length, leaf).
+    pub(crate) fn routes(&self) -> impl Iterator<Item = (u128, u8, FibEntry)> + '_ {
+        self.routes
+            .iter()
+            .zip(0u8..)
+            .flat_map(move |(routes, len)| {
+                routes.iter().map(move |(&value, &leaf)| {
+                    let addr = if len == 0 {
+                        0
+                    } else {
+                        value << (self.bits - u32::from(len))
+                    };
+                    (addr, len, leaf)
+                })
+            })
+    }
+
     /// Adds or replaces the route of `addr`/`len`. On `Err(Full)` the table is as it was for
     /// lookups; the caller moves it to larger storage and calls again.
     pub(crate) fn insert(&mut self, addr: u128, len: u8, leaf: FibEntry) -> Result<(), Full> {
