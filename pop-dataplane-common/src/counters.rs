@@ -81,6 +81,11 @@ pub enum DropReason {
     /// A martian source (RFC 1812 5.3.7: this network, loopback, multicast, class E and
     /// limited broadcast, or one of the router's own addresses), when source checks are on.
     MartianSource = 6,
+    /// The source failed the ingress interface's reverse-path check (uRPF, RFC 3704): no
+    /// route back to it, a blackhole route (source-based RTBH, RFC 5635), only the default
+    /// route where it does not count, or, in strict mode, a route that does not leave
+    /// through this interface.
+    Urpf = 7,
 }
 
 impl PassReason {
@@ -125,7 +130,7 @@ impl PassReason {
 }
 
 impl DropReason {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Malformed,
         Self::BadChecksum,
         Self::Blackhole,
@@ -133,6 +138,7 @@ impl DropReason {
         Self::RewriteFailed,
         Self::AclDeny,
         Self::MartianSource,
+        Self::Urpf,
     ];
 
     /// The stable name used in `stats`, JSON and metrics.
@@ -145,6 +151,7 @@ impl DropReason {
             Self::RewriteFailed => "rewrite_failed",
             Self::AclDeny => "acl_deny",
             Self::MartianSource => "martian_source",
+            Self::Urpf => "urpf",
         }
     }
 }

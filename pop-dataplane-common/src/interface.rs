@@ -59,6 +59,16 @@ impl Interface {
     /// it could match nothing.
     pub const FILTERED: u16 = 1 << 1;
 
+    /// Unicast reverse-path forwarding (RFC 3704), strict: a frame's source must have a
+    /// route that leaves through this interface (any next hop of an ECMP route).
+    pub const URPF_STRICT: u16 = 1 << 2;
+
+    /// uRPF, loose: a frame's source must have a route, other than a blackhole.
+    pub const URPF_LOOSE: u16 = 1 << 3;
+
+    /// With either uRPF mode: the default route counts as a route back.
+    pub const URPF_ALLOW_DEFAULT: u16 = 1 << 4;
+
     /// Set in `PORTS_BY_IFINDEX` entries, which are all zero for an ifindex that is no port:
     /// this entry is one. Never set in `INTERFACES`.
     pub const PORT_ENTRY: u16 = 1 << 15;
@@ -73,6 +83,11 @@ impl Interface {
 
     pub const fn is_filtered(&self) -> bool {
         self.flags & Self::FILTERED != 0
+    }
+
+    /// Frames' sources are checked against the FIB (strict or loose uRPF).
+    pub const fn checks_reverse_path(&self) -> bool {
+        self.flags & (Self::URPF_STRICT | Self::URPF_LOOSE) != 0
     }
 
     /// The `PORTS_BY_IFINDEX` entry of a port whose untagged side is `self`.

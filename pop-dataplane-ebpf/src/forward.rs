@@ -12,6 +12,7 @@ use crate::{
     acl, fib, ipv4, ipv6,
     l2::{self, LinkError},
     maps::{ECMP_SEED, INTERFACES, NEXTHOP_GROUPS, NEXTHOPS, PORTS_BY_IFINDEX},
+    urpf,
     verdict::Verdict,
 };
 
@@ -135,6 +136,17 @@ fn route(
     if let Some(rule) = denied {
         path.acl_rule = Some(rule.rule);
         return Err(Drop(acl::reason(&rule)));
+    }
+
+    // The reverse-path check, on interfaces that have it.
+    if ingress.checks_reverse_path() {
+        let back = match &network {
+            Network::V4(ip) => fib::lookup_v4(ip.src),
+            Network::V6(ip) => fib::lookup_v6(ip.src),
+        };
+        if !urpf::accepts(ingress, back) {
+            return Err(Drop(DropReason::Urpf));
+        }
     }
 
     let entry = match &network {

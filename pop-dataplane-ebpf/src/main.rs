@@ -12,6 +12,7 @@ mod ipv6;
 mod l2;
 mod maps;
 mod packet;
+mod urpf;
 mod verdict;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};

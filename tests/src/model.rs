@@ -97,6 +97,7 @@ mod drop {
     pub(super) const NO_EGRESS: u32 = 3;
     pub(super) const ACL_DENY: u32 = 5;
     pub(super) const MARTIAN_SOURCE: u32 = 6;
+    pub(super) const URPF: u32 = 7;
 }
 
 impl Tables {
@@ -269,6 +270,9 @@ impl Tables {
                 },
             );
         }
+        if !self.reverse_path_ok(&ingress, network.src) {
+            return dropped(drop::URPF);
+        }
         let entry = match network.dst {
             Addr::V4(dst) => self.lookup_v4(dst),
             Addr::V6(dst) => self.lookup_v6(dst),
@@ -323,6 +327,47 @@ impl Tables {
                 ingress_slot: slot,
                 egress_slot: nexthop.slot,
             },
+        }
+    }
+
+    /// The README's uRPF (RFC 3704): off, or the source's best route must exist and not be
+    /// a blackhole, must not be the default route unless allowed, and in strict mode must
+    /// leave through the ingress interface (a next hop, or any member of an ECMP group, on
+    /// it; not the router itself). Routes handed to the kernel pass.
+    fn reverse_path_ok(&self, ingress: &Interface, src: Addr) -> bool {
+        let strict = ingress.flags & Interface::URPF_STRICT != 0;
+        if !strict && ingress.flags & Interface::URPF_LOOSE == 0 {
+            return true;
+        }
+        let route = match src {
+            Addr::V4(src) => self.lookup_v4(src),
+            Addr::V6(src) => self.lookup_v6(src),
+        };
+        let Some(route) = route else {
+            return false;
+        };
+        if route.prefix_len == 0 && ingress.flags & Interface::URPF_ALLOW_DEFAULT == 0 {
+            return false;
+        }
+        let bits = route.target.to_bits();
+        let id = bits & 0x0fff_ffff;
+        let on_ingress = |nexthop: u32| {
+            self.nexthops
+                .get(&nexthop)
+                .is_some_and(|n| n.slot == ingress.slot)
+        };
+        match bits >> 28 {
+            1 => !strict || on_ingress(id),
+            5 => {
+                !strict
+                    || self
+                        .groups
+                        .get(&id)
+                        .is_some_and(|group| group.buckets.iter().any(|&n| on_ingress(n)))
+            }
+            2 => false,
+            4 => !strict,
+            _ => true,
         }
     }
 

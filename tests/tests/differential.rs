@@ -5,7 +5,9 @@
 //!
 //! Frames: valid IPv4 and IPv6 (TCP, UDP, ICMP, other protocols, fragments, options,
 //! extension headers) on untagged, VLAN and QinQ interfaces, and mutations of them (truncated
-//! at every length, wrong version, bad IHL, bad lengths, flipped bytes, random bytes).
+//! at every length, wrong version, bad IHL, bad lengths, flipped bytes, random bytes). Some
+//! interfaces check sources (uRPF strict and loose, with and without the default route), some
+//! filter them (deny rules, martian sources).
 //!
 //! The seed is printed; `POP_DIFF_SEED=<seed>` replays a run, `POP_DIFF_FRAMES=<n>` sets its
 //! length. A mismatch prints the frame and both results.
@@ -48,22 +50,28 @@ name = "p0"
 name = "p0.100"
 port = "p0"
 vlan = 100
+urpf = "loose"
 [[interface]]
 name = "p0.qinq"
 port = "p0"
 vlan = [200, 300]
 [[interface]]
 name = "p1"
+urpf = "strict"
 [[interface]]
 name = "p1.10"
 port = "p1"
 vlan = 10
 [[interface]]
 name = "p2"
+urpf = "strict"
+urpf_allow_default = true
 [[interface]]
 name = "p3.7"
 port = "p3"
 vlan = 7
+urpf = "loose"
+urpf_allow_default = true
 
 [[nexthop]]
 name = "n0"
@@ -592,6 +600,15 @@ fn agree(fib: FibMode) {
             };
             (0, RouteSpec { prefix, target })
         })
+        // An IPv6 default route (IPv4 has none): sources only it covers meet uRPF with and
+        // without `urpf_allow_default`.
+        .chain([(
+            0,
+            RouteSpec {
+                prefix: "::/0".parse().unwrap(),
+                target: Target::Via(vec![hop(2)]),
+            },
+        )])
         .collect();
     router
         .set_routes(&specs, Source::Cli, Mode::Replace, &mut |_| {})
@@ -723,7 +740,10 @@ fn agree(fib: FibMode) {
                     ingress.rx_packets += 1;
                     ingress.rx_bytes += len;
                     ingress.dropped[reason as usize] += 1;
-                    *outcomes.entry("dropped").or_default() += 1;
+                    let name = pop_dataplane_common::DropReason::ALL
+                        .get(reason as usize)
+                        .map_or("?", |r| r.name());
+                    *outcomes.entry(name).or_default() += 1;
                 }
                 Counted::Denied {
                     ingress_slot,
@@ -792,7 +812,15 @@ fn agree(fib: FibMode) {
     }
     assert_eq!(martian_hits > 0, fib == FibMode::Compiled, "{acl_hits:?}");
     // The mix exercised every kind of outcome.
-    for outcome in ["forwarded", "to kernel", "dropped", "denied", "not ours"] {
+    for outcome in [
+        "forwarded",
+        "to kernel",
+        "malformed",
+        "blackhole",
+        "urpf",
+        "denied",
+        "not ours",
+    ] {
         assert!(
             outcomes.get(outcome).copied().unwrap_or(0) > 100,
             "too few {outcome}: {outcomes:?}"

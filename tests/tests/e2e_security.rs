@@ -1,6 +1,6 @@
-//! End to end, the ingress source filter: deny rules from the config and the CLI, and martian
-//! source checks, on real frames sent from host A through the router; every drop counted on
-//! its interface and its rule; bad rules refused with the state unchanged.
+//! End to end, the ingress source checks: deny rules from the config and the CLI, martian
+//! source checks and uRPF, on real frames sent from host A through the router; every drop
+//! counted on its interface (and its rule); bad rules refused with the state unchanged.
 //!
 //! Needs root, iproute2 and ping.
 
@@ -217,4 +217,65 @@ fn deny_rules_and_martian_sources_drop_and_count_at_ingress() {
     )
     .unwrap();
     assert!(ping(&lab));
+}
+
+/// uRPF on host A's side of the router: strict, then loose after a reload. Host A's own
+/// pings pass (its subnet's route leaves through ra); frames with B's addresses as source
+/// (spoofed) fail strict and pass loose; a source without a route, or with a blackhole route
+/// (source-based RTBH from the CLI), fails both; each drop counted in `dropped.urpf`.
+#[test]
+fn urpf_strict_and_loose_drop_spoofed_sources_at_ingress() {
+    let binary = dataplane_binary();
+    let lab = Lab::new("pdpt-urpf").unwrap();
+    let with_urpf = |mode: &str| {
+        lab.router_config().replacen(
+            &format!("name = \"{}\"\n", ROUTER_A.ifname),
+            &format!("name = \"{}\"\nurpf = \"{mode}\"\n", ROUTER_A.ifname),
+            1,
+        )
+    };
+    let strict = with_urpf("strict");
+    assert!(strict.contains("urpf = \"strict\""), "{strict}");
+    let _daemon = lab.start_dataplane(&binary, &strict, "native").unwrap();
+    assert!(ping(&lab), "host A's own pings pass strict uRPF");
+    assert_eq!(dropped(&lab, &binary, "urpf"), 0);
+
+    let spoofed = [198, 18, 2, 77];
+    let unrouted = [198, 19, 200, 1];
+    let forwarded = || ra(&lab, &binary, "forwarded_packets");
+    let before = forwarded();
+    for src in [spoofed, unrouted] {
+        send_from(&lab, &binary, src, 4);
+    }
+    assert_eq!(dropped(&lab, &binary, "urpf"), 8, "strict");
+    assert_eq!(forwarded(), before);
+
+    std::fs::write(lab.config_path(), with_urpf("loose")).unwrap();
+    let out = lab.cli(&binary, &["reload"]).unwrap();
+    assert!(out.contains("reloaded"), "{out}");
+    send_from(&lab, &binary, spoofed, 4);
+    assert_eq!(forwarded(), before + 4, "loose: B's subnet has a route");
+    send_from(&lab, &binary, unrouted, 4);
+    assert_eq!(dropped(&lab, &binary, "urpf"), 12, "loose: no route");
+
+    // Source-based RTBH: a blackhole route for a source drops what it sends.
+    let out = lab
+        .cli(&binary, &["route", "add", "198.18.66.0/24", "blackhole"])
+        .unwrap();
+    assert!(out.starts_with("1 routes set"), "{out}");
+    send_from(&lab, &binary, [198, 18, 66, 5], 3);
+    assert_eq!(dropped(&lab, &binary, "urpf"), 15, "blackholed source");
+    assert!(ping(&lab), "host A's pings still pass");
+
+    // A bad setting is refused at reload, naming the place, and nothing changes.
+    std::fs::write(lab.config_path(), with_urpf("sideways")).unwrap();
+    let out = lab.cli_output(&binary, &["reload"]).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("router.toml:") && stderr.contains("sideways"),
+        "{stderr}"
+    );
+    let before = forwarded();
+    send_from(&lab, &binary, spoofed, 2);
+    assert_eq!(forwarded(), before + 2, "still loose");
 }

@@ -145,7 +145,12 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        Self::with_ports(&[("p0", "q0", P0_MAC), ("p3", "q3", P3_MAC)], &[])
+        Self::with_config(CONFIG)
+    }
+
+    /// The fixture's ports with another config.
+    fn with_config(config: &str) -> Self {
+        Self::with_ports(config, &[("p0", "q0", P0_MAC), ("p3", "q3", P3_MAC)], &[])
     }
 
     /// The fixture with p0 and p3 at ifindexes beyond `PORTS_BY_IFINDEX`, so that their
@@ -154,6 +159,7 @@ impl Fixture {
         let index = |i: u32| (maps::MAX_PORT_IFINDEX + i).to_string();
         let (p0, p3) = (index(1), index(7));
         let fx = Self::with_ports(
+            CONFIG,
             &[],
             &[
                 &format!("link add p0 index {p0} type veth peer name q0"),
@@ -170,7 +176,7 @@ impl Fixture {
     }
 
     /// p1 and p2, plus `ports` (p0 and p3) as given or as `setup` makes them.
-    fn with_ports(ports: &[(&str, &str, &str)], setup: &[&str]) -> Self {
+    fn with_ports(config: &str, ports: &[(&str, &str, &str)], setup: &[&str]) -> Self {
         let ports: Vec<_> = [("p1", "q1", P1_MAC), ("p2", "q2", P2_MAC)]
             .into_iter()
             .chain(ports.iter().copied())
@@ -187,7 +193,7 @@ impl Fixture {
         // VLAN sub-interfaces are defined in the config: this kernel has no 802.1Q devices.
         let netns = Netns::with_ports("pdpt-pkt", &ports, &setup).unwrap();
 
-        let config = Config::parse("packets.toml", CONFIG).unwrap();
+        let config = Config::parse("packets.toml", config).unwrap();
         let host = Host::read_now().unwrap();
         let (router, update) = Router::start(&config, "packets.toml", &host).unwrap();
         let mut dataplane = Dataplane::load(LoadOptions {
@@ -860,4 +866,142 @@ fn every_received_frame_is_counted_once() {
         p0.rx_packets,
         p0.forwarded_packets + p0.to_kernel_packets + p0.dropped_packets
     );
+}
+
+/// uRPF (RFC 3704) on each kind of interface, with a source routed out of each place.
+const URPF_CONFIG: &str = r#"
+[[interface]]
+name = "p0"
+urpf = "strict"
+[[interface]]
+name = "p0.100"
+port = "p0"
+vlan = 100
+urpf = "loose"
+[[interface]]
+name = "p1"
+urpf = "loose"
+urpf_allow_default = true
+[[interface]]
+name = "p2"
+[[nexthop]]
+name = "a"
+dev = "p0"
+lladdr = "02:00:00:00:00:aa"
+[[nexthop]]
+name = "b"
+dev = "p1"
+lladdr = "02:00:00:00:00:bb"
+[[nexthop]]
+name = "c"
+dev = "p2"
+lladdr = "02:00:00:00:00:cc"
+[[route]]
+prefix = "198.18.2.0/24"
+nexthop = "b"
+[[route]]
+prefix = "198.18.10.0/24"
+nexthop = "a"
+[[route]]
+prefix = "198.18.11.0/24"
+nexthop = ["b", "a"]
+[[route]]
+prefix = "198.18.12.0/24"
+nexthop = ["b", "c"]
+[[route]]
+prefix = "198.18.66.0/24"
+type = "blackhole"
+[[route]]
+prefix = "198.18.77.0/24"
+type = "kernel"
+[[route]]
+prefix = "0.0.0.0/0"
+nexthop = "c"
+[[route]]
+prefix = "2001:2:0:10::/64"
+nexthop = "a"
+[[route]]
+prefix = "2001:2:0:2::/64"
+nexthop = "b"
+"#;
+
+#[test]
+fn urpf_checks_the_source_route_by_mode() {
+    let mut fx = Fixture::with_config(URPF_CONFIG);
+    let dst = [198, 18, 2, 2];
+    let packet = |src: [u8; 4]| v4(src, dst, IPPROTO_UDP).udp(1, 2, b"urpf");
+    let on = |tags: &[(u16, u16)], packet: &[u8]| {
+        frame::ethernet_tagged(mac(P0_MAC), mac(SENDER_MAC), tags, ETH_P_IPV4, packet)
+    };
+    // p0, strict: the source's route must leave through p0 (an ECMP member counts).
+    for src in [[198, 18, 10, 1], [198, 18, 11, 1]] {
+        let frame = on(&[], &packet(src));
+        fx.assert_forwarded(
+            &frame,
+            &forwarded_v4(&packet(src), P1_MAC, NEIGHBOUR_B, &[]),
+        );
+    }
+    for (src, why) in [
+        ([198, 18, 2, 9], "route out of p1"),
+        ([198, 18, 12, 1], "ECMP over p1 and p2"),
+        ([198, 18, 99, 1], "only the default route"),
+        ([198, 18, 66, 1], "blackhole"),
+    ] {
+        let frame = on(&[], &packet(src));
+        let before = fx.stats("p0").dropped["urpf"];
+        let out = fx.run(&frame);
+        assert_eq!(out.action, XDP_DROP, "strict, {why}");
+        assert_eq!(fx.stats("p0").dropped["urpf"], before + 1, "{why}");
+    }
+    // A connected subnet or another route the kernel takes: its interface is unknown, so
+    // it passes.
+    let frame = on(&[], &packet([198, 18, 77, 1]));
+    assert_eq!(fx.run(&frame).action, XDP_REDIRECT);
+
+    // p0.100, loose: any route but a blackhole; the default route does not count.
+    let vlan = [(ETH_P_8021Q, 100)];
+    for src in [[198, 18, 2, 9], [198, 18, 12, 1], [198, 18, 10, 1]] {
+        let frame = on(&vlan, &packet(src));
+        assert_eq!(fx.run(&frame).action, XDP_REDIRECT, "loose, {src:?}");
+    }
+    for src in [[198, 18, 99, 1], [198, 18, 66, 1]] {
+        let frame = on(&vlan, &packet(src));
+        assert_eq!(fx.run(&frame).action, XDP_DROP, "loose, {src:?}");
+    }
+    assert_eq!(fx.stats("p0.100").dropped["urpf"], 2);
+
+    // p1, loose with the default route: only the blackhole fails.
+    let to_p1 = |packet: &[u8]| frame::ethernet(mac(P1_MAC), mac(SENDER_MAC), ETH_P_IPV4, packet);
+    let dst_c = [198, 18, 99, 2];
+    for src in [[198, 18, 99, 1], [198, 18, 2, 9]] {
+        let packet = v4(src, dst_c, IPPROTO_UDP).udp(1, 2, b"urpf");
+        let out = fx.run_on("p1", &to_p1(&packet));
+        assert_eq!(out.action, XDP_REDIRECT, "loose with default, {src:?}");
+    }
+    let packet = v4([198, 18, 66, 1], dst_c, IPPROTO_UDP).udp(1, 2, b"urpf");
+    assert_eq!(fx.run_on("p1", &to_p1(&packet)).action, XDP_DROP);
+    assert_eq!(fx.stats("p1").dropped["urpf"], 1);
+
+    // IPv6, strict on p0.
+    let from = |last: u16, net: u16| {
+        let mut packet = v6([0, 2], [0x2001, 2, 0, 2, 0, 0, 0, 2]);
+        packet.src = [0x2001u16, 2, 0, net, 0, 0, 0, last]
+            .iter()
+            .flat_map(|g| g.to_be_bytes())
+            .collect::<Vec<u8>>()
+            .try_into()
+            .unwrap();
+        packet.udp(1, 2, b"v6")
+    };
+    let good = from(1, 0x10);
+    fx.assert_forwarded(
+        &to_router_v6(&good),
+        &forwarded_v6(&good, P1_MAC, NEIGHBOUR_B, &[]),
+    );
+    let bad = from(9, 2);
+    assert_eq!(fx.run(&to_router_v6(&bad)).action, XDP_DROP);
+    // Sources on interfaces without uRPF are not looked up.
+    let packet = v4([198, 18, 66, 1], [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, b"off");
+    let frame = frame::ethernet(mac(P2_MAC), mac(SENDER_MAC), ETH_P_IPV4, &packet);
+    assert_eq!(fx.run_on("p2", &frame).action, XDP_REDIRECT);
 }

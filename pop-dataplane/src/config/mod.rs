@@ -126,7 +126,24 @@ pub struct InterfaceConfig {
     /// For a VLAN sub-interface defined here rather than as a Linux VLAN device: the port
     /// it is on, and its tags.
     pub vlan: Option<VlanConfig>,
+    /// Unicast reverse-path forwarding (RFC 3704) on frames arriving here.
+    pub urpf: Urpf,
+    /// With uRPF: the default route counts as a route back to a source.
+    pub urpf_allow_default: bool,
     pub line: usize,
+}
+
+/// `urpf = "strict" | "loose" | "off"` of an `[[interface]]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Urpf {
+    /// No check.
+    #[default]
+    Off,
+    /// The source must have a route (a blackhole does not count).
+    Loose,
+    /// The source's route must leave through the ingress interface.
+    Strict,
 }
 
 /// A VLAN sub-interface of a port, as the config defines it.
@@ -232,6 +249,9 @@ struct RawInterface {
     port: Option<String>,
     vlan: Option<OneOrManyIds>,
     vlan_protocol: Option<RawVlanProtocol>,
+    #[serde(default)]
+    urpf: Urpf,
+    urpf_allow_default: Option<bool>,
 }
 
 /// `vlan = 100` or `vlan = [200, 300]`.
@@ -404,9 +424,16 @@ impl Config {
                     })
                 }
             };
+            if raw.urpf == Urpf::Off && raw.urpf_allow_default.is_some() {
+                return Err(at(
+                    "urpf_allow_default needs urpf = \"loose\" or \"strict\"".to_owned(),
+                ));
+            }
             interfaces.push(InterfaceConfig {
                 name: name.clone(),
                 vlan,
+                urpf: raw.urpf,
+                urpf_allow_default: raw.urpf_allow_default.unwrap_or(false),
                 line,
             });
         }

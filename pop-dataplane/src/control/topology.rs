@@ -7,7 +7,7 @@ use pop_dataplane_common::{Interface, InterfaceKey, Nexthop, maps};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{Config, ConfigError},
+    config::{Config, ConfigError, InterfaceConfig, Urpf},
     host::{Host, Link},
     mac::MacAddr,
 };
@@ -134,7 +134,7 @@ impl Topology {
             topology.interfaces.push(RouterInterface {
                 name: interface.name.clone(),
                 key,
-                entry: Interface::new(slot, mac.0, Interface::ROUTED),
+                entry: Interface::new(slot, mac.0, Interface::ROUTED | urpf_flags(interface)),
                 port,
                 mtu,
                 outer_tpid,
@@ -388,6 +388,20 @@ fn place<'a>(link: &'a Link, host: &'a Host) -> Result<(&'a Link, u16, u16, u16)
         return Err(PlaceError::TooDeep);
     }
     Ok((port, outer.id, vlan.id, outer.tpid))
+}
+
+/// The `Interface` flags of an interface's uRPF settings.
+fn urpf_flags(interface: &InterfaceConfig) -> u16 {
+    let mode = match interface.urpf {
+        Urpf::Off => return 0,
+        Urpf::Loose => Interface::URPF_LOOSE,
+        Urpf::Strict => Interface::URPF_STRICT,
+    };
+    if interface.urpf_allow_default {
+        mode | Interface::URPF_ALLOW_DEFAULT
+    } else {
+        mode
+    }
 }
 
 #[cfg(test)]

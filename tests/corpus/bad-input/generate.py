@@ -96,6 +96,8 @@ config("acl-host-bits", '[[acl]]\naction = "deny"\nsrc = "198.18.9.1/24"\n', f"{
 config("acl-unknown-dev", '[[acl]]\naction = "deny"\nsrc = "198.18.9.0/24"\ndev = "eth9"\n', f'{{file}}:{L}: acl deny src 198.18.9.0/24: dev "eth9" is not one of the [[interface]] entries (ra, rb)')
 config("acl-unknown-action", '[[acl]]\naction = "permit"\nsrc = "198.18.9.0/24"\n', f"{{file}}:{L+1}: unknown variant `permit`, expected `deny`")
 config("acl-duplicate", '[[acl]]\naction = "deny"\nsrc = "198.18.9.0/24"\n\n[[acl]]\naction = "deny"\nsrc = "198.18.9.0/24"\n', f"{{file}}:{L+4}: acl deny src 198.18.9.0/24: listed twice (first on line {L})")
+config("urpf-unknown-mode", '[[interface]]\nname = "ra-7"\nurpf = "sideways"\n', f"{{file}}:{L+2}: unknown variant `sideways`, expected one of `off`, `loose`, `strict`")
+config("urpf-allow-default-without-urpf", '[[interface]]\nname = "ra-7"\nurpf_allow_default = true\n', f'{{file}}:{L}: interface "ra-7": urpf_allow_default needs urpf = "loose" or "strict"')
 config("filter-wrong-type", '[filter]\nmartian_sources = "yes"\n', f"{{file}}:{L+1}: invalid type: string \"yes\", expected a boolean")
 config("daemon-unknown-key", '[daemon]\ncontrol_socket = "/tmp/x"\n', f"{{file}}:{L+1}: unknown field `control_socket`")
 config("sync-unknown-table", '[daemon]\nsync_kernel_tables = ["nosuchtable"]\n', f'{{file}}:{L+1}: routing table "nosuchtable": not main, default, local, a number or a name in /etc/iproute2/rt_tables')

@@ -1,4 +1,4 @@
-use pop_dataplane_common::Route;
+use pop_dataplane_common::{Interface, Route};
 
 use super::*;
 use crate::{
@@ -359,4 +359,35 @@ fn interfaces_with_source_filter_entries_are_flagged_and_unflagged() {
     router.acl_remove(&global).unwrap();
     let writes = router.acl_remove(&rule).unwrap();
     assert_eq!(filtered_flags(&router, &writes), [("rb".to_owned(), false)]);
+}
+
+#[test]
+fn urpf_settings_become_interface_flags() {
+    let config = CONFIG
+        .replacen(
+            "name = \"ra\"\n",
+            "name = \"ra\"\nurpf = \"strict\"\nurpf_allow_default = true\n",
+            1,
+        )
+        .replacen("name = \"rb\"\n", "name = \"rb\"\nurpf = \"loose\"\n", 1);
+    let (router, update) = start(&config);
+    let names = router.topology().names();
+    let flags = |name: &str| {
+        let key = names.iter().find(|n| n.name == name).unwrap().key();
+        update
+            .before
+            .iter()
+            .find_map(|w| match w {
+                MapWrite::Interface(k, entry) if *k == key => Some(entry.flags),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let urpf = Interface::URPF_STRICT | Interface::URPF_LOOSE | Interface::URPF_ALLOW_DEFAULT;
+    assert_eq!(
+        flags("ra") & urpf,
+        Interface::URPF_STRICT | Interface::URPF_ALLOW_DEFAULT
+    );
+    assert_eq!(flags("rb") & urpf, Interface::URPF_LOOSE);
+    assert_eq!(flags("rc") & urpf, 0);
 }
