@@ -3,7 +3,8 @@
 //! kernel table; `pop-dataplane run --sync-kernel-table main` follows that table into the
 //! dataplane. Traffic to announced destinations is forwarded by XDP (the router's kernel
 //! forwarding is off, and the dataplane's counters tell); withdrawals and a session going
-//! down take the routes away again; and a full IPv4 table arrives whole, timed. Also: a
+//! down take the routes away again; routes tagged with the BLACKHOLE community drop
+//! traffic to and from them in XDP (RTBH); and a full IPv4 table arrives whole, timed. Also: a
 //! flood of kernel route changes that overflows the daemon's event socket, after which the
 //! daemon reads the table again and ends equal to it.
 //!
@@ -14,8 +15,10 @@ use std::{collections::BTreeMap, time::Duration};
 use ipnet::IpNet;
 use pop_dataplane_tests::{
     bird::{Bird, kernel_table},
-    dataplane_binary, fulltable,
-    lab::{Daemon, HOST_B, Lab, LabOptions, ROUTER_A, ROUTER_B},
+    dataplane_binary,
+    frame::{ETH_P_IPV4, Ipv4, ethernet_tagged, mac},
+    fulltable,
+    lab::{Daemon, HOST_A, HOST_B, Lab, LabOptions, ROUTER_A, ROUTER_B},
 };
 use serde_json::Value;
 
@@ -410,4 +413,149 @@ fn lost_route_events_are_recovered_by_reading_the_table_again() {
         started.elapsed().as_secs_f64(),
         log.matches("rtnetlink events were lost").count()
     );
+}
+
+/// The BLACKHOLE community (RFC 7999).
+const BLACKHOLE: &str = "(65535, 666)";
+
+/// Remote-triggered blackholing (RFC 5635) from BGP: the transit tags two /32s with the
+/// BLACKHOLE community; the router's BIRD turns routes so tagged into kernel blackhole
+/// routes, and the dataplane, following the table, drops traffic to the one (destination
+/// RTBH, `dropped.blackhole`) and from the other where uRPF is on (source RTBH,
+/// `dropped.urpf`), while the rest of the covering /24 stays reachable. The withdrawal of the
+/// tagged routes lifts both.
+#[test]
+fn blackhole_community_routes_drop_in_xdp_by_destination_and_by_source() {
+    let lab = Lab::with(
+        "pdpt-rtbh",
+        LabOptions {
+            ipv6: false,
+            second_link: false,
+        },
+    )
+    .unwrap();
+    for addr in ["198.19.10.1/32", "198.19.10.2/32"] {
+        lab.b.ip(&["addr", "add", addr, "dev", "lo"]).unwrap();
+    }
+    // uRPF (loose) on host A's side, for the source-based case.
+    let config = lab.router_config().replacen(
+        &format!("name = \"{}\"\n", ROUTER_A.ifname),
+        &format!("name = \"{}\"\nurpf = \"loose\"\n", ROUTER_A.ifname),
+        1,
+    );
+    let _daemon = lab
+        .start_dataplane_with_env(
+            &dataplane_binary(),
+            &config,
+            "native",
+            &["--sync-kernel-table", "main"],
+            &[],
+        )
+        .unwrap();
+    let (r4, t4) = (ROUTER_B.ipv4, HOST_B.ipv4);
+    let router_config = format!(
+        "router id {r4};
+protocol device {{ }}
+protocol kernel {{ ipv4 {{ import none; export all; }}; }}
+"
+    ) + &bgp(
+        "transit4",
+        (r4, ROUTER_AS),
+        (t4, TRANSIT_AS),
+        &format!(
+            "ipv4 {{ import filter {{ if {BLACKHOLE} ~ bgp_community then dest = \
+             RTD_BLACKHOLE; accept; }}; export none; }}"
+        ),
+    );
+    let transit_config = |tagged: &[&str]| {
+        let mut config = format!("router id {t4};\nprotocol device {{ }}\n");
+        let mut filter = String::from("export filter { ");
+        for prefix in tagged {
+            filter += &format!("if net = {prefix} then bgp_community.add({BLACKHOLE}); ");
+        }
+        filter += "accept; }";
+        config += &bgp(
+            "router4",
+            (t4, TRANSIT_AS),
+            (r4, ROUTER_AS),
+            &format!("ipv4 {{ import none; {filter}; }}"),
+        );
+        config += "protocol static { ipv4;\n  route 198.19.10.0/24 blackhole;\n";
+        for prefix in tagged {
+            config += &format!("  route {prefix} blackhole;\n");
+        }
+        config + "}\n"
+    };
+    let tagged = ["198.19.10.1/32", "198.19.10.5/32"];
+    let dir = lab.dir();
+    let transit = Bird::start(&lab.b, dir, "transit", &transit_config(&tagged)).unwrap();
+    let router = Bird::start(&lab.router, dir, "router", &router_config).unwrap();
+    let routes = wait_in_sync(&lab, &router, "the tagged routes", |kernel| {
+        tagged.iter().all(|p| {
+            kernel
+                .get(&p.parse().unwrap())
+                .is_some_and(|t| t == "blackhole")
+        })
+    });
+    assert_eq!(
+        routes[&"198.19.10.0/24".parse().unwrap()],
+        format!("via {t4} dev {}", ROUTER_B.ifname)
+    );
+
+    let stats = || lab.stats(&dataplane_binary()).unwrap();
+    let dropped = |reason: &str| {
+        pop_dataplane_tests::lab::counter(&stats(), ROUTER_A.ifname, &format!("dropped.{reason}"))
+    };
+    let ping = |dst: &str| {
+        lab.a
+            .exec("ping", &["-c", "3", "-i", "0.1", "-W", "1", dst])
+            .is_ok_and(|out| out.contains("3 received"))
+    };
+    // Destination RTBH: the tagged address is dropped in XDP, its neighbour answers.
+    assert!(ping("198.19.10.2"), "the rest of the /24 answers");
+    let before = dropped("blackhole");
+    assert!(!ping("198.19.10.1"), "a blackholed destination answered");
+    assert_eq!(dropped("blackhole"), before + 3);
+
+    // Source RTBH: frames from the tagged source fail uRPF on ra.
+    let src = [198, 19, 10, 5];
+    let packet = Ipv4::new(src, [198, 19, 10, 2], 17).udp(4000, 9, &[0u8; 32]);
+    let frame = ethernet_tagged(mac(ROUTER_A.mac), mac(HOST_A.mac), &[], ETH_P_IPV4, &packet);
+    let before = dropped("urpf");
+    lab.a
+        .send_frames(HOST_A.ifname, &vec![frame.clone(); 5])
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while dropped("urpf") < before + 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "uRPF did not drop the frames"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The tags withdrawn: the /32s go, traffic to and from them flows again.
+    transit.reconfigure(&transit_config(&[])).unwrap();
+    wait_in_sync(
+        &lab,
+        &router,
+        "the withdrawal of the tagged routes",
+        |kernel| {
+            tagged
+                .iter()
+                .all(|p| !kernel.contains_key(&p.parse().unwrap()))
+        },
+    );
+    assert!(ping("198.19.10.1"), "the destination is back");
+    let forwarded_before = forwarded(&lab);
+    lab.a.send_frames(HOST_A.ifname, &vec![frame; 5]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while forwarded(&lab) < forwarded_before + 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "frames from the source no longer blackholed were not forwarded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(transit);
 }
