@@ -78,6 +78,9 @@ pub enum Router {
     /// [`FILTER_DENY_RULES`] deny rules, none of which the traffic matches: the source
     /// filter's cost.
     DataplaneFiltered,
+    /// pop-dataplane (compiled FIB) with strict uRPF on the ingress interface, which the
+    /// traffic passes (its sources route back through it): the second lookup's cost.
+    DataplaneUrpf,
 }
 
 /// Deny rules of [`Router::DataplaneFiltered`].
@@ -87,13 +90,24 @@ impl Router {
     pub fn is_dataplane(self) -> bool {
         matches!(
             self,
-            Self::Dataplane | Self::DataplaneLpmTrie | Self::DataplaneFiltered
+            Self::Dataplane
+                | Self::DataplaneLpmTrie
+                | Self::DataplaneFiltered
+                | Self::DataplaneUrpf
         )
     }
 
     /// The router's config: the lab's, and for [`Router::DataplaneFiltered`] the filter
     /// (`[filter]` must come before the lab's tables of arrays, `[[acl]]` may follow them).
     fn config(self, lab: &Lab) -> String {
+        if self == Self::DataplaneUrpf {
+            let ingress = format!("name = \"{}\"\n", ROUTER_A.ifname);
+            return lab.router_config().replacen(
+                &ingress,
+                &format!("{ingress}urpf = \"strict\"\n"),
+                1,
+            );
+        }
         if self != Self::DataplaneFiltered {
             return lab.router_config();
         }
@@ -653,9 +667,10 @@ impl BenchLab {
                     ],
                 )?);
             }
-            Router::Dataplane | Router::DataplaneLpmTrie | Router::DataplaneFiltered => {
-                bench.start_dataplane(table)?
-            }
+            Router::Dataplane
+            | Router::DataplaneLpmTrie
+            | Router::DataplaneFiltered
+            | Router::DataplaneUrpf => bench.start_dataplane(table)?,
         }
         if pin_threads {
             bench.threads = Some(bench.pin_threads()?);

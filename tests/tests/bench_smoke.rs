@@ -31,6 +31,7 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
         Router::Dataplane,
         Router::DataplaneLpmTrie,
         Router::DataplaneFiltered,
+        Router::DataplaneUrpf,
     ] {
         let mut lab = BenchLab::new("pdpt", &tools, router, &Table::few(), false).unwrap();
         for (ipv6, size) in [(false, 64), (true, 78), (false, 1518)] {
@@ -70,6 +71,16 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
             let martian = rules.iter().filter(|r| r["origin"] == "martian").count();
             assert_eq!(deny, FILTER_DENY_RULES);
             assert!(martian >= 7, "{martian} martian rules");
+        }
+        if router == Router::DataplaneUrpf {
+            // Strict uRPF ran on every frame, and each passed: their sources route back
+            // through the ingress.
+            let stats = lab.stats().unwrap();
+            assert_eq!(
+                pop_dataplane_tests::lab::counter(&stats, "ra", "dropped.urpf"),
+                0,
+                "{stats}"
+            );
         }
         if router.is_dataplane() || router == Router::FibForward {
             if router.is_dataplane() {

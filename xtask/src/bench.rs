@@ -91,7 +91,7 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
     );
 
     // The forwarding labs, each set up once.
-    let specs: [(&str, Router, &Table, &str); 10] = [
+    let specs: [(&str, Router, &Table, &str); 11] = [
         ("kernel forwarding", Router::Kernel, &Table::few(), "few"),
         (
             "no-lookup ceiling",
@@ -144,6 +144,12 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         (
             "kernel forwarding, full table",
             Router::Kernel,
+            &full,
+            "full",
+        ),
+        (
+            "pop-dataplane, full table, strict uRPF on the ingress",
+            Router::DataplaneUrpf,
             &full,
             "full",
         ),
@@ -219,6 +225,8 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         case("fib-full-v6", 8, true, 78),
         case("kernel-full", 9, false, 64),
         case("kernel-full-v6", 9, true, 78),
+        case("xdp-full-urpf", 10, false, 64),
+        case("xdp-full-urpf-v6", 10, true, 78),
     ];
     let mut rng = Rng::new(2023);
     for round in 1..=options.rounds {
@@ -662,6 +670,7 @@ fn report(
                     Router::Dataplane => "pop-dataplane",
                     Router::DataplaneLpmTrie => "pop-dataplane --fib lpm-trie",
                     Router::DataplaneFiltered => "pop-dataplane, source checks and 1,000 deny rules",
+                    Router::DataplaneUrpf => "pop-dataplane, strict uRPF",
                 },
                 "table": case.table,
                 "family": if case.ipv6 { "ipv6" } else { "ipv4" },
@@ -727,6 +736,8 @@ fn report(
             "full_vs_few": round3(paired_ratio(&per_core(by_name("xdp-full")), &per_core(by_name("xdp-few")))),
             "full_vs_few_v6": round3(paired_ratio(&per_core(by_name("xdp-full-v6")), &per_core(by_name("xdp-few-v6")))),
             "filter_vs_none": round3(paired_ratio(&per_core(by_name("xdp-full-filter")), &per_core(by_name("xdp-full")))),
+            "urpf_vs_none": round3(paired_ratio(&per_core(by_name("xdp-full-urpf")), &per_core(by_name("xdp-full")))),
+            "urpf_vs_none_v6": round3(paired_ratio(&per_core(by_name("xdp-full-urpf-v6")), &per_core(by_name("xdp-full-v6")))),
             "xdp_vs_fib_lookup": round3(paired_ratio(&per_core(by_name("xdp-full")), &per_core(by_name("fib-full")))),
             "xdp_vs_fib_lookup_v6": round3(paired_ratio(&per_core(by_name("xdp-full-v6")), &per_core(by_name("fib-full-v6")))),
             "xdp_vs_kernel_full": round3(paired_ratio(&per_core(by_name("xdp-full")), &per_core(by_name("kernel-full")))),
@@ -818,6 +829,8 @@ fn table(report: &Value) -> String {
         "full_vs_few",
         "full_vs_few_v6",
         "filter_vs_none",
+        "urpf_vs_none",
+        "urpf_vs_none_v6",
         "lookup_full_vs_one",
         "lookup_full_vs_one_v6",
         "lookup_full_vs_trie_one",
