@@ -294,33 +294,46 @@ fn the_full_table_loads_and_every_sampled_address_finds_its_longest_prefix() {
             IpNet::V4(table.v4[(rng.next_u64() % table.v4.len() as u64) as usize])
         };
         let addr = random_address(prefix, &mut rng);
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let longest = (0..=max)
-            .rev()
-            .map(|len| IpNet::new(addr, len).unwrap().trunc())
-            .find(|p| by_len[usize::from(p.prefix_len())].contains(p))
-            .unwrap();
-        let out = lab
-            .lab
-            .cli(
-                &tools.dataplane,
-                &[
-                    "trace",
-                    "--in",
-                    ROUTER_A.ifname,
-                    "--dst",
-                    &addr.to_string(),
-                    "--json",
-                ],
-            )
-            .unwrap();
-        let trace: Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(
-            trace["route"]["prefix"],
-            longest.to_string(),
-            "{addr}: {trace}"
-        );
+        assert_finds_longest(&lab, &tools, addr, |p| {
+            by_len[usize::from(p.prefix_len())].contains(p)
+        });
     }
+}
+
+/// The loaded program (`trace` runs it on a packet to `addr`) finds the longest of the
+/// prefixes `is_route` accepts that contain `addr`, as a brute-force search does.
+fn assert_finds_longest(
+    lab: &BenchLab,
+    tools: &Tools,
+    addr: IpAddr,
+    is_route: impl Fn(&IpNet) -> bool,
+) {
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let longest = (0..=max)
+        .rev()
+        .map(|len| IpNet::new(addr, len).unwrap().trunc())
+        .find(|p| is_route(p))
+        .unwrap();
+    let out = lab
+        .lab
+        .cli(
+            &tools.dataplane,
+            &[
+                "trace",
+                "--in",
+                ROUTER_A.ifname,
+                "--dst",
+                &addr.to_string(),
+                "--json",
+            ],
+        )
+        .unwrap();
+    let trace: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        trace["route"]["prefix"],
+        longest.to_string(),
+        "{addr}: {trace}"
+    );
 }
 
 /// A VRF-sized table: a thousand real prefixes of each family, loaded route by route (fewer
@@ -385,34 +398,9 @@ fn a_thousand_routes_loaded_route_by_route_take_little_memory() {
         .chain(table.v4.iter().step_by(100).map(|&p| IpNet::V4(p)))
     {
         let addr = random_address(prefix, &mut rng);
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let longest = (0..=max)
-            .rev()
-            .map(|len| IpNet::new(addr, len).unwrap().trunc())
-            .find(|p| match p {
-                IpNet::V4(p) => table.v4.contains(p),
-                IpNet::V6(p) => table.v6.contains(p),
-            })
-            .unwrap();
-        let out = lab
-            .lab
-            .cli(
-                &tools.dataplane,
-                &[
-                    "trace",
-                    "--in",
-                    ROUTER_A.ifname,
-                    "--dst",
-                    &addr.to_string(),
-                    "--json",
-                ],
-            )
-            .unwrap();
-        let trace: Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(
-            trace["route"]["prefix"],
-            longest.to_string(),
-            "{addr}: {trace}"
-        );
+        assert_finds_longest(&lab, &tools, addr, |p| match p {
+            IpNet::V4(p) => table.v4.contains(p),
+            IpNet::V6(p) => table.v6.contains(p),
+        });
     }
 }
