@@ -249,6 +249,18 @@ fn urpf_strict_and_loose_drop_spoofed_sources_at_ingress() {
     }
     assert_eq!(dropped(&lab, &binary, "urpf"), 8, "strict");
     assert_eq!(forwarded(), before);
+    // `trace` shows the check, for a source given or the default one.
+    let traced = |src: &str| {
+        let trace = lab
+            .trace(
+                &binary,
+                &["--in", ROUTER_A.ifname, "--dst", HOST_B.ipv4, "--src", src],
+            )
+            .unwrap();
+        (trace["action"].clone(), trace["reason"].clone())
+    };
+    assert_eq!(traced("198.18.2.77"), ("drop".into(), "urpf".into()));
+    assert_eq!(traced(HOST_A.ipv4), ("forward".into(), Value::Null));
 
     std::fs::write(lab.config_path(), with_urpf("loose")).unwrap();
     let out = lab.cli(&binary, &["reload"]).unwrap();
