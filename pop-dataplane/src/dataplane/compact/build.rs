@@ -8,6 +8,8 @@ use pop_dataplane_common::fib::{
     group_child, group_leafvec, group_vector,
 };
 
+use smallvec::SmallVec;
+
 use super::{Cells, Full, Record, Table};
 
 impl<C: Cells> Table<C> {
@@ -81,7 +83,8 @@ impl<C: Cells> Table<C> {
                 is_node[(child & 0xff) as usize] = true;
             }
         }
-        let mut children = Vec::new();
+        // Most nodes have a few children that are nodes: kept inline, no allocation.
+        let mut children: SmallVec<[Record; 4]> = SmallVec::new();
         for slot in 0..NODE_CHILDREN as u32 {
             if !is_node[slot as usize] {
                 continue;
@@ -172,22 +175,24 @@ impl<C: Cells> Table<C> {
         children: &[Record],
     ) -> Result<Record, Full> {
         // Leaf runs: a run starts at each leaf child whose leaf differs from the previous
-        // leaf child's in its group.
-        let mut runs: Vec<FibEntry> = Vec::new();
+        // leaf child's in its group. At most one per child: on the stack.
+        let mut runs = [FibEntry::EMPTY; NODE_CHILDREN];
+        let mut run_count = 0;
         let mut record: Record = [[0; CELL_WORDS]; NODE_CELLS as usize];
         let mut group_runs = [0u32; NODE_CELLS as usize];
         let mut next_child = 0;
         for (g, cell) in record.iter_mut().enumerate() {
             let (mut vector, mut leafvec) = (0u64, 0u64);
             let mut previous = None;
-            group_runs[g] = runs.len() as u32;
+            group_runs[g] = run_count as u32;
             for i in 0..GROUP_CHILDREN {
                 let slot = g * GROUP_CHILDREN + i;
                 if is_node[slot] {
                     vector |= 1 << i;
                 } else if previous != Some(leaves[slot]) {
                     leafvec |= 1 << i;
-                    runs.push(leaves[slot]);
+                    runs[run_count] = leaves[slot];
+                    run_count += 1;
                     previous = Some(leaves[slot]);
                 }
             }
@@ -205,12 +210,12 @@ impl<C: Cells> Table<C> {
             cell[group::LEAFVEC] = leafvec as u32;
             cell[group::LEAFVEC + 1] = (leafvec >> 32) as u32;
         }
-        let first_word = if runs.is_empty() {
+        let first_word = if run_count == 0 {
             0
         } else {
-            let at = self.alloc((runs.len() as u32).div_ceil(CELL_WORDS as u32))?;
+            let at = self.alloc((run_count as u32).div_ceil(CELL_WORDS as u32))?;
             let first_word = at * CELL_WORDS as u32;
-            for (k, run) in runs.iter().enumerate() {
+            for (k, run) in runs[..run_count].iter().enumerate() {
                 self.write_word(first_word + k as u32, *run);
             }
             first_word
