@@ -240,16 +240,9 @@ impl RouteTables {
                         )),
                     }
                 }
-                // The families are independent: built side by side, on two CPUs where
-                // there are two.
-                let (v4, v6) = std::thread::scope(|scope| {
-                    let v6 = scope.spawn(|| Compiled::build("fib_v6", 128, v6));
-                    let v4 = Compiled::build("fib_v4", 32, v4);
-                    (v4, v6.join().expect("building the IPv6 table panicked"))
-                });
                 Ok(Self::Compiled {
-                    v4: Box::new(v4?),
-                    v6: Box::new(v6?),
+                    v4: Box::new(Compiled::build("fib_v4", 32, v4)?),
+                    v6: Box::new(Compiled::build("fib_v6", 128, v6)?),
                 })
             }
             FibMode::LpmTrie => {
