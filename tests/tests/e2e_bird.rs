@@ -490,15 +490,17 @@ protocol kernel {{ ipv4 {{ import none; export all; }}; }}
     let dir = lab.dir();
     let transit = Bird::start(&lab.b, dir, "transit", &transit_config(&tagged)).unwrap();
     let router = Bird::start(&lab.router, dir, "router", &router_config).unwrap();
-    let routes = wait_in_sync(&lab, &router, "the tagged routes", |kernel| {
-        tagged.iter().all(|p| {
-            kernel
-                .get(&p.parse().unwrap())
-                .is_some_and(|t| t == "blackhole")
-        })
+    let covering: IpNet = "198.19.10.0/24".parse().unwrap();
+    let routes = wait_in_sync(&lab, &router, "the tagged routes and the /24", |kernel| {
+        kernel.contains_key(&covering)
+            && tagged.iter().all(|p| {
+                kernel
+                    .get(&p.parse().unwrap())
+                    .is_some_and(|t| t == "blackhole")
+            })
     });
     assert_eq!(
-        routes[&"198.19.10.0/24".parse().unwrap()],
+        routes[&covering],
         format!("via {t4} dev {}", ROUTER_B.ifname)
     );
 

@@ -24,6 +24,11 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 
+/// The largest table [`Compiled::compact`] rebuilds: 8 MiB of cells (VRF-sized tables, up
+/// to some 100,000 routes). A rebuild holds a second copy of the table's bookkeeping while it
+/// runs, hundreds of MiB for a full table, which the daemon's heap then keeps.
+const MAX_COMPACTED_CELLS: u32 = (8 << 20) / size_of::<Cell>() as u32;
+
 /// Cells a compiled table's array gets for `needed`: room for later routes (an eighth more,
 /// and 32 KiB) before the table must be copied into a larger array. Small, so that many
 /// small tables fit: a copy costs milliseconds even for a full table.
@@ -174,7 +179,7 @@ impl Compiled {
     fn compact(&mut self) -> anyhow::Result<Option<Moved>> {
         let needed = capacity_for(u32::try_from(self.table.cells_held()).unwrap_or(u32::MAX));
         let capacity = self.table.storage().cells().len() as u32;
-        if capacity <= 2 * needed {
+        if capacity <= 2 * needed || needed > MAX_COMPACTED_CELLS {
             return Ok(None);
         }
         let built = Table::build_in_memory(self.table.bits(), self.table.routes());
