@@ -20,6 +20,19 @@ impl InterfaceKey {
             vlan_inner: 0,
         }
     }
+
+    /// Where `PORTS_BY_IFINDEX` holds this key's interface too: the index of an untagged
+    /// key whose ifindex the array covers.
+    pub const fn port_index(&self) -> Option<u32> {
+        if self.vlan_outer == 0
+            && self.vlan_inner == 0
+            && self.ifindex < crate::maps::MAX_PORT_IFINDEX
+        {
+            Some(self.ifindex)
+        } else {
+            None
+        }
+    }
 }
 
 /// An interface the router routes on: a port (untagged) or a VLAN sub-interface of one. The

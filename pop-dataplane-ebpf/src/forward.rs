@@ -92,7 +92,7 @@ fn port(ifindex: u32) -> Option<Option<Interface>> {
 /// covers it, else the `INTERFACES` one.
 #[inline(always)]
 fn interface(key: &InterfaceKey, port: Option<Option<Interface>>) -> Option<Interface> {
-    if let (Some(port), 0, 0) = (port, key.vlan_outer, key.vlan_inner) {
+    if let (Some(port), Some(_)) = (port, key.port_index()) {
         return port;
     }
     // SAFETY: the map is not preallocated: an entry read is never reused under us.

@@ -346,15 +346,15 @@ impl Dataplane {
         key: &InterfaceKey,
         interface: Option<&Interface>,
     ) -> anyhow::Result<()> {
-        if *key != InterfaceKey::untagged(key.ifindex) || key.ifindex >= maps::MAX_PORT_IFINDEX {
+        let Some(index) = key.port_index() else {
             return Ok(());
-        }
+        };
         let entry = interface.map_or_else(Interface::default, |i| i.port_entry());
         let mut ports: Array<_, Interface> =
             Array::try_from(self.map_mut(maps::PORTS_BY_IFINDEX)?)?;
         ports
-            .set(key.ifindex, &entry, 0)
-            .with_context(|| format!("PORTS_BY_IFINDEX[{}]", key.ifindex))
+            .set(index, &entry, 0)
+            .with_context(|| format!("PORTS_BY_IFINDEX[{index}]"))
     }
 
     /// Makes `PORTS_BY_IFINDEX` the copy of `INTERFACES` it must be: after taking over the
@@ -365,8 +365,8 @@ impl Dataplane {
         let mut wanted = vec![Interface::default(); maps::MAX_PORT_IFINDEX as usize];
         for entry in interfaces.iter() {
             let (key, interface) = entry.context("reading INTERFACES")?;
-            if key == InterfaceKey::untagged(key.ifindex) && key.ifindex < maps::MAX_PORT_IFINDEX {
-                wanted[key.ifindex as usize] = interface.port_entry();
+            if let Some(index) = key.port_index() {
+                wanted[index as usize] = interface.port_entry();
             }
         }
         let mut ports: Array<_, Interface> =
