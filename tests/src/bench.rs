@@ -101,12 +101,7 @@ impl Router {
     /// (`[filter]` must come before the lab's tables of arrays, `[[acl]]` may follow them).
     fn config(self, lab: &Lab) -> String {
         if self == Self::DataplaneUrpf {
-            let ingress = format!("name = \"{}\"\n", ROUTER_A.ifname);
-            return lab.router_config().replacen(
-                &ingress,
-                &format!("{ingress}urpf = \"strict\"\n"),
-                1,
-            );
+            return lab.router_config_with_urpf("strict");
         }
         if self != Self::DataplaneFiltered {
             return lab.router_config();

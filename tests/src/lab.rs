@@ -293,6 +293,20 @@ impl Lab {
         config
     }
 
+    /// [`Lab::router_config`] with uRPF in `mode` (strict, loose) on host A's side.
+    pub fn router_config_with_urpf(&self, mode: &str) -> String {
+        let ingress = format!("name = \"{}\"\n", ROUTER_A.ifname);
+        let config =
+            self.router_config()
+                .replacen(&ingress, &format!("{ingress}urpf = \"{mode}\"\n"), 1);
+        assert!(
+            config.contains("urpf = "),
+            "no interface {}",
+            ROUTER_A.ifname
+        );
+        config
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -438,11 +438,7 @@ fn blackhole_community_routes_drop_in_xdp_by_destination_and_by_source() {
         lab.b.ip(&["addr", "add", addr, "dev", "lo"]).unwrap();
     }
     // uRPF (loose) on host A's side, for the source-based case.
-    let config = lab.router_config().replacen(
-        &format!("name = \"{}\"\n", ROUTER_A.ifname),
-        &format!("name = \"{}\"\nurpf = \"loose\"\n", ROUTER_A.ifname),
-        1,
-    );
+    let config = lab.router_config_with_urpf("loose");
     let _daemon = lab
         .start_dataplane_with_env(
             &dataplane_binary(),

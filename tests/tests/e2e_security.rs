@@ -227,13 +227,7 @@ fn deny_rules_and_martian_sources_drop_and_count_at_ingress() {
 fn urpf_strict_and_loose_drop_spoofed_sources_at_ingress() {
     let binary = dataplane_binary();
     let lab = Lab::new("pdpt-urpf").unwrap();
-    let with_urpf = |mode: &str| {
-        lab.router_config().replacen(
-            &format!("name = \"{}\"\n", ROUTER_A.ifname),
-            &format!("name = \"{}\"\nurpf = \"{mode}\"\n", ROUTER_A.ifname),
-            1,
-        )
-    };
+    let with_urpf = |mode: &str| lab.router_config_with_urpf(mode);
     let strict = with_urpf("strict");
     assert!(strict.contains("urpf = \"strict\""), "{strict}");
     let _daemon = lab.start_dataplane(&binary, &strict, "native").unwrap();
