@@ -86,6 +86,11 @@ pub enum DropReason {
     /// route where it does not count, or, in strict mode, a route that does not leave
     /// through this interface.
     Urpf = 7,
+    /// A flow rule whose action is drop matched it (`flow add ... then drop`, or a FlowSpec
+    /// route with traffic-rate 0).
+    Flow = 8,
+    /// A rate-limited flow rule matched it beyond its rate.
+    FlowRateLimit = 9,
 }
 
 impl PassReason {
@@ -130,7 +135,7 @@ impl PassReason {
 }
 
 impl DropReason {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 10] = [
         Self::Malformed,
         Self::BadChecksum,
         Self::Blackhole,
@@ -139,6 +144,8 @@ impl DropReason {
         Self::AclDeny,
         Self::MartianSource,
         Self::Urpf,
+        Self::Flow,
+        Self::FlowRateLimit,
     ];
 
     /// The stable name used in `stats`, JSON and metrics.
@@ -152,6 +159,8 @@ impl DropReason {
             Self::AclDeny => "acl_deny",
             Self::MartianSource => "martian_source",
             Self::Urpf => "urpf",
+            Self::Flow => "flow",
+            Self::FlowRateLimit => "flow_rate_limit",
         }
     }
 }

@@ -108,11 +108,12 @@ const BPF_F_INNER_MAP: u32 = 1 << 12;
 /// ```text
 ///   0                           empty: no route
 ///   1 | cell (31 bits)          a node (direct entries only): its record's first cell
-///   0 | len (8) | target (23)   a leaf: the route of a prefix of length len (0 to 128)
+///   0 | len (8) | kind (3) | flow (1) | id (19)
+///                               a leaf: the route of a prefix of length len (0 to 128)
 /// ```
 ///
-/// A leaf's target is a [`RouteTarget`] squeezed into 23 bits: its kind in the top 3, its id
-/// in the low 20 (next hops and groups number far fewer).
+/// A leaf's target is a [`RouteTarget`] squeezed into 22 bits: its kind and its id (next hops
+/// and groups number far fewer than 2^19); `flow` is [`RouteEntry::FLOW`].
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FibEntry(pub u32);
@@ -132,8 +133,9 @@ impl FibEntry {
     const NEXT: u32 = 1 << 31;
     const LEN_SHIFT: u32 = 23;
     const KIND_SHIFT: u32 = 20;
-    /// Ids a leaf can hold: below 2^20.
-    pub const MAX_ID: u32 = (1 << Self::KIND_SHIFT) - 1;
+    const FLOW: u32 = 1 << 19;
+    /// Ids a leaf can hold: below 2^19.
+    pub const MAX_ID: u32 = Self::FLOW - 1;
 
     /// The leaf for `entry`, or `None` when its id does not fit.
     pub const fn leaf(entry: RouteEntry) -> Option<Self> {
@@ -143,8 +145,9 @@ impl FibEntry {
         if id > Self::MAX_ID || kind == 0 || kind > 7 || entry.prefix_len > 128 {
             return None;
         }
+        let flow = if entry.checks_flows() { Self::FLOW } else { 0 };
         Some(Self(
-            ((entry.prefix_len as u32) << Self::LEN_SHIFT) | (kind << Self::KIND_SHIFT) | id,
+            ((entry.prefix_len as u32) << Self::LEN_SHIFT) | (kind << Self::KIND_SHIFT) | flow | id,
         ))
     }
 
@@ -173,6 +176,7 @@ impl FibEntry {
             RouteTarget::from_bits((kind << 28) | id),
             ((self.0 >> Self::LEN_SHIFT) & 0xff) as u8,
         )
+        .with_flow(self.0 & Self::FLOW != 0)
     }
 
     /// The prefix length of a leaf (meaningless for other entries).
@@ -222,9 +226,12 @@ mod tests {
                 assert_eq!(leaf.value(), FibValue::Leaf(entry));
                 assert_eq!(leaf.prefix_len(), len);
                 assert_eq!(leaf.route().target.decode(), route);
+                let flagged = FibEntry::leaf(entry.with_flow(true)).unwrap();
+                assert_eq!(flagged.value(), FibValue::Leaf(entry.with_flow(true)));
+                assert_ne!(flagged, leaf);
             }
         }
-        let too_big = RouteEntry::new(RouteTarget::new(Route::Nexthop(1 << 20)), 8);
+        let too_big = RouteEntry::new(RouteTarget::new(Route::Nexthop(1 << 19)), 8);
         assert_eq!(FibEntry::leaf(too_big), None);
         assert_eq!(FibEntry::next(12345).value(), FibValue::Next(12345));
         assert_eq!(FibEntry::EMPTY.value(), FibValue::Empty);

@@ -7,6 +7,7 @@ pub mod acl;
 pub mod counters;
 pub mod ecmp;
 pub mod fib;
+pub mod flow;
 pub mod interface;
 pub mod maps;
 pub mod nexthop;
@@ -44,4 +45,9 @@ impl_pod!(
     acl::AclKeyV6,
     acl::AclEntry,
     acl::AclHits,
+    flow::FlowOp,
+    flow::FlowEntry,
+    flow::FlowList,
+    flow::FlowHits,
+    flow::RateBucket,
 );

@@ -81,7 +81,9 @@ impl From<Route> for RouteTarget {
 pub struct RouteEntry {
     pub target: RouteTarget,
     pub prefix_len: u8,
-    pub _pad: [u8; 3],
+    /// [`RouteEntry::FLOW`].
+    pub flags: u8,
+    pub _pad: [u8; 2],
 }
 
 // The layout pinned maps carry from one version to the next on take-over.
@@ -90,14 +92,37 @@ const _: () = {
     assert!(size_of::<RouteTarget>() == 4);
     assert!(size_of::<RouteEntry>() == 8);
     assert!(offset_of!(RouteEntry, prefix_len) == 4);
+    assert!(offset_of!(RouteEntry, flags) == 5);
 };
 
 impl RouteEntry {
+    /// Some flow rule's destination overlaps the route's prefix: its packets are checked
+    /// against the rules (see `crate::flow`). Without it they cannot match any.
+    pub const FLOW: u8 = 1 << 0;
+
     pub const fn new(target: RouteTarget, prefix_len: u8) -> Self {
         Self {
             target,
             prefix_len,
-            _pad: [0; 3],
+            flags: 0,
+            _pad: [0; 2],
         }
+    }
+
+    /// The same route with [`RouteEntry::FLOW`] set or cleared.
+    pub const fn with_flow(self, flow: bool) -> Self {
+        Self {
+            flags: if flow {
+                self.flags | Self::FLOW
+            } else {
+                self.flags & !Self::FLOW
+            },
+            ..self
+        }
+    }
+
+    #[inline(always)]
+    pub const fn checks_flows(&self) -> bool {
+        self.flags & Self::FLOW != 0
     }
 }

@@ -9,7 +9,7 @@ use pop_dataplane_common::{
 };
 
 use crate::{
-    acl, fib, ipv4, ipv6,
+    acl, fib, flow, ipv4, ipv6,
     l2::{self, LinkError},
     maps::{ECMP_SEED, INTERFACES, NEXTHOP_GROUPS, NEXTHOPS, PORTS_BY_IFINDEX},
     urpf,
@@ -30,6 +30,10 @@ pub(crate) struct Path {
     pub(crate) nexthop: Option<u32>,
     /// The ACL rule that dropped the frame.
     pub(crate) acl_rule: Option<u32>,
+    /// The flow rule that matched the frame.
+    pub(crate) flow_rule: Option<u32>,
+    /// A real frame, not a trace: flow rules count it and take it from their rate limits.
+    pub(crate) counting: bool,
 }
 
 /// The network header's fields, for the steps that differ by family.
@@ -155,6 +159,27 @@ fn route(
     }
     .ok_or(ToKernel(PassReason::NoRoute))?;
     path.route = Some(entry);
+
+    // Flow rules, for routes that some rule's destination overlaps.
+    let checked = match &network {
+        Network::V4(ip) => flow::check_v4(ctx, l3, ip, &entry, len as u64, path.counting),
+        Network::V6(ip) => flow::check_v6(ctx, l3, ip, &entry, len as u64, path.counting),
+    };
+    let passed = match checked {
+        Ok(passed) => passed,
+        Err((verdict, rule)) => {
+            path.flow_rule = Some(rule);
+            return Err(verdict);
+        }
+    };
+    path.flow_rule = passed.rule;
+    if let Some(dscp) = passed.remark {
+        match &network {
+            Network::V4(_) => ipv4::set_dscp(ctx, l3, dscp),
+            Network::V6(_) => ipv6::set_dscp(ctx, l3, dscp),
+        }
+        .ok_or(Drop(DropReason::RewriteFailed))?;
+    }
 
     let nexthop_id = match entry.target.decode() {
         Route::Nexthop(id) => id,

@@ -24,8 +24,20 @@ pub(crate) struct Ipv4 {
     pub(crate) protocol: u8,
     pub(crate) ttl: u8,
     pub(crate) total_len: u16,
+    /// The type-of-service byte: DSCP and ECN.
+    pub(crate) tos: u8,
+    /// The flags and fragment offset word.
+    pub(crate) frags: u16,
     /// MF set or a fragment offset: a fragment, first or not.
     pub(crate) is_fragment: bool,
+}
+
+impl Ipv4 {
+    /// A fragment with a non-zero offset: no transport header.
+    #[inline(always)]
+    pub(crate) fn is_later_fragment(&self) -> bool {
+        self.frags & 0x1fff != 0
+    }
 }
 
 /// Checks the header at `offset` of a frame of `frame_len` bytes, and returns its fields when
@@ -56,6 +68,8 @@ pub(crate) fn inspect(ctx: &XdpContext, offset: usize, frame_len: usize) -> Resu
         protocol: ip.proto,
         ttl: ip.ttl,
         total_len,
+        tos: ip.tos,
+        frags: u16::from_be_bytes(ip.frags),
         is_fragment: ip.frags[0] & 0x20 != 0 || u16::from_be_bytes(ip.frags) & 0x1fff != 0,
     };
     match packet.dst[0] {
@@ -97,6 +111,21 @@ pub(crate) fn decrement_ttl(ctx: &XdpContext, offset: usize) -> Option<()> {
     let old_word = u16::from_be_bytes([ip.ttl, ip.proto]);
     ip.ttl -= 1;
     let new_word = u16::from_be_bytes([ip.ttl, ip.proto]);
+    let check = checksum::replace_word(u16::from_be_bytes(ip.check), old_word, new_word);
+    ip.check = check.to_be_bytes();
+    Some(())
+}
+
+/// Sets the DSCP of the packet (the top six bits of its type of service), and the header
+/// checksum for it.
+#[inline(always)]
+pub(crate) fn set_dscp(ctx: &XdpContext, offset: usize, dscp: u8) -> Option<()> {
+    let ip: *mut Ipv4Hdr = header(ctx, offset)?;
+    // SAFETY: `header` checked the bounds.
+    let ip = unsafe { &mut *ip };
+    let old_word = u16::from_be_bytes([ip.vihl, ip.tos]);
+    ip.tos = (dscp << 2) | (ip.tos & 0x03);
+    let new_word = u16::from_be_bytes([ip.vihl, ip.tos]);
     let check = checksum::replace_word(u16::from_be_bytes(ip.check), old_word, new_word);
     ip.check = check.to_be_bytes();
     Some(())

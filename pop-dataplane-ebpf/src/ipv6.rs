@@ -26,6 +26,8 @@ pub(crate) struct Ipv6 {
     pub(crate) next_header: u8,
     pub(crate) hop_limit: u8,
     pub(crate) payload_len: u16,
+    /// DSCP and ECN.
+    pub(crate) traffic_class: u8,
 }
 
 impl Ipv6 {
@@ -52,6 +54,7 @@ pub(crate) fn inspect(ctx: &XdpContext, offset: usize, frame_len: usize) -> Resu
         next_header: ip.next_hdr,
         hop_limit: ip.hop_limit,
         payload_len: u16::from_be_bytes(ip.payload_len),
+        traffic_class: (ip.vcf[0] << 4) | (ip.vcf[1] >> 4),
     };
     if offset + Ipv6Hdr::LEN + usize::from(packet.payload_len) > frame_len {
         return Err(Drop(DropReason::Malformed));
@@ -97,21 +100,45 @@ pub(crate) fn flow_hash(ctx: &XdpContext, offset: usize, packet: &Ipv6, seed: u3
 /// The transport protocol and its ports word, past the extension headers.
 #[inline(always)]
 fn transport(ctx: &XdpContext, offset: usize, packet: &Ipv6) -> (u8, u32) {
-    let payload_end = offset + Ipv6Hdr::LEN + usize::from(packet.payload_len);
+    let upper = upper_layer(ctx, offset, packet);
+    let next = upper.next;
+    if next == IPPROTO_FRAGMENT || is_extension_header(next) || !has_ports(next) {
+        return (next, 0);
+    }
+    if upper.at + 4 > upper.end {
+        return (next, 0);
+    }
+    match header::<[u8; 4]>(ctx, upper.at) {
+        // SAFETY: `header` checked the bounds.
+        Some(l4) => (next, u32::from_be_bytes(unsafe { *l4 })),
+        None => (next, 0),
+    }
+}
+
+/// Where the walk through the extension headers stopped.
+pub(crate) struct UpperLayer {
+    /// The header found there: the upper-layer protocol, or the fragment header, or an
+    /// extension header the walk could not get past (truncated, or too many).
+    pub(crate) next: u8,
+    /// Its offset in the frame.
+    pub(crate) at: usize,
+    /// The end of the IPv6 payload.
+    pub(crate) end: usize,
+}
+
+/// Walks the extension headers after the fixed header at `offset`, up to the first header
+/// that is none (or a fragment header).
+#[inline(always)]
+pub(crate) fn upper_layer(ctx: &XdpContext, offset: usize, packet: &Ipv6) -> UpperLayer {
+    let end = offset + Ipv6Hdr::LEN + usize::from(packet.payload_len);
     let mut next = packet.next_header;
     let mut at = offset + Ipv6Hdr::LEN;
     for _ in 0..MAX_EXTENSION_HEADERS {
-        if next == IPPROTO_FRAGMENT {
-            return (next, 0);
-        }
-        if !is_extension_header(next) {
+        if next == IPPROTO_FRAGMENT || !is_extension_header(next) || at + 2 > end {
             break;
         }
-        if at + 2 > payload_end {
-            return (next, 0);
-        }
         let Some(ext) = header::<[u8; 2]>(ctx, at) else {
-            return (next, 0);
+            break;
         };
         // SAFETY: `header` checked the bounds.
         let [following, len] = unsafe { *ext };
@@ -122,17 +149,20 @@ fn transport(ctx: &XdpContext, offset: usize, packet: &Ipv6) -> (u8, u32) {
         };
         next = following;
     }
-    if next == IPPROTO_FRAGMENT || is_extension_header(next) || !has_ports(next) {
-        return (next, 0);
-    }
-    if at + 4 > payload_end {
-        return (next, 0);
-    }
-    match header::<[u8; 4]>(ctx, at) {
-        // SAFETY: `header` checked the bounds.
-        Some(l4) => (next, u32::from_be_bytes(unsafe { *l4 })),
-        None => (next, 0),
-    }
+    UpperLayer { next, at, end }
+}
+
+/// Sets the DSCP of the packet (the top six bits of its traffic class). IPv6 has no header
+/// checksum.
+#[inline(always)]
+pub(crate) fn set_dscp(ctx: &XdpContext, offset: usize, dscp: u8) -> Option<()> {
+    let ip: *mut Ipv6Hdr = header(ctx, offset)?;
+    // SAFETY: `header` checked the bounds.
+    let ip = unsafe { &mut *ip };
+    let class = (dscp << 2) | ((ip.vcf[1] >> 4) & 0x03);
+    ip.vcf[0] = (ip.vcf[0] & 0xf0) | (class >> 4);
+    ip.vcf[1] = (ip.vcf[1] & 0x0f) | (class << 4);
+    Some(())
 }
 
 /// Hop limit minus one (IPv6 has no header checksum).

@@ -6,6 +6,7 @@
 mod acl;
 mod checksum;
 mod fib;
+mod flow;
 mod forward;
 mod ipv4;
 mod ipv6;
@@ -39,6 +40,8 @@ fn pop_dataplane(ctx: XdpContext) -> u32 {
         hash: 0,
         nexthop: None,
         acl_rule: None,
+        flow_rule: None,
+        counting: !tracing,
     };
 
     let Some(verdict) = forward::forward(&ctx, rx_len, &mut path) else {

@@ -12,6 +12,7 @@ use pop_dataplane_common::{
     Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, TraceRecord,
     acl::{AclEntry, AclHits, AclKeyV4, AclKeyV6},
     fib::{Cell, FIB_MAP_FLAGS},
+    flow::{BANK_ENTRIES, FlowEntry, FlowHits, FlowList, MAX_FLOW_RULES, RateBucket},
     maps::{
         MAX_ACL_ENTRIES, MAX_ACL_RULES, MAX_INTERFACES, MAX_NEXTHOP_GROUPS, MAX_NEXTHOPS,
         MAX_PORT_IFINDEX, MAX_PORTS, MAX_ROUTES_V4, MAX_ROUTES_V6,
@@ -90,3 +91,31 @@ pub(crate) static ACL_V6: LpmTrieMap<AclKeyV6, AclEntry> =
 
 #[map]
 pub(crate) static ACL_HITS: PerCpuArray<AclHits> = PerCpuArray::with_max_entries(MAX_ACL_RULES, 0);
+
+/// Flow rules (see `pop_dataplane_common::flow`): two banks of entries, and per family the
+/// lists of entries by destination prefix, each list replaced atomically.
+#[map]
+pub(crate) static FLOW_ENTRIES: Array<FlowEntry> = Array::with_max_entries(2 * BANK_ENTRIES, 0);
+
+#[map]
+pub(crate) static FLOW_INDEX_V4: LpmTrieMap<[u8; 4], FlowList> =
+    LpmTrieMap::with_max_entries(MAX_FLOW_RULES, BPF_F_NO_PREALLOC);
+
+#[map]
+pub(crate) static FLOW_INDEX_V6: LpmTrieMap<[u8; 16], FlowList> =
+    LpmTrieMap::with_max_entries(MAX_FLOW_RULES, BPF_F_NO_PREALLOC);
+
+#[map]
+pub(crate) static FLOW_WILDCARD: Array<u32> = Array::with_max_entries(2, 0);
+
+#[map]
+pub(crate) static FLOW_HITS: PerCpuArray<FlowHits> =
+    PerCpuArray::with_max_entries(MAX_FLOW_RULES, 0);
+
+#[map]
+pub(crate) static FLOW_BUCKETS: Array<RateBucket> = Array::with_max_entries(MAX_FLOW_RULES, 0);
+
+/// Scratch space of the rule check, per CPU: not shared with userspace, not pinned.
+#[map]
+pub(crate) static FLOW_SEARCH: PerCpuArray<crate::flow::Search> =
+    PerCpuArray::with_max_entries(1, 0);

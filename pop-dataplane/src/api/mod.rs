@@ -14,9 +14,10 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::DenyRule,
     config::route_spec::RouteSpec,
+    config::{DenyRule, flow_rule::FlowRule},
     control::acl::RuleInfo,
+    control::flow::FlowInfo,
     control::rib::Source,
     control::router::{Mode, RouteInfo},
     dataplane::AttachedMode,
@@ -63,6 +64,20 @@ pub(crate) enum Request {
         rule: DenyRule,
     },
     AclList,
+    /// `flow add`: a flow rule from the CLI.
+    FlowAdd {
+        rule: FlowRule,
+    },
+    FlowDel {
+        rule: FlowRule,
+    },
+    FlowList,
+    /// From a FlowSpec feed: session `session`'s rules are now exactly `rules` (none when
+    /// the session went down).
+    FlowSync {
+        session: String,
+        rules: Vec<FlowRule>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +106,9 @@ pub(crate) enum Reply {
     },
     Acl {
         rules: Vec<RuleInfo>,
+    },
+    Flows {
+        rules: Vec<FlowInfo>,
     },
 }
 

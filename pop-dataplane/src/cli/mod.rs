@@ -1,6 +1,7 @@
 //! The command line: every verb, its flags, and how its answer is shown.
 
 mod acl;
+mod flow;
 mod reply;
 mod route;
 
@@ -11,6 +12,7 @@ use pop_dataplane_common::fib::FibMode;
 
 use self::{
     acl::{AclCommand, acl},
+    flow::{FlowCommand, flow},
     reply::{done, unexpected},
     route::{RouteCommand, route},
 };
@@ -167,6 +169,12 @@ enum Command {
         #[command(subcommand)]
         command: AclCommand,
     },
+    /// Flow rules: FlowSpec matches (RFC 8955/8956) with drop, rate-limit, remark or accept,
+    /// checked after the route lookup on routes their destinations overlap.
+    Flow {
+        #[command(subcommand)]
+        command: FlowCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -268,6 +276,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Route { command } => route(&socket, command),
         Command::Acl { command } => acl(&socket, command),
+        Command::Flow { command } => flow(&socket, command),
         Command::Reload => done(api::request(&socket, &Request::Reload)?),
         Command::Config {
             command: ConfigCommand::Save,

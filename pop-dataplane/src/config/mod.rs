@@ -24,6 +24,7 @@
 //! every error names the file, the line and the entry.
 
 pub mod deny_rule;
+pub mod flow_rule;
 pub mod kernel_table;
 pub mod prefix;
 pub mod route_spec;
@@ -63,6 +64,15 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[[acl]]`: deny rules on ingress source addresses.
     pub acl: Vec<AclConfig>,
+    /// `[[flow]]`: flow rules (`rule = "destination ... then drop"`).
+    pub flows: Vec<FlowConfig>,
+}
+
+/// One `[[flow]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowConfig {
+    pub rule: flow_rule::FlowRule,
+    pub line: usize,
 }
 
 /// `[filter]`: checks on ingress before the route lookup.
@@ -226,6 +236,14 @@ struct RawConfig {
     filter: FilterConfig,
     #[serde(default, rename = "acl")]
     acl: Vec<Spanned<RawAcl>>,
+    #[serde(default, rename = "flow")]
+    flows: Vec<Spanned<RawFlow>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlow {
+    rule: String,
 }
 
 #[derive(Deserialize)]
@@ -600,6 +618,24 @@ impl Config {
             ));
         }
 
+        let mut flows: Vec<FlowConfig> = Vec::with_capacity(raw.flows.len());
+        for entry in &raw.flows {
+            let line = line_of(text, entry.span().start);
+            let text = &entry.get_ref().rule;
+            let at = |message: String| ConfigError {
+                file: file.to_owned(),
+                line: Some(line),
+                message: format!("flow {text:?}: {message}"),
+            };
+            let rule: flow_rule::FlowRule = text
+                .parse()
+                .map_err(|err: flow_rule::FlowRuleError| at(err.to_string()))?;
+            if let Some(first) = flows.iter().find(|f| f.rule == rule) {
+                return Err(at(format!("listed twice (first on line {})", first.line)));
+            }
+            flows.push(FlowConfig { rule, line });
+        }
+
         Ok(Self {
             daemon: raw.daemon,
             filter: raw.filter,
@@ -607,6 +643,7 @@ impl Config {
             nexthops,
             routes,
             acl,
+            flows,
         })
     }
 }

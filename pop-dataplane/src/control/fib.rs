@@ -3,7 +3,7 @@
 //! freed with the last of them. The output is a list of map writes, in a safe order: a group
 //! is written before a route points at it.
 
-use foldhash::{HashMap, HashMapExt as _};
+use foldhash::{HashMap, HashMapExt as _, HashSet};
 
 use ipnet::IpNet;
 use pop_dataplane_common::{
@@ -20,6 +20,49 @@ pub(crate) struct Fib {
     /// What the route maps hold, per prefix.
     routes: HashMap<IpNet, RouteEntry>,
     groups: Groups,
+    /// The flow rules' destinations: routes that overlap one carry `RouteEntry::FLOW`.
+    flows: FlowPrefixes,
+}
+
+/// A set of prefixes, asked whether a route's prefix overlaps one of them: contains one (is
+/// among the truncations of one) or lies inside one (a truncation of it is one).
+#[derive(Debug, Default)]
+struct FlowPrefixes {
+    prefixes: HashSet<IpNet>,
+    /// The lengths among `prefixes`, per family (IPv4, IPv6).
+    lens: [std::collections::BTreeSet<u8>; 2],
+    /// Every truncation of every prefix, the prefix included.
+    covering: HashSet<IpNet>,
+}
+
+impl FlowPrefixes {
+    fn new(prefixes: impl IntoIterator<Item = IpNet>) -> Self {
+        let mut set = Self::default();
+        for prefix in prefixes {
+            set.lens[usize::from(matches!(prefix, IpNet::V6(_)))].insert(prefix.prefix_len());
+            for len in 0..=prefix.prefix_len() {
+                set.covering
+                    .insert(IpNet::new(prefix.addr(), len).expect("shorter").trunc());
+            }
+            set.prefixes.insert(prefix);
+        }
+        set
+    }
+
+    fn overlaps(&self, prefix: &IpNet) -> bool {
+        if self.prefixes.is_empty() {
+            return false;
+        }
+        if self.covering.contains(prefix) {
+            return true;
+        }
+        self.lens[usize::from(matches!(prefix, IpNet::V6(_)))]
+            .range(..=prefix.prefix_len())
+            .any(|&len| {
+                self.prefixes
+                    .contains(&IpNet::new(prefix.addr(), len).expect("shorter").trunc())
+            })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -92,7 +135,8 @@ impl Fib {
         let old = match &change.best {
             Some(action) => {
                 let target = self.target(action, usable, writes)?;
-                let entry = RouteEntry::new(target, change.prefix.prefix_len());
+                let entry = RouteEntry::new(target, change.prefix.prefix_len())
+                    .with_flow(self.flows.overlaps(&change.prefix));
                 if route_writes {
                     writes.push(MapWrite::Route(change.prefix, entry));
                 }
@@ -134,7 +178,8 @@ impl Fib {
                     return Err(full);
                 }
             };
-            let entry = RouteEntry::new(target, prefix.prefix_len());
+            let entry = RouteEntry::new(target, prefix.prefix_len())
+                .with_flow(self.flows.overlaps(&prefix));
             routes.insert(prefix, entry);
             writes.push(MapWrite::Route(prefix, entry));
         }
@@ -143,6 +188,29 @@ impl Fib {
             self.release(entry.target);
         }
         Ok(writes)
+    }
+
+    /// Makes `prefixes` the flow rules' destinations: the writes that flag or unflag the
+    /// routes whose overlap with them changed (none when the set is the same). A walk of
+    /// every route, on changes to the set only.
+    pub(crate) fn set_flow_prefixes(
+        &mut self,
+        prefixes: impl IntoIterator<Item = IpNet>,
+    ) -> Vec<MapWrite> {
+        let new = FlowPrefixes::new(prefixes);
+        if new.prefixes == self.flows.prefixes {
+            return Vec::new();
+        }
+        self.flows = new;
+        let mut writes = Vec::new();
+        for (prefix, entry) in &mut self.routes {
+            let flow = self.flows.overlaps(prefix);
+            if entry.checks_flows() != flow {
+                *entry = entry.with_flow(flow);
+                writes.push(MapWrite::Route(*prefix, *entry));
+            }
+        }
+        writes
     }
 
     /// The route target for `action`, taking (and writing) its group when it has several

@@ -4,6 +4,7 @@
 
 pub mod acl;
 pub(crate) mod fib;
+pub mod flow;
 pub(crate) mod nexthops;
 pub mod plan;
 pub mod rib;

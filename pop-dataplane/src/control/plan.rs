@@ -6,7 +6,9 @@
 
 use ipnet::IpNet;
 use pop_dataplane_common::{
-    Interface, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, acl::AclEntry,
+    Interface, InterfaceKey, Nexthop, NexthopGroup, RouteEntry,
+    acl::AclEntry,
+    flow::{FlowEntry, FlowList},
 };
 
 use crate::control::{
@@ -35,6 +37,18 @@ pub enum MapWrite {
     DeleteAcl(AclKey),
     /// Zero the hit counters of an ACL rule id handed to a new rule.
     ResetAclHits(u32),
+    /// `FLOW_ENTRIES`: bank `bank`'s entries from index 0, the rest of the bank cleared.
+    FlowEntries {
+        bank: u32,
+        entries: Vec<FlowEntry>,
+    },
+    /// `FLOW_INDEX_V4`/`_V6`: the list of a destination prefix.
+    FlowList(IpNet, FlowList),
+    DeleteFlowList(IpNet),
+    /// `FLOW_WILDCARD`: whether every packet of the family (IPv4, IPv6) is checked.
+    FlowWildcard([bool; 2]),
+    /// Zero the counters and the rate bucket of a flow rule id handed to a new rule.
+    ResetFlowRule(u32),
 }
 
 /// A move to a new config: what to write before the route tables are swapped, the complete
@@ -62,6 +76,9 @@ pub struct Adopted {
     pub interfaces: Vec<(InterfaceKey, Interface)>,
     /// `EGRESS` entries: (port index, ifindex).
     pub ports: Vec<(u32, u32)>,
+    /// The flow lists' prefixes, and the bank they point at.
+    pub flow_lists: Vec<IpNet>,
+    pub flow_bank: u32,
 }
 
 /// Writes that clear next hops and groups no table uses any more.

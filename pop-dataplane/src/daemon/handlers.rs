@@ -24,6 +24,7 @@ use crate::{
     },
     control::{
         acl::{AclError, RuleInfo},
+        flow::{FlowError, FlowInfo},
         plan::{MapWrite, Update},
         rib::Source,
         router::{BULK_ROUTES, Mode, RouteError, Router},
@@ -50,6 +51,8 @@ pub(super) enum RequestError {
     NoRoutes { file: String },
     #[error(transparent)]
     Acl(#[from] AclError),
+    #[error(transparent)]
+    Flow(#[from] FlowError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(
@@ -199,6 +202,35 @@ impl Daemon<'_> {
             Request::AclList => {
                 return match self.acl_list() {
                     Ok(rules) => Reply::Acl { rules },
+                    Err(err) => Reply::Error {
+                        message: format!("{err:#}"),
+                    },
+                };
+            }
+            Request::FlowAdd { rule } => {
+                let message = format!("added {rule}");
+                self.router
+                    .flow_add(rule)
+                    .map_err(RequestError::from)
+                    .and_then(|writes| self.write(&writes, message))
+            }
+            Request::FlowDel { rule } => {
+                let message = format!("deleted {rule}");
+                self.router
+                    .flow_remove(&rule)
+                    .map_err(RequestError::from)
+                    .and_then(|writes| self.write(&writes, message))
+            }
+            Request::FlowSync { session, rules } => {
+                let message = format!("session {session}: {} flow rules", rules.len());
+                self.router
+                    .flow_sync(&session, &rules)
+                    .map_err(RequestError::from)
+                    .and_then(|writes| self.write(&writes, message))
+            }
+            Request::FlowList => {
+                return match self.flow_list() {
+                    Ok(rules) => Reply::Flows { rules },
                     Err(err) => Reply::Error {
                         message: format!("{err:#}"),
                     },
@@ -386,6 +418,26 @@ impl Daemon<'_> {
                     origin,
                     packets: hits.packets,
                     bytes: hits.bytes,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn flow_list(&self) -> anyhow::Result<Vec<FlowInfo>> {
+        self.router
+            .flow_rules()
+            .into_iter()
+            .map(|(id, rule, origin, order)| {
+                let hits = self.dataplane.flow_hits(id)?;
+                Ok(FlowInfo {
+                    id,
+                    rule,
+                    origin,
+                    order,
+                    matched_packets: hits.matched_packets,
+                    matched_bytes: hits.matched_bytes,
+                    dropped_packets: hits.dropped_packets,
+                    dropped_bytes: hits.dropped_bytes,
                 })
             })
             .collect()

@@ -3,6 +3,7 @@
 mod acl;
 mod attach;
 pub(crate) mod compact;
+mod flow;
 mod pins;
 pub(crate) mod tables;
 mod test_run;
@@ -25,7 +26,7 @@ use pop_dataplane_common::{
     Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, RouteEntry,
     acl::AclHits,
     fib::{self, FibMode},
-    maps,
+    flow as flow_maps, maps,
 };
 
 use self::test_run::test_run;
@@ -56,7 +57,7 @@ const PROGRAM_PIN: &str = "program";
 const LINKS_DIR: &str = "links";
 
 /// Every map, for pinning.
-const ALL_MAPS: [&str; 14] = [
+const ALL_MAPS: [&str; 20] = [
     maps::INTERFACES,
     maps::PORTS_BY_IFINDEX,
     maps::EGRESS,
@@ -71,6 +72,12 @@ const ALL_MAPS: [&str; 14] = [
     maps::ACL_V4,
     maps::ACL_V6,
     maps::ACL_HITS,
+    flow_maps::FLOW_ENTRIES,
+    flow_maps::FLOW_INDEX_V4,
+    flow_maps::FLOW_INDEX_V6,
+    flow_maps::FLOW_WILDCARD,
+    flow_maps::FLOW_HITS,
+    flow_maps::FLOW_BUCKETS,
 ];
 
 /// Load-time settings of the program.
@@ -197,7 +204,10 @@ impl Dataplane {
         let ports = (0..maps::MAX_PORTS)
             .filter_map(|index| Some((index, egress.get(index, 0).ok()?.if_index)))
             .collect();
+        let (flow_lists, flow_bank) = self.read_flow_lists()?;
         Ok(Adopted {
+            flow_lists,
+            flow_bank,
             acl: self.read_acl()?,
             nexthops: nexthop_ids,
             groups: group_ids,
@@ -428,6 +438,11 @@ impl Dataplane {
                 }
                 MapWrite::Acl(key, entry) => self.set_acl_entry(key, Some(entry))?,
                 MapWrite::DeleteAcl(key) => self.set_acl_entry(key, None)?,
+                MapWrite::FlowEntries { bank, entries } => self.set_flow_entries(*bank, entries)?,
+                MapWrite::FlowList(prefix, list) => self.set_flow_list(prefix, Some(list))?,
+                MapWrite::DeleteFlowList(prefix) => self.set_flow_list(prefix, None)?,
+                MapWrite::FlowWildcard(wildcard) => self.set_flow_wildcard(*wildcard)?,
+                MapWrite::ResetFlowRule(rule) => self.reset_flow_rule(*rule)?,
                 MapWrite::Nexthop(id, nexthop) => self.set_nexthop(*id, nexthop)?,
                 MapWrite::Group(id, group) => self.set_group(*id, group)?,
                 MapWrite::Route(prefix, entry) => {

@@ -14,6 +14,7 @@ use crate::{
     },
     control::{
         acl::{self, Origin},
+        flow::{CompiledFlows, FlowOrigin, Flows},
         nexthops::{Neighbour, NexthopKey},
         plan::{MapWrite, Update},
         rib::{Action, Source},
@@ -27,6 +28,8 @@ use crate::{
 struct Checked {
     topology: Topology,
     acl: acl::Acl,
+    flows: Flows,
+    compiled_flows: CompiledFlows,
     /// The config's next hops, in `[[nexthop]]` order, with their static MACs.
     nexthop_keys: Vec<(NexthopKey, Option<MacAddr>)>,
 }
@@ -57,6 +60,12 @@ impl Router {
         // From here on nothing fails: take the new, then let go of the old.
         let old_topology = std::mem::replace(&mut self.topology, checked.topology);
         self.acl = checked.acl;
+        self.flows = checked.flows;
+        // The tables rebuilt below carry the flags: the writes for the old ones are moot.
+        let _ = self
+            .fib
+            .set_flow_prefixes(checked.compiled_flows.prefixes());
+        let flow_writes = self.flow_writes(&checked.compiled_flows);
         self.martian_sources = config.filter.martian_sources;
         let released = self.take_config_routes(config, &checked.nexthop_keys, cli_routes);
         self.set_local_addresses_in_rib(&host.addresses);
@@ -69,6 +78,7 @@ impl Router {
             })
             .map_err(|err| whole_file(file, err.to_string()))?;
         let mut update = self.topology_update(&old_topology);
+        update.before.extend(flow_writes);
         update.tables = tables;
         let mut cleared = Vec::new();
         for id in released {
@@ -165,9 +175,17 @@ impl Router {
         acl.set(Origin::Config, &config_acl)
             .and_then(|()| acl::check_room(&acl.compile(&topology)))
             .map_err(|err| whole_file(file, err.to_string()))?;
+        let mut flows = self.flows.clone();
+        let config_flows: Vec<_> = config.flows.iter().map(|f| f.rule.clone()).collect();
+        let compiled_flows = flows
+            .set(&FlowOrigin::Config, &config_flows)
+            .and_then(|()| flows.compile())
+            .map_err(|err| whole_file(file, err.to_string()))?;
         Ok(Checked {
             topology,
             acl,
+            flows,
+            compiled_flows,
             nexthop_keys,
         })
     }

@@ -7,6 +7,7 @@
 //! - [`host`]: the host's addresses, links and neighbours; the source filter's rules.
 
 mod config;
+mod flows;
 mod host;
 mod routes;
 #[cfg(test)]
@@ -188,6 +189,9 @@ pub struct Router {
     acl_installed: AclEntries,
     /// `[filter] martian_sources`.
     martian_sources: bool,
+    /// Flow rules, and what their maps hold.
+    flows: crate::control::flow::Flows,
+    flows_installed: flows::FlowsInstalled,
 }
 
 impl Router {
@@ -206,6 +210,8 @@ impl Router {
             acl: Acl::default(),
             acl_installed: adopted.acl,
             martian_sources: false,
+            flows: crate::control::flow::Flows::default(),
+            flows_installed: flows::FlowsInstalled::adopted(&adopted.flow_lists, adopted.flow_bank),
         }
     }
 

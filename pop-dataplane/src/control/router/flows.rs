@@ -1,0 +1,126 @@
+//! Flow rules: from the config, the CLI and FlowSpec sessions; compiled, written to the bank
+//! the program does not read, and the routes their destinations overlap flagged.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use pop_dataplane_common::flow::{FlowEntry, FlowList};
+
+use super::Router;
+use crate::{
+    config::flow_rule::FlowRule,
+    control::{
+        flow::{CompiledFlows, FlowError, FlowOrigin, Flows},
+        plan::MapWrite,
+    },
+};
+
+/// What the flow maps hold.
+#[derive(Clone, Debug, Default)]
+pub(super) struct FlowsInstalled {
+    /// The bank the lists point at.
+    bank: u32,
+    /// `None` when not known (a taken-over dataplane): written anew.
+    entries: Option<Vec<FlowEntry>>,
+    lists: BTreeMap<IpNet, FlowList>,
+    wildcard: [bool; 2],
+}
+
+impl FlowsInstalled {
+    /// A taken-over dataplane's: lists of these prefixes, pointing at `bank`.
+    pub(super) fn adopted(prefixes: &[IpNet], bank: u32) -> Self {
+        Self {
+            bank,
+            entries: None,
+            lists: prefixes.iter().map(|p| (*p, FlowList::default())).collect(),
+            // Unknown: written at the first install.
+            wildcard: [true, true],
+        }
+    }
+}
+
+impl Router {
+    /// Adds the CLI's flow `rule`; refused, with nothing changed, when it is there already or
+    /// the rules would not fit.
+    pub fn flow_add(&mut self, rule: FlowRule) -> Result<Vec<MapWrite>, FlowError> {
+        let mut flows = self.flows.clone();
+        flows.add(rule, FlowOrigin::Cli)?;
+        self.take_flows(flows)
+    }
+
+    /// Deletes the CLI's flow `rule`.
+    pub fn flow_remove(&mut self, rule: &FlowRule) -> Result<Vec<MapWrite>, FlowError> {
+        let mut flows = self.flows.clone();
+        flows.remove(rule, &FlowOrigin::Cli)?;
+        self.take_flows(flows)
+    }
+
+    /// Makes FlowSpec session `session`'s rules exactly `rules` (none: the session is gone).
+    pub fn flow_sync(
+        &mut self,
+        session: &str,
+        rules: &[FlowRule],
+    ) -> Result<Vec<MapWrite>, FlowError> {
+        let mut flows = self.flows.clone();
+        flows.set(&FlowOrigin::Bgp(session.to_owned()), rules)?;
+        self.take_flows(flows)
+    }
+
+    /// The rules, in evaluation order: (id, rule, origin, place).
+    pub fn flow_rules(&self) -> Vec<(u32, FlowRule, FlowOrigin, usize)> {
+        self.flows.infos()
+    }
+
+    /// Moves to `flows`, checked first: the writes that install them.
+    fn take_flows(&mut self, flows: Flows) -> Result<Vec<MapWrite>, FlowError> {
+        let compiled = flows.compile()?;
+        self.flows = flows;
+        let mut writes = self.flow_writes(&compiled);
+        writes.extend(self.fib.set_flow_prefixes(compiled.prefixes()));
+        Ok(writes)
+    }
+
+    /// The writes that bring the flow maps to `compiled` (the route flags aside): the new
+    /// entries into the other bank, then every list pointing at it, then the lists no rule
+    /// needs any more removed.
+    pub(super) fn flow_writes(&mut self, compiled: &CompiledFlows) -> Vec<MapWrite> {
+        let mut writes: Vec<MapWrite> = self
+            .flows
+            .take_fresh()
+            .into_iter()
+            .map(MapWrite::ResetFlowRule)
+            .collect();
+        let installed = &mut self.flows_installed;
+        let same_lists = installed.lists.len() == compiled.lists.len()
+            && compiled
+                .lists
+                .keys()
+                .all(|p| installed.lists.get(p) == Some(&compiled.list(p, installed.bank)));
+        if installed.entries.as_ref() != Some(&compiled.entries) || !same_lists {
+            let bank = 1 - installed.bank;
+            writes.push(MapWrite::FlowEntries {
+                bank,
+                entries: compiled.entries.clone(),
+            });
+            let mut lists = BTreeMap::new();
+            for prefix in compiled.lists.keys() {
+                let list = compiled.list(prefix, bank);
+                writes.push(MapWrite::FlowList(*prefix, list));
+                lists.insert(*prefix, list);
+            }
+            for prefix in installed.lists.keys() {
+                if !lists.contains_key(prefix) {
+                    writes.push(MapWrite::DeleteFlowList(*prefix));
+                }
+            }
+            installed.bank = bank;
+            installed.lists = lists;
+            installed.entries = Some(compiled.entries.clone());
+        }
+        if installed.wildcard != compiled.wildcard {
+            writes.push(MapWrite::FlowWildcard(compiled.wildcard));
+            installed.wildcard = compiled.wildcard;
+        }
+        writes
+    }
+}
