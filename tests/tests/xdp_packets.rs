@@ -1005,3 +1005,122 @@ fn urpf_checks_the_source_route_by_mode() {
     let frame = frame::ethernet(mac(P2_MAC), mac(SENDER_MAC), ETH_P_IPV4, &packet);
     assert_eq!(fx.run_on("p2", &frame).action, XDP_REDIRECT);
 }
+
+/// Flow rules on [`CONFIG`]'s routes: 198.18.3.0/24 and 198.18.2.0/24 via p2 and p1.
+const FLOWS: &str = r#"
+[[flow]]
+rule = "destination 198.18.3.0/24 protocol =udp destination-port =53 then drop"
+[[flow]]
+rule = "destination 198.18.3.9/32 then accept"
+[[flow]]
+rule = "destination 198.18.3.128/25 port =8080 then drop"
+[[flow]]
+rule = "destination 198.18.3.0/24 source 198.18.1.0/24 protocol =tcp tcp-flags ack then remark 46"
+[[flow]]
+rule = "destination 198.18.4.0/24 fragment is-fragment then drop"
+[[flow]]
+rule = "destination 198.18.5.0/24 protocol =icmp icmp-type =8 then drop"
+[[flow]]
+rule = "destination 198.18.2.0/24 packet-length >=1000 then rate-limit 1 packets"
+[[flow]]
+rule = "destination 2001:2:0:2::/64 protocol =udp destination-port >=1000&<=2000 then drop"
+[[flow]]
+rule = "ipv6 dscp =10 then remark 0"
+"#;
+
+#[test]
+fn flow_rules_match_flowspec_components_in_order() {
+    let mut fx = Fixture::with_config(&format!("{CONFIG}{FLOWS}"));
+    let udp = |dst: [u8; 4], src_port: u16, dst_port: u16| {
+        v4([198, 18, 9, 1], dst, IPPROTO_UDP).udp(src_port, dst_port, b"flow")
+    };
+    // Drop: UDP to port 53 in 198.18.3.0/24, not TCP, not another port.
+    fx.assert_dropped(&to_router(&udp([198, 18, 3, 10], 1000, 53)), "flow");
+    for packet in [
+        udp([198, 18, 3, 10], 1000, 54),
+        v4([198, 18, 9, 1], [198, 18, 3, 10], IPPROTO_TCP).tcp(1000, 53, b"flow"),
+    ] {
+        fx.assert_forwarded(
+            &to_router(&packet),
+            &forwarded_v4(&packet, P2_MAC, NEIGHBOUR_C, &[]),
+        );
+    }
+    // The /32's accept comes first (RFC 8955 5.1: the longer prefix).
+    let packet = udp([198, 18, 3, 9], 1000, 53);
+    fx.assert_forwarded(
+        &to_router(&packet),
+        &forwarded_v4(&packet, P2_MAC, NEIGHBOUR_C, &[]),
+    );
+    // `port`: either port.
+    fx.assert_dropped(&to_router(&udp([198, 18, 3, 200], 1, 8080)), "flow");
+    fx.assert_dropped(&to_router(&udp([198, 18, 3, 200], 8080, 1)), "flow");
+    // Remark: DSCP 46 written, the header checksum updated, every other byte kept.
+    let tcp = v4([198, 18, 1, 7], [198, 18, 3, 10], IPPROTO_TCP).tcp(1000, 80, b"mark");
+    let mut marked = tcp.clone();
+    marked[1] = 46 << 2;
+    fx.assert_forwarded(
+        &to_router(&tcp),
+        &forwarded_v4(&marked, P2_MAC, NEIGHBOUR_C, &[]),
+    );
+    // ... only for sources in 198.18.1.0/24.
+    let other = v4([198, 18, 9, 7], [198, 18, 3, 10], IPPROTO_TCP).tcp(1000, 80, b"mark");
+    fx.assert_forwarded(
+        &to_router(&other),
+        &forwarded_v4(&other, P2_MAC, NEIGHBOUR_C, &[]),
+    );
+    // Fragments: a first fragment (MF) and a later one; not a whole packet.
+    for flags_fragment in [0x2000, 0x0010] {
+        let mut ip = v4([198, 18, 9, 1], [198, 18, 4, 4], IPPROTO_UDP);
+        ip.flags_fragment = flags_fragment;
+        fx.assert_dropped(&to_router(&ip.packet(&[0; 16])), "flow");
+    }
+    let whole = udp([198, 18, 4, 4], 1, 2);
+    assert_eq!(fx.run(&to_router(&whole)).action, XDP_REDIRECT);
+    // ICMP type 8 (echo), not other ICMP types.
+    let echo = v4([198, 18, 9, 1], [198, 18, 5, 5], IPPROTO_ICMP).icmp_echo(1, 1, b"ping");
+    fx.assert_dropped(&to_router(&echo), "flow");
+    let mut reply = echo.clone();
+    reply[20] = 0;
+    reply[22..24].copy_from_slice(&[0, 0]);
+    let check = internet_checksum(&reply[20..]);
+    reply[22..24].copy_from_slice(&check.to_be_bytes());
+    assert_eq!(fx.run(&to_router(&reply)).action, XDP_REDIRECT);
+
+    // A rate limit of 1 packet a second passes 8 in an 8 s slot, then drops; small packets
+    // are not limited. (The 20 frames take milliseconds: at most one slot boundary.)
+    let big = udp([198, 18, 2, 2], 1, 2).len();
+    let big = v4([198, 18, 9, 1], [198, 18, 2, 2], IPPROTO_UDP).udp(1, 2, &vec![0; 1000 - big + 4]);
+    let mut passed = 0;
+    for _ in 0..20 {
+        match fx.run(&to_router(&big)).action {
+            XDP_REDIRECT => passed += 1,
+            action => assert_eq!(action, XDP_DROP),
+        }
+    }
+    assert!((8..=16).contains(&passed), "{passed} passed");
+    assert_eq!(fx.stats("p0").dropped["flow_rate_limit"], 20 - passed);
+    let small = udp([198, 18, 2, 2], 1, 2);
+    for _ in 0..20 {
+        assert_eq!(fx.run(&to_router(&small)).action, XDP_REDIRECT);
+    }
+
+    // IPv6: a port range; and a rule for every destination (the wildcard) remarking DSCP 10
+    // to 0 in the traffic class.
+    let v6_udp = |dst_port: u16| v6([0, 2], [0x2001, 2, 0, 2, 0, 0, 0, 2]).udp(1, dst_port, b"v6");
+    fx.assert_dropped(&to_router_v6(&v6_udp(1500)), "flow");
+    let packet = v6_udp(2500);
+    fx.assert_forwarded(
+        &to_router_v6(&packet),
+        &forwarded_v6(&packet, P1_MAC, NEIGHBOUR_B, &[]),
+    );
+    let mut dscp10 = v6([0, 2], [0x2001, 2, 0, 4, 0, 0, 0, 2]).udp(1, 2, b"v6");
+    dscp10[0] = 0x60 | (10 << 2) >> 4;
+    dscp10[1] = ((10u8 << 2) << 4) | (dscp10[1] & 0x0f);
+    let mut cleared = dscp10.clone();
+    cleared[0] = 0x60;
+    cleared[1] &= 0x0f;
+    fx.assert_forwarded(
+        &to_router_v6(&dscp10),
+        &forwarded_v6(&cleared, P1_MAC, NEIGHBOUR_V, &[(ETH_P_8021Q, 10)]),
+    );
+}
