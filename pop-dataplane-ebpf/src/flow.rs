@@ -119,7 +119,7 @@ pub(crate) fn check_v4(
     }
     search.src[..4].copy_from_slice(&ip.src);
     search.v6 = false;
-    decide(search, list, bytes, counting)
+    decide(search as *mut Search, list, bytes, counting)
 }
 
 /// Checks an IPv6 packet against the rules, as [`check_v4`].
@@ -177,7 +177,7 @@ pub(crate) fn check_v6(
     }
     search.src = ip.src;
     search.v6 = true;
-    decide(search, list, bytes, counting)
+    decide(search as *mut Search, list, bytes, counting)
 }
 
 /// The transport header's fields, at `at` (its end no later than `end`).
@@ -242,23 +242,27 @@ fn prefix_v6(src: u128, entry: &FlowEntry) -> bool {
 /// The first entry of `list` that matches the packet in `search`, and its action.
 #[inline(always)]
 fn decide(
-    search: &mut Search,
+    search: *mut Search,
     list: &FlowList,
     bytes: u64,
     counting: bool,
 ) -> Result<Passed, (Verdict, u32)> {
-    search.entries = list.entries;
-    search.found = 0;
     let len = u32::from(list.len).min(LIST_ENTRIES as u32);
-    // A helper loop: the verifier checks one pass of the callback, not one per entry.
-    // SAFETY: the callback matches the helper's signature and takes no context.
-    unsafe {
+    // A helper loop: the verifier checks one pass of the callback, not one per entry. The
+    // callback reaches `search` through the map, so it is written and read here through
+    // the pointer, with no reference held across the call.
+    // SAFETY: `search` is this CPU's scratch entry; the callback matches the helper's
+    // signature and takes no context.
+    let found = unsafe {
+        (*search).entries = list.entries;
+        (*search).found = 0;
         bpf_loop(len, check_entry as *mut c_void, core::ptr::null_mut(), 0);
-    }
-    if search.found == 0 {
+        core::ptr::read_volatile(&raw const (*search).found)
+    };
+    if found == 0 {
         return Ok(NONE_PASSED);
     }
-    let Some(entry) = FLOW_ENTRIES.get(search.found - 1) else {
+    let Some(entry) = FLOW_ENTRIES.get(found - 1) else {
         return Ok(NONE_PASSED);
     };
     act(entry, bytes, counting)
@@ -286,11 +290,11 @@ pub(crate) struct Search {
 /// The `bpf_loop` callback: whether entry `index` of the list matches; 1 (stop) when it
 /// does.
 extern "C" fn check_entry(index: u64, _: *mut c_void) -> i64 {
-    let Some(search) = FLOW_SEARCH.get_ptr_mut(0) else {
+    let Some(scratch) = FLOW_SEARCH.get_ptr_mut(0) else {
         return 1;
     };
     // SAFETY: per-CPU scratch, used by this run alone.
-    let search = unsafe { &mut *search };
+    let search = unsafe { &*scratch };
     let Some(&id) = search.entries.get(index as usize) else {
         return 1;
     };
@@ -305,8 +309,9 @@ extern "C" fn check_entry(index: u64, _: *mut c_void) -> i64 {
             entry,
         )
     };
-    if source && ops_match(search, u32::from(id)) {
-        search.found = u32::from(id) + 1;
+    if source && ops_match(scratch, u32::from(id)) {
+        // SAFETY: as above; no reference to the scratch is used after this.
+        unsafe { (*scratch).found = u32::from(id) + 1 };
         return 1;
     }
     0
@@ -316,22 +321,26 @@ extern "C" fn check_entry(index: u64, _: *mut c_void) -> i64 {
 /// run of ops, ORed, where AND binds tighter (RFC 8955 4.2.1.1). One op per pass of a helper
 /// loop, as for the entries.
 #[inline(always)]
-fn ops_match(search: &mut Search, id: u32) -> bool {
-    search.entry = id;
-    search.any = false;
-    search.run = true;
-    search.open = false;
-    search.failed = false;
+fn ops_match(search: *mut Search, id: u32) -> bool {
     // SAFETY: as in `decide`.
     unsafe {
+        (*search).entry = id;
+        (*search).any = false;
+        (*search).run = true;
+        (*search).open = false;
+        (*search).failed = false;
         bpf_loop(
             MAX_OPS as u32,
             check_op as *mut c_void,
             core::ptr::null_mut(),
             0,
         );
+        let failed = core::ptr::read_volatile(&raw const (*search).failed);
+        let open = core::ptr::read_volatile(&raw const (*search).open);
+        let any = core::ptr::read_volatile(&raw const (*search).any);
+        let run = core::ptr::read_volatile(&raw const (*search).run);
+        !failed && (!open || any || run)
     }
-    !search.failed && (!search.open || search.any || search.run)
 }
 
 /// The `bpf_loop` callback of [`ops_match`]: applies op `index` of the entry under test; 1
