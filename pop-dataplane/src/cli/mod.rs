@@ -2,6 +2,7 @@
 
 mod acl;
 mod flow;
+mod flowspec;
 mod reply;
 mod route;
 
@@ -175,6 +176,9 @@ enum Command {
         #[command(subcommand)]
         command: FlowCommand,
     },
+    /// Run by ExaBGP as an API process (encoder json): keeps the daemon's flow rules equal
+    /// to the FlowSpec routes each BGP session announced (see the README).
+    FlowspecFeed,
 }
 
 #[derive(Subcommand)]
@@ -277,6 +281,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Route { command } => route(&socket, command),
         Command::Acl { command } => acl(&socket, command),
         Command::Flow { command } => flow(&socket, command),
+        Command::FlowspecFeed => flowspec::flowspec_feed(&socket),
         Command::Reload => done(api::request(&socket, &Request::Reload)?),
         Command::Config {
             command: ConfigCommand::Save,

@@ -25,6 +25,7 @@
 
 pub mod deny_rule;
 pub mod flow_rule;
+pub mod flowspec_feed;
 pub mod kernel_table;
 pub mod prefix;
 pub mod route_spec;
