@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bird;
+pub mod flowspec;
 pub mod frame;
 pub mod fulltable;
 pub mod lab;

@@ -26,7 +26,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages: the tools the tests and the demo drive.
-const APT_PACKAGES: [(&str, &str); 9] = [
+const APT_PACKAGES: [(&str, &str); 11] = [
     ("iproute2", "ip"),
     ("ethtool", "ethtool"),
     ("iperf3", "iperf3"),
@@ -35,6 +35,9 @@ const APT_PACKAGES: [(&str, &str); 9] = [
     ("traceroute", "traceroute"),
     // The BGP end-to-end tests' speakers (installed, not started: each test runs its own).
     ("bird2", "/usr/sbin/bird"),
+    // The FlowSpec test: ExaBGP feeds the dataplane, GoBGP announces.
+    ("exabgp", "/usr/sbin/exabgp"),
+    ("gobgpd", "/usr/bin/gobgpd"),
     // The benchmark reads programs' run-time statistics with it.
     ("bpftool", "/usr/sbin/bpftool"),
     // The benchmark chart's font.
