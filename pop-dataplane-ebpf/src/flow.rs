@@ -151,8 +151,8 @@ pub(crate) fn check_v6(
     let mut protocol = upper.next;
     let mut at = upper.at;
     let mut bits = 0;
-    if upper.next == IPPROTO_FRAGMENT {
-        // The fragment header: next header, reserved, offset (13 bits) | res | M.
+    if upper.next == IPPROTO_FRAGMENT && at + 8 <= upper.end {
+        // The fragment header: next header, reserved, offset (13 bits) | res | M, id.
         if let Some(frag) = header::<[u8; 4]>(ctx, at) {
             // SAFETY: `header` checked the bounds.
             let [following, _, high, low] = unsafe { *frag };

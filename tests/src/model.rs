@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 
 use pop_dataplane_common::{
-    Interface, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, acl::AclEntry,
+    Interface, InterfaceKey, Nexthop, NexthopGroup, RouteEntry,
+    acl::AclEntry,
+    flow::{FlowEntry, FlowList, FlowOp, field},
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -33,6 +35,9 @@ pub struct Tables {
     /// The source filter: (interface slot, prefix length, network) -> entry.
     acl_v4: HashMap<(u32, u8, u32), AclEntry>,
     acl_v6: HashMap<(u32, u8, u128), AclEntry>,
+    /// Flow rules: entries by index, and lists by (IPv6?, prefix length, network as u128).
+    flow_entries: HashMap<u32, FlowEntry>,
+    flow_lists: Vec<(bool, u8, u128, FlowList)>,
     pub ecmp_seed: u32,
 }
 
@@ -63,12 +68,21 @@ pub enum Counted {
     },
 }
 
+/// What a frame does to a flow rule's counters: the rule that matched it, and whether the
+/// rule dropped it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowHit {
+    pub rule: u32,
+    pub dropped: bool,
+}
+
 /// What the program must do with one frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     pub action: u32,
     pub frame: Vec<u8>,
     pub counted: Counted,
+    pub flow: Option<FlowHit>,
 }
 
 // The reason numbers of pop_dataplane_common::counters, restated.
@@ -98,6 +112,7 @@ mod drop {
     pub(super) const ACL_DENY: u32 = 5;
     pub(super) const MARTIAN_SOURCE: u32 = 6;
     pub(super) const URPF: u32 = 7;
+    pub(super) const FLOW: u32 = 8;
 }
 
 impl Tables {
@@ -135,6 +150,18 @@ impl Tables {
     pub fn set_acl_v6(&mut self, slot: u32, network: [u8; 16], len: u8, entry: AclEntry) {
         let network = mask128(u128::from_be_bytes(network), len);
         self.acl_v6.insert((slot, len, network), entry);
+    }
+
+    /// `FLOW_ENTRIES[index]`.
+    pub fn set_flow_entry(&mut self, index: u32, entry: FlowEntry) {
+        self.flow_entries.insert(index, entry);
+    }
+
+    /// The flow list of a destination prefix (IPv4 addresses in the low 32 bits).
+    pub fn set_flow_list(&mut self, v6: bool, network: u128, len: u8, list: FlowList) {
+        self.flow_lists
+            .retain(|(f, l, n, _)| !(*f == v6 && *l == len && *n == network));
+        self.flow_lists.push((v6, len, network, list));
     }
 
     /// The longest source filter entry for `src` on `slot`.
@@ -180,6 +207,7 @@ impl Tables {
             action,
             frame: frame.to_vec(),
             counted,
+            flow: None,
         };
 
         // Link header: MACs, up to two VLAN tags.
@@ -280,12 +308,79 @@ impl Tables {
         let Some(entry) = entry else {
             return to_kernel(pass::NO_ROUTE);
         };
+        // Flow rules: the first of those covering the destination that matches.
+        let mut frame = frame.to_vec();
+        let flow = self.flow_rule(packet, &network);
+        if let Some(rule) = &flow {
+            let hit = |dropped| {
+                Some(FlowHit {
+                    rule: rule.rule,
+                    dropped,
+                })
+            };
+            if rule.action == FlowEntry::DROP {
+                return Outcome {
+                    action: XDP_DROP,
+                    frame,
+                    counted: Counted::Dropped {
+                        ingress_slot: slot,
+                        reason: drop::FLOW,
+                    },
+                    flow: hit(true),
+                };
+            }
+            if rule.remark != FlowEntry::NO_REMARK {
+                set_dscp(&mut frame[l3..], &network, rule.remark);
+            }
+        }
+        let mut outcome = self.route(&frame, &link, &network, entry, slot);
+        outcome.flow = flow.map(|rule| FlowHit {
+            rule: rule.rule,
+            dropped: false,
+        });
+        outcome
+    }
+
+    /// The rest of the decision for a frame whose destination has route `entry`.
+    fn route(
+        &self,
+        frame: &[u8],
+        link: &Link,
+        network: &Network,
+        entry: RouteEntry,
+        slot: u32,
+    ) -> Outcome {
+        let packet = &frame[link.l3_offset..];
+        let unchanged = |action, counted| Outcome {
+            action,
+            frame: frame.to_vec(),
+            counted,
+            flow: None,
+        };
+        let to_kernel = |reason| {
+            unchanged(
+                XDP_PASS,
+                Counted::ToKernel {
+                    ingress_slot: slot,
+                    reason,
+                },
+            )
+        };
+        let dropped = |reason| {
+            unchanged(
+                XDP_DROP,
+                Counted::Dropped {
+                    ingress_slot: slot,
+                    reason,
+                },
+            )
+        };
         let bits = entry.target.to_bits();
         let id = bits & 0x0fff_ffff;
         let nexthop_id = match bits >> 28 {
             1 => id,
             5 => {
-                let hash = self.flow_hash(packet, &network);
+                let hash = self.flow_hash(packet, network);
                 // An array map: an id never written reads as all zeros (next hop 0).
                 if id >= MAX_GROUPS {
                     return to_kernel(pass::UNRESOLVED);
@@ -313,21 +408,65 @@ impl Tables {
             // The rewrite happened; the redirect then failed.
             return Outcome {
                 action: XDP_DROP,
-                frame: rewrite(frame, &link, &network, &nexthop),
+                frame: rewrite(frame, link, network, &nexthop),
                 counted: Counted::Dropped {
                     ingress_slot: slot,
                     reason: drop::NO_EGRESS,
                 },
+                flow: None,
             };
         }
         Outcome {
             action: XDP_REDIRECT,
-            frame: rewrite(frame, &link, &network, &nexthop),
+            frame: rewrite(frame, link, network, &nexthop),
             counted: Counted::Forwarded {
                 ingress_slot: slot,
                 egress_slot: nexthop.slot,
             },
+            flow: None,
         }
+    }
+
+    /// The README's flow rules: of the lists whose prefix covers the destination, the
+    /// longest; of its entries, in order, the first whose source prefix and every component
+    /// match the packet (RFC 8955: a component is a list of terms ORed, AND binding
+    /// tighter). A field the packet lacks matches no term.
+    fn flow_rule(&self, packet: &[u8], network: &Network) -> Option<FlowEntry> {
+        let (v6, dst, src, bits) = match (network.dst, network.src) {
+            (Addr::V4(d), Addr::V4(s)) => (
+                false,
+                u128::from(u32::from_be_bytes(d)),
+                u128::from(u32::from_be_bytes(s)),
+                32u8,
+            ),
+            (Addr::V6(d), Addr::V6(s)) => {
+                (true, u128::from_be_bytes(d), u128::from_be_bytes(s), 128)
+            }
+            _ => unreachable!(),
+        };
+        let covers =
+            |len: u8, net: u128| len == 0 || (dst >> (bits - len)) == (net >> (bits - len));
+        let list = self
+            .flow_lists
+            .iter()
+            .filter(|(f, len, net, _)| *f == v6 && covers(*len, *net))
+            .max_by_key(|(_, len, _, _)| *len)?
+            .3;
+        let fields = flow_fields(packet, network);
+        list.entries[..usize::from(list.len)]
+            .iter()
+            .filter_map(|index| self.flow_entries.get(&u32::from(*index)))
+            .find(|entry| {
+                let len = entry.src_len;
+                let rule_src = if v6 {
+                    u128::from_be_bytes(entry.src)
+                } else {
+                    u128::from(u32::from_be_bytes(entry.src[..4].try_into().unwrap()))
+                };
+                let source = len == 0 || (src >> (bits - len)) == (rule_src >> (bits - len));
+                source && components_match(&entry.ops, &fields)
+            })
+            .copied()
     }
 
     /// The README's uRPF (RFC 3704): off, or the source's best route must exist and not be
@@ -643,4 +782,157 @@ fn checksum(bytes: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// The fields flow rules test, by `pop_dataplane_common::flow::field` number; `None` where
+/// the packet has none (ports of a later fragment, a truncated transport header).
+fn flow_fields(packet: &[u8], network: &Network) -> [Option<u16>; field::COUNT] {
+    let mut fields = [None; field::COUNT];
+    let mut set = |f: u8, v: u16| fields[usize::from(f)] = Some(v);
+    let end = network.end;
+    let (protocol, transport_at, icmp) = match network.src {
+        Addr::V4(_) => {
+            let flags_fragment = u16::from_be_bytes([packet[6], packet[7]]);
+            let (df, mf, offset) = (
+                flags_fragment & 0x4000 != 0,
+                flags_fragment & 0x2000 != 0,
+                flags_fragment & 0x1fff,
+            );
+            let mut bits = u16::from(df);
+            if mf || offset != 0 {
+                bits |= 0x02;
+                if offset == 0 {
+                    bits |= 0x04;
+                }
+                if !mf {
+                    bits |= 0x08;
+                }
+            }
+            set(field::FRAGMENT, bits);
+            set(field::LENGTH, network.length as u16);
+            set(field::DSCP, u16::from(packet[1] >> 2));
+            (packet[9], (offset == 0).then_some(20), 1u8)
+        }
+        Addr::V6(_) => {
+            set(field::LENGTH, network.length as u16);
+            let class = (packet[0] << 4) | (packet[1] >> 4);
+            set(field::DSCP, u16::from(class >> 2));
+            // Past the extension headers as the flow hash walks them, stopping at a
+            // fragment header; its next header is the protocol, and only a first fragment's
+            // transport header (right after it) is read.
+            let is_extension = |p: u8| matches!(p, 0 | 43 | 51 | 60 | 135 | 139 | 140 | 253 | 254);
+            let mut next = network.protocol;
+            let mut at = 40;
+            for _ in 0..4 {
+                if next == 44 || !is_extension(next) || at + 2 > end {
+                    break;
+                }
+                let (following, len) = (packet[at], usize::from(packet[at + 1]));
+                at += if next == 51 {
+                    (len + 2) * 4
+                } else {
+                    (len + 1) * 8
+                };
+                next = following;
+            }
+            let mut bits = 0;
+            let mut transport_at = Some(at);
+            if next == 44 && at + 8 <= end {
+                let offset = u16::from_be_bytes([packet[at + 2], packet[at + 3]]) >> 3;
+                let more = packet[at + 3] & 1 != 0;
+                bits = 0x02 | if offset == 0 { 0x04 } else { 0 } | if more { 0 } else { 0x08 };
+                next = packet[at];
+                transport_at = (offset == 0).then_some(at + 8);
+            }
+            set(field::FRAGMENT, bits);
+            (next, transport_at, 58u8)
+        }
+    };
+    set(field::PROTOCOL, u16::from(protocol));
+    let Some(at) = transport_at else {
+        return fields;
+    };
+    if protocol == icmp {
+        if at + 2 <= end {
+            set(field::ICMP_TYPE, u16::from(packet[at]));
+            set(field::ICMP_CODE, u16::from(packet[at + 1]));
+        }
+        return fields;
+    }
+    if matches!(protocol, 6 | 17 | 132) && at + 4 <= end {
+        set(
+            field::SRC_PORT,
+            u16::from_be_bytes([packet[at], packet[at + 1]]),
+        );
+        set(
+            field::DST_PORT,
+            u16::from_be_bytes([packet[at + 2], packet[at + 3]]),
+        );
+        if protocol == 6 && at + 14 <= end {
+            set(
+                field::TCP_FLAGS,
+                u16::from_be_bytes([packet[at + 12] & 0x0f, packet[at + 13]]),
+            );
+        }
+    }
+    fields
+}
+
+/// Whether every component of an entry's ops holds. A component starts at an op with
+/// `FIRST`; within it, a term is a run of ops joined by `AND`; a component holds when one
+/// of its terms does.
+fn components_match(ops: &[FlowOp], fields: &[Option<u16>; field::COUNT]) -> bool {
+    let ops: Vec<&FlowOp> = ops.iter().take_while(|op| op.field != 0).collect();
+    let mut components: Vec<Vec<Vec<&FlowOp>>> = Vec::new();
+    for op in ops {
+        if op.flags & FlowOp::FIRST != 0 || components.is_empty() {
+            components.push(vec![vec![op]]);
+        } else if op.flags & FlowOp::AND != 0 {
+            components.last_mut().unwrap().last_mut().unwrap().push(op);
+        } else {
+            components.last_mut().unwrap().push(vec![op]);
+        }
+    }
+    components.iter().all(|terms| {
+        terms.iter().any(|term| {
+            term.iter().all(|op| {
+                let Some(value) = fields.get(usize::from(op.field)).copied().flatten() else {
+                    return false;
+                };
+                let wanted = op.value;
+                if op.flags & FlowOp::BITMASK != 0 {
+                    let hit = if op.flags & FlowOp::MATCH != 0 {
+                        value & wanted == wanted
+                    } else {
+                        value & wanted != 0
+                    };
+                    hit ^ (op.flags & FlowOp::NOT != 0)
+                } else {
+                    let less = op.flags & FlowOp::LT != 0 && value < wanted;
+                    let greater = op.flags & FlowOp::GT != 0 && value > wanted;
+                    let equal = op.flags & FlowOp::EQ != 0 && value == wanted;
+                    less || greater || equal
+                }
+            })
+        })
+    })
+}
+
+/// Writes `dscp` into the packet's DSCP bits; IPv4's header checksum is computed when the
+/// frame is rewritten, or here for a frame that is not.
+fn set_dscp(packet: &mut [u8], network: &Network, dscp: u8) {
+    match network.src {
+        Addr::V4(_) => {
+            packet[1] = (dscp << 2) | (packet[1] & 0x03);
+            packet[10] = 0;
+            packet[11] = 0;
+            let check = checksum(&packet[..20]);
+            packet[10..12].copy_from_slice(&check.to_be_bytes());
+        }
+        Addr::V6(_) => {
+            let class = (dscp << 2) | ((packet[1] >> 4) & 0x03);
+            packet[0] = (packet[0] & 0xf0) | (class >> 4);
+            packet[1] = (packet[1] & 0x0f) | (class << 4);
+        }
+    }
 }

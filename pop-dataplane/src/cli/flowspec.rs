@@ -32,10 +32,10 @@ pub(super) fn flowspec_feed(socket: &Path) -> anyhow::Result<()> {
         }
         match parse_line(&line) {
             Ok(event) => {
-                if let Some(session) = apply(&mut sessions, event) {
-                    if !unsent.contains(&session) {
-                        unsent.push(session);
-                    }
+                if let Some(session) = apply(&mut sessions, event)
+                    && !unsent.contains(&session)
+                {
+                    unsent.push(session);
                 }
             }
             Err(err) => log(&format!("ignored a line: {err}")),

@@ -23,7 +23,8 @@ pub(super) struct FlowsInstalled {
     /// `None` when not known (a taken-over dataplane): written anew.
     entries: Option<Vec<FlowEntry>>,
     lists: BTreeMap<IpNet, FlowList>,
-    wildcard: [bool; 2],
+    /// `None` when not known: written at the first install.
+    wildcard: Option<[bool; 2]>,
 }
 
 impl FlowsInstalled {
@@ -33,8 +34,7 @@ impl FlowsInstalled {
             bank,
             entries: None,
             lists: prefixes.iter().map(|p| (*p, FlowList::default())).collect(),
-            // Unknown: written at the first install.
-            wildcard: [true, true],
+            wildcard: None,
         }
     }
 }
@@ -117,9 +117,9 @@ impl Router {
             installed.lists = lists;
             installed.entries = Some(compiled.entries.clone());
         }
-        if installed.wildcard != compiled.wildcard {
+        if installed.wildcard != Some(compiled.wildcard) {
             writes.push(MapWrite::FlowWildcard(compiled.wildcard));
-            installed.wildcard = compiled.wildcard;
+            installed.wildcard = Some(compiled.wildcard);
         }
         writes
     }
