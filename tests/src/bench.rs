@@ -81,7 +81,16 @@ pub enum Router {
     /// pop-dataplane (compiled FIB) with strict uRPF on the ingress interface, which the
     /// traffic passes (its sources route back through it): the second lookup's cost.
     DataplaneUrpf,
+    /// pop-dataplane (compiled FIB) with [`FLOW_RULES`] flow rules on real destinations of
+    /// the table, none of which the traffic goes to: what the rules cost other traffic.
+    DataplaneFlows,
+    /// pop-dataplane (compiled FIB) with flow rules dropping everything to where the
+    /// benchmark's traffic goes: an attack flood's cost, every frame matched and dropped.
+    DataplaneFlood,
 }
+
+/// Flow rules of [`Router::DataplaneFlows`], half IPv4, half IPv6.
+pub const FLOW_RULES: usize = 1_000;
 
 /// Deny rules of [`Router::DataplaneFiltered`].
 pub const FILTER_DENY_RULES: usize = 1_000;
@@ -94,6 +103,8 @@ impl Router {
                 | Self::DataplaneLpmTrie
                 | Self::DataplaneFiltered
                 | Self::DataplaneUrpf
+                | Self::DataplaneFlows
+                | Self::DataplaneFlood
         )
     }
 
@@ -102,6 +113,29 @@ impl Router {
     fn config(self, lab: &Lab) -> String {
         if self == Self::DataplaneUrpf {
             return lab.router_config_with_urpf("strict");
+        }
+        if self == Self::DataplaneFlows {
+            let mut config = lab.router_config();
+            for i in 0..FLOW_RULES / 2 {
+                let _ = write!(
+                    config,
+                    "\n[[flow]]\nrule = \"destination {}.{}.7.1/32 protocol =udp \
+                     destination-port =53 then drop\"\n\
+                     [[flow]]\nrule = \"destination 2a00:{i:x}::1/128 protocol =udp \
+                     destination-port =53 then drop\"\n",
+                    1 + i % 97,
+                    i / 97
+                );
+            }
+            return config;
+        }
+        if self == Self::DataplaneFlood {
+            return format!(
+                "{}\n[[flow]]\nrule = \"destination {TRAFFIC_V4} then drop\"\n\
+                 [[flow]]\nrule = \"destination {TRAFFIC_V6} then drop\"\n\
+                 [[flow]]\nrule = \"destination 2001:2:0:100::/61 then drop\"\n",
+                lab.router_config()
+            );
         }
         if self != Self::DataplaneFiltered {
             return lab.router_config();
@@ -665,7 +699,9 @@ impl BenchLab {
             Router::Dataplane
             | Router::DataplaneLpmTrie
             | Router::DataplaneFiltered
-            | Router::DataplaneUrpf => bench.start_dataplane(table)?,
+            | Router::DataplaneUrpf
+            | Router::DataplaneFlows
+            | Router::DataplaneFlood => bench.start_dataplane(table)?,
         }
         if pin_threads {
             bench.threads = Some(bench.pin_threads()?);

@@ -7,7 +7,9 @@
 //! (no threaded NAPI here): no ring can overflow, so any loss is a bug.
 
 use pop_dataplane_tests::{
-    bench::{Amount, BenchLab, FILTER_DENY_RULES, Rng, Router, Table, Tools, few_traffic},
+    bench::{
+        Amount, BenchLab, FILTER_DENY_RULES, FLOW_RULES, Rng, Router, Table, Tools, few_traffic,
+    },
     bench_binary, dataplane_binary,
 };
 
@@ -32,7 +34,11 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
         Router::DataplaneLpmTrie,
         Router::DataplaneFiltered,
         Router::DataplaneUrpf,
+        Router::DataplaneFlows,
+        Router::DataplaneFlood,
     ] {
+        // The flood router's rule drops everything the generator sends.
+        let flood = router == Router::DataplaneFlood;
         let mut lab = BenchLab::new("pdpt", &tools, router, &Table::few(), false).unwrap();
         for (ipv6, size) in [(false, 64), (true, 78), (false, 1518)] {
             let traffic = few_traffic(ipv6, size, &mut rng);
@@ -53,11 +59,29 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
                 what += &format!("\n{}", lab.stats().unwrap());
             }
             assert_eq!(run.sent, FRAMES, "{what}");
-            assert_eq!(run.delivered, FRAMES, "{what}");
-            assert_eq!(run.lost_in + run.lost_out, 0, "{what}");
+            assert_eq!(run.delivered, if flood { 0 } else { FRAMES }, "{what}");
+            assert_eq!(run.lost_in, 0, "{what}");
             // The router's ports also carry the hosts' own IPv6 chatter (router solicitations,
             // MLD), which the sink does not count.
-            assert!(run.router_rx >= FRAMES && run.router_tx >= FRAMES, "{what}");
+            assert!(run.router_rx >= FRAMES, "{what}");
+            if !flood {
+                assert_eq!(run.lost_out, 0, "{what}");
+                assert!(run.router_tx >= FRAMES, "{what}");
+            }
+        }
+        if flood {
+            let stats = lab.stats().unwrap();
+            let dropped = pop_dataplane_tests::lab::counter(&stats, "ra", "dropped.flow");
+            assert_eq!(dropped, 3 * FRAMES, "{stats}");
+            continue;
+        }
+        if router == Router::DataplaneFlows {
+            let rules = lab
+                .lab
+                .cli(&tools.dataplane, &["flow", "list", "--json"])
+                .unwrap();
+            let rules: serde_json::Value = serde_json::from_str(&rules).unwrap();
+            assert_eq!(rules.as_array().unwrap().len(), FLOW_RULES);
         }
         if router == Router::DataplaneFiltered {
             // The filter is there (and matched none of the traffic, which all arrived).

@@ -3,7 +3,7 @@
 //! `EXPECTED`), plus a 100 MB config and a 100 MB route file made here, given to a running
 //! daemon (`reload`, `route load`). Each must be refused with an error that names the file and,
 //! where there is one, the line; and the running dataplane must not change: same routes, same
-//! ACL, same program decisions, and traffic still forwarded.
+//! ACL and flow rules, same program decisions, and traffic still forwarded.
 //!
 //! Needs root, iproute2 and ping.
 
@@ -17,14 +17,15 @@ use serde_json::Value;
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/bad-input");
 
-/// What must not change: the routes, the ACL, and the route counts.
-fn snapshot(lab: &Lab, binary: &Path) -> (Value, Value, (Value, Value, Value)) {
+/// What must not change: the routes, the ACL, the flow rules, and the route counts.
+fn snapshot(lab: &Lab, binary: &Path) -> (Value, Value, Value, (Value, Value, Value)) {
     let json =
         |args: &[&str]| -> Value { serde_json::from_str(&lab.cli(binary, args).unwrap()).unwrap() };
     let status = json(&["status", "--json"]);
     (
         json(&["route", "list", "--json"]),
         json(&["acl", "list", "--json"]),
+        json(&["flow", "list", "--json"]),
         (
             status["routes_v4"].clone(),
             status["nexthops"].clone(),
@@ -47,7 +48,8 @@ fn every_broken_file_is_refused_with_its_place_and_nothing_changes() {
     let lab = Lab::new("pdpt-bad").unwrap();
     let good = format!(
         "[filter]\nmartian_sources = true\n\n{}\n[[acl]]\naction = \"deny\"\nsrc = \
-         \"198.18.9.0/24\"\n",
+         \"198.18.9.0/24\"\n[[flow]]\nrule = \"destination 198.18.2.0/24 protocol =udp \
+         destination-port =9 then drop\"\n",
         lab.router_config()
     );
     let _daemon = lab.start_dataplane(&binary, &good, "native").unwrap();

@@ -773,10 +773,16 @@ fn unprivileged_users_and_second_daemons_get_clear_errors() {
 fn stats_watch_shows_rates_and_metrics_are_served() {
     let binary = dataplane_binary();
     let lab = Lab::new("pdpt-ctl").unwrap();
+    // A flow rule the pings match, for its series.
+    let config = format!(
+        "{}\n[[flow]]\nrule = \"destination {}/32 protocol =icmp icmp-type =8 then accept\"\n",
+        lab.router_config(),
+        HOST_B.ipv4
+    );
     let _daemon = lab
         .start_dataplane_with(
             &binary,
-            &lab.router_config(),
+            &config,
             "native",
             &["--metrics-listen", "127.0.0.1:9477"],
         )
@@ -844,4 +850,16 @@ fn stats_watch_shows_rates_and_metrics_are_served() {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap();
     assert!(forwarded >= 20, "{forwarded}");
+    let matched = body
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "pop_dataplane_flow_matched_packets_total{id=\"0\",rule=\"destination \
+                 198.18.2.2/32 protocol =icmp icmp-type =8 then accept\",origin=\"config\"}",
+            )
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no flow series in {body}"));
+    assert_eq!(matched, 30, "the echo requests");
 }

@@ -91,7 +91,7 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
     );
 
     // The forwarding labs, each set up once.
-    let specs: [(&str, Router, &Table, &str); 11] = [
+    let specs: [(&str, Router, &Table, &str); 13] = [
         ("kernel forwarding", Router::Kernel, &Table::few(), "few"),
         (
             "no-lookup ceiling",
@@ -150,6 +150,18 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         (
             "pop-dataplane, full table, strict uRPF on the ingress",
             Router::DataplaneUrpf,
+            &full,
+            "full",
+        ),
+        (
+            "pop-dataplane, full table, 1,000 flow rules the traffic matches none of",
+            Router::DataplaneFlows,
+            &full,
+            "full",
+        ),
+        (
+            "pop-dataplane, full table, a flow rule dropping all the traffic",
+            Router::DataplaneFlood,
             &full,
             "full",
         ),
@@ -227,6 +239,10 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         case("kernel-full-v6", 9, true, 78),
         case("xdp-full-urpf", 10, false, 64),
         case("xdp-full-urpf-v6", 10, true, 78),
+        case("xdp-full-flows", 11, false, 64),
+        case("xdp-full-flows-v6", 11, true, 78),
+        case("xdp-full-flood", 12, false, 64),
+        case("xdp-full-flood-v6", 12, true, 78),
     ];
     let mut rng = Rng::new(2023);
     for round in 1..=options.rounds {
@@ -671,6 +687,8 @@ fn report(
                     Router::DataplaneLpmTrie => "pop-dataplane --fib lpm-trie",
                     Router::DataplaneFiltered => "pop-dataplane, source checks and 1,000 deny rules",
                     Router::DataplaneUrpf => "pop-dataplane, strict uRPF",
+                    Router::DataplaneFlows => "pop-dataplane, 1,000 flow rules matching none",
+                    Router::DataplaneFlood => "pop-dataplane, a flow rule dropping all",
                 },
                 "table": case.table,
                 "family": if case.ipv6 { "ipv6" } else { "ipv4" },
@@ -738,6 +756,10 @@ fn report(
             "filter_vs_none": round3(paired_ratio(&per_core(by_name("xdp-full-filter")), &per_core(by_name("xdp-full")))),
             "urpf_vs_none": round3(paired_ratio(&per_core(by_name("xdp-full-urpf")), &per_core(by_name("xdp-full")))),
             "urpf_vs_none_v6": round3(paired_ratio(&per_core(by_name("xdp-full-urpf-v6")), &per_core(by_name("xdp-full-v6")))),
+            "flows_1k_vs_none": round3(paired_ratio(&per_core(by_name("xdp-full-flows")), &per_core(by_name("xdp-full")))),
+            "flows_1k_vs_none_v6": round3(paired_ratio(&per_core(by_name("xdp-full-flows-v6")), &per_core(by_name("xdp-full-v6")))),
+            "flood_drop_vs_forward": round3(paired_ratio(&per_core(by_name("xdp-full-flood")), &per_core(by_name("xdp-full")))),
+            "flood_drop_vs_forward_v6": round3(paired_ratio(&per_core(by_name("xdp-full-flood-v6")), &per_core(by_name("xdp-full-v6")))),
             "xdp_vs_fib_lookup": round3(paired_ratio(&per_core(by_name("xdp-full")), &per_core(by_name("fib-full")))),
             "xdp_vs_fib_lookup_v6": round3(paired_ratio(&per_core(by_name("xdp-full-v6")), &per_core(by_name("fib-full-v6")))),
             "xdp_vs_kernel_full": round3(paired_ratio(&per_core(by_name("xdp-full")), &per_core(by_name("kernel-full")))),
@@ -831,6 +853,10 @@ fn table(report: &Value) -> String {
         "filter_vs_none",
         "urpf_vs_none",
         "urpf_vs_none_v6",
+        "flows_1k_vs_none",
+        "flows_1k_vs_none_v6",
+        "flood_drop_vs_forward",
+        "flood_drop_vs_forward_v6",
         "lookup_full_vs_one",
         "lookup_full_vs_one_v6",
         "lookup_full_vs_trie_one",

@@ -2,6 +2,9 @@
 //! (see `setup`), so that on a new machine `cargo xtask demo` and `cargo xtask test` are all
 //! there is to type.
 
+// The benchmark report is one `json!` literal, deeper than the default limit allows.
+#![recursion_limit = "256"]
+
 mod bench;
 mod demo;
 mod setup;

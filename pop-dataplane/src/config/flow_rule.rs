@@ -50,6 +50,8 @@ pub enum FlowRuleError {
     NoFamily(String),
     #[error("unknown action {0:?}: {ACTIONS}")]
     Action(String),
+    #[error("{0}")]
+    BadAction(String),
     #[error("fragment dont-fragment does not exist in IPv6 (RFC 8956)")]
     DontFragmentV6,
     #[error("{ops} operators in all; at most {max} fit one rule")]
@@ -589,7 +591,7 @@ fn parse_action(words: &[String]) -> Result<FlowAction, FlowRuleError> {
         ["rate-limit", rate, unit, rest @ ..] => {
             let rate: u64 = rate.parse().map_err(|_| bad())?;
             if rate == 0 || rate > 1 << 40 {
-                return Err(FlowRuleError::Action(format!(
+                return Err(FlowRuleError::BadAction(format!(
                     "{text}: the rate must be 1 to 2^40 (use drop for none)"
                 )));
             }
@@ -609,7 +611,7 @@ fn parse_action(words: &[String]) -> Result<FlowAction, FlowRuleError> {
             dscp.parse::<u8>()
                 .ok()
                 .filter(|&d| d <= 63)
-                .ok_or_else(|| FlowRuleError::Action(format!("{text}: DSCP is 0 to 63")))?,
+                .ok_or_else(|| FlowRuleError::BadAction(format!("{text}: DSCP is 0 to 63")))?,
         ),
         _ => return Err(bad()),
     };

@@ -113,13 +113,26 @@ impl Daemon<'_> {
         if let Some(metrics) = &self.metrics {
             let (v4, v6) = self.router.route_counts();
             let unresolved = self.router.unusable_nexthops();
-            metrics.set(metrics::Figures {
-                routes_v4: v4 as u64,
-                routes_v6: v6 as u64,
-                nexthops: self.router.nexthop_count() as u64,
-                nexthops_unusable: unresolved as u64,
-                groups: self.router.group_count() as u64,
-            });
+            let flows = self
+                .router
+                .flow_rules()
+                .into_iter()
+                .map(|(id, rule, origin, _)| metrics::FlowLabel {
+                    id,
+                    rule: rule.to_string(),
+                    origin: origin.name(),
+                })
+                .collect();
+            metrics.set(
+                metrics::Figures {
+                    routes_v4: v4 as u64,
+                    routes_v6: v6 as u64,
+                    nexthops: self.router.nexthop_count() as u64,
+                    nexthops_unusable: unresolved as u64,
+                    groups: self.router.group_count() as u64,
+                },
+                flows,
+            );
         }
     }
 

@@ -16,6 +16,8 @@ use tokio::{
     task::JoinHandle,
 };
 
+use pop_dataplane_common::flow::FlowHits;
+
 use crate::observe::stats::{self, InterfaceStats};
 
 /// Figures only the daemon knows, shared with the endpoint.
@@ -28,16 +30,25 @@ pub(crate) struct Figures {
     pub groups: u64,
 }
 
+/// A flow rule, as its series are labelled: its id (the counters' index), its text and
+/// where it comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FlowLabel {
+    pub id: u32,
+    pub rule: String,
+    pub origin: String,
+}
+
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Shared(Arc<Mutex<Figures>>);
+pub(crate) struct Shared(Arc<Mutex<(Figures, Vec<FlowLabel>)>>);
 
 impl Shared {
-    pub(crate) fn set(&self, figures: Figures) {
-        *self.0.lock().expect("not poisoned") = figures;
+    pub(crate) fn set(&self, figures: Figures, flows: Vec<FlowLabel>) {
+        *self.0.lock().expect("not poisoned") = (figures, flows);
     }
 
-    fn get(&self) -> Figures {
-        *self.0.lock().expect("not poisoned")
+    fn get(&self) -> (Figures, Vec<FlowLabel>) {
+        self.0.lock().expect("not poisoned").clone()
     }
 }
 
@@ -85,29 +96,35 @@ async fn respond(
     }
     let request_line = String::from_utf8_lossy(&head);
     let request_line = request_line.lines().next().unwrap_or("");
-    let (status, content_type, body) = if request_line.starts_with("GET /metrics ")
-        || request_line == "GET /metrics"
-    {
-        let stats = tokio::task::spawn_blocking(move || stats::read(&pin_dir, &run_dir)).await?;
-        match stats {
-            Ok(stats) => (
-                "200 OK",
-                "text/plain; version=0.0.4",
-                render(&stats, shared.get()),
-            ),
-            Err(err) => (
-                "503 Service Unavailable",
+    let (status, content_type, body) =
+        if request_line.starts_with("GET /metrics ") || request_line == "GET /metrics" {
+            let (figures, flows) = shared.get();
+            let read = tokio::task::spawn_blocking(move || {
+                let stats = stats::read(&pin_dir, &run_dir)?;
+                let ids: Vec<u32> = flows.iter().map(|f| f.id).collect();
+                let hits = stats::flow_hits(&pin_dir, &ids)?;
+                anyhow::Ok((stats, flows.into_iter().zip(hits).collect::<Vec<_>>()))
+            })
+            .await?;
+            match read {
+                Ok((stats, flows)) => (
+                    "200 OK",
+                    "text/plain; version=0.0.4",
+                    render(&stats, figures, &flows),
+                ),
+                Err(err) => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    format!("{err:#}\n"),
+                ),
+            }
+        } else {
+            (
+                "404 Not Found",
                 "text/plain",
-                format!("{err:#}\n"),
-            ),
-        }
-    } else {
-        (
-            "404 Not Found",
-            "text/plain",
-            "only /metrics is served\n".to_owned(),
-        )
-    };
+                "only /metrics is served\n".to_owned(),
+            )
+        };
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -116,8 +133,12 @@ async fn respond(
     Ok(())
 }
 
-/// The Prometheus text exposition of `stats` and `figures`.
-pub(crate) fn render(stats: &[InterfaceStats], figures: Figures) -> String {
+/// The Prometheus text exposition of `stats`, `figures` and the flow rules' counters.
+pub(crate) fn render(
+    stats: &[InterfaceStats],
+    figures: Figures,
+    flows: &[(FlowLabel, FlowHits)],
+) -> String {
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, value: &dyn Fn(&InterfaceStats) -> u64| {
         let _ = writeln!(out, "# HELP pop_dataplane_{name} {help}");
@@ -213,5 +234,48 @@ pub(crate) fn render(stats: &[InterfaceStats], figures: Figures) -> String {
         figures.nexthops_unusable,
     );
     gauge("ecmp_groups", "ECMP groups in use.", figures.groups);
+    for (name, help, value) in [
+        (
+            "flow_matched_packets_total",
+            "Packets a flow rule matched.",
+            (|h: &FlowHits| h.matched_packets) as fn(&FlowHits) -> u64,
+        ),
+        (
+            "flow_matched_bytes_total",
+            "Bytes a flow rule matched.",
+            |h| h.matched_bytes,
+        ),
+        (
+            "flow_dropped_packets_total",
+            "Packets a flow rule dropped (its drop action or over its rate).",
+            |h| h.dropped_packets,
+        ),
+        (
+            "flow_dropped_bytes_total",
+            "Bytes a flow rule dropped.",
+            |h| h.dropped_bytes,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP pop_dataplane_{name} {help}");
+        let _ = writeln!(out, "# TYPE pop_dataplane_{name} counter");
+        for (label, hits) in flows {
+            let _ = writeln!(
+                out,
+                "pop_dataplane_{name}{{id=\"{}\",rule=\"{}\",origin=\"{}\"}} {}",
+                label.id,
+                escape(&label.rule),
+                escape(&label.origin),
+                value(hits)
+            );
+        }
+    }
     out
+}
+
+/// A label value as the text format wants it.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -6,7 +6,9 @@ use std::{borrow::Borrow, fmt::Write as _, path::Path};
 use anyhow::Context as _;
 use aya::maps::{HashMap, Map, MapData, PerCpuArray};
 use pop_dataplane_common::{
-    DropReason, Interface, InterfaceCounters, InterfaceKey, PassReason, maps,
+    DropReason, Interface, InterfaceCounters, InterfaceKey, PassReason,
+    flow::{self, FlowHits},
+    maps,
 };
 use serde::Serialize;
 
@@ -85,6 +87,29 @@ pub fn read(pin_dir: &Path, run_dir: &Path) -> anyhow::Result<Vec<InterfaceStats
     collect(&interfaces, &counters, |slot, key| {
         interface_name(&saved, &host, key, slot)
     })
+}
+
+/// The counters of flow rules `ids` in the dataplane pinned under `pin_dir`, summed over
+/// CPUs.
+pub fn flow_hits(pin_dir: &Path, ids: &[u32]) -> anyhow::Result<Vec<FlowHits>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let hits: PerCpuArray<_, FlowHits> =
+        PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, flow::FLOW_HITS)?))?;
+    ids.iter()
+        .map(|id| {
+            let values = hits.get(id, 0)?;
+            Ok(values
+                .iter()
+                .fold(FlowHits::default(), |sum, cpu| FlowHits {
+                    matched_packets: sum.matched_packets + cpu.matched_packets,
+                    matched_bytes: sum.matched_bytes + cpu.matched_bytes,
+                    dropped_packets: sum.dropped_packets + cpu.dropped_packets,
+                    dropped_bytes: sum.dropped_bytes + cpu.dropped_bytes,
+                }))
+        })
+        .collect()
 }
 
 /// The counters of every interface of `dataplane`, loaded in this process (tests), named
