@@ -341,6 +341,36 @@ fn flowspec_routes_follow_a_bgp_session() {
         ]
     );
     assert_eq!(rules[0]["origin"]["bgp"], HOST_B.ipv4);
+    // A route the dataplane cannot carry out (a redirect) is refused, and logged; the
+    // session's other rules stay.
+    gobgp
+        .gobgp(&[
+            "global",
+            "rib",
+            "-a",
+            "ipv4-flowspec",
+            "add",
+            "match",
+            "destination",
+            "198.18.2.3/32",
+            "then",
+            "redirect",
+            "65000:1",
+        ])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !exabgp.log().contains("refused") {
+        assert!(Instant::now() < deadline, "{}", exabgp.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        exabgp
+            .log()
+            .contains("unsupported action \"redirect:65000:1\""),
+        "{}",
+        exabgp.log()
+    );
+    assert_eq!(flows(&lab, &binary).len(), 2);
     send(&lab, &binary, &udp_to_b(9), 100);
     assert_eq!(ra(&lab, &binary, "dropped.flow"), 100);
 

@@ -278,6 +278,8 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         ("ceiling", 1),
         ("fib_lookup", 7),
         ("fib_lookup_full", 8),
+        ("pop_dataplane_full_flows", 11),
+        ("pop_dataplane_full_flood", 12),
     ] {
         let traffic = if specs[lab].3 == "full" {
             table_traffic(&copied, false, 64, &mut rng)
@@ -623,6 +625,14 @@ fn spread(values: &[f64]) -> (f64, f64, f64) {
     (median, sorted[0], sorted[n - 1])
 }
 
+/// `a`'s figure in `figures` over `b`'s.
+fn ratio_of(figures: &Value, a: &str, b: &str) -> Value {
+    match (figures[a].as_f64(), figures[b].as_f64()) {
+        (Some(a), Some(b)) => round3(a / b),
+        _ => Value::Null,
+    }
+}
+
 /// The median over rounds of `a`'s figure over `b`'s, taken within each round.
 fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
     let ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
@@ -773,6 +783,11 @@ fn report(
             "scaling_2cpu_one_route": round3(spread(&scaling.one_route).0),
             "prog_ns": program_ns["pop_dataplane"],
             "prog_ns_ceiling": program_ns["ceiling"],
+            // The programs' own cost (no driver, no frame freeing): 1,000 rules that match
+            // nothing over none, and a flood every frame of which a rule drops over the same
+            // traffic forwarded.
+            "flows_1k_prog_vs_none": ratio_of(&program_ns, "pop_dataplane_full_flows", "pop_dataplane_full"),
+            "flood_prog_vs_forward": ratio_of(&program_ns, "pop_dataplane_full_flood", "pop_dataplane_full"),
             "full_table_load_s": loads["compiled"]["load_s"],
             "fib_kernel_memory_bytes": loads["compiled"]["kernel_memory_bytes"],
             "fib_kernel_memory_bytes_1k": lookup
@@ -867,6 +882,8 @@ fn table(report: &Value) -> String {
         "scaling_2cpu_one_route",
         "prog_ns",
         "prog_ns_ceiling",
+        "flows_1k_prog_vs_none",
+        "flood_prog_vs_forward",
         "full_table_load_s",
         "fib_kernel_memory_bytes",
         "fib_kernel_memory_bytes_1k",

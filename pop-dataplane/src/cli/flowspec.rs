@@ -22,25 +22,37 @@ type Sessions = BTreeMap<String, BTreeMap<String, FlowRule>>;
 
 pub(super) fn flowspec_feed(socket: &Path) -> anyhow::Result<()> {
     let mut sessions = Sessions::new();
-    // Sessions whose rules the daemon has not taken yet (it was down, or refused them).
+    // Sessions whose rules the daemon has not taken yet (changed since, or refused).
     let mut unsent: Vec<String> = Vec::new();
-    let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
+    // Read through a buffer of our own (not Stdin's), so that `buffer()` tells what was
+    // read ahead.
+    // SAFETY: fd 0 is stdin, open for the life of the process and used by nothing else.
+    let mut stdin = std::io::BufReader::new(unsafe {
+        <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(0)
+    });
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stdin.read_line(&mut line)? == 0 {
+            break;
         }
-        match parse_line(&line) {
-            Ok(event) => {
-                if let Some(session) = apply(&mut sessions, event)
-                    && !unsent.contains(&session)
-                {
-                    unsent.push(session);
+        if !line.trim().is_empty() {
+            match parse_line(line.trim_end()) {
+                Ok(event) => {
+                    if let Some(session) = apply(&mut sessions, event)
+                        && !unsent.contains(&session)
+                    {
+                        unsent.push(session);
+                    }
                 }
+                Err(err) => log(&format!("ignored a line: {err}")),
             }
-            Err(err) => log(&format!("ignored a line: {err}")),
         }
-        unsent.retain(|session| !sync(socket, session, &sessions));
+        // A burst of UPDATEs (a session coming up with thousands of routes) is handed over
+        // once it has all been read: each hand-over recompiles the rules.
+        if stdin.buffer().is_empty() && !input_waiting() {
+            unsent.retain(|session| !sync(socket, session, &sessions));
+        }
     }
     // ExaBGP stopped: its sessions are gone.
     for routes in sessions.values_mut() {
@@ -125,6 +137,17 @@ fn sync(socket: &Path, session: &str, sessions: &Sessions) -> bool {
             false
         }
     }
+}
+
+/// Whether more of stdin can be read at once.
+fn input_waiting() -> bool {
+    let mut fd = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, ours, for the duration of the call.
+    unsafe { libc::poll(&mut fd, 1, 0) > 0 }
 }
 
 /// To stderr, which ExaBGP logs.
