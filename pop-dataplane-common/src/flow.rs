@@ -35,7 +35,7 @@ pub const BANK_ENTRIES: u32 = 8192;
 /// Ops of one entry, over all its components.
 pub const MAX_OPS: usize = 24;
 /// Entries a [`FlowList`] holds: the rules covering one destination, wildcard rules included.
-pub const LIST_ENTRIES: usize = 30;
+pub const LIST_ENTRIES: usize = 28;
 
 /// Index in `FLOW_WILDCARD`.
 pub const WILDCARD_V4: u32 = 0;
@@ -165,11 +165,13 @@ impl Default for FlowEntry {
     }
 }
 
-/// The entries to check for destinations under one `FLOW_INDEX` prefix, in order.
-#[repr(C)]
+/// The entries to check for destinations under one `FLOW_INDEX` prefix, in order. Aligned
+/// so that the program copies `entries` as words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowList {
     pub len: u16,
+    pub _pad: [u16; 3],
     pub entries: [u16; LIST_ENTRIES],
 }
 
@@ -200,7 +202,9 @@ const _: () = {
     assert!(offset_of!(FlowEntry, budget) == 24);
     assert!(offset_of!(FlowEntry, ops) == 40);
     assert!(size_of::<FlowEntry>() == 40 + 4 * MAX_OPS);
-    assert!(size_of::<FlowList>() == 2 + 2 * LIST_ENTRIES);
+    assert!(offset_of!(FlowList, entries) == 8);
+    assert!(size_of::<FlowList>() == 8 + 2 * LIST_ENTRIES);
+    assert!(LIST_ENTRIES % 4 == 0);
     assert!(size_of::<FlowHits>() == 32);
     assert!(size_of::<RateBucket>() == 16);
     // List entries are u16s: both banks' indices fit.

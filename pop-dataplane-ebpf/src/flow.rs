@@ -5,7 +5,8 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, generated::bpf_loop},
-    maps::lpm_trie::Key,
+    macros::map,
+    maps::{PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use pop_dataplane_common::{
@@ -20,10 +21,7 @@ use pop_dataplane_common::{
 use crate::{
     ipv4::Ipv4,
     ipv6::{self, Ipv6},
-    maps::{
-        FLOW_BUCKETS, FLOW_ENTRIES, FLOW_HITS, FLOW_INDEX_V4, FLOW_INDEX_V6, FLOW_SEARCH,
-        FLOW_WILDCARD,
-    },
+    maps::{FLOW_BUCKETS, FLOW_ENTRIES, FLOW_HITS, FLOW_INDEX_V4, FLOW_INDEX_V6, FLOW_WILDCARD},
     packet::header,
     verdict::Verdict::{self, Drop},
 };
@@ -254,7 +252,12 @@ fn decide(
     // SAFETY: `search` is this CPU's scratch entry; the callback matches the helper's
     // signature and takes no context.
     let found = unsafe {
-        (*search).entries = list.entries;
+        // As words: a plain copy of the array compiles to a byte-by-byte memmove.
+        let from = &*(&raw const list.entries).cast::<[u64; LIST_ENTRIES / 4]>();
+        let to = &raw mut (*search).entries;
+        for (i, word) in from.iter().enumerate() {
+            core::ptr::write_volatile(to.cast::<u64>().add(i), *word);
+        }
         (*search).found = 0;
         bpf_loop(len, check_entry as *mut c_void, core::ptr::null_mut(), 0);
         core::ptr::read_volatile(&raw const (*search).found)
@@ -268,10 +271,16 @@ fn decide(
     act(entry, bytes, counting)
 }
 
+/// The scratch space of the rule check, per CPU: the program's own, not shared with
+/// userspace, not pinned.
+#[map]
+static FLOW_SEARCH: PerCpuArray<Search> = PerCpuArray::with_max_entries(1, 0);
+
 /// The per-CPU scratch of a rule check (`FLOW_SEARCH`: too large for the stack): the
 /// packet's fields and source, the list's entries, and the entry found (its index + 1; 0
 /// for none).
-pub(crate) struct Search {
+#[repr(C, align(8))]
+struct Search {
     entries: [u16; LIST_ENTRIES],
     fields: Fields,
     src: [u8; 16],

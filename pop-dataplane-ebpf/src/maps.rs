@@ -114,8 +114,3 @@ pub(crate) static FLOW_HITS: PerCpuArray<FlowHits> =
 
 #[map]
 pub(crate) static FLOW_BUCKETS: Array<RateBucket> = Array::with_max_entries(MAX_FLOW_RULES, 0);
-
-/// Scratch space of the rule check, per CPU: not shared with userspace, not pinned.
-#[map]
-pub(crate) static FLOW_SEARCH: PerCpuArray<crate::flow::Search> =
-    PerCpuArray::with_max_entries(1, 0);

@@ -475,7 +475,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             flows.compile(),
-            Err(FlowError::TooManyCovering { count: 31, .. })
+            Err(FlowError::TooManyCovering { count: 29, .. })
         ));
     }
 }
