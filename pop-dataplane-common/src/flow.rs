@@ -204,7 +204,7 @@ const _: () = {
     assert!(size_of::<FlowEntry>() == 40 + 4 * MAX_OPS);
     assert!(offset_of!(FlowList, entries) == 8);
     assert!(size_of::<FlowList>() == 8 + 2 * LIST_ENTRIES);
-    assert!(LIST_ENTRIES % 4 == 0);
+    assert!(LIST_ENTRIES.is_multiple_of(4));
     assert!(size_of::<FlowHits>() == 32);
     assert!(size_of::<RateBucket>() == 16);
     // List entries are u16s: both banks' indices fit.

@@ -87,6 +87,9 @@ pub enum Router {
     /// pop-dataplane (compiled FIB) with flow rules dropping everything to where the
     /// benchmark's traffic goes: an attack flood's cost, every frame matched and dropped.
     DataplaneFlood,
+    /// pop-dataplane (compiled FIB) with blackhole routes for where the benchmark's traffic
+    /// goes, and no table: what a drop costs without any flow rule, the flood's control.
+    DataplaneBlackhole,
 }
 
 /// Flow rules of [`Router::DataplaneFlows`], half IPv4, half IPv6.
@@ -105,6 +108,7 @@ impl Router {
                 | Self::DataplaneUrpf
                 | Self::DataplaneFlows
                 | Self::DataplaneFlood
+                | Self::DataplaneBlackhole
         )
     }
 
@@ -125,6 +129,16 @@ impl Router {
                      destination-port =53 then drop\"\n",
                     1 + i % 97,
                     i / 97
+                );
+            }
+            return config;
+        }
+        if self == Self::DataplaneBlackhole {
+            let mut config = lab.router_config();
+            for prefix in [TRAFFIC_V4, TRAFFIC_V6, "2001:2:0:100::/61"] {
+                let _ = write!(
+                    config,
+                    "\n[[route]]\nprefix = \"{prefix}\"\ntype = \"blackhole\"\n"
                 );
             }
             return config;
@@ -701,7 +715,8 @@ impl BenchLab {
             | Router::DataplaneFiltered
             | Router::DataplaneUrpf
             | Router::DataplaneFlows
-            | Router::DataplaneFlood => bench.start_dataplane(table)?,
+            | Router::DataplaneFlood
+            | Router::DataplaneBlackhole => bench.start_dataplane(table)?,
         }
         if pin_threads {
             bench.threads = Some(bench.pin_threads()?);

@@ -36,10 +36,17 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
         Router::DataplaneUrpf,
         Router::DataplaneFlows,
         Router::DataplaneFlood,
+        Router::DataplaneBlackhole,
     ] {
-        // The flood router's rule drops everything the generator sends.
-        let flood = router == Router::DataplaneFlood;
-        let mut lab = BenchLab::new("pdpt", &tools, router, &Table::few(), false).unwrap();
+        // The flood router's rule, and the blackhole router's routes (with no table loaded
+        // over them), drop everything the generator sends.
+        let flood = matches!(router, Router::DataplaneFlood | Router::DataplaneBlackhole);
+        let table = if router == Router::DataplaneBlackhole {
+            Table::default()
+        } else {
+            Table::few()
+        };
+        let mut lab = BenchLab::new("pdpt", &tools, router, &table, false).unwrap();
         for (ipv6, size) in [(false, 64), (true, 78), (false, 1518)] {
             let traffic = few_traffic(ipv6, size, &mut rng);
             let run = lab
@@ -71,7 +78,12 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
         }
         if flood {
             let stats = lab.stats().unwrap();
-            let dropped = pop_dataplane_tests::lab::counter(&stats, "ra", "dropped.flow");
+            let reason = if router == Router::DataplaneFlood {
+                "dropped.flow"
+            } else {
+                "dropped.blackhole"
+            };
+            let dropped = pop_dataplane_tests::lab::counter(&stats, "ra", reason);
             assert_eq!(dropped, 3 * FRAMES, "{stats}");
             continue;
         }

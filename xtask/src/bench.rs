@@ -91,7 +91,7 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
     );
 
     // The forwarding labs, each set up once.
-    let specs: [(&str, Router, &Table, &str); 13] = [
+    let specs: [(&str, Router, &Table, &str); 14] = [
         ("kernel forwarding", Router::Kernel, &Table::few(), "few"),
         (
             "no-lookup ceiling",
@@ -163,6 +163,12 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
             "pop-dataplane, full table, a flow rule dropping all the traffic",
             Router::DataplaneFlood,
             &full,
+            "full",
+        ),
+        (
+            "pop-dataplane, blackhole routes for all the traffic, no table",
+            Router::DataplaneBlackhole,
+            &Table::default(),
             "full",
         ),
     ];
@@ -243,6 +249,8 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         case("xdp-full-flows-v6", 11, true, 78),
         case("xdp-full-flood", 12, false, 64),
         case("xdp-full-flood-v6", 12, true, 78),
+        case("xdp-blackhole", 13, false, 64),
+        case("xdp-blackhole-v6", 13, true, 78),
     ];
     let mut rng = Rng::new(2023);
     for round in 1..=options.rounds {
@@ -280,6 +288,7 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         ("fib_lookup_full", 8),
         ("pop_dataplane_full_flows", 11),
         ("pop_dataplane_full_flood", 12),
+        ("pop_dataplane_blackhole", 13),
     ] {
         let traffic = if specs[lab].3 == "full" {
             table_traffic(&copied, false, 64, &mut rng)
@@ -699,6 +708,7 @@ fn report(
                     Router::DataplaneUrpf => "pop-dataplane, strict uRPF",
                     Router::DataplaneFlows => "pop-dataplane, 1,000 flow rules matching none",
                     Router::DataplaneFlood => "pop-dataplane, a flow rule dropping all",
+                    Router::DataplaneBlackhole => "pop-dataplane, blackhole routes for all",
                 },
                 "table": case.table,
                 "family": if case.ipv6 { "ipv6" } else { "ipv4" },
@@ -770,6 +780,10 @@ fn report(
             "flows_1k_vs_none_v6": round3(paired_ratio(&per_core(by_name("xdp-full-flows-v6")), &per_core(by_name("xdp-full-v6")))),
             "flood_drop_vs_forward": round3(paired_ratio(&per_core(by_name("xdp-full-flood")), &per_core(by_name("xdp-full")))),
             "flood_drop_vs_forward_v6": round3(paired_ratio(&per_core(by_name("xdp-full-flood-v6")), &per_core(by_name("xdp-full-v6")))),
+            // The control: the same frames dropped by a blackhole route, no rule.
+            "flood_drop_vs_blackhole_drop": round3(paired_ratio(&per_core(by_name("xdp-full-flood")), &per_core(by_name("xdp-blackhole")))),
+            "flood_drop_vs_blackhole_drop_v6": round3(paired_ratio(&per_core(by_name("xdp-full-flood-v6")), &per_core(by_name("xdp-blackhole-v6")))),
+            "blackhole_drop_vs_forward": round3(paired_ratio(&per_core(by_name("xdp-blackhole")), &per_core(by_name("xdp-full")))),
             "xdp_vs_fib_lookup": round3(paired_ratio(&per_core(by_name("xdp-full")), &per_core(by_name("fib-full")))),
             "xdp_vs_fib_lookup_v6": round3(paired_ratio(&per_core(by_name("xdp-full-v6")), &per_core(by_name("fib-full-v6")))),
             "xdp_vs_kernel_full": round3(paired_ratio(&per_core(by_name("xdp-full")), &per_core(by_name("kernel-full")))),
@@ -788,6 +802,7 @@ fn report(
             // traffic forwarded.
             "flows_1k_prog_vs_none": ratio_of(&program_ns, "pop_dataplane_full_flows", "pop_dataplane_full"),
             "flood_prog_vs_forward": ratio_of(&program_ns, "pop_dataplane_full_flood", "pop_dataplane_full"),
+            "blackhole_prog_vs_forward": ratio_of(&program_ns, "pop_dataplane_blackhole", "pop_dataplane_full"),
             "full_table_load_s": loads["compiled"]["load_s"],
             "fib_kernel_memory_bytes": loads["compiled"]["kernel_memory_bytes"],
             "fib_kernel_memory_bytes_1k": lookup
@@ -872,6 +887,9 @@ fn table(report: &Value) -> String {
         "flows_1k_vs_none_v6",
         "flood_drop_vs_forward",
         "flood_drop_vs_forward_v6",
+        "flood_drop_vs_blackhole_drop",
+        "flood_drop_vs_blackhole_drop_v6",
+        "blackhole_drop_vs_forward",
         "lookup_full_vs_one",
         "lookup_full_vs_one_v6",
         "lookup_full_vs_trie_one",
@@ -884,6 +902,7 @@ fn table(report: &Value) -> String {
         "prog_ns_ceiling",
         "flows_1k_prog_vs_none",
         "flood_prog_vs_forward",
+        "blackhole_prog_vs_forward",
         "full_table_load_s",
         "fib_kernel_memory_bytes",
         "fib_kernel_memory_bytes_1k",
