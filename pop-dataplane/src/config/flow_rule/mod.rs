@@ -15,11 +15,15 @@
 //! packets|bytes` (per second), each but drop optionally followed by `remark DSCP`, or
 //! `remark DSCP` alone.
 
-use std::{cmp::Ordering, fmt, net::IpAddr, str::FromStr};
+mod ops;
+mod order;
+
+use std::{fmt, str::FromStr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use self::{ops::OpsError, order::encode_ops};
 use super::prefix::{PrefixError, parse_prefix};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -30,11 +34,11 @@ pub enum FlowRuleError {
     UnknownComponent(String),
     #[error("{0} is given twice")]
     Repeated(&'static str),
-    #[error("{component} {ops:?}: {reason}")]
+    #[error("{component} {ops:?}: {error}")]
     BadOps {
         component: &'static str,
         ops: String,
-        reason: String,
+        error: OpsError,
     },
     #[error(transparent)]
     Prefix(#[from] PrefixError),
@@ -282,11 +286,12 @@ impl FlowRule {
                     if components.iter().any(|c| c.kind == kind) {
                         return Err(FlowRuleError::Repeated(kind.name()));
                     }
-                    let ops = parse_ops(kind, value).map_err(|reason| FlowRuleError::BadOps {
-                        component: kind.name(),
-                        ops: value.clone(),
-                        reason,
-                    })?;
+                    let ops =
+                        ops::parse_ops(kind, value).map_err(|error| FlowRuleError::BadOps {
+                            component: kind.name(),
+                            ops: value.clone(),
+                            error,
+                        })?;
                     components.push(Component { kind, ops });
                 }
             }
@@ -325,255 +330,6 @@ impl FlowRule {
     pub fn component(&self, kind: ComponentKind) -> Option<&Component> {
         self.components.iter().find(|c| c.kind == kind)
     }
-
-    /// RFC 8955 section 5.1: which of two rules of a family comes first (`Less`: `self`).
-    /// Component by component in type order: a rule that has a type the other lacks comes
-    /// first; two prefixes, the lower address where they differ within the shorter length,
-    /// else the longer; other components, their encodings compared as byte strings, the
-    /// lower first, else the longer.
-    pub fn precedence(&self, other: &Self) -> Ordering {
-        let (a, b) = (self.nlri(), other.nlri());
-        let mut a = a.iter().peekable();
-        let mut b = b.iter().peekable();
-        loop {
-            match (a.next(), b.next()) {
-                (None, None) => return Ordering::Equal,
-                (Some(_), None) => return Ordering::Less,
-                (None, Some(_)) => return Ordering::Greater,
-                (Some((ta, da)), Some((tb, db))) => {
-                    if ta != tb {
-                        return ta.cmp(tb);
-                    }
-                    let order = if *ta <= 2 {
-                        compare_prefixes(da, db)
-                    } else {
-                        compare_strings(da, db)
-                    };
-                    if order != Ordering::Equal {
-                        return order;
-                    }
-                }
-            }
-        }
-    }
-
-    /// The rule's components as FlowSpec encodes them (RFC 8955 4.2.2): (type, data), in type
-    /// order; a prefix's data is its length (and for IPv6 the offset, 0) and its bytes.
-    pub fn nlri(&self) -> Vec<(u8, Vec<u8>)> {
-        let mut out = Vec::new();
-        for (kind, prefix) in [(1, self.destination), (2, self.source)] {
-            if let Some(prefix) = prefix {
-                let len = prefix.prefix_len();
-                let mut data = vec![len];
-                if self.family == Family::V6 {
-                    data.push(0);
-                }
-                let bytes = match prefix.network() {
-                    IpAddr::V4(a) => a.octets().to_vec(),
-                    IpAddr::V6(a) => a.octets().to_vec(),
-                };
-                data.extend_from_slice(&bytes[..usize::from(len).div_ceil(8)]);
-                out.push((kind, data));
-            }
-        }
-        for component in &self.components {
-            out.push((component.kind as u8, encode_ops(&component.ops)));
-        }
-        out
-    }
-}
-
-/// Prefix data (length, [offset,] bytes): within the shorter length the lower address first;
-/// equal there, the longer prefix first.
-fn compare_prefixes(a: &[u8], b: &[u8]) -> Ordering {
-    let bits = |data: &[u8]| -> (u8, u128) {
-        let len = data[0];
-        // IPv6 data carries an offset byte: the bytes are what is left past the prefix
-        // length's own ceil(len / 8).
-        let bytes = &data[data.len() - usize::from(len).div_ceil(8)..];
-        let mut full = [0u8; 16];
-        full[..bytes.len()].copy_from_slice(bytes);
-        (len, u128::from_be_bytes(full))
-    };
-    let ((la, va), (lb, vb)) = (bits(a), bits(b));
-    let common = u32::from(la.min(lb));
-    let mask = if common == 0 {
-        0
-    } else {
-        u128::MAX << (128 - common)
-    };
-    match (va & mask).cmp(&(vb & mask)) {
-        Ordering::Equal => lb.cmp(&la),
-        order => order,
-    }
-}
-
-/// memcmp over the common length, the lower first; equal there, the longer first.
-fn compare_strings(a: &[u8], b: &[u8]) -> Ordering {
-    let common = a.len().min(b.len());
-    match a[..common].cmp(&b[..common]) {
-        Ordering::Equal => b.len().cmp(&a.len()),
-        order => order,
-    }
-}
-
-/// An operator list as FlowSpec encodes it: per op, the operator byte (end-of-list, AND,
-/// value length, then lt/gt/eq or not/match) and the value, one byte when it fits.
-pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
-        let (bits, value) = match op.test {
-            Test::Numeric { lt, gt, eq, value } => {
-                (u8::from(lt) << 2 | u8::from(gt) << 1 | u8::from(eq), value)
-            }
-            Test::Bitmask { not, all, value } => (u8::from(not) << 1 | u8::from(all), value),
-        };
-        let mut byte = bits;
-        if i + 1 == ops.len() {
-            byte |= 0x80;
-        }
-        if op.and && i > 0 {
-            byte |= 0x40;
-        }
-        if value > 0xff {
-            out.push(byte | 0x10);
-            out.extend_from_slice(&value.to_be_bytes());
-        } else {
-            out.push(byte);
-            out.push(value as u8);
-        }
-    }
-    out
-}
-
-fn parse_ops(kind: ComponentKind, text: &str) -> Result<Vec<Op>, String> {
-    let mut ops = Vec::new();
-    for alternative in text.split('|') {
-        for (i, term) in alternative.split('&').enumerate() {
-            if term.is_empty() {
-                return Err("an empty term".to_owned());
-            }
-            let test = if kind.is_bitmask() {
-                parse_bitmask(kind, term)?
-            } else {
-                parse_numeric(kind, term)?
-            };
-            ops.push(Op { and: i > 0, test });
-        }
-    }
-    Ok(ops)
-}
-
-fn parse_numeric(kind: ComponentKind, term: &str) -> Result<Test, String> {
-    let (lt, gt, eq, value) = match term {
-        "true" => (true, true, true, "0"),
-        "false" => (false, false, false, "0"),
-        _ => {
-            let (op, value) = match term.find(|c: char| !"=<>!".contains(c)) {
-                Some(at) => term.split_at(at),
-                None => return Err(format!("{term:?} has no value")),
-            };
-            let (lt, gt, eq) = match op {
-                "" | "=" | "==" => (false, false, true),
-                "!=" => (true, true, false),
-                "<" => (true, false, false),
-                "<=" => (true, false, true),
-                ">" => (false, true, false),
-                ">=" => (false, true, true),
-                other => return Err(format!("unknown operator {other:?}")),
-            };
-            (lt, gt, eq, value)
-        }
-    };
-    let value = match (kind, value) {
-        (ComponentKind::Protocol, name) if protocol_number(name).is_some() => {
-            u16::from(protocol_number(name).unwrap_or_default())
-        }
-        (_, number) => number
-            .parse::<u32>()
-            .map_err(|_| format!("{number:?} is not a number"))
-            .and_then(|n| {
-                u16::try_from(n)
-                    .ok()
-                    .filter(|&n| n <= kind.max())
-                    .ok_or_else(|| format!("{n} is out of range (0-{})", kind.max()))
-            })?,
-    };
-    Ok(Test::Numeric { lt, gt, eq, value })
-}
-
-fn parse_bitmask(kind: ComponentKind, term: &str) -> Result<Test, String> {
-    let (not, rest) = match term.strip_prefix('!') {
-        Some(rest) => (true, rest),
-        None => (false, term),
-    };
-    let (all, rest) = match rest.strip_prefix('=') {
-        Some(rest) => (true, rest),
-        None => (false, rest),
-    };
-    let mut value = 0u16;
-    for name in rest.split('+') {
-        let bit = bit_names(kind)
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, bit)| *bit)
-            .or_else(|| parse_number(name).filter(|&n| n <= kind.max()))
-            .ok_or_else(|| {
-                let names: Vec<&str> = bit_names(kind).iter().map(|(n, _)| *n).collect();
-                format!(
-                    "unknown bit {name:?} (expected {} or a number)",
-                    names.join(", ")
-                )
-            })?;
-        value |= bit;
-    }
-    Ok(Test::Bitmask { not, all, value })
-}
-
-fn parse_number(text: &str) -> Option<u16> {
-    match text.strip_prefix("0x") {
-        Some(hex) => u16::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
-    }
-}
-
-/// The names of a bitmask component's bits.
-fn bit_names(kind: ComponentKind) -> &'static [(&'static str, u16)] {
-    use pop_dataplane_common::flow::fragment;
-    match kind {
-        ComponentKind::TcpFlags => &[
-            ("fin", 0x01),
-            ("syn", 0x02),
-            ("rst", 0x04),
-            ("psh", 0x08),
-            ("ack", 0x10),
-            ("urg", 0x20),
-            ("ece", 0x40),
-            ("cwr", 0x80),
-        ],
-        ComponentKind::Fragment => &[
-            ("dont-fragment", fragment::DONT_FRAGMENT),
-            ("is-fragment", fragment::IS_FRAGMENT),
-            ("first-fragment", fragment::FIRST_FRAGMENT),
-            ("last-fragment", fragment::LAST_FRAGMENT),
-        ],
-        _ => &[],
-    }
-}
-
-const PROTOCOLS: [(&str, u8); 8] = [
-    ("icmp", 1),
-    ("tcp", 6),
-    ("udp", 17),
-    ("gre", 47),
-    ("esp", 50),
-    ("ah", 51),
-    ("icmpv6", 58),
-    ("sctp", 132),
-];
-
-fn protocol_number(name: &str) -> Option<u8> {
-    PROTOCOLS.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
 }
 
 fn parse_action(words: &[String]) -> Result<FlowAction, FlowRuleError> {
@@ -634,7 +390,7 @@ impl fmt::Display for FlowRule {
             words.push(format!(
                 "{} {}",
                 component.kind.name(),
-                format_ops(component.kind, &component.ops)
+                ops::format_ops(component.kind, &component.ops)
             ));
         }
         words.push("then".to_owned());
@@ -665,61 +421,6 @@ impl fmt::Display for FlowAction {
         }
         Ok(())
     }
-}
-
-fn format_ops(kind: ComponentKind, ops: &[Op]) -> String {
-    let mut out = String::new();
-    for (i, op) in ops.iter().enumerate() {
-        if i > 0 {
-            out.push(if op.and { '&' } else { '|' });
-        }
-        match op.test {
-            Test::Numeric { lt, gt, eq, value } => {
-                let op = match (lt, gt, eq) {
-                    (true, true, true) => {
-                        out.push_str("true");
-                        continue;
-                    }
-                    (false, false, false) => {
-                        out.push_str("false");
-                        continue;
-                    }
-                    (false, false, true) => "=",
-                    (true, true, false) => "!=",
-                    (true, false, false) => "<",
-                    (true, false, true) => "<=",
-                    (false, true, false) => ">",
-                    (false, true, true) => ">=",
-                };
-                out.push_str(op);
-                match PROTOCOLS.iter().find(|(_, p)| u16::from(*p) == value) {
-                    Some((name, _)) if kind == ComponentKind::Protocol => out.push_str(name),
-                    _ => out.push_str(&value.to_string()),
-                }
-            }
-            Test::Bitmask { not, all, value } => {
-                if not {
-                    out.push('!');
-                }
-                if all {
-                    out.push('=');
-                }
-                let mut names = Vec::new();
-                let mut left = value;
-                for (name, bit) in bit_names(kind) {
-                    if value & bit != 0 {
-                        names.push((*name).to_owned());
-                        left &= !bit;
-                    }
-                }
-                if left != 0 || names.is_empty() {
-                    names.push(format!("{left:#x}"));
-                }
-                out.push_str(&names.join("+"));
-            }
-        }
-    }
-    out
 }
 
 impl FromStr for FlowRule {
@@ -794,66 +495,5 @@ mod tests {
         assert!(error("ipv4 port =1 then drop remark 3").contains("unknown action"));
         assert!(error("ipv4 port =1 port =2 then drop").contains("twice"));
         assert!(error("destination 198.18.0.1/15 then drop").contains("host bits"));
-    }
-
-    #[test]
-    fn precedence_follows_rfc_8955_section_5_1() {
-        let sorted = |texts: &[&str]| {
-            let mut rules: Vec<FlowRule> = texts.iter().map(|t| rule(t)).collect();
-            rules.sort_by(FlowRule::precedence);
-            rules.iter().map(ToString::to_string).collect::<Vec<_>>()
-        };
-        // Overlapping destinations: the longer first; disjoint ones: the lower first.
-        assert_eq!(
-            sorted(&[
-                "destination 198.18.0.0/15 then drop",
-                "destination 198.18.5.0/24 then drop",
-                "destination 198.18.4.0/24 then drop",
-            ]),
-            [
-                "destination 198.18.4.0/24 then drop",
-                "destination 198.18.5.0/24 then drop",
-                "destination 198.18.0.0/15 then drop",
-            ]
-        );
-        // A rule with a destination comes before one without; with the same destination,
-        // the one with the lower-typed extra component first.
-        assert_eq!(
-            sorted(&[
-                "ipv4 protocol =tcp then drop",
-                "destination 198.18.5.0/24 dscp =1 then drop",
-                "destination 198.18.5.0/24 protocol =udp then drop",
-                "destination 198.18.5.0/24 then drop",
-            ]),
-            [
-                "destination 198.18.5.0/24 protocol =udp then drop",
-                "destination 198.18.5.0/24 dscp =1 then drop",
-                "destination 198.18.5.0/24 then drop",
-                "ipv4 protocol =tcp then drop",
-            ]
-        );
-        // Same type: encodings compared, the lower first, a longer one first on a tie.
-        assert_eq!(
-            sorted(&[
-                "ipv4 destination-port =80 then drop",
-                "ipv4 destination-port =53 then drop",
-                "ipv4 destination-port =53|=80 then drop",
-            ]),
-            [
-                "ipv4 destination-port =53|=80 then drop",
-                "ipv4 destination-port =53 then drop",
-                "ipv4 destination-port =80 then drop",
-            ]
-        );
-    }
-
-    #[test]
-    fn operators_encode_as_flowspec_does() {
-        // RFC 8955's own example: port >=137 AND <=139 OR =8080.
-        let rule = rule("ipv4 port >=137&<=139|=8080 then drop");
-        assert_eq!(
-            rule.nlri(),
-            [(4, vec![0x03, 0x89, 0x45, 0x8b, 0x91, 0x1f, 0x90])]
-        );
     }
 }
