@@ -197,11 +197,9 @@ impl Fib {
         &mut self,
         prefixes: impl IntoIterator<Item = IpNet>,
     ) -> Vec<MapWrite> {
-        let new = FlowPrefixes::new(prefixes);
-        if new.prefixes == self.flows.prefixes {
+        if !self.replace_flow_prefixes(prefixes) {
             return Vec::new();
         }
-        self.flows = new;
         let mut writes = Vec::new();
         for (prefix, entry) in &mut self.routes {
             let flow = self.flows.overlaps(prefix);
@@ -211,6 +209,21 @@ impl Fib {
             }
         }
         writes
+    }
+
+    /// Makes `prefixes` the flow rules' destinations for the routes compiled from now on,
+    /// without a walk of those compiled before (for a rebuild, which flags them afresh);
+    /// whether the set changed.
+    pub(crate) fn replace_flow_prefixes(
+        &mut self,
+        prefixes: impl IntoIterator<Item = IpNet>,
+    ) -> bool {
+        let new = FlowPrefixes::new(prefixes);
+        if new.prefixes == self.flows.prefixes {
+            return false;
+        }
+        self.flows = new;
+        true
     }
 
     /// The route target for `action`, taking (and writing) its group when it has several

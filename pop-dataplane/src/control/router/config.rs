@@ -61,10 +61,9 @@ impl Router {
         let old_topology = std::mem::replace(&mut self.topology, checked.topology);
         self.acl = checked.acl;
         self.flows = checked.flows;
-        // The tables rebuilt below carry the flags: the writes for the old ones are moot.
-        let _ = self
-            .fib
-            .set_flow_prefixes(checked.compiled_flows.prefixes());
+        // The tables rebuilt below carry the flags: the routes compiled before need none.
+        self.fib
+            .replace_flow_prefixes(checked.compiled_flows.prefixes());
         let flow_writes = self.flow_writes(&checked.compiled_flows);
         self.martian_sources = config.filter.martian_sources;
         let released = self.take_config_routes(config, &checked.nexthop_keys, cli_routes);
