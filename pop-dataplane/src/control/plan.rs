@@ -37,7 +37,7 @@ pub enum MapWrite {
     DeleteAcl(AclKey),
     /// Zero the hit counters of an ACL rule id handed to a new rule.
     ResetAclHits(u32),
-    /// `FLOW_ENTRIES`: bank `bank`'s entries from index 0, the rest of the bank cleared.
+    /// `FLOW_ENTRIES`: bank `bank`'s entries from index 0 (no list points past them).
     FlowEntries {
         bank: u32,
         entries: Vec<FlowEntry>,

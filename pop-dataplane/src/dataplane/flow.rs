@@ -9,25 +9,18 @@ use pop_dataplane_common::flow::{self, BANK_ENTRIES, FlowEntry, FlowHits, FlowLi
 use super::Dataplane;
 
 impl Dataplane {
-    /// Writes bank `bank`: `entries` from index 0, the rest cleared.
+    /// Writes bank `bank`: `entries` from index 0. What the bank held past them stays: the
+    /// lists written next point at `entries` only.
     pub(super) fn set_flow_entries(
         &mut self,
         bank: u32,
         entries: &[FlowEntry],
     ) -> anyhow::Result<()> {
         let mut array: Array<_, FlowEntry> = Array::try_from(self.map_mut(flow::FLOW_ENTRIES)?)?;
-        let empty = FlowEntry::default();
-        for index in 0..BANK_ENTRIES {
-            let entry = entries.get(index as usize).unwrap_or(&empty);
-            // Entries past the rules' are cleared once: the bank was all written before.
-            if index as usize >= entries.len()
-                && array.get(&(bank * BANK_ENTRIES + index), 0)? == empty
-            {
-                continue;
-            }
+        for (index, entry) in (bank * BANK_ENTRIES..).zip(entries) {
             array
-                .set(bank * BANK_ENTRIES + index, entry, 0)
-                .with_context(|| format!("FLOW_ENTRIES[{}]", bank * BANK_ENTRIES + index))?;
+                .set(index, entry, 0)
+                .with_context(|| format!("FLOW_ENTRIES[{index}]"))?;
         }
         Ok(())
     }
@@ -91,12 +84,7 @@ impl Dataplane {
         let values = hits.get(&rule, 0)?;
         Ok(values
             .iter()
-            .fold(FlowHits::default(), |sum, cpu| FlowHits {
-                matched_packets: sum.matched_packets + cpu.matched_packets,
-                matched_bytes: sum.matched_bytes + cpu.matched_bytes,
-                dropped_packets: sum.dropped_packets + cpu.dropped_packets,
-                dropped_bytes: sum.dropped_bytes + cpu.dropped_bytes,
-            }))
+            .fold(FlowHits::default(), |sum, cpu| sum + *cpu))
     }
 
     /// The flow lists a taken-over dataplane holds, and the bank they point at.
