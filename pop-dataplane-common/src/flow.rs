@@ -186,6 +186,20 @@ pub struct FlowHits {
     pub dropped_bytes: u64,
 }
 
+impl core::ops::Add for FlowHits {
+    type Output = Self;
+
+    /// Two CPUs' counters together.
+    fn add(self, other: Self) -> Self {
+        Self {
+            matched_packets: self.matched_packets + other.matched_packets,
+            matched_bytes: self.matched_bytes + other.matched_bytes,
+            dropped_packets: self.dropped_packets + other.dropped_packets,
+            dropped_bytes: self.dropped_bytes + other.dropped_bytes,
+        }
+    }
+}
+
 /// A rate-limited rule's window: the time slot it counts in, and what passed in it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

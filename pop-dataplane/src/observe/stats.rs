@@ -102,12 +102,7 @@ pub fn flow_hits(pin_dir: &Path, ids: &[u32]) -> anyhow::Result<Vec<FlowHits>> {
             let values = hits.get(id, 0)?;
             Ok(values
                 .iter()
-                .fold(FlowHits::default(), |sum, cpu| FlowHits {
-                    matched_packets: sum.matched_packets + cpu.matched_packets,
-                    matched_bytes: sum.matched_bytes + cpu.matched_bytes,
-                    dropped_packets: sum.dropped_packets + cpu.dropped_packets,
-                    dropped_bytes: sum.dropped_bytes + cpu.dropped_bytes,
-                }))
+                .fold(FlowHits::default(), |sum, cpu| sum + *cpu))
         })
         .collect()
 }
