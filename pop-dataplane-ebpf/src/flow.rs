@@ -57,6 +57,29 @@ const NONE_PASSED: Passed = Passed {
     remark: None,
 };
 
+/// This CPU's scratch, its fields cleared for a new packet.
+#[inline(always)]
+fn fresh_search() -> Option<&'static mut Search> {
+    let search = FLOW_SEARCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch, used by this run alone.
+    let search = unsafe { &mut *search };
+    search.fields.present = 0;
+    Some(search)
+}
+
+/// The fragment bits of a fragment: the first (offset 0), the last (no more after it).
+#[inline(always)]
+fn fragment_bits(first: bool, more: bool) -> u16 {
+    let mut bits = fragment::IS_FRAGMENT;
+    if first {
+        bits |= fragment::FIRST_FRAGMENT;
+    }
+    if !more {
+        bits |= fragment::LAST_FRAGMENT;
+    }
+    bits
+}
+
 /// Whether packets to this route must be checked.
 #[inline(always)]
 fn wanted(route: &RouteEntry, wildcard: u32) -> bool {
@@ -80,12 +103,9 @@ pub(crate) fn check_v4(
     let Some(list) = FLOW_INDEX_V4.get(&Key::new(32, ip.dst)) else {
         return Ok(NONE_PASSED);
     };
-    let Some(search) = FLOW_SEARCH.get_ptr_mut(0) else {
+    let Some(search) = fresh_search() else {
         return Ok(NONE_PASSED);
     };
-    // SAFETY: per-CPU scratch, used by this run alone.
-    let search = unsafe { &mut *search };
-    search.fields.present = 0;
     let fields = &mut search.fields;
     fields.set(field::PROTOCOL, u16::from(ip.protocol));
     fields.set(field::LENGTH, ip.total_len);
@@ -96,13 +116,7 @@ pub(crate) fn check_v4(
         bits |= fragment::DONT_FRAGMENT;
     }
     if ip.is_fragment {
-        bits |= fragment::IS_FRAGMENT;
-        if !ip.is_later_fragment() {
-            bits |= fragment::FIRST_FRAGMENT;
-        }
-        if !more {
-            bits |= fragment::LAST_FRAGMENT;
-        }
+        bits |= fragment_bits(!ip.is_later_fragment(), more);
     }
     fields.set(field::FRAGMENT, bits);
     if !ip.is_later_fragment() {
@@ -136,12 +150,9 @@ pub(crate) fn check_v6(
     let Some(list) = FLOW_INDEX_V6.get(&Key::new(128, ip.dst)) else {
         return Ok(NONE_PASSED);
     };
-    let Some(search) = FLOW_SEARCH.get_ptr_mut(0) else {
+    let Some(search) = fresh_search() else {
         return Ok(NONE_PASSED);
     };
-    // SAFETY: per-CPU scratch, used by this run alone.
-    let search = unsafe { &mut *search };
-    search.fields.present = 0;
     let fields = &mut search.fields;
     fields.set(field::LENGTH, ip.payload_len.wrapping_add(40));
     fields.set(field::DSCP, u16::from(ip.traffic_class >> 2));
@@ -156,13 +167,7 @@ pub(crate) fn check_v6(
             let [following, _, high, low] = unsafe { *frag };
             let offset = u16::from_be_bytes([high, low]) >> 3;
             let more = low & 1 != 0;
-            bits |= fragment::IS_FRAGMENT;
-            if offset == 0 {
-                bits |= fragment::FIRST_FRAGMENT;
-            }
-            if !more {
-                bits |= fragment::LAST_FRAGMENT;
-            }
+            bits |= fragment_bits(offset == 0, more);
             protocol = following;
             // Only the first fragment carries the transport header.
             at = if offset == 0 { at + 8 } else { usize::MAX };
