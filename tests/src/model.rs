@@ -714,18 +714,26 @@ fn transport(packet: &[u8], network: &Network) -> (u8, u32) {
         }
         return (network.protocol, 0);
     }
-    let is_extension = |p: u8| matches!(p, 0 | 43 | 51 | 60 | 135 | 139 | 140 | 253 | 254);
+    let (next, at) = walk_extensions(packet, network);
+    if next == 44 || is_extension(next) || !has_ports(next) {
+        return (next, 0);
+    }
+    (next, ports_at(at))
+}
+
+/// IPv6 extension headers the walk moves past (`ecmp` module documentation).
+fn is_extension(next_header: u8) -> bool {
+    matches!(next_header, 0 | 43 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
+}
+
+/// The walk past an IPv6 packet's extension headers, at most four: where it stops (at a
+/// fragment header, at a header that is none, or at one cut short), and that header.
+fn walk_extensions(packet: &[u8], network: &Network) -> (u8, usize) {
     let mut next = network.protocol;
     let mut at = network.header_len;
     for _ in 0..4 {
-        if next == 44 {
-            return (44, 0);
-        }
-        if !is_extension(next) {
+        if next == 44 || !is_extension(next) || at + 2 > network.end {
             break;
-        }
-        if at + 2 > network.end {
-            return (next, 0);
         }
         let (following, len) = (packet[at], usize::from(packet[at + 1]));
         at += if next == 51 {
@@ -735,10 +743,7 @@ fn transport(packet: &[u8], network: &Network) -> (u8, u32) {
         };
         next = following;
     }
-    if next == 44 || is_extension(next) || !has_ports(next) {
-        return (next, 0);
-    }
-    (next, ports_at(at))
+    (next, at)
 }
 
 /// The frame as it leaves for `nexthop`: new MACs and tags, TTL or hop limit one less, the
@@ -820,21 +825,7 @@ fn flow_fields(packet: &[u8], network: &Network) -> [Option<u16>; field::COUNT] 
             // Past the extension headers as the flow hash walks them, stopping at a
             // fragment header; its next header is the protocol, and only a first fragment's
             // transport header (right after it) is read.
-            let is_extension = |p: u8| matches!(p, 0 | 43 | 51 | 60 | 135 | 139 | 140 | 253 | 254);
-            let mut next = network.protocol;
-            let mut at = 40;
-            for _ in 0..4 {
-                if next == 44 || !is_extension(next) || at + 2 > end {
-                    break;
-                }
-                let (following, len) = (packet[at], usize::from(packet[at + 1]));
-                at += if next == 51 {
-                    (len + 2) * 4
-                } else {
-                    (len + 1) * 8
-                };
-                next = following;
-            }
+            let (mut next, at) = walk_extensions(packet, network);
             let mut bits = 0;
             let mut transport_at = Some(at);
             if next == 44 && at + 8 <= end {

@@ -49,6 +49,12 @@ fn send(lab: &Lab, binary: &Path, packet: &[u8], count: usize) {
     }
 }
 
+/// `pop-dataplane WORDS` on the router (words split at spaces); its output.
+fn cli(lab: &Lab, binary: &Path, words: &str) -> String {
+    let words: Vec<&str> = words.split(' ').collect();
+    lab.cli(binary, &words).unwrap()
+}
+
 fn flows(lab: &Lab, binary: &Path) -> Vec<Value> {
     let out = lab.cli(binary, &["flow", "list", "--json"]).unwrap();
     serde_json::from_str::<Value>(&out)
@@ -70,23 +76,11 @@ fn flow_rules_drop_a_flood_limit_a_rate_and_remark_dscp() {
     assert!(ping(&lab));
 
     // A flood to B's UDP port 9 is dropped in XDP while pings to B go through beside it.
-    let out = lab
-        .cli(
-            &binary,
-            &[
-                "flow",
-                "add",
-                "destination",
-                "198.18.2.2/32",
-                "protocol",
-                "=udp",
-                "destination-port",
-                "=9",
-                "then",
-                "drop",
-            ],
-        )
-        .unwrap();
+    let out = cli(
+        &lab,
+        &binary,
+        "flow add destination 198.18.2.2/32 protocol =udp destination-port =9 then drop",
+    );
     assert!(out.contains("added"), "{out}");
     let forwarded = ra(&lab, &binary, "forwarded_packets");
     std::thread::scope(|scope| {
@@ -103,25 +97,11 @@ fn flow_rules_drop_a_flood_limit_a_rate_and_remark_dscp() {
     assert!(ra(&lab, &binary, "forwarded_packets") - forwarded < 20);
 
     // A rate limit: 1,000 packets a second, offered 10,000 for 3 s, measured at B.
-    let out = lab
-        .cli(
-            &binary,
-            &[
-                "flow",
-                "add",
-                "destination",
-                "198.18.2.2/32",
-                "protocol",
-                "=udp",
-                "destination-port",
-                "=5001",
-                "then",
-                "rate-limit",
-                "1000",
-                "packets",
-            ],
-        )
-        .unwrap();
+    let out = cli(
+        &lab,
+        &binary,
+        "flow add destination 198.18.2.2/32 protocol =udp destination-port =5001 then rate-limit 1000 packets",
+    );
     assert!(out.contains("added"), "{out}");
     let receivers = Receivers::start(&lab.b, &[HOST_B.ifname], 5001).unwrap();
     let sender = Sender::start(
@@ -151,24 +131,11 @@ fn flow_rules_drop_a_flood_limit_a_rate_and_remark_dscp() {
     assert!(ra(&lab, &binary, "dropped.flow_rate_limit") > 20_000);
 
     // A DSCP remark, checked byte by byte in what B receives.
-    let out = lab
-        .cli(
-            &binary,
-            &[
-                "flow",
-                "add",
-                "destination",
-                "198.18.2.2/32",
-                "protocol",
-                "=udp",
-                "destination-port",
-                "=7777",
-                "then",
-                "remark",
-                "46",
-            ],
-        )
-        .unwrap();
+    let out = cli(
+        &lab,
+        &binary,
+        "flow add destination 198.18.2.2/32 protocol =udp destination-port =7777 then remark 46",
+    );
     assert!(out.contains("added"), "{out}");
     let pcap = lab.dir().join("remark.pcap");
     let mut tcpdump = lab
@@ -215,23 +182,11 @@ fn flow_rules_drop_a_flood_limit_a_rate_and_remark_dscp() {
     assert_eq!(frame, expected.as_slice());
 
     // Deleted, the drop rule lets port 9 through again; bad rules are refused.
-    let out = lab
-        .cli(
-            &binary,
-            &[
-                "flow",
-                "del",
-                "destination",
-                "198.18.2.2/32",
-                "protocol",
-                "=udp",
-                "destination-port",
-                "=9",
-                "then",
-                "drop",
-            ],
-        )
-        .unwrap();
+    let out = cli(
+        &lab,
+        &binary,
+        "flow del destination 198.18.2.2/32 protocol =udp destination-port =9 then drop",
+    );
     assert!(out.contains("deleted"), "{out}");
     let forwarded = ra(&lab, &binary, "forwarded_packets");
     send(&lab, &binary, &udp_to_b(9), 10);
