@@ -12,6 +12,7 @@ pub mod interface;
 pub mod maps;
 pub mod nexthop;
 pub mod route;
+pub mod sample;
 pub mod trace;
 
 pub use counters::{DropReason, InterfaceCounters, PassReason};
@@ -50,4 +51,7 @@ impl_pod!(
     flow::FlowList,
     flow::FlowHits,
     flow::RateBucket,
+    sample::SampleRate,
+    sample::SampleRecord,
+    sample::NexthopTraffic,
 );

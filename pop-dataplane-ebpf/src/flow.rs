@@ -129,7 +129,7 @@ pub(crate) fn check_v4(
             fields,
         );
     }
-    search.src[..4].copy_from_slice(&ip.src);
+    search.src = [u64::from(u32::from_be_bytes(ip.src)) << 32, 0];
     search.v6 = false;
     decide(search as *mut Search, list, bytes, counting)
 }
@@ -178,7 +178,15 @@ pub(crate) fn check_v6(
     if at != usize::MAX {
         transport(ctx, at, upper.end, protocol, IPPROTO_ICMPV6, fields);
     }
-    search.src = ip.src;
+    search.src = [
+        u64::from_be_bytes([
+            ip.src[0], ip.src[1], ip.src[2], ip.src[3], ip.src[4], ip.src[5], ip.src[6], ip.src[7],
+        ]),
+        u64::from_be_bytes([
+            ip.src[8], ip.src[9], ip.src[10], ip.src[11], ip.src[12], ip.src[13], ip.src[14],
+            ip.src[15],
+        ]),
+    ];
     search.v6 = true;
     decide(search as *mut Search, list, bytes, counting)
 }
@@ -288,7 +296,9 @@ static FLOW_SEARCH: PerCpuArray<Search> = PerCpuArray::with_max_entries(1, 0);
 struct Search {
     entries: [u16; LIST_ENTRIES],
     fields: Fields,
-    src: [u8; 16],
+    /// The source address, big-endian in two words (an IPv4 one in the top half of the
+    /// first).
+    src: [u64; 2],
     v6: bool,
     found: u32,
     /// The entry whose ops [`check_op`] applies, and where its evaluation stands: the OR of
@@ -307,21 +317,24 @@ extern "C" fn check_entry(index: u64, _: *mut c_void) -> i64 {
     let Some(scratch) = FLOW_SEARCH.get_ptr_mut(0) else {
         return 1;
     };
-    // SAFETY: per-CPU scratch, used by this run alone.
-    let search = unsafe { &*scratch };
-    let Some(&id) = search.entries.get(index as usize) else {
+    // SAFETY: per-CPU scratch, used by this run alone. Read through the pointer after the
+    // entry's lookup, not through a reference before it: a value read early would be kept
+    // across the helper call on the stack, which is near the verifier's bound here.
+    let Some(&id) = (unsafe { (*scratch).entries.get(index as usize) }) else {
         return 1;
     };
     let Some(entry) = FLOW_ENTRIES.get(u32::from(id)) else {
         return 0;
     };
-    let source = if search.v6 {
-        prefix_v6(u128::from_be_bytes(search.src), entry)
-    } else {
-        prefix_v4(
-            u32::from_be_bytes([search.src[0], search.src[1], search.src[2], search.src[3]]),
-            entry,
-        )
+    // SAFETY: as above.
+    let source = unsafe {
+        let high = core::ptr::read_volatile(&raw const (*scratch).src[0]);
+        if (*scratch).v6 {
+            let low = core::ptr::read_volatile(&raw const (*scratch).src[1]);
+            prefix_v6((u128::from(high) << 64) | u128::from(low), entry)
+        } else {
+            prefix_v4((high >> 32) as u32, entry)
+        }
     };
     if source && ops_match(scratch, u32::from(id)) {
         // SAFETY: as above; no reference to the scratch is used after this.

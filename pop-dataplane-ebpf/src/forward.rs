@@ -12,7 +12,7 @@ use crate::{
     acl, fib, flow, ipv4, ipv6,
     l2::{self, LinkError},
     maps::{ECMP_SEED, INTERFACES, NEXTHOP_GROUPS, NEXTHOPS, PORTS_BY_IFINDEX},
-    urpf,
+    sample, urpf,
     verdict::Verdict,
 };
 
@@ -34,6 +34,8 @@ pub(crate) struct Path {
     pub(crate) flow_rule: Option<u32>,
     /// A real frame, not a trace: flow rules count it and take it from their rate limits.
     pub(crate) counting: bool,
+    /// Picked for an sFlow sample: its record waits for the verdict.
+    pub(crate) sampled: bool,
 }
 
 /// The network header's fields, for the steps that differ by family.
@@ -62,15 +64,16 @@ pub(crate) fn forward(ctx: &XdpContext, len: usize, path: &mut Path) -> Option<V
         },
         Err(_) => InterfaceKey::untagged(ifindex),
     };
-    let ingress = match interface(&key, port) {
-        Some(ingress) => ingress,
-        None => {
-            let port = interface(&InterfaceKey::untagged(ifindex), port)?;
-            path.ingress_slot = Some(port.slot);
-            return Some(ToKernel(PassReason::NotRouted));
-        }
+    let (ingress, placed) = match interface(&key, port) {
+        Some(ingress) => (ingress, true),
+        None => (interface(&InterfaceKey::untagged(ifindex), port)?, false),
     };
     path.ingress_slot = Some(ingress.slot);
+    // Sampled on arrival, before anything is rewritten.
+    path.sampled = sample::capture(ctx, ingress.slot, len, path.counting);
+    if !placed {
+        return Some(ToKernel(PassReason::NotRouted));
+    }
     let link = match link {
         Ok(link) => link,
         Err(LinkError::Truncated) => return Some(Drop(DropReason::Malformed)),
@@ -224,6 +227,9 @@ fn route(
     }
     .ok_or(Drop(DropReason::RewriteFailed))?;
     l2::rewrite(ctx, link, &nexthop).map_err(|()| Drop(DropReason::RewriteFailed))?;
+    // Counted here, where the next hop is known: the frame as sent, its tags pushed or popped.
+    let sent = len + nexthop.vlan_tags() * l2::VLAN_HLEN - link.tags * l2::VLAN_HLEN;
+    sample::count_nexthop(nexthop_id, sent as u64);
     Ok(Verdict::Forward {
         port: nexthop.port,
         slot: nexthop.slot,

@@ -6,7 +6,7 @@ use pop_dataplane_common::Nexthop;
 use crate::packet::header;
 
 pub(crate) const ETH_HLEN: usize = 14;
-const VLAN_HLEN: usize = 4;
+pub(crate) const VLAN_HLEN: usize = 4;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const VLAN_VID_MASK: u16 = 0x0fff;

@@ -13,6 +13,7 @@ mod ipv6;
 mod l2;
 mod maps;
 mod packet;
+mod sample;
 mod urpf;
 mod verdict;
 
@@ -42,6 +43,7 @@ fn pop_dataplane(ctx: XdpContext) -> u32 {
         acl_rule: None,
         flow_rule: None,
         counting: !tracing,
+        sampled: false,
     };
 
     let Some(verdict) = forward::forward(&ctx, rx_len, &mut path) else {
@@ -74,6 +76,9 @@ fn pop_dataplane(ctx: XdpContext) -> u32 {
         count(slot, rx_bytes, tx_bytes, verdict);
         if let Some(rule) = path.acl_rule {
             count_acl_hit(rule, rx_bytes);
+        }
+        if path.sampled {
+            sample::emit(&path, verdict);
         }
     }
     match verdict {

@@ -26,7 +26,7 @@ use pop_dataplane_common::{
     Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, RouteEntry,
     acl::AclHits,
     fib::{self, FibMode},
-    flow as flow_maps, maps,
+    flow as flow_maps, maps, sample,
 };
 
 use self::test_run::test_run;
@@ -57,7 +57,7 @@ const PROGRAM_PIN: &str = "program";
 const LINKS_DIR: &str = "links";
 
 /// Every map, for pinning.
-const ALL_MAPS: [&str; 20] = [
+const ALL_MAPS: [&str; 23] = [
     maps::INTERFACES,
     maps::PORTS_BY_IFINDEX,
     maps::EGRESS,
@@ -78,6 +78,9 @@ const ALL_MAPS: [&str; 20] = [
     flow_maps::FLOW_WILDCARD,
     flow_maps::FLOW_HITS,
     flow_maps::FLOW_BUCKETS,
+    sample::SAMPLE_RATES,
+    sample::SAMPLES_LOST,
+    sample::NEXTHOP_TRAFFIC,
 ];
 
 /// Load-time settings of the program.
