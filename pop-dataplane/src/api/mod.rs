@@ -21,6 +21,7 @@ use crate::{
     control::rib::Source,
     control::router::{Mode, RouteInfo},
     dataplane::AttachedMode,
+    observe::top::TopSnapshot,
 };
 
 /// Largest request the daemon reads: a full table in route syntax fits many times over.
@@ -78,9 +79,20 @@ pub(crate) enum Request {
         session: String,
         rules: Vec<FlowRule>,
     },
+    /// The sFlow agent, and each interface's sampling rate.
+    SflowShow,
+    /// Sample interface `dev` (every interface when `None`) 1-in-`rate`; 0: not at all.
+    SflowRate {
+        rate: u32,
+        dev: Option<String>,
+    },
+    /// Traffic estimated from the samples: the `limit` largest of each table.
+    Top {
+        limit: usize,
+    },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub(crate) enum Reply {
     /// Not the answer yet: `done` of `total` in `phase` (`total` 0: unknown).
@@ -110,6 +122,12 @@ pub(crate) enum Reply {
     Flows {
         rules: Vec<FlowInfo>,
     },
+    Sflow {
+        status: SflowStatus,
+    },
+    Top {
+        top: TopSnapshot,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +154,32 @@ pub(crate) struct Status {
 
 /// Sends `request` to the daemon listening on `socket` and returns its reply; errors say what
 /// the user can do about them.
+/// `sflow show`: the agent and the rates in force.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SflowStatus {
+    pub agent_address: Option<String>,
+    pub collectors: Vec<String>,
+    pub polling_interval: u32,
+    pub interfaces: Vec<SampledInterface>,
+    /// Samples read from the ring.
+    pub samples: u64,
+    pub flow_samples_sent: u64,
+    pub counter_samples_sent: u64,
+    pub datagrams: u64,
+    pub datagram_bytes: u64,
+    pub send_errors: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SampledInterface {
+    pub name: String,
+    /// 1-in-N; 0 when not sampled.
+    pub sampling_rate: u32,
+    /// Samples the ring had no room for.
+    pub lost: u64,
+}
+
+
 pub(crate) fn request(socket: &Path, request: &Request) -> anyhow::Result<Reply> {
     request_with_progress(socket, request, &mut |_, _, _| {})
 }

@@ -5,6 +5,8 @@ mod flow;
 mod flowspec;
 mod reply;
 mod route;
+mod sflow;
+mod top;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -16,6 +18,8 @@ use self::{
     flow::{FlowCommand, flow},
     reply::{done, unexpected},
     route::{RouteCommand, route},
+    sflow::{SflowCommand, sflow},
+    top::top,
 };
 use crate::{
     api::{self, Reply, Request},
@@ -179,6 +183,25 @@ enum Command {
     /// Run by ExaBGP as an API process (encoder json): keeps the daemon's flow rules equal
     /// to the FlowSpec routes each BGP session announced (see the README).
     FlowspecFeed,
+    /// Packet sampling: the sFlow agent's state, and rates at run time.
+    Sflow {
+        #[command(subcommand)]
+        command: SflowCommand,
+    },
+    /// Live view of the traffic, estimated from the samples: top destination prefixes
+    /// (routes matched), source prefixes, next hops and protocols by bit rate, refreshed
+    /// every second. Needs sampling on (`[sflow] sampling_rate`, or `sflow rate`).
+    Top {
+        /// Print one JSON line a second instead.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many refreshes.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Rows per table.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -270,11 +293,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 return stats::watch(&cli.pin_dir, &cli.run_dir, json, Duration::from_secs(1));
             }
             let stats = stats::read(&cli.pin_dir, &cli.run_dir)?;
+            let nexthops = stats::read_nexthops(&cli.pin_dir, &cli.run_dir)?;
             if json {
-                let json = serde_json::json!({ "interfaces": stats });
+                let json = serde_json::json!({ "interfaces": stats, "nexthops": nexthops });
                 println!("{}", serde_json::to_string_pretty(&json)?);
             } else {
                 print!("{}", stats::render(&stats));
+                print!("{}", stats::render_nexthops(&nexthops));
             }
             Ok(())
         }
@@ -282,6 +307,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Acl { command } => acl(&socket, command),
         Command::Flow { command } => flow(&socket, command),
         Command::FlowspecFeed => flowspec::flowspec_feed(&socket),
+        Command::Sflow { command } => sflow(&socket, command),
+        Command::Top { json, count, limit } => top(&socket, json, count, limit),
         Command::Reload => done(api::request(&socket, &Request::Reload)?),
         Command::Config {
             command: ConfigCommand::Save,

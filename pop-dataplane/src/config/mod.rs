@@ -29,9 +29,11 @@ pub mod flowspec_feed;
 pub mod kernel_table;
 pub mod prefix;
 pub mod route_spec;
+pub mod sflow;
 
 pub use deny_rule::DenyRule;
 pub use prefix::parse_prefix;
+pub use sflow::SflowConfig;
 
 use std::{collections::HashMap, fmt, fs, path::Path};
 
@@ -67,6 +69,8 @@ pub struct Config {
     pub acl: Vec<AclConfig>,
     /// `[[flow]]`: flow rules (`rule = "destination ... then drop"`).
     pub flows: Vec<FlowConfig>,
+    /// `[sflow]`; `None` when absent (no sampling).
+    pub sflow: Option<SflowConfig>,
 }
 
 /// One `[[flow]]` entry.
@@ -141,6 +145,9 @@ pub struct InterfaceConfig {
     pub urpf: Urpf,
     /// With uRPF: the default route counts as a route back to a source.
     pub urpf_allow_default: bool,
+    /// sFlow sampling, 1-in-N, of frames arriving here: `Some(0)` for none, `None` for
+    /// `[sflow] sampling_rate`.
+    pub sampling_rate: Option<u32>,
     pub line: usize,
 }
 
@@ -239,6 +246,7 @@ struct RawConfig {
     acl: Vec<Spanned<RawAcl>>,
     #[serde(default, rename = "flow")]
     flows: Vec<Spanned<RawFlow>>,
+    sflow: Option<Spanned<sflow::RawSflow>>,
 }
 
 #[derive(Deserialize)]
@@ -271,6 +279,7 @@ struct RawInterface {
     #[serde(default)]
     urpf: Urpf,
     urpf_allow_default: Option<bool>,
+    sampling_rate: Option<i64>,
 }
 
 /// `vlan = 100` or `vlan = [200, 300]`.
@@ -448,11 +457,17 @@ impl Config {
                     "urpf_allow_default needs urpf = \"loose\" or \"strict\"".to_owned(),
                 ));
             }
+            let sampling_rate = match raw.sampling_rate {
+                None => None,
+                Some(0) => Some(0),
+                Some(rate) => Some(sflow::check_rate(rate).map_err(at)?),
+            };
             interfaces.push(InterfaceConfig {
                 name: name.clone(),
                 vlan,
                 urpf: raw.urpf,
                 urpf_allow_default: raw.urpf_allow_default.unwrap_or(false),
+                sampling_rate,
                 line,
             });
         }
@@ -637,7 +652,21 @@ impl Config {
             flows.push(FlowConfig { rule, line });
         }
 
+        let sflow = match &raw.sflow {
+            Some(entry) => {
+                let line = line_of(text, entry.span().start);
+                let sflow = entry.get_ref().check(line).map_err(|message| ConfigError {
+                    file: file.to_owned(),
+                    line: Some(line),
+                    message: format!("[sflow]: {message}"),
+                })?;
+                Some(sflow)
+            }
+            None => None,
+        };
+
         Ok(Self {
+            sflow,
             daemon: raw.daemon,
             filter: raw.filter,
             interfaces,

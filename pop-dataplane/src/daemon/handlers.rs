@@ -66,6 +66,11 @@ pub(super) enum RequestError {
     },
     #[error("writing {path}: {error}")]
     Save { path: String, error: std::io::Error },
+    #[error(transparent)]
+    Sflow(#[from] super::sampling::SflowError),
+    /// A request's own argument is wrong.
+    #[error("{0}")]
+    Invalid(String),
     /// The maps or the host did not take a change.
     #[error("{0:#}")]
     System(#[from] anyhow::Error),
@@ -87,6 +92,9 @@ pub(super) struct Daemon<'a> {
     pub(super) metrics: Option<metrics::Shared>,
     /// The kernel tables followed, if any.
     pub(super) kernel: Option<KernelSync>,
+    pub(super) sampling: super::sampling::Sampling,
+    /// The next hops' names last published.
+    pub(super) nexthop_names: Vec<(u32, String)>,
 }
 
 impl Daemon<'_> {
@@ -109,7 +117,15 @@ impl Daemon<'_> {
     }
 
     /// Shares the figures the metrics endpoint shows.
-    pub(super) fn publish(&self) {
+    pub(super) fn publish(&mut self) {
+        let nexthops = self.router.nexthop_names();
+        if nexthops != self.nexthop_names {
+            // For `stats` and the metrics, which read the maps by id.
+            if let Err(err) = names::save_nexthops(&self.options.run_dir, &nexthops) {
+                warn!("{err:#}");
+            }
+            self.nexthop_names = nexthops;
+        }
         if let Some(metrics) = &self.metrics {
             let (v4, v6) = self.router.route_counts();
             let unresolved = self.router.unusable_nexthops();
@@ -132,6 +148,7 @@ impl Daemon<'_> {
                     groups: self.router.group_count() as u64,
                 },
                 flows,
+                self.nexthop_names.clone(),
             );
         }
     }
@@ -249,6 +266,20 @@ impl Daemon<'_> {
                     },
                 };
             }
+            Request::SflowShow => {
+                return match self.sflow_status() {
+                    Ok(status) => Reply::Sflow { status },
+                    Err(err) => Reply::Error {
+                        message: err.to_string(),
+                    },
+                };
+            }
+            Request::SflowRate { rate, dev } => self.set_sample_rate(rate, dev),
+            Request::Top { limit } => {
+                return Reply::Top {
+                    top: self.top(limit),
+                };
+            }
         };
         self.publish();
         match result {
@@ -339,7 +370,11 @@ impl Daemon<'_> {
                 following: following.unwrap_or_default(),
             });
         }
+        // The collectors are checked before anything changes.
+        let agent = super::sampling::open_agent(&config, &self.config_file).await?;
         self.apply_config(config).await?;
+        self.sampling.reconfigure(&self.config, agent);
+        self.apply_sample_rates()?;
         let (v4, v6) = self.router.route_counts();
         Ok(format!(
             "reloaded {} in {:.2?}: {v4} IPv4 and {v6} IPv6 routes",

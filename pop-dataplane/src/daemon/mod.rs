@@ -7,6 +7,7 @@
 //! - [`handlers`]: the daemon's state and its answers to control requests.
 //! - [`host_events`]: addresses, links and neighbours as they change.
 //! - [`kernel_sync`]: following kernel routing tables.
+//! - [`sampling`]: sFlow samples and counters, and `top`'s tallies.
 //! - [`server`]: the control socket.
 //! - [`files`]: the instance lock, saved routes, and what is read from the host at start.
 
@@ -14,6 +15,7 @@ mod files;
 mod handlers;
 mod host_events;
 mod kernel_sync;
+mod sampling;
 mod server;
 
 use std::{
@@ -119,6 +121,7 @@ async fn start(
     let saved = read_saved_routes(&saved_routes_path)?;
 
     let sync_tables = kernel_tables_to_follow(options, &config);
+    let agent = sampling::open_agent(&config, &file).await?;
 
     // Subscribe before the dump, so that no change falls between the two.
     let mut groups = vec![
@@ -151,6 +154,7 @@ async fn start(
         fib: options.fib,
     })?;
     dataplane.forward_logs();
+    let samples = dataplane.take_samples()?;
     let adopted = if dataplane.adopted() {
         let adopted = dataplane.in_use()?;
         info!(
@@ -241,7 +245,9 @@ async fn start(
         None => (None, None),
     };
 
-    let daemon = Daemon {
+    let mut daemon = Daemon {
+        sampling: sampling::Sampling::new(samples, &config, agent),
+        nexthop_names: Vec::new(),
         _lock: lock,
         options,
         config,
@@ -254,6 +260,7 @@ async fn start(
         metrics: metrics_state,
         kernel,
     };
+    daemon.apply_sample_rates()?;
     daemon.publish();
     let ready = daemon.ready_line();
     info!("{ready}");
@@ -279,6 +286,9 @@ async fn serve(
     let mut hangup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
     let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
     let mut compact = tokio::time::interval(TABLE_COMPACTION);
+    let mut drain = tokio::time::interval(sampling::DRAIN_EVERY);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = terminate.recv() => {
@@ -338,6 +348,12 @@ async fn serve(
             }
             _ = refresh.tick() => daemon.refresh_neighbours().await?,
             _ = compact.tick() => daemon.dataplane.compact_tables()?,
+            _ = drain.tick() => daemon.drain_samples(),
+            _ = poll.tick() => {
+                if let Err(err) = daemon.poll_counters().await {
+                    warn!("sFlow counter samples: {err:#}");
+                }
+            }
         }
     }
     if let Some(task) = metrics_task {

@@ -5,6 +5,7 @@ mod attach;
 pub(crate) mod compact;
 mod flow;
 mod pins;
+mod sample;
 pub(crate) mod tables;
 mod test_run;
 
@@ -26,7 +27,7 @@ use pop_dataplane_common::{
     Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, RouteEntry,
     acl::AclHits,
     fib::{self, FibMode},
-    flow as flow_maps, maps, sample,
+    flow as flow_maps, maps, sample as sample_maps,
 };
 
 use self::test_run::test_run;
@@ -38,6 +39,7 @@ use self::{
 pub use self::{
     attach::{AttachMode, AttachedMode},
     pins::{Pinned, open_pinned, unpin},
+    sample::{nexthop_traffic, samples_lost},
     test_run::TestRunOutput,
 };
 use crate::control::plan::{Adopted, MapWrite, Update};
@@ -78,9 +80,9 @@ const ALL_MAPS: [&str; 23] = [
     flow_maps::FLOW_WILDCARD,
     flow_maps::FLOW_HITS,
     flow_maps::FLOW_BUCKETS,
-    sample::SAMPLE_RATES,
-    sample::SAMPLES_LOST,
-    sample::NEXTHOP_TRAFFIC,
+    sample_maps::SAMPLE_RATES,
+    sample_maps::SAMPLES_LOST,
+    sample_maps::NEXTHOP_TRAFFIC,
 ];
 
 /// Load-time settings of the program.
@@ -446,7 +448,13 @@ impl Dataplane {
                 MapWrite::DeleteFlowList(prefix) => self.set_flow_list(prefix, None)?,
                 MapWrite::FlowWildcard(wildcard) => self.set_flow_wildcard(*wildcard)?,
                 MapWrite::ResetFlowRule(rule) => self.reset_flow_rule(*rule)?,
-                MapWrite::Nexthop(id, nexthop) => self.set_nexthop(*id, nexthop)?,
+                MapWrite::Nexthop(id, nexthop) => {
+                    self.set_nexthop(*id, nexthop)?;
+                    if *nexthop == Nexthop::default() {
+                        // Cleared: its id may go to another next hop, which starts from zero.
+                        self.reset_nexthop_traffic(*id)?;
+                    }
+                }
                 MapWrite::Group(id, group) => self.set_group(*id, group)?,
                 MapWrite::Route(prefix, entry) => {
                     if let Some(Moved) = self.routes()?.set(prefix, entry)? {

@@ -11,7 +11,9 @@ use futures_util::TryStreamExt as _;
 use netlink_packet_route::{
     RouteNetlinkMessage,
     address::{AddressAttribute, AddressMessage},
-    link::{InfoData, InfoVlan, LinkAttribute, LinkInfo, LinkMessage, State, VlanProtocol},
+    link::{
+        InfoData, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State, VlanProtocol,
+    },
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
 };
 use rtnetlink::Handle;
@@ -56,6 +58,59 @@ impl Address {
             .map(|net| net.trunc())
             .unwrap_or_else(|_| ipnet::IpNet::from(self.addr))
     }
+}
+
+/// The kernel's counters of an interface (what `ip -s link` shows), with its state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    pub ifindex: u32,
+    pub admin_up: bool,
+    pub oper_up: bool,
+    pub promiscuous: bool,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_multicast: u64,
+    pub rx_dropped: u64,
+    pub rx_errors: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_dropped: u64,
+    pub tx_errors: u64,
+}
+
+/// The counters of every interface, over `handle`.
+pub async fn link_counters(handle: &Handle) -> anyhow::Result<Vec<LinkCounters>> {
+    let mut all = Vec::new();
+    let mut dump = handle.link().get().execute();
+    while let Some(message) = dump.try_next().await.context("dumping interfaces")? {
+        let flags = message.header.flags;
+        let mut counters = LinkCounters {
+            ifindex: message.header.index,
+            admin_up: flags.contains(LinkFlags::Up),
+            oper_up: flags.contains(LinkFlags::LowerUp) || flags.contains(LinkFlags::Running),
+            promiscuous: flags.contains(LinkFlags::Promisc),
+            ..Default::default()
+        };
+        for attribute in &message.attributes {
+            match attribute {
+                LinkAttribute::Stats64(stats) => {
+                    counters.rx_bytes = stats.rx_bytes;
+                    counters.rx_packets = stats.rx_packets;
+                    counters.rx_multicast = stats.multicast;
+                    counters.rx_dropped = stats.rx_dropped;
+                    counters.rx_errors = stats.rx_errors;
+                    counters.tx_bytes = stats.tx_bytes;
+                    counters.tx_packets = stats.tx_packets;
+                    counters.tx_dropped = stats.tx_dropped;
+                    counters.tx_errors = stats.tx_errors;
+                }
+                LinkAttribute::OperState(State::Up) => counters.oper_up = true,
+                _ => {}
+            }
+        }
+        all.push(counters);
+    }
+    Ok(all)
 }
 
 /// Interfaces and addresses at one moment.

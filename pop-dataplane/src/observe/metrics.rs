@@ -16,9 +16,15 @@ use tokio::{
     task::JoinHandle,
 };
 
-use pop_dataplane_common::flow::FlowHits;
+use pop_dataplane_common::{flow::FlowHits, sample::NexthopTraffic};
 
-use crate::observe::stats::{self, InterfaceStats};
+use crate::{
+    dataplane::nexthop_traffic,
+    observe::{
+        sflow::AgentCounts,
+        stats::{self, InterfaceStats},
+    },
+};
 
 /// Figures only the daemon knows, shared with the endpoint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,15 +45,39 @@ pub(crate) struct FlowLabel {
     pub origin: String,
 }
 
+/// The sFlow agent's figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SflowFigures {
+    /// Samples read from the program's ring.
+    pub samples: u64,
+    pub counts: AgentCounts,
+}
+
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Shared(Arc<Mutex<(Figures, Vec<FlowLabel>)>>);
+struct Published {
+    figures: Figures,
+    flows: Vec<FlowLabel>,
+    /// Next hops by id, named.
+    nexthops: Vec<(u32, String)>,
+    sflow: SflowFigures,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Shared(Arc<Mutex<Published>>);
 
 impl Shared {
-    pub(crate) fn set(&self, figures: Figures, flows: Vec<FlowLabel>) {
-        *self.0.lock().expect("not poisoned") = (figures, flows);
+    pub(crate) fn set(&self, figures: Figures, flows: Vec<FlowLabel>, nexthops: Vec<(u32, String)>) {
+        let mut published = self.0.lock().expect("not poisoned");
+        published.figures = figures;
+        published.flows = flows;
+        published.nexthops = nexthops;
     }
 
-    fn get(&self) -> (Figures, Vec<FlowLabel>) {
+    pub(crate) fn set_sflow(&self, sflow: SflowFigures) {
+        self.0.lock().expect("not poisoned").sflow = sflow;
+    }
+
+    fn get(&self) -> Published {
         self.0.lock().expect("not poisoned").clone()
     }
 }
@@ -98,19 +128,29 @@ async fn respond(
     let request_line = request_line.lines().next().unwrap_or("");
     let (status, content_type, body) =
         if request_line.starts_with("GET /metrics ") || request_line == "GET /metrics" {
-            let (figures, flows) = shared.get();
+            let published = shared.get();
+            let (figures, sflow) = (published.figures, published.sflow);
             let read = tokio::task::spawn_blocking(move || {
                 let stats = stats::read(&pin_dir, &run_dir)?;
-                let ids: Vec<u32> = flows.iter().map(|f| f.id).collect();
+                let ids: Vec<u32> = published.flows.iter().map(|f| f.id).collect();
                 let hits = stats::flow_hits(&pin_dir, &ids)?;
-                anyhow::Ok((stats, flows.into_iter().zip(hits).collect::<Vec<_>>()))
+                let ids: Vec<u32> = published.nexthops.iter().map(|(id, _)| *id).collect();
+                let traffic = nexthop_traffic(&pin_dir, &ids)?;
+                let nexthops: Vec<(String, NexthopTraffic)> = published
+                    .nexthops
+                    .into_iter()
+                    .map(|(_, name)| name)
+                    .zip(traffic)
+                    .collect();
+                let flows = published.flows.into_iter().zip(hits).collect::<Vec<_>>();
+                anyhow::Ok((stats, flows, nexthops))
             })
             .await?;
             match read {
-                Ok((stats, flows)) => (
+                Ok((stats, flows, nexthops)) => (
                     "200 OK",
                     "text/plain; version=0.0.4",
-                    render(&stats, figures, &flows),
+                    render(&stats, figures, &flows, &nexthops, sflow),
                 ),
                 Err(err) => (
                     "503 Service Unavailable",
@@ -133,11 +173,14 @@ async fn respond(
     Ok(())
 }
 
-/// The Prometheus text exposition of `stats`, `figures` and the flow rules' counters.
+/// The Prometheus text exposition of `stats`, `figures`, the flow rules' counters, the
+/// next hops' traffic (by name) and the sFlow agent's figures.
 pub(crate) fn render(
     stats: &[InterfaceStats],
     figures: Figures,
     flows: &[(FlowLabel, FlowHits)],
+    nexthops: &[(String, NexthopTraffic)],
+    sflow: SflowFigures,
 ) -> String {
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, value: &dyn Fn(&InterfaceStats) -> u64| {
@@ -181,6 +224,11 @@ pub(crate) fn render(
         "tx_bytes_total",
         "Bytes XDP redirected out of this interface.",
         &|s| s.tx_bytes,
+    );
+    counter(
+        "sflow_samples_lost_total",
+        "sFlow samples of frames received here that the ring had no room for.",
+        &|s| s.samples_lost,
     );
     for (name, help, pick) in [
         (
@@ -268,6 +316,56 @@ pub(crate) fn render(
                 value(hits)
             );
         }
+    }
+    for (name, help, value) in [
+        (
+            "nexthop_tx_packets_total",
+            "Frames XDP sent to this next hop.",
+            (|t: &NexthopTraffic| t.packets) as fn(&NexthopTraffic) -> u64,
+        ),
+        (
+            "nexthop_tx_bytes_total",
+            "Bytes XDP sent to this next hop (as sent, VLAN tags included).",
+            |t| t.bytes,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP pop_dataplane_{name} {help}");
+        let _ = writeln!(out, "# TYPE pop_dataplane_{name} counter");
+        for (nexthop, traffic) in nexthops {
+            let _ = writeln!(
+                out,
+                "pop_dataplane_{name}{{nexthop=\"{}\"}} {}",
+                escape(nexthop),
+                value(traffic)
+            );
+        }
+    }
+    for (name, help, value) in [
+        ("sflow_samples_total", "Samples read from the XDP program.", sflow.samples),
+        (
+            "sflow_flow_samples_sent_total",
+            "sFlow flow samples sent.",
+            sflow.counts.flow_samples,
+        ),
+        (
+            "sflow_counter_samples_sent_total",
+            "sFlow counter samples sent.",
+            sflow.counts.counter_samples,
+        ),
+        (
+            "sflow_datagrams_total",
+            "sFlow datagrams sent (one per collector).",
+            sflow.counts.datagrams,
+        ),
+        (
+            "sflow_send_errors_total",
+            "sFlow datagrams a collector's socket refused.",
+            sflow.counts.send_errors,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP pop_dataplane_{name} {help}");
+        let _ = writeln!(out, "# TYPE pop_dataplane_{name} counter");
+        let _ = writeln!(out, "pop_dataplane_{name} {value}");
     }
     out
 }

@@ -3,5 +3,7 @@
 
 pub(crate) mod metrics;
 pub(crate) mod names;
+pub(crate) mod sflow;
 pub mod stats;
+pub mod top;
 pub(crate) mod trace;

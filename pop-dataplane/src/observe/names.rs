@@ -26,3 +26,22 @@ pub(crate) fn load(run_dir: &Path) -> Vec<NamedInterface> {
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default()
 }
+
+const NEXTHOPS_FILE: &str = "nexthops.json";
+
+/// Writes the names of the running dataplane's next hops, by id, into its run directory.
+pub(crate) fn save_nexthops(run_dir: &Path, names: &[(u32, String)]) -> anyhow::Result<()> {
+    let path = run_dir.join(NEXTHOPS_FILE);
+    let tmp = run_dir.join(format!("{NEXTHOPS_FILE}.tmp"));
+    fs::write(&tmp, serde_json::to_vec(names)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The next hops' names the running dataplane saved; none when it saved none.
+pub(crate) fn load_nexthops(run_dir: &Path) -> Vec<(u32, String)> {
+    fs::read(run_dir.join(NEXTHOPS_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}

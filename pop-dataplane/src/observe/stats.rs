@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::{
     control::topology::{NamedInterface, interface_name},
-    dataplane::{Dataplane, open_pinned},
+    dataplane::{Dataplane, nexthop_traffic, open_pinned, samples_lost},
     host::Host,
     observe::names,
 };
@@ -45,6 +45,8 @@ pub struct InterfaceStats {
     /// Every reason, zero or not, so that scripts can rely on the keys.
     pub to_kernel: std::collections::BTreeMap<&'static str, u64>,
     pub dropped: std::collections::BTreeMap<&'static str, u64>,
+    /// sFlow samples of frames received here that the ring had no room for.
+    pub samples_lost: u64,
 }
 
 impl InterfaceStats {
@@ -73,6 +75,7 @@ impl InterfaceStats {
             dropped_packets: dropped.values().sum(),
             to_kernel,
             dropped,
+            samples_lost: 0,
         }
     }
 }
@@ -84,9 +87,44 @@ pub fn read(pin_dir: &Path, run_dir: &Path) -> anyhow::Result<Vec<InterfaceStats
     let counters = PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, maps::COUNTERS)?))?;
     let saved = names::load(run_dir);
     let host = Host::read_now()?;
-    collect(&interfaces, &counters, |slot, key| {
+    let mut stats = collect(&interfaces, &counters, |slot, key| {
         interface_name(&saved, &host, key, slot)
-    })
+    })?;
+    let slots: Vec<u32> = stats.iter().map(|s| s.slot).collect();
+    for (row, lost) in stats.iter_mut().zip(samples_lost(pin_dir, &slots)?) {
+        row.samples_lost = lost;
+    }
+    Ok(stats)
+}
+
+/// What the dataplane sent to one next hop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NexthopStats {
+    /// Its `[[nexthop]]` name, else `via ADDRESS dev INTERFACE`.
+    pub name: String,
+    pub id: u32,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+/// The traffic of every next hop the daemon named in its run directory `run_dir`, read from
+/// the dataplane pinned under `pin_dir`; in name order.
+pub fn read_nexthops(pin_dir: &Path, run_dir: &Path) -> anyhow::Result<Vec<NexthopStats>> {
+    let names = names::load_nexthops(run_dir);
+    let ids: Vec<u32> = names.iter().map(|(id, _)| *id).collect();
+    let traffic = nexthop_traffic(pin_dir, &ids)?;
+    let mut stats: Vec<NexthopStats> = names
+        .into_iter()
+        .zip(traffic)
+        .map(|((id, name), t)| NexthopStats {
+            name,
+            id,
+            tx_packets: t.packets,
+            tx_bytes: t.bytes,
+        })
+        .collect();
+    stats.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    Ok(stats)
 }
 
 /// The counters of flow rules `ids` in the dataplane pinned under `pin_dir`, summed over
@@ -196,28 +234,89 @@ pub fn watch(
 ) -> anyhow::Result<()> {
     use std::io::{IsTerminal as _, Write as _};
     let mut before = read(pin_dir, run_dir)?;
+    let mut nexthops_before = read_nexthops(pin_dir, run_dir)?;
     let mut at = std::time::Instant::now();
     let terminal = std::io::stdout().is_terminal();
     loop {
         std::thread::sleep(every);
         let now = read(pin_dir, run_dir)?;
+        let nexthops_now = read_nexthops(pin_dir, run_dir)?;
         let elapsed = at.elapsed().as_secs_f64();
         at = std::time::Instant::now();
         let rates = rates(&before, &now, elapsed);
+        let nexthop_rates = nexthop_rates(&nexthops_before, &nexthops_now, elapsed);
         let mut out = std::io::stdout().lock();
         if json {
-            writeln!(out, "{}", serde_json::json!({ "interfaces": rates }))?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({ "interfaces": rates, "nexthops": nexthop_rates })
+            )?;
         } else {
             if terminal {
                 write!(out, "\x1b[2J\x1b[H")?;
             }
             write!(out, "{}", render_rates(&rates))?;
             writeln!(out)?;
+            write!(out, "{}", render_nexthop_rates(&nexthop_rates))?;
+            writeln!(out)?;
             write!(out, "{}", render(&now))?;
         }
         out.flush()?;
         before = now;
+        nexthops_before = nexthops_now;
     }
+}
+
+/// Rates of one next hop between two readings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NexthopRates {
+    pub name: String,
+    pub tx_pps: f64,
+    pub tx_bps: f64,
+}
+
+/// The next hops' rates between readings `before` and `after`, `seconds` apart (a next hop
+/// whose id changed meaning counts from its new start).
+pub fn nexthop_rates(
+    before: &[NexthopStats],
+    after: &[NexthopStats],
+    seconds: f64,
+) -> Vec<NexthopRates> {
+    after
+        .iter()
+        .map(|now| {
+            let then = before.iter().find(|b| b.id == now.id && b.name == now.name);
+            let per_second = |pick: fn(&NexthopStats) -> u64| {
+                then.map_or(0.0, |then| pick(now).saturating_sub(pick(then)) as f64 / seconds)
+            };
+            NexthopRates {
+                name: now.name.clone(),
+                tx_pps: per_second(|s| s.tx_packets),
+                tx_bps: per_second(|s| s.tx_bytes) * 8.0,
+            }
+        })
+        .collect()
+}
+
+/// The next hops' traffic as a table; nothing when there are none.
+pub fn render_nexthops(stats: &[NexthopStats]) -> String {
+    if stats.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<[String; 3]> = stats
+        .iter()
+        .map(|s| [s.name.clone(), s.tx_packets.to_string(), s.tx_bytes.to_string()])
+        .collect();
+    format!("\n{}", table(&["NEXT HOP", "TX PKTS", "TX BYTES"], &rows))
+}
+
+fn render_nexthop_rates(rates: &[NexthopRates]) -> String {
+    let rows: Vec<[String; 3]> = rates
+        .iter()
+        .map(|r| [r.name.clone(), si(r.tx_pps), si(r.tx_bps)])
+        .collect();
+    table(&["NEXT HOP", "TX PPS", "TX BIT/S"], &rows)
 }
 
 /// Rates as a table, in packets and bits per second with k, M, G.

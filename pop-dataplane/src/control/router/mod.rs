@@ -342,6 +342,36 @@ impl Router {
             .map(|(id, _)| (id, self.nexthop_value(id)))
     }
 
+    /// Every next hop in use, as people know it: (id, name), the name of its `[[nexthop]]`
+    /// entry where it has one, else its neighbour's address (or MAC) and interface.
+    pub fn nexthop_names(&self) -> Vec<(u32, String)> {
+        let names: HashMap<u32, &str> = self
+            .config_nexthops
+            .iter()
+            .map(|(name, &id)| (id, name.as_str()))
+            .collect();
+        self.nexthops
+            .iter()
+            .map(|(id, entry)| {
+                let name = match names.get(&id) {
+                    Some(name) => (*name).to_owned(),
+                    None => entry.key.to_string(),
+                };
+                (id, name)
+            })
+            .collect()
+    }
+
+    /// Next hop `id`'s neighbour address, when it has one.
+    pub fn nexthop_via(&self, id: u32) -> Option<std::net::IpAddr> {
+        self.nexthops.get(id)?.via()
+    }
+
+    /// The prefix of the selected route that `addr` falls under (its longest match).
+    pub fn matching_prefix(&self, addr: std::net::IpAddr) -> Option<IpNet> {
+        self.rib.lookup(addr).map(|(prefix, _)| prefix)
+    }
+
     /// ECMP groups in use.
     pub fn group_count(&self) -> usize {
         self.fib.groups()
