@@ -11,6 +11,7 @@ pub mod lab;
 pub mod model;
 pub mod netns;
 pub mod pktgen;
+pub mod sflow;
 pub mod soak;
 pub mod traffic;
 

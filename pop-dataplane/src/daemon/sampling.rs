@@ -307,7 +307,7 @@ impl Daemon<'_> {
             *sequence = sequence.wrapping_add(1);
             agent.push_counters(&CounterSample {
                 sequence: *sequence,
-                counters: generic_counters(link, link_speed(&interface.name)),
+                counters: generic_counters(link, link_speed(&interface.name, ifindex)),
             });
         }
         agent.flush();
@@ -480,9 +480,15 @@ fn generic_counters(link: &host::LinkCounters, speed: u64) -> datagram::Interfac
     }
 }
 
-/// The interface's speed in bits per second, from sysfs (Mb/s there); 0 when it has none.
-fn link_speed(name: &str) -> u64 {
-    std::fs::read_to_string(format!("/sys/class/net/{name}/speed"))
+/// The interface's speed in bits per second, from sysfs (Mb/s there); 0 when it has none, or
+/// when this process's sysfs is another network namespace's (its interface of that name has
+/// another ifindex).
+fn link_speed(name: &str, ifindex: u32) -> u64 {
+    let read = |file: &str| std::fs::read_to_string(format!("/sys/class/net/{name}/{file}"));
+    if read("ifindex").ok().and_then(|i| i.trim().parse::<u32>().ok()) != Some(ifindex) {
+        return 0;
+    }
+    read("speed")
         .ok()
         .and_then(|text| text.trim().parse::<i64>().ok())
         .filter(|&mbps| mbps > 0)
