@@ -27,7 +27,12 @@ use pop_dataplane::{
     host::Host,
     observe::stats,
 };
-use pop_dataplane_common::{acl::AclHits, fib::FibMode, flow::FlowHits};
+use pop_dataplane_common::{
+    acl::AclHits,
+    fib::FibMode,
+    flow::FlowHits,
+    sample::{HEADER_BYTES, SampleRecord},
+};
 use pop_dataplane_tests::{
     frame::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, Extension, IPPROTO_DSTOPTS,
@@ -640,6 +645,118 @@ fn model_tables(router: &Router, writes: &[MapWrite]) -> model::Tables {
     model
 }
 
+/// The sample records the program must write, in order: one for every frame counted on a
+/// 1-in-1 interface, and maybe one for a frame on the 1-in-3 interface.
+#[derive(Default)]
+struct Samples {
+    queue: std::collections::VecDeque<(SampleRecord, bool)>,
+    /// Frames on the 1-in-3 interface, and how many were sampled.
+    maybe: u64,
+    maybe_sampled: u64,
+    checked: u64,
+}
+
+impl Samples {
+    fn expect(&mut self, counted: &Counted, frame: &[u8], one_in_three: u32) {
+        let (ingress_slot, verdict, reason, egress_slot) = match *counted {
+            Counted::Nothing => return,
+            Counted::Forwarded {
+                ingress_slot,
+                egress_slot,
+            } => (ingress_slot, SampleRecord::FORWARD, 0, egress_slot),
+            Counted::ToKernel {
+                ingress_slot,
+                reason,
+            } => (ingress_slot, SampleRecord::TO_KERNEL, reason, SampleRecord::NONE),
+            Counted::Dropped {
+                ingress_slot,
+                reason,
+            }
+            | Counted::Denied {
+                ingress_slot,
+                reason,
+                ..
+            } => (ingress_slot, SampleRecord::DROP, reason, SampleRecord::NONE),
+        };
+        let mut record = SampleRecord {
+            ingress_slot,
+            verdict,
+            reason,
+            egress_slot,
+            frame_len: frame.len() as u32,
+            header_len: frame.len().min(HEADER_BYTES) as u32,
+            ..SampleRecord::EMPTY
+        };
+        record.header[..frame.len().min(HEADER_BYTES)]
+            .copy_from_slice(&frame[..frame.len().min(HEADER_BYTES)]);
+        let certain = ingress_slot != one_in_three;
+        if !certain {
+            self.maybe += 1;
+        }
+        self.queue.push_back((record, certain));
+    }
+
+    /// Takes the ring's records and matches them against what was expected, in order.
+    fn check(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) {
+        let same = |got: &SampleRecord, want: &SampleRecord| {
+            got.ingress_slot == want.ingress_slot
+                && got.verdict == want.verdict
+                && got.reason == want.reason
+                && got.egress_slot == want.egress_slot
+                && got.frame_len == want.frame_len
+                && got.header_len == want.header_len
+                // Past its length, the header holds whatever an earlier sample left.
+                && got.header[..got.header_len as usize] == want.header[..want.header_len as usize]
+        };
+        while let Some(item) = ring.next() {
+            assert_eq!(item.len(), size_of::<SampleRecord>());
+            // SAFETY: the ring holds the program's `SampleRecord`s; any bytes are one.
+            let got: SampleRecord =
+                unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SampleRecord>()) };
+            drop(item);
+            assert_ne!(got.nexthop == SampleRecord::NONE, got.verdict == SampleRecord::FORWARD);
+            loop {
+                let (want, certain) = self
+                    .queue
+                    .pop_front()
+                    .unwrap_or_else(|| panic!("an unexpected sample: {got:?}"));
+                if same(&got, &want) {
+                    self.checked += 1;
+                    if !certain {
+                        self.maybe_sampled += 1;
+                    }
+                    break;
+                }
+                assert!(
+                    !certain,
+                    "sample {} differs:\n  program {got:?}\n  model   {want:?}",
+                    self.checked
+                );
+            }
+        }
+    }
+
+    fn finish(&self) {
+        assert!(
+            self.queue.iter().all(|(_, certain)| !certain),
+            "{} frames left without their sample",
+            self.queue.iter().filter(|(_, c)| *c).count()
+        );
+        let (n, p) = (self.maybe as f64, 1.0 / 3.0);
+        let sd = (n * p * (1.0 - p)).sqrt();
+        assert!(
+            (self.maybe_sampled as f64 - n * p).abs() <= 4.0 * sd,
+            "{} of {} frames sampled at 1-in-3",
+            self.maybe_sampled,
+            self.maybe
+        );
+        println!(
+            "{} sample records as the model expects ({} of {} frames at 1-in-3)",
+            self.checked, self.maybe_sampled, self.maybe
+        );
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -787,6 +904,19 @@ fn agree(fib: FibMode) {
         .collect();
     let model = model_tables(&router, &writes);
 
+    // Sampling on every interface: 1-in-1, so that each frame's record is known, except the
+    // first interface's, 1-in-3, whose samples are a random share. Sampling changes no
+    // verdict and no byte: the frames are still checked against the model, which knows
+    // nothing of it.
+    let mut ring = dataplane.take_samples().unwrap();
+    let one_in_three = router.topology().interfaces[0].entry.slot;
+    for interface in &router.topology().interfaces {
+        let slot = interface.entry.slot;
+        let rate = if slot == one_in_three { 3 } else { 1 };
+        dataplane.set_sample_rate(slot, rate).unwrap();
+    }
+    let mut samples = Samples::default();
+
     let ingresses: Vec<Ingress> = router
         .topology()
         .interfaces
@@ -850,6 +980,10 @@ fn agree(fib: FibMode) {
                     got.action,
                     hex(&got.frame),
                 );
+            }
+            samples.expect(&want.counted, &frame, one_in_three);
+            if run % 1000 == 0 {
+                samples.check(&mut ring);
             }
             let len = frame.len() as u64;
             if let Some(hit) = want.flow {
@@ -915,6 +1049,8 @@ fn agree(fib: FibMode) {
             }
         }
     }
+    samples.check(&mut ring);
+    samples.finish();
     let elapsed = started.elapsed();
     println!(
         "{run} frames agree ({:.0?}, {:.1} µs a frame): {outcomes:?}",

@@ -26,7 +26,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages: the tools the tests and the demo drive.
-const APT_PACKAGES: [(&str, &str); 11] = [
+const APT_PACKAGES: [(&str, &str); 12] = [
     ("iproute2", "ip"),
     ("ethtool", "ethtool"),
     ("iperf3", "iperf3"),
@@ -38,6 +38,8 @@ const APT_PACKAGES: [(&str, &str); 11] = [
     // The FlowSpec test: ExaBGP feeds the dataplane, GoBGP announces.
     ("exabgp", "/usr/sbin/exabgp"),
     ("gobgpd", "/usr/bin/gobgpd"),
+    // The sFlow test's collector.
+    ("pmacct", "/usr/sbin/sfacctd"),
     // The benchmark reads programs' run-time statistics with it.
     ("bpftool", "/usr/sbin/bpftool"),
     // The benchmark chart's font.
