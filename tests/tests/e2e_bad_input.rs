@@ -12,16 +12,19 @@ use std::{fs, path::Path};
 use pop_dataplane_tests::{
     dataplane_binary,
     lab::{HOST_B, Lab},
+    sflow::Receiver,
 };
 use serde_json::Value;
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/bad-input");
 
-/// What must not change: the routes, the ACL, the flow rules, and the route counts.
-fn snapshot(lab: &Lab, binary: &Path) -> (Value, Value, Value, (Value, Value, Value)) {
+/// What must not change: the routes, the ACL, the flow rules, the route counts, and the
+/// sFlow agent (its collectors and rates).
+fn snapshot(lab: &Lab, binary: &Path) -> (Value, Value, Value, (Value, Value, Value), Value) {
     let json =
         |args: &[&str]| -> Value { serde_json::from_str(&lab.cli(binary, args).unwrap()).unwrap() };
     let status = json(&["status", "--json"]);
+    let sflow = json(&["sflow", "show", "--json"]);
     (
         json(&["route", "list", "--json"]),
         json(&["acl", "list", "--json"]),
@@ -31,6 +34,7 @@ fn snapshot(lab: &Lab, binary: &Path) -> (Value, Value, Value, (Value, Value, Va
             status["nexthops"].clone(),
             status["ports"].clone(),
         ),
+        serde_json::json!([sflow["collectors"], sflow["interfaces"], sflow["agent_address"]]),
     )
 }
 
@@ -49,10 +53,18 @@ fn every_broken_file_is_refused_with_its_place_and_nothing_changes() {
     let good = format!(
         "[filter]\nmartian_sources = true\n\n{}\n[[acl]]\naction = \"deny\"\nsrc = \
          \"198.18.9.0/24\"\n[[flow]]\nrule = \"destination 198.18.2.0/24 protocol =udp \
-         destination-port =9 then drop\"\n",
-        lab.router_config()
+         destination-port =9 then drop\"\n\n[sflow]\ncollectors = [\"{}\"]\n\
+         sampling_rate = 1000\nsource_port = 6998\n",
+        lab.router_config(),
+        HOST_B.ipv4
     );
     let _daemon = lab.start_dataplane(&binary, &good, "native").unwrap();
+    // A source port another program holds (the corpus's sflow-source-port-in-use).
+    let _holder = Receiver::bind(&lab.router, "0.0.0.0:6999").unwrap();
+    // A reload of the same config keeps its sFlow source port (the new agent binds it
+    // while the old one still holds it).
+    fs::write(lab.config_path(), &good).unwrap();
+    lab.cli(&binary, &["reload"]).unwrap();
     lab.cli(&binary, &["route", "add", "198.18.4.0/24", "blackhole"])
         .unwrap();
     let before = snapshot(&lab, &binary);

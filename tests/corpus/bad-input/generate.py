@@ -105,6 +105,20 @@ config("flow-bad-rate", '[[flow]]\nrule = "ipv4 protocol =udp then rate-limit 0 
 config("flow-unknown-key", '[[flow]]\nrule = "ipv4 protocol =udp then drop"\naction = "drop"\n', f"{{file}}:{L+2}: unknown field `action`, expected `rule`")
 config("flow-duplicate", '[[flow]]\nrule = "ipv4 protocol =udp then drop"\n\n[[flow]]\nrule = "ipv4 protocol =udp then drop"\n', f'{{file}}:{L+3}: flow "ipv4 protocol =udp then drop": listed twice (first on line {L})')
 config("flow-too-many-covering", "".join(f'[[flow]]\nrule = "destination 198.18.2.0/24 dscp ={d} then drop"\n' for d in range(29)), "{file}: 29 flow rules cover destination 198.18.2.0/24; at most 28 may")
+RATE_RANGE = "is outside 1-16777216 (1-in-N; leave it out, or give 0 on an interface, for none)"
+config("sflow-rate-zero", '[sflow]\nsampling_rate = 0\n', f"{{file}}:{L}: [sflow]: sampling rate 0 {RATE_RANGE}")
+config("sflow-rate-too-large", '[sflow]\nsampling_rate = 16777217\n', f"{{file}}:{L}: [sflow]: sampling rate 16777217 {RATE_RANGE}")
+replace("sflow-interface-rate-negative", 'name = "ra"\n', 'name = "ra"\nsampling_rate = -1\n', f'{{file}}:2: interface "ra": sampling rate -1 {RATE_RANGE}')
+config("sflow-collector-port-zero", '[sflow]\ncollectors = ["198.18.2.2:0"]\n', f'{{file}}:{L}: [sflow]: collector "198.18.2.2:0": the port is not a number in 1-65535')
+config("sflow-collector-twice", '[sflow]\ncollectors = ["198.18.2.2", "198.18.2.2:6343"]\n', f"{{file}}:{L}: [sflow]: collector 198.18.2.2:6343 is listed twice")
+config("sflow-polling-too-long", '[sflow]\npolling_interval = 86400\n', f"{{file}}:{L}: [sflow]: polling_interval 86400 is outside 0-3600 seconds")
+config("sflow-unknown-key", '[sflow]\ncollector = "198.18.2.2"\n', f"{{file}}:{L+1}: unknown field `collector`")
+# Checked against the host when the daemon takes the config.
+config("sflow-collector-unresolvable", '[sflow]\ncollectors = ["no-such-collector.invalid"]\n', f"{{file}}:{L}: [sflow]: collector no-such-collector.invalid:6343: cannot resolve")
+config("sflow-collector-unreachable", '[sflow]\ncollectors = ["198.19.200.1"]\n', f"{{file}}:{L}: [sflow]: collector 198.19.200.1:6343 (198.19.200.1:6343): unreachable from this host: Network is unreachable")
+config("sflow-agent-not-local", '[sflow]\ncollectors = ["198.18.2.2"]\nagent_address = "198.18.7.7"\n', f"{{file}}:{L}: [sflow]: agent_address 198.18.7.7: Cannot assign requested address")
+# e2e_bad_input holds UDP port 6999 in the router's namespace.
+config("sflow-source-port-in-use", '[sflow]\ncollectors = ["198.18.2.2"]\nsource_port = 6999\n', f"{{file}}:{L}: [sflow]: source_port 6999: Address already in use")
 config("filter-wrong-type", '[filter]\nmartian_sources = "yes"\n', f"{{file}}:{L+1}: invalid type: string \"yes\", expected a boolean")
 config("daemon-unknown-key", '[daemon]\ncontrol_socket = "/tmp/x"\n', f"{{file}}:{L+1}: unknown field `control_socket`")
 config("sync-unknown-table", '[daemon]\nsync_kernel_tables = ["nosuchtable"]\n', f'{{file}}:{L+1}: routing table "nosuchtable": not main, default, local, a number or a name in /etc/iproute2/rt_tables')

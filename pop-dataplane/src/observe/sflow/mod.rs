@@ -21,6 +21,9 @@ use crate::config::sflow::{Collector, SflowConfig};
 /// How long queued samples may wait for a fuller datagram.
 pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
+/// How long a collector's name may take to resolve.
+const RESOLVE_WITHIN: Duration = Duration::from_secs(5);
+
 /// How often a failing collector is logged.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -78,8 +81,15 @@ impl Agent {
         }
         let mut destinations = Vec::new();
         for collector in &config.collectors {
-            let mut addrs = tokio::net::lookup_host((collector.host.as_str(), collector.port))
+            let lookup = tokio::net::lookup_host((collector.host.as_str(), collector.port));
+            let mut addrs = tokio::time::timeout(RESOLVE_WITHIN, lookup)
                 .await
+                .unwrap_or_else(|_| {
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer within {RESOLVE_WITHIN:?}"),
+                    ))
+                })
                 .map_err(|err| AgentError::Unresolvable(collector.clone(), err))?;
             // The agent's family first, when it has one.
             let addr = match config.agent_address {
@@ -133,14 +143,11 @@ impl Agent {
                 Some(addr) if addr.is_ipv4() == v4 => SocketAddr::new(addr, port),
                 _ => unspecified(v4, port),
             };
-            let socket = UdpSocket::bind(local).map_err(|err| match err.kind() {
+            let socket = bind(local).map_err(|err| match err.kind() {
                 io::ErrorKind::AddrInUse => AgentError::SourcePortInUse(port, err),
-                io::ErrorKind::AddrNotAvailable => {
-                    AgentError::AgentAddress(local.ip(), err)
-                }
+                io::ErrorKind::AddrNotAvailable => AgentError::AgentAddress(local.ip(), err),
                 _ => AgentError::Socket(err),
             })?;
-            socket.set_nonblocking(true).map_err(AgentError::Socket)?;
             sockets.insert(v4, socket);
         }
         Ok(Some(Self {
@@ -224,6 +231,18 @@ impl Agent {
             }
         }
     }
+}
+
+/// A non-blocking UDP socket bound to `local`. With SO_REUSEADDR, which lets a reload's new
+/// agent bind the source port the old one still holds (both set it); a port another program
+/// holds is still refused.
+fn bind(local: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&local.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 fn unspecified(v4: bool, port: u16) -> SocketAddr {
