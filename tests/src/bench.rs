@@ -90,7 +90,16 @@ pub enum Router {
     /// pop-dataplane (compiled FIB) with blackhole routes for where the benchmark's traffic
     /// goes, and no table: what a drop costs without any flow rule, the flood's control.
     DataplaneBlackhole,
+    /// pop-dataplane (compiled FIB) sampling every interface 1-in-[`SAMPLING_RATE`] (sFlow's
+    /// usual order), the samples feeding `top` (no collector): what sampling costs.
+    DataplaneSampled,
+    /// pop-dataplane (compiled FIB) sampling every frame: the ring overflows, and the
+    /// samples it could not take are counted.
+    DataplaneSampledAll,
 }
+
+/// The sampling rate of [`Router::DataplaneSampled`].
+pub const SAMPLING_RATE: u32 = 1000;
 
 /// Flow rules of [`Router::DataplaneFlows`], half IPv4, half IPv6.
 pub const FLOW_RULES: usize = 1_000;
@@ -109,6 +118,8 @@ impl Router {
                 | Self::DataplaneFlows
                 | Self::DataplaneFlood
                 | Self::DataplaneBlackhole
+                | Self::DataplaneSampled
+                | Self::DataplaneSampledAll
         )
     }
 
@@ -132,6 +143,14 @@ impl Router {
                 );
             }
             return config;
+        }
+        if let Self::DataplaneSampled | Self::DataplaneSampledAll = self {
+            let rate = if self == Self::DataplaneSampled {
+                SAMPLING_RATE
+            } else {
+                1
+            };
+            return format!("{}\n[sflow]\nsampling_rate = {rate}\n", lab.router_config());
         }
         if self == Self::DataplaneBlackhole {
             let mut config = lab.router_config();
@@ -716,7 +735,9 @@ impl BenchLab {
             | Router::DataplaneUrpf
             | Router::DataplaneFlows
             | Router::DataplaneFlood
-            | Router::DataplaneBlackhole => bench.start_dataplane(table)?,
+            | Router::DataplaneBlackhole
+            | Router::DataplaneSampled
+            | Router::DataplaneSampledAll => bench.start_dataplane(table)?,
         }
         if pin_threads {
             bench.threads = Some(bench.pin_threads()?);
@@ -774,6 +795,28 @@ impl BenchLab {
     /// What loading the lab's table took (CLI output, wall time), when it had one.
     pub fn load(&self) -> Option<&(String, Duration)> {
         self.load.as_ref()
+    }
+
+    /// `pop-dataplane sflow show --json` of the router.
+    pub fn sflow(&self) -> anyhow::Result<serde_json::Value> {
+        let out = self
+            .lab
+            .cli(&self.tools.dataplane, &["sflow", "show", "--json"])?;
+        serde_json::from_str(&out).context("parsing sflow show --json")
+    }
+
+    /// The resident memory of the router's daemon, in bytes.
+    pub fn daemon_rss(&self) -> anyhow::Result<u64> {
+        let pid = self.status()?["pid"]
+            .as_u64()
+            .context("status --json has no pid")?;
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS")?;
+        Ok(kib * 1024)
     }
 
     /// `pop-dataplane status --json` of the router.

@@ -37,6 +37,8 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
         Router::DataplaneFlows,
         Router::DataplaneFlood,
         Router::DataplaneBlackhole,
+        Router::DataplaneSampled,
+        Router::DataplaneSampledAll,
     ] {
         // The flood router's rule, and the blackhole router's routes (with no table loaded
         // over them), drop everything the generator sends.
@@ -107,6 +109,34 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
             let martian = rules.iter().filter(|r| r["origin"] == "martian").count();
             assert_eq!(deny, FILTER_DENY_RULES);
             assert!(martian >= 7, "{martian} martian rules");
+        }
+        if let Router::DataplaneSampled | Router::DataplaneSampledAll = router {
+            // Sampling took its share of what arrived on the generator's side, or (1-in-1)
+            // each frame the ring had room for, and counted the rest as lost.
+            let sflow = lab.sflow().unwrap();
+            let ra = sflow["interfaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["name"] == "ra")
+                .unwrap()
+                .clone();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let mut read = 0;
+            while std::time::Instant::now() < deadline {
+                read = lab.sflow().unwrap()["samples"].as_u64().unwrap();
+                if router == Router::DataplaneSampled || read + ra["lost"].as_u64().unwrap() >= 3 * FRAMES {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            if router == Router::DataplaneSampledAll {
+                assert_eq!(ra["sampling_rate"], 1, "{sflow}");
+                let lost = ra["lost"].as_u64().unwrap();
+                assert!(read + lost >= 3 * FRAMES, "read {read}, lost {lost}: {sflow}");
+            } else {
+                assert_eq!(ra["sampling_rate"], pop_dataplane_tests::bench::SAMPLING_RATE);
+            }
         }
         if router == Router::DataplaneUrpf {
             // Strict uRPF ran on every frame, and each passed: their sources route back

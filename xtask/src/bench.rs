@@ -91,7 +91,7 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
     );
 
     // The forwarding labs, each set up once.
-    let specs: [(&str, Router, &Table, &str); 14] = [
+    let specs: [(&str, Router, &Table, &str); 16] = [
         ("kernel forwarding", Router::Kernel, &Table::few(), "few"),
         (
             "no-lookup ceiling",
@@ -169,6 +169,18 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
             "pop-dataplane, blackhole routes for all the traffic, no table",
             Router::DataplaneBlackhole,
             &Table::default(),
+            "full",
+        ),
+        (
+            "pop-dataplane, full table, sFlow sampling 1-in-1000",
+            Router::DataplaneSampled,
+            &full,
+            "full",
+        ),
+        (
+            "pop-dataplane, full table, sFlow sampling every frame",
+            Router::DataplaneSampledAll,
+            &full,
             "full",
         ),
     ];
@@ -251,7 +263,11 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         case("xdp-full-flood-v6", 12, true, 78),
         case("xdp-blackhole", 13, false, 64),
         case("xdp-blackhole-v6", 13, true, 78),
+        case("xdp-full-sampled", 14, false, 64),
+        case("xdp-full-sampled-v6", 14, true, 78),
+        case("xdp-full-sampled-all", 15, false, 64),
     ];
+    let sampled_all_rss_before = labs[15].daemon_rss()?;
     let mut rng = Rng::new(2023);
     for round in 1..=options.rounds {
         for case in &mut cases {
@@ -302,6 +318,23 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
     }
     let program_ns = Value::Object(program_ns);
 
+    // Sampling every frame: what the daemon took, what the ring lost, and its memory.
+    let sflow = labs[15].sflow()?;
+    let lost: u64 = sflow["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["lost"].as_u64())
+        .sum();
+    let sampling = json!({
+        "rate": pop_dataplane_tests::bench::SAMPLING_RATE,
+        "all_samples_read": sflow["samples"],
+        "all_samples_lost": lost,
+        "all_daemon_rss_before_bytes": sampled_all_rss_before,
+        "all_daemon_rss_after_bytes": labs[15].daemon_rss()?,
+    });
+    println!("bench: sampling every frame: {sampling}");
+
     let churn = churn_benchmark(&mut labs[3], &copied, &real_v4, options, &mut rng)?;
     drop(labs);
 
@@ -318,6 +351,7 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         churn,
         program_ns,
         &scaling,
+        sampling,
     );
     fs::create_dir_all(&options.out_dir)?;
     let json_path = options.out_dir.join("latest.json");
@@ -668,6 +702,7 @@ fn report(
     churn: Value,
     program_ns: Value,
     scaling: &Scaling,
+    sampling: Value,
 ) -> Value {
     let per_core = |case: &Case| -> Vec<f64> {
         case.runs
@@ -709,6 +744,8 @@ fn report(
                     Router::DataplaneFlows => "pop-dataplane, 1,000 flow rules matching none",
                     Router::DataplaneFlood => "pop-dataplane, a flow rule dropping all",
                     Router::DataplaneBlackhole => "pop-dataplane, blackhole routes for all",
+                    Router::DataplaneSampled => "pop-dataplane, sampling 1-in-1000",
+                    Router::DataplaneSampledAll => "pop-dataplane, sampling every frame",
                 },
                 "table": case.table,
                 "family": if case.ipv6 { "ipv6" } else { "ipv4" },
@@ -784,6 +821,9 @@ fn report(
             "flood_drop_vs_blackhole_drop": round3(paired_ratio(&per_core(by_name("xdp-full-flood")), &per_core(by_name("xdp-blackhole")))),
             "flood_drop_vs_blackhole_drop_v6": round3(paired_ratio(&per_core(by_name("xdp-full-flood-v6")), &per_core(by_name("xdp-blackhole-v6")))),
             "blackhole_drop_vs_forward": round3(paired_ratio(&per_core(by_name("xdp-blackhole")), &per_core(by_name("xdp-full")))),
+            "sampling_1k_vs_none": round3(paired_ratio(&per_core(by_name("xdp-full-sampled")), &per_core(by_name("xdp-full")))),
+            "sampling_1k_vs_none_v6": round3(paired_ratio(&per_core(by_name("xdp-full-sampled-v6")), &per_core(by_name("xdp-full-v6")))),
+            "sampling_all_vs_none": round3(paired_ratio(&per_core(by_name("xdp-full-sampled-all")), &per_core(by_name("xdp-full")))),
             "xdp_vs_fib_lookup": round3(paired_ratio(&per_core(by_name("xdp-full")), &per_core(by_name("fib-full")))),
             "xdp_vs_fib_lookup_v6": round3(paired_ratio(&per_core(by_name("xdp-full-v6")), &per_core(by_name("fib-full-v6")))),
             "xdp_vs_kernel_full": round3(paired_ratio(&per_core(by_name("xdp-full")), &per_core(by_name("kernel-full")))),
@@ -819,6 +859,7 @@ fn report(
             },
         },
         "full_table_load": loads,
+        "sampling": sampling,
         "program_ns": program_ns,
         "churn": churn,
         "lookup": lookup_json,
@@ -890,6 +931,9 @@ fn table(report: &Value) -> String {
         "flood_drop_vs_blackhole_drop",
         "flood_drop_vs_blackhole_drop_v6",
         "blackhole_drop_vs_forward",
+        "sampling_1k_vs_none",
+        "sampling_1k_vs_none_v6",
+        "sampling_all_vs_none",
         "lookup_full_vs_one",
         "lookup_full_vs_one_v6",
         "lookup_full_vs_trie_one",
