@@ -86,7 +86,10 @@ impl<'a> Reader<'a> {
             .bytes
             .get(self.at..self.at + len)
             .context("datagram ends inside opaque data")?;
-        ensure!(self.at + padded <= self.bytes.len(), "opaque data not padded");
+        ensure!(
+            self.at + padded <= self.bytes.len(),
+            "opaque data not padded"
+        );
         self.at += padded;
         Ok(bytes)
     }
@@ -252,8 +255,9 @@ impl Receiver {
             let socket = (|| -> anyhow::Result<UdpSocket> {
                 let file = fs::File::open(&path)?;
                 // SAFETY: setns on a namespace descriptor we own, for this thread only.
-                if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) }
-                    != 0
+                if unsafe {
+                    libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET)
+                } != 0
                 {
                     bail!("setns: {}", std::io::Error::last_os_error());
                 }

@@ -125,7 +125,9 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
             let mut read = 0;
             while std::time::Instant::now() < deadline {
                 read = lab.sflow().unwrap()["samples"].as_u64().unwrap();
-                if router == Router::DataplaneSampled || read + ra["lost"].as_u64().unwrap() >= 3 * FRAMES {
+                if router == Router::DataplaneSampled
+                    || read + ra["lost"].as_u64().unwrap() >= 3 * FRAMES
+                {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
@@ -133,9 +135,15 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
             if router == Router::DataplaneSampledAll {
                 assert_eq!(ra["sampling_rate"], 1, "{sflow}");
                 let lost = ra["lost"].as_u64().unwrap();
-                assert!(read + lost >= 3 * FRAMES, "read {read}, lost {lost}: {sflow}");
+                assert!(
+                    read + lost >= 3 * FRAMES,
+                    "read {read}, lost {lost}: {sflow}"
+                );
             } else {
-                assert_eq!(ra["sampling_rate"], pop_dataplane_tests::bench::SAMPLING_RATE);
+                assert_eq!(
+                    ra["sampling_rate"],
+                    pop_dataplane_tests::bench::SAMPLING_RATE
+                );
             }
         }
         if router == Router::DataplaneUrpf {

@@ -667,7 +667,12 @@ impl Samples {
             Counted::ToKernel {
                 ingress_slot,
                 reason,
-            } => (ingress_slot, SampleRecord::TO_KERNEL, reason, SampleRecord::NONE),
+            } => (
+                ingress_slot,
+                SampleRecord::TO_KERNEL,
+                reason,
+                SampleRecord::NONE,
+            ),
             Counted::Dropped {
                 ingress_slot,
                 reason,
@@ -714,7 +719,10 @@ impl Samples {
             let got: SampleRecord =
                 unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SampleRecord>()) };
             drop(item);
-            assert_ne!(got.nexthop == SampleRecord::NONE, got.verdict == SampleRecord::FORWARD);
+            assert_ne!(
+                got.nexthop == SampleRecord::NONE,
+                got.verdict == SampleRecord::FORWARD
+            );
             loop {
                 let (want, certain) = self
                     .queue

@@ -34,7 +34,11 @@ fn snapshot(lab: &Lab, binary: &Path) -> (Value, Value, Value, (Value, Value, Va
             status["nexthops"].clone(),
             status["ports"].clone(),
         ),
-        serde_json::json!([sflow["collectors"], sflow["interfaces"], sflow["agent_address"]]),
+        serde_json::json!([
+            sflow["collectors"],
+            sflow["interfaces"],
+            sflow["agent_address"]
+        ]),
     )
 }
 

@@ -34,7 +34,13 @@ fn udp(dst: Ipv4Addr, n: u16) -> Vec<u8> {
 }
 
 fn frame(dst: Ipv4Addr, n: u16) -> Vec<u8> {
-    ethernet_tagged(mac(ROUTER_A.mac), mac(HOST_A.mac), &[], ETH_P_IPV4, &udp(dst, n))
+    ethernet_tagged(
+        mac(ROUTER_A.mac),
+        mac(HOST_A.mac),
+        &[],
+        ETH_P_IPV4,
+        &udp(dst, n),
+    )
 }
 
 fn host_b() -> Ipv4Addr {
@@ -101,7 +107,10 @@ fn samples_and_counters_reach_sfacctd_and_a_decoder() {
         b = HOST_B.ipv4,
     );
     let _daemon = lab.start_dataplane(&binary, &config, "native").unwrap();
-    let (ra, rb) = (ifindex(&lab, ROUTER_A.ifname), ifindex(&lab, ROUTER_B.ifname));
+    let (ra, rb) = (
+        ifindex(&lab, ROUTER_A.ifname),
+        ifindex(&lab, ROUTER_B.ifname),
+    );
 
     let mut frames: Vec<Vec<u8>> = (0..FORWARDED as u16).map(|n| frame(host_b(), n)).collect();
     frames.extend((0..BLACKHOLED as u16).map(|n| frame(blackholed(), n)));
@@ -125,10 +134,14 @@ fn samples_and_counters_reach_sfacctd_and_a_decoder() {
             .flat_map(|d| d.flows)
             .collect()
     };
-    wait_for("the samples at the receiver", Duration::from_secs(10), || {
-        let read = status()["samples"].as_u64().unwrap();
-        read > 0 && flows().len() as u64 >= read
-    });
+    wait_for(
+        "the samples at the receiver",
+        Duration::from_secs(10),
+        || {
+            let read = status()["samples"].as_u64().unwrap();
+            read > 0 && flows().len() as u64 >= read
+        },
+    );
     assert!(receiver.errors().is_empty(), "{:?}", receiver.errors());
     let status = status();
     assert_eq!(status["send_errors"], 0, "{status}");
@@ -152,7 +165,11 @@ fn samples_and_counters_reach_sfacctd_and_a_decoder() {
     let dropped: Vec<&FlowSample> = udp_flows(&flows)
         .filter(|f| f.header[30..34] == blackholed().octets())
         .collect();
-    assert!(plausible(to_b.len(), FORWARDED), "{} samples of {FORWARDED}", to_b.len());
+    assert!(
+        plausible(to_b.len(), FORWARDED),
+        "{} samples of {FORWARDED}",
+        to_b.len()
+    );
     assert!(
         plausible(dropped.len(), BLACKHOLED),
         "{} samples of {BLACKHOLED}",
@@ -180,8 +197,16 @@ fn samples_and_counters_reach_sfacctd_and_a_decoder() {
     }
     // The sample pool: the interface's received frames, rising; the last near the total.
     let from_ra: Vec<&FlowSample> = flows.iter().filter(|f| f.input == ra).collect();
-    assert!(from_ra.windows(2).all(|w| w[0].sample_pool <= w[1].sample_pool));
-    assert!(from_ra.windows(2).all(|w| w[1].sequence == w[0].sequence + 1));
+    assert!(
+        from_ra
+            .windows(2)
+            .all(|w| w[0].sample_pool <= w[1].sample_pool)
+    );
+    assert!(
+        from_ra
+            .windows(2)
+            .all(|w| w[1].sequence == w[0].sequence + 1)
+    );
     let last_pool = u64::from(from_ra.last().unwrap().sample_pool);
     assert!(
         last_pool <= rx_total && last_pool + 1000 >= rx_total,
@@ -209,11 +234,16 @@ fn samples_and_counters_reach_sfacctd_and_a_decoder() {
         assert_eq!(flow["ip_proto"], "udp", "{flow}");
         assert_eq!(flow["iface_in"], ra, "{flow}");
         assert_eq!(flow["iface_out"], rb, "{flow}");
-        assert_eq!((&flow["mask_src"], &flow["mask_dst"]), (&24.into(), &24.into()));
+        assert_eq!(
+            (&flow["mask_src"], &flow["mask_dst"]),
+            (&24.into(), &24.into())
+        );
         assert_eq!(flow["sampling_rate"], RATE, "{flow}");
         assert_eq!(
             flow["bytes"].as_u64(),
-            flow["packets"].as_u64().map(|p| p * (frame(host_b(), 0).len() as u64 + 4))
+            flow["packets"]
+                .as_u64()
+                .map(|p| p * (frame(host_b(), 0).len() as u64 + 4))
         );
     }
 
@@ -228,11 +258,20 @@ fn samples_and_counters_reach_sfacctd_and_a_decoder() {
             .filter(|c| c.ifindex == ra)
             .collect()
     };
-    wait_for("a counter sample", Duration::from_secs(10), || !counters().is_empty());
+    wait_for("a counter sample", Duration::from_secs(10), || {
+        !counters().is_empty()
+    });
     let after = kernel_counters(&lab, ROUTER_A.ifname);
     let sample = counters()[0];
-    assert_eq!((sample.if_type, sample.status), (6, 3), "ethernet, up and up");
-    assert!(before.0 <= sample.in_octets && sample.in_octets <= after.0, "{before:?} {sample:?} {after:?}");
+    assert_eq!(
+        (sample.if_type, sample.status),
+        (6, 3),
+        "ethernet, up and up"
+    );
+    assert!(
+        before.0 <= sample.in_octets && sample.in_octets <= after.0,
+        "{before:?} {sample:?} {after:?}"
+    );
     assert!(
         before.1 <= u64::from(sample.in_unicast) && u64::from(sample.in_unicast) <= after.1,
         "{before:?} {sample:?} {after:?}"
@@ -279,9 +318,11 @@ fn top_shows_the_traffic_and_rates_change_at_run_time() {
     }
     let elapsed = sent.elapsed().as_secs_f64();
 
-    let top: Value =
-        serde_json::from_str(&lab.cli(&binary, &["top", "--json", "--count", "1"]).unwrap())
-            .unwrap();
+    let top: Value = serde_json::from_str(
+        &lab.cli(&binary, &["top", "--json", "--count", "1"])
+            .unwrap(),
+    )
+    .unwrap();
     let first = |table: &str| top[table][0]["key"].clone();
     assert_eq!(first("destinations"), "198.18.2.0/24", "{top}");
     assert_eq!(first("sources"), "198.18.1.0/24", "{top}");
@@ -290,7 +331,9 @@ fn top_shows_the_traffic_and_rates_change_at_run_time() {
     // 10,000 frames in the window: the estimate is samples x 4 over the window.
     let samples = top["samples"].as_f64().unwrap();
     assert!((samples * 4.0 - 10_000.0).abs() <= 4.0 * (10_000.0f64 * 0.25 * 0.75).sqrt() * 4.0);
-    let pps = top["destinations"][0]["packets_per_second"].as_f64().unwrap();
+    let pps = top["destinations"][0]["packets_per_second"]
+        .as_f64()
+        .unwrap();
     let window = top["window_seconds"].as_f64().unwrap();
     assert!((pps * window - samples * 4.0).abs() < 1.0, "{top}");
     assert!(window >= 1.0 && window >= elapsed.min(5.0) - 1.0, "{top}");
@@ -299,7 +342,10 @@ fn top_shows_the_traffic_and_rates_change_at_run_time() {
     let out = lab.cli(&binary, &["sflow", "rate", "0"]).unwrap();
     assert!(out.contains("not sampled"), "{out}");
     for (args, says) in [
-        (&["sflow", "rate", "0", "dev", "nosuch"][..], "dev \"nosuch\" is not one of"),
+        (
+            &["sflow", "rate", "0", "dev", "nosuch"][..],
+            "dev \"nosuch\" is not one of",
+        ),
         (&["sflow", "rate", "16777217"][..], "outside 1-16777216"),
     ] {
         let out = lab.cli_output(&binary, args).unwrap();
@@ -309,8 +355,7 @@ fn top_shows_the_traffic_and_rates_change_at_run_time() {
     }
     let read = || -> u64 {
         let status: Value =
-            serde_json::from_str(&lab.cli(&binary, &["sflow", "show", "--json"]).unwrap())
-                .unwrap();
+            serde_json::from_str(&lab.cli(&binary, &["sflow", "show", "--json"]).unwrap()).unwrap();
         status["samples"].as_u64().unwrap()
     };
     let before = read();

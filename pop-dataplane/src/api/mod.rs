@@ -179,7 +179,6 @@ pub(crate) struct SampledInterface {
     pub lost: u64,
 }
 
-
 pub(crate) fn request(socket: &Path, request: &Request) -> anyhow::Result<Reply> {
     request_with_progress(socket, request, &mut |_, _, _| {})
 }

@@ -137,12 +137,13 @@ impl RawSflow {
                 ));
             }
         };
-        let agent_address = match &self.agent_address {
-            Some(text) => Some(text.parse::<IpAddr>().map_err(|_| {
-                format!("agent_address {text:?} is not an IPv4 or IPv6 address")
-            })?),
-            None => None,
-        };
+        let agent_address =
+            match &self.agent_address {
+                Some(text) => Some(text.parse::<IpAddr>().map_err(|_| {
+                    format!("agent_address {text:?} is not an IPv4 or IPv6 address")
+                })?),
+                None => None,
+            };
         let source_port = match self.source_port {
             None => None,
             Some(port @ 1..=65535) => Some(port as u16),

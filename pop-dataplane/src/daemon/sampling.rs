@@ -118,7 +118,11 @@ impl Sampling {
     /// The rate of every interface: its own setting, else `[sflow] sampling_rate`, with the
     /// CLI's on top (the last given wins).
     fn wanted_rates(&self, config: &Config, router: &Router) -> BTreeMap<u32, u32> {
-        let global = self.config.as_ref().and_then(|s| s.sampling_rate).unwrap_or(0);
+        let global = self
+            .config
+            .as_ref()
+            .and_then(|s| s.sampling_rate)
+            .unwrap_or(0);
         router
             .topology()
             .interfaces
@@ -213,7 +217,10 @@ impl Daemon<'_> {
             });
         }
         Ok(SflowStatus {
-            agent_address: sampling.agent.as_ref().map(|a| a.agent_address().to_string()),
+            agent_address: sampling
+                .agent
+                .as_ref()
+                .map(|a| a.agent_address().to_string()),
             collectors: sampling
                 .agent
                 .as_ref()
@@ -273,7 +280,11 @@ impl Daemon<'_> {
         if let Some(metrics) = metrics {
             metrics.set_sflow(metrics::SflowFigures {
                 samples: sampling.taken,
-                counts: sampling.agent.as_ref().map(|a| a.counts).unwrap_or_default(),
+                counts: sampling
+                    .agent
+                    .as_ref()
+                    .map(|a| a.counts)
+                    .unwrap_or_default(),
             });
         }
     }
@@ -334,7 +345,9 @@ fn take(sampling: &mut Sampling, router: &Router, record: &SampleRecord, now: In
         .pools
         .iter()
         .filter(|((s, _), _)| *s == slot)
-        .fold((0u64, 0u64), |(p, l), (_, (pool, lost))| (p + pool, l + lost));
+        .fold((0u64, 0u64), |(p, l), (_, (pool, lost))| {
+            (p + pool, l + lost)
+        });
 
     let header_len = (record.header_len as usize).min(HEADER_BYTES);
     let header = &record.header[..header_len];
@@ -351,11 +364,12 @@ fn take(sampling: &mut Sampling, router: &Router, record: &SampleRecord, now: In
         SampleRecord::DROP => Output::Discarded(discard_code(record.reason)),
         _ => Output::Unknown,
     };
-    let dst_mask = (record.route_prefix_len != SampleRecord::NONE).then_some(record.route_prefix_len);
+    let dst_mask =
+        (record.route_prefix_len != SampleRecord::NONE).then_some(record.route_prefix_len);
     let src_prefix = parsed.and_then(|p| router.matching_prefix(p.src));
-    let dst_prefix = parsed.zip(dst_mask).and_then(|(p, len)| {
-        IpNet::new(p.dst, len as u8).ok().map(|net| net.trunc())
-    });
+    let dst_prefix = parsed
+        .zip(dst_mask)
+        .and_then(|(p, len)| IpNet::new(p.dst, len as u8).ok().map(|net| net.trunc()));
     let nexthop = (forwarded && record.nexthop != SampleRecord::NONE).then_some(record.nexthop);
     let router_data = match (nexthop, parsed, dst_mask) {
         (Some(id), Some(p), Some(dst_mask)) => Some(RouterData {
@@ -485,7 +499,11 @@ fn generic_counters(link: &host::LinkCounters, speed: u64) -> datagram::Interfac
 /// another ifindex).
 fn link_speed(name: &str, ifindex: u32) -> u64 {
     let read = |file: &str| std::fs::read_to_string(format!("/sys/class/net/{name}/{file}"));
-    if read("ifindex").ok().and_then(|i| i.trim().parse::<u32>().ok()) != Some(ifindex) {
+    if read("ifindex")
+        .ok()
+        .and_then(|i| i.trim().parse::<u32>().ok())
+        != Some(ifindex)
+    {
         return 0;
     }
     read("speed")
@@ -503,8 +521,14 @@ mod tests {
     fn headers_give_addresses_and_protocols() {
         let mut frame = vec![0u8; 12];
         frame.extend_from_slice(&[0x81, 0x00, 0x00, 0x64, 0x08, 0x00]);
-        let ip = etherparse::Ipv4Header::new(8, 64, etherparse::IpNumber::UDP, [198, 18, 0, 2], [198, 19, 1, 2])
-            .unwrap();
+        let ip = etherparse::Ipv4Header::new(
+            8,
+            64,
+            etherparse::IpNumber::UDP,
+            [198, 18, 0, 2],
+            [198, 19, 1, 2],
+        )
+        .unwrap();
         ip.write(&mut frame).unwrap();
         frame.extend_from_slice(&[0; 8]);
         let parsed = parse_header(&frame).unwrap();

@@ -66,7 +66,12 @@ struct Published {
 pub(crate) struct Shared(Arc<Mutex<Published>>);
 
 impl Shared {
-    pub(crate) fn set(&self, figures: Figures, flows: Vec<FlowLabel>, nexthops: Vec<(u32, String)>) {
+    pub(crate) fn set(
+        &self,
+        figures: Figures,
+        flows: Vec<FlowLabel>,
+        nexthops: Vec<(u32, String)>,
+    ) {
         let mut published = self.0.lock().expect("not poisoned");
         published.figures = figures;
         published.flows = flows;
@@ -341,7 +346,11 @@ pub(crate) fn render(
         }
     }
     for (name, help, value) in [
-        ("sflow_samples_total", "Samples read from the XDP program.", sflow.samples),
+        (
+            "sflow_samples_total",
+            "Samples read from the XDP program.",
+            sflow.samples,
+        ),
         (
             "sflow_flow_samples_sent_total",
             "sFlow flow samples sent.",

@@ -288,7 +288,9 @@ pub fn nexthop_rates(
         .map(|now| {
             let then = before.iter().find(|b| b.id == now.id && b.name == now.name);
             let per_second = |pick: fn(&NexthopStats) -> u64| {
-                then.map_or(0.0, |then| pick(now).saturating_sub(pick(then)) as f64 / seconds)
+                then.map_or(0.0, |then| {
+                    pick(now).saturating_sub(pick(then)) as f64 / seconds
+                })
             };
             NexthopRates {
                 name: now.name.clone(),
@@ -306,7 +308,13 @@ pub fn render_nexthops(stats: &[NexthopStats]) -> String {
     }
     let rows: Vec<[String; 3]> = stats
         .iter()
-        .map(|s| [s.name.clone(), s.tx_packets.to_string(), s.tx_bytes.to_string()])
+        .map(|s| {
+            [
+                s.name.clone(),
+                s.tx_packets.to_string(),
+                s.tx_bytes.to_string(),
+            ]
+        })
         .collect();
     format!("\n{}", table(&["NEXT HOP", "TX PKTS", "TX BYTES"], &rows))
 }

@@ -157,7 +157,8 @@ impl Datagram {
     pub(crate) fn push_flow(&mut self, sample: &FlowSample<'_>) {
         let out = &mut self.samples;
         let records = 1 + u32::from(sample.router.is_some());
-        let body = 32 + raw_header_record_len(sample.header) + sample.router.map_or(0, router_record_len);
+        let body =
+            32 + raw_header_record_len(sample.header) + sample.router.map_or(0, router_record_len);
         put(out, FLOW_SAMPLE);
         put(out, body as u32);
         put(out, sample.sequence);
