@@ -337,6 +337,7 @@ impl Sfacctd {
                  sfacctd_ip: {ip}\n\
                  sfacctd_port: {port}\n\
                  sfacctd_renormalize: false\n\
+                 sfacctd_pipe_size: 4194304\n\
                  sfacctd_counter_file: {counters}\n\
                  sfacctd_counter_output: json\n\
                  plugins: print\n\

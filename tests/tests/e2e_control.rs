@@ -862,4 +862,33 @@ fn stats_watch_shows_rates_and_metrics_are_served() {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no flow series in {body}"));
     assert_eq!(matched, 30, "the echo requests");
+    // The next hops' traffic, named: the echo requests went to host B, the replies to A.
+    let series = |name: &str| -> u64 {
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+    };
+    let to_b = series("pop_dataplane_nexthop_tx_packets_total{nexthop=\"host-b\",dev=\"rb\"}");
+    assert_eq!(to_b, 30, "the echo requests");
+    assert_eq!(
+        series("pop_dataplane_nexthop_tx_packets_total{nexthop=\"host-a\",dev=\"ra\"}"),
+        30,
+        "the replies"
+    );
+    assert_eq!(
+        series("pop_dataplane_sflow_samples_total"),
+        0,
+        "nothing sampled"
+    );
+    let nexthop_rate = lines[1]["nexthops"]
+        .as_array()
+        .and_then(|hops| hops.iter().find(|h| h["name"] == "host-b"))
+        .and_then(|h| h["tx_pps"].as_f64())
+        .unwrap_or_else(|| panic!("no host-b rate in {}", lines[1]));
+    assert!(
+        (10.0..=30.0).contains(&nexthop_rate),
+        "ping at 20 per second sent to host B at {nexthop_rate} per second"
+    );
 }

@@ -34,6 +34,28 @@ impl std::fmt::Display for NexthopKey {
     }
 }
 
+/// A next hop as people know it, for the counters shown by id: its `[[nexthop]]` name
+/// where it has one, else its neighbour's address (or MAC); and its interface.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct NamedNexthop {
+    pub(crate) id: u32,
+    pub(crate) name: String,
+    pub(crate) dev: String,
+    /// `name` is the config's.
+    pub(crate) configured: bool,
+}
+
+impl NamedNexthop {
+    /// How `top` and the tables show it: the name, or the address with its interface.
+    pub(crate) fn label(&self) -> String {
+        if self.configured {
+            self.name.clone()
+        } else {
+            format!("{} dev {}", self.name, self.dev)
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct NexthopEntry {
     pub key: NexthopKey,

@@ -94,7 +94,7 @@ pub(super) struct Daemon<'a> {
     pub(super) kernel: Option<KernelSync>,
     pub(super) sampling: super::sampling::Sampling,
     /// The next hops' names last published.
-    pub(super) nexthop_names: Vec<(u32, String)>,
+    pub(super) nexthop_names: Vec<crate::control::nexthops::NamedNexthop>,
 }
 
 impl Daemon<'_> {

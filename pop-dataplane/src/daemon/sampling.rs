@@ -240,7 +240,12 @@ impl Daemon<'_> {
     }
 
     pub(super) fn top(&mut self, limit: usize) -> TopSnapshot {
-        let names: HashMap<u32, String> = self.router.nexthop_names().into_iter().collect();
+        let names: HashMap<u32, String> = self
+            .router
+            .nexthop_names()
+            .into_iter()
+            .map(|n| (n.id, n.label()))
+            .collect();
         self.sampling.top.snapshot(Instant::now(), limit, |id| {
             names
                 .get(&id)

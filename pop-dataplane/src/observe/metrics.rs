@@ -19,6 +19,7 @@ use tokio::{
 use pop_dataplane_common::{flow::FlowHits, sample::NexthopTraffic};
 
 use crate::{
+    control::nexthops::NamedNexthop,
     dataplane::nexthop_traffic,
     observe::{
         sflow::AgentCounts,
@@ -58,7 +59,7 @@ struct Published {
     figures: Figures,
     flows: Vec<FlowLabel>,
     /// Next hops by id, named.
-    nexthops: Vec<(u32, String)>,
+    nexthops: Vec<NamedNexthop>,
     sflow: SflowFigures,
 }
 
@@ -66,12 +67,7 @@ struct Published {
 pub(crate) struct Shared(Arc<Mutex<Published>>);
 
 impl Shared {
-    pub(crate) fn set(
-        &self,
-        figures: Figures,
-        flows: Vec<FlowLabel>,
-        nexthops: Vec<(u32, String)>,
-    ) {
+    pub(crate) fn set(&self, figures: Figures, flows: Vec<FlowLabel>, nexthops: Vec<NamedNexthop>) {
         let mut published = self.0.lock().expect("not poisoned");
         published.figures = figures;
         published.flows = flows;
@@ -139,14 +135,10 @@ async fn respond(
                 let stats = stats::read(&pin_dir, &run_dir)?;
                 let ids: Vec<u32> = published.flows.iter().map(|f| f.id).collect();
                 let hits = stats::flow_hits(&pin_dir, &ids)?;
-                let ids: Vec<u32> = published.nexthops.iter().map(|(id, _)| *id).collect();
+                let ids: Vec<u32> = published.nexthops.iter().map(|n| n.id).collect();
                 let traffic = nexthop_traffic(&pin_dir, &ids)?;
-                let nexthops: Vec<(String, NexthopTraffic)> = published
-                    .nexthops
-                    .into_iter()
-                    .map(|(_, name)| name)
-                    .zip(traffic)
-                    .collect();
+                let nexthops: Vec<(NamedNexthop, NexthopTraffic)> =
+                    published.nexthops.into_iter().zip(traffic).collect();
                 let flows = published.flows.into_iter().zip(hits).collect::<Vec<_>>();
                 anyhow::Ok((stats, flows, nexthops))
             })
@@ -184,7 +176,7 @@ pub(crate) fn render(
     stats: &[InterfaceStats],
     figures: Figures,
     flows: &[(FlowLabel, FlowHits)],
-    nexthops: &[(String, NexthopTraffic)],
+    nexthops: &[(NamedNexthop, NexthopTraffic)],
     sflow: SflowFigures,
 ) -> String {
     let mut out = String::new();
@@ -339,8 +331,9 @@ pub(crate) fn render(
         for (nexthop, traffic) in nexthops {
             let _ = writeln!(
                 out,
-                "pop_dataplane_{name}{{nexthop=\"{}\"}} {}",
-                escape(nexthop),
+                "pop_dataplane_{name}{{nexthop=\"{}\",dev=\"{}\"}} {}",
+                escape(&nexthop.name),
+                escape(&nexthop.dev),
                 value(traffic)
             );
         }

@@ -6,7 +6,7 @@ use std::{fs, path::Path};
 
 use anyhow::Context as _;
 
-use crate::control::topology::NamedInterface;
+use crate::control::{nexthops::NamedNexthop, topology::NamedInterface};
 
 const NAMES_FILE: &str = "interfaces.json";
 
@@ -30,7 +30,7 @@ pub(crate) fn load(run_dir: &Path) -> Vec<NamedInterface> {
 const NEXTHOPS_FILE: &str = "nexthops.json";
 
 /// Writes the names of the running dataplane's next hops, by id, into its run directory.
-pub(crate) fn save_nexthops(run_dir: &Path, names: &[(u32, String)]) -> anyhow::Result<()> {
+pub(crate) fn save_nexthops(run_dir: &Path, names: &[NamedNexthop]) -> anyhow::Result<()> {
     let path = run_dir.join(NEXTHOPS_FILE);
     let tmp = run_dir.join(format!("{NEXTHOPS_FILE}.tmp"));
     fs::write(&tmp, serde_json::to_vec(names)?)
@@ -39,7 +39,7 @@ pub(crate) fn save_nexthops(run_dir: &Path, names: &[(u32, String)]) -> anyhow::
 }
 
 /// The next hops' names the running dataplane saved; none when it saved none.
-pub(crate) fn load_nexthops(run_dir: &Path) -> Vec<(u32, String)> {
+pub(crate) fn load_nexthops(run_dir: &Path) -> Vec<NamedNexthop> {
     fs::read(run_dir.join(NEXTHOPS_FILE))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())

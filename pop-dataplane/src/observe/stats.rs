@@ -100,8 +100,10 @@ pub fn read(pin_dir: &Path, run_dir: &Path) -> anyhow::Result<Vec<InterfaceStats
 /// What the dataplane sent to one next hop.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NexthopStats {
-    /// Its `[[nexthop]]` name, else `via ADDRESS dev INTERFACE`.
+    /// Its `[[nexthop]]` name, else its neighbour's address (or MAC).
     pub name: String,
+    /// The interface it is on.
+    pub dev: String,
     pub id: u32,
     pub tx_packets: u64,
     pub tx_bytes: u64,
@@ -111,14 +113,15 @@ pub struct NexthopStats {
 /// the dataplane pinned under `pin_dir`; in name order.
 pub fn read_nexthops(pin_dir: &Path, run_dir: &Path) -> anyhow::Result<Vec<NexthopStats>> {
     let names = names::load_nexthops(run_dir);
-    let ids: Vec<u32> = names.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<u32> = names.iter().map(|n| n.id).collect();
     let traffic = nexthop_traffic(pin_dir, &ids)?;
     let mut stats: Vec<NexthopStats> = names
         .into_iter()
         .zip(traffic)
-        .map(|((id, name), t)| NexthopStats {
-            name,
-            id,
+        .map(|(n, t)| NexthopStats {
+            name: n.name,
+            dev: n.dev,
+            id: n.id,
             tx_packets: t.packets,
             tx_bytes: t.bytes,
         })
@@ -272,6 +275,7 @@ pub fn watch(
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NexthopRates {
     pub name: String,
+    pub dev: String,
     pub tx_pps: f64,
     pub tx_bps: f64,
 }
@@ -294,6 +298,7 @@ pub fn nexthop_rates(
             };
             NexthopRates {
                 name: now.name.clone(),
+                dev: now.dev.clone(),
                 tx_pps: per_second(|s| s.tx_packets),
                 tx_bps: per_second(|s| s.tx_bytes) * 8.0,
             }
@@ -306,25 +311,29 @@ pub fn render_nexthops(stats: &[NexthopStats]) -> String {
     if stats.is_empty() {
         return String::new();
     }
-    let rows: Vec<[String; 3]> = stats
+    let rows: Vec<[String; 4]> = stats
         .iter()
         .map(|s| {
             [
                 s.name.clone(),
+                s.dev.clone(),
                 s.tx_packets.to_string(),
                 s.tx_bytes.to_string(),
             ]
         })
         .collect();
-    format!("\n{}", table(&["NEXT HOP", "TX PKTS", "TX BYTES"], &rows))
+    format!(
+        "\n{}",
+        table(&["NEXT HOP", "DEV", "TX PKTS", "TX BYTES"], &rows)
+    )
 }
 
 fn render_nexthop_rates(rates: &[NexthopRates]) -> String {
-    let rows: Vec<[String; 3]> = rates
+    let rows: Vec<[String; 4]> = rates
         .iter()
-        .map(|r| [r.name.clone(), si(r.tx_pps), si(r.tx_bps)])
+        .map(|r| [r.name.clone(), r.dev.clone(), si(r.tx_pps), si(r.tx_bps)])
         .collect();
-    table(&["NEXT HOP", "TX PPS", "TX BIT/S"], &rows)
+    table(&["NEXT HOP", "DEV", "TX PPS", "TX BIT/S"], &rows)
 }
 
 /// Rates as a table, in packets and bits per second with k, M, G.

@@ -28,7 +28,7 @@ use crate::{
     control::{
         acl::{Acl, AclEntries},
         fib::{Fib, FibFull},
-        nexthops::Nexthops,
+        nexthops::{NamedNexthop, Neighbour, Nexthops},
         plan::{Adopted, MapWrite, Update},
         rib::{Action, NexthopSet, Rib, Source},
         topology::{NamedInterface, Topology},
@@ -342,9 +342,8 @@ impl Router {
             .map(|(id, _)| (id, self.nexthop_value(id)))
     }
 
-    /// Every next hop in use, as people know it: (id, name), the name of its `[[nexthop]]`
-    /// entry where it has one, else its neighbour's address (or MAC) and interface.
-    pub fn nexthop_names(&self) -> Vec<(u32, String)> {
+    /// Every next hop in use, named (see [`NamedNexthop`]).
+    pub(crate) fn nexthop_names(&self) -> Vec<NamedNexthop> {
         let names: HashMap<u32, &str> = self
             .config_nexthops
             .iter()
@@ -353,11 +352,18 @@ impl Router {
         self.nexthops
             .iter()
             .map(|(id, entry)| {
-                let name = match names.get(&id) {
-                    Some(name) => (*name).to_owned(),
-                    None => entry.key.to_string(),
+                let configured = names.get(&id);
+                let name = match (configured, entry.key.neighbour) {
+                    (Some(name), _) => (*name).to_owned(),
+                    (None, Neighbour::Via(addr)) => addr.to_string(),
+                    (None, Neighbour::Mac(mac)) => mac.to_string(),
                 };
-                (id, name)
+                NamedNexthop {
+                    id,
+                    name,
+                    dev: entry.key.dev.clone(),
+                    configured: configured.is_some(),
+                }
             })
             .collect()
     }
