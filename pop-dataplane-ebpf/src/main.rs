@@ -78,7 +78,7 @@ fn pop_dataplane(ctx: XdpContext) -> u32 {
             count_acl_hit(rule, rx_bytes);
         }
         if path.sampled {
-            sample::emit(&path, verdict);
+            sample::emit(verdict, path.nexthop, path.route);
         }
     }
     match verdict {

@@ -11,11 +11,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use pop_dataplane_common::{
+    RouteEntry,
     maps::{MAX_INTERFACES, MAX_NEXTHOPS},
     sample::{HEADER_BYTES, NexthopTraffic, SAMPLE_RING_BYTES, SampleRate, SampleRecord},
 };
 
-use crate::{forward::Path, maps::COUNTERS, verdict::Verdict};
+use crate::{maps::COUNTERS, verdict::Verdict};
 
 #[map]
 pub(crate) static SAMPLE_RATES: Array<SampleRate> = Array::with_max_entries(MAX_INTERFACES, 0);
@@ -87,14 +88,15 @@ fn copy_header(ctx: *mut xdp_md, slot: u32, len: u32) -> u32 {
     1
 }
 
-/// Sends this CPU's record of a frame [`capture`] sampled, now that its verdict is known.
+/// Sends this CPU's record of a frame [`capture`] sampled, now that its verdict is known:
+/// the next hop it was sent to and the route it matched, if any.
 #[inline(always)]
-pub(crate) fn emit(path: &Path, verdict: Verdict) {
+pub(crate) fn emit(verdict: Verdict, nexthop: Option<u32>, route: Option<RouteEntry>) {
     let (outcome, egress_slot, nexthop) = match verdict {
         Verdict::Forward { slot, .. } => (
             SampleRecord::FORWARD << 16,
             slot,
-            path.nexthop.unwrap_or(SampleRecord::NONE),
+            nexthop.unwrap_or(SampleRecord::NONE),
         ),
         Verdict::ToKernel(reason) => (
             SampleRecord::TO_KERNEL << 16 | reason as u32,
@@ -107,9 +109,7 @@ pub(crate) fn emit(path: &Path, verdict: Verdict) {
             SampleRecord::NONE,
         ),
     };
-    let prefix_len = path
-        .route
-        .map_or(SampleRecord::NONE, |r| u32::from(r.prefix_len));
+    let prefix_len = route.map_or(SampleRecord::NONE, |r| u32::from(r.prefix_len));
     send(outcome, egress_slot, nexthop, prefix_len);
 }
 
