@@ -287,33 +287,92 @@ fn the_full_table_loads_and_every_sampled_address_finds_its_longest_prefix() {
                 .collect()
         })
         .collect();
-    for i in 0..60 {
-        let prefix = if i % 3 == 2 {
-            IpNet::V6(table.v6[(rng.next_u64() % table.v6.len() as u64) as usize])
-        } else {
-            IpNet::V4(table.v4[(rng.next_u64() % table.v4.len() as u64) as usize])
-        };
-        let addr = random_address(prefix, &mut rng);
-        assert_finds_longest(&lab, &tools, addr, |p| {
-            by_len[usize::from(p.prefix_len())].contains(p)
-        });
+    let is_route = |p: &IpNet| by_len[usize::from(p.prefix_len())].contains(p);
+    let addresses: Vec<IpAddr> = (0..5_000)
+        .map(|i| {
+            let prefix = if i % 3 == 2 {
+                IpNet::V6(table.v6[(rng.next_u64() % table.v6.len() as u64) as usize])
+            } else {
+                IpNet::V4(table.v4[(rng.next_u64() % table.v4.len() as u64) as usize])
+            };
+            random_address(prefix, &mut rng)
+        })
+        .collect();
+    let singles: Vec<Value> = addresses[..60]
+        .iter()
+        .map(|&addr| assert_finds_longest(&lab, &tools, addr, is_route))
+        .collect();
+
+    // All 5,000 in one `trace --batch`: each finds its longest prefix, and the first 60
+    // answer exactly as their single traces did.
+    let lines: String = addresses
+        .iter()
+        .map(|addr| format!("--in {} --dst {addr}\n", ROUTER_A.ifname))
+        .collect();
+    let mut batch = lab
+        .lab
+        .dataplane_command(&tools.dataplane)
+        .args(["trace", "--batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = batch.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        std::io::Write::write_all(&mut stdin, lines.as_bytes()).unwrap();
+    });
+    let started = std::time::Instant::now();
+    let out = batch.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(results.len(), addresses.len());
+    println!(
+        "trace --batch: {} probes in {:.2?}",
+        results.len(),
+        started.elapsed()
+    );
+    for (i, (result, addr)) in results.iter().zip(&addresses).enumerate() {
+        assert_eq!(result["line"], i + 1);
+        assert_eq!(
+            result["trace"]["route"]["prefix"],
+            longest(*addr, is_route).to_string(),
+            "{addr}: {result}"
+        );
+        if let Some(single) = singles.get(i) {
+            assert_eq!(&result["trace"], single, "{addr}");
+        }
     }
+}
+
+/// The longest of the prefixes `is_route` accepts that contain `addr`, by brute force.
+fn longest(addr: IpAddr, is_route: impl Fn(&IpNet) -> bool) -> IpNet {
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (0..=max)
+        .rev()
+        .map(|len| IpNet::new(addr, len).unwrap().trunc())
+        .find(|p| is_route(p))
+        .unwrap()
 }
 
 /// The loaded program (`trace` runs it on a packet to `addr`) finds the longest of the
 /// prefixes `is_route` accepts that contain `addr`, as a brute-force search does.
+/// Returns the trace.
 fn assert_finds_longest(
     lab: &BenchLab,
     tools: &Tools,
     addr: IpAddr,
     is_route: impl Fn(&IpNet) -> bool,
-) {
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let longest = (0..=max)
-        .rev()
-        .map(|len| IpNet::new(addr, len).unwrap().trunc())
-        .find(|p| is_route(p))
-        .unwrap();
+) -> Value {
+    let longest = longest(addr, is_route);
     let out = lab
         .lab
         .cli(
@@ -334,6 +393,7 @@ fn assert_finds_longest(
         longest.to_string(),
         "{addr}: {trace}"
     );
+    trace
 }
 
 /// A VRF-sized table: a thousand real prefixes of each family, loaded route by route (fewer

@@ -7,6 +7,7 @@ mod reply;
 mod route;
 mod sflow;
 mod top;
+mod trace;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -20,15 +21,13 @@ use self::{
     route::{RouteCommand, route},
     sflow::{SflowCommand, sflow},
     top::top,
+    trace::{ProbeArgs, trace},
 };
 use crate::{
     api::{self, Reply, Request},
-    daemon::{RunOptions, run},
+    daemon::{RunOptions, check_config, run},
     dataplane::AttachMode,
-    observe::{
-        stats,
-        trace::{self, Probe, Protocol},
-    },
+    observe::stats,
 };
 
 const MIB: f64 = (1 << 20) as f64;
@@ -125,27 +124,12 @@ enum Command {
     /// Run the loaded XDP program on one packet (BPF_PROG_TEST_RUN; nothing is sent) and
     /// show what it does: action, matched route, next hop, egress, rewritten headers.
     Trace {
-        /// The interface the packet arrives on (a port, or a VLAN sub-interface).
-        #[arg(long = "in", value_name = "IFACE")]
-        ingress: String,
-        /// Destination address.
-        #[arg(long)]
-        dst: std::net::IpAddr,
-        /// Source address (default 198.18.0.1 or 2001:2::1).
-        #[arg(long)]
-        src: Option<std::net::IpAddr>,
-        #[arg(long, value_enum, default_value_t = Protocol::Udp)]
-        proto: Protocol,
-        #[arg(long, default_value_t = 49152)]
-        sport: u16,
-        #[arg(long, default_value_t = 443)]
-        dport: u16,
-        /// Add a VLAN tag (on top of the interface's own, if it is a VLAN sub-interface).
-        #[arg(long)]
-        vlan: Option<u16>,
-        /// TTL or hop limit.
-        #[arg(long, default_value_t = 64)]
-        ttl: u8,
+        #[command(flatten)]
+        probe: ProbeArgs,
+        /// Many probes, one per line of FILE (`-`: stdin) in the words of these flags
+        /// (`--in ra --dst 198.18.2.2 --proto tcp`); one JSON line each.
+        #[arg(long, value_name = "FILE")]
+        batch: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -208,6 +192,20 @@ enum Command {
 enum ConfigCommand {
     /// Save the CLI's routes to the saved-routes file, so that they survive a restart.
     Save,
+    /// Validate a config file (and a route file) as `run` and `reload` would take them on
+    /// this host: the same checks and messages, with no daemon and no root needed. Exits
+    /// non-zero on the first problem.
+    Check {
+        /// The config file.
+        file: PathBuf,
+        /// A route file too, as `route load` would take it (`-`: stdin).
+        #[arg(long, value_name = "FILE")]
+        routes: Option<PathBuf>,
+        /// Only what needs no host: not the interfaces, the routes' next hops or the
+        /// collectors (for checking on another machine than the router).
+        #[arg(long)]
+        no_host: bool,
+    },
 }
 
 /// Parses the command line and runs the command; what `pop-dataplane` does.
@@ -259,34 +257,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 sync_kernel_tables: sync_kernel_table,
             }))
         }
-        Command::Trace {
-            ingress,
-            dst,
-            src,
-            proto,
-            sport,
-            dport,
-            vlan,
-            ttl,
-            json,
-        } => {
-            let probe = Probe {
-                ingress,
-                dst,
-                src,
-                protocol: proto,
-                sport,
-                dport,
-                vlan,
-                ttl,
-            };
-            let trace = trace::trace(&cli.pin_dir, &cli.run_dir, &probe)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&trace)?);
-            } else {
-                print!("{}", trace::render(&probe, &trace));
-            }
-            Ok(())
+        Command::Trace { probe, batch, json } => {
+            trace(&cli.pin_dir, &cli.run_dir, probe, batch.as_deref(), json)
         }
         Command::Stats { json, watch } => {
             if watch {
@@ -313,6 +285,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Config {
             command: ConfigCommand::Save,
         } => done(api::request(&socket, &Request::ConfigSave)?),
+        Command::Config {
+            command:
+                ConfigCommand::Check {
+                    file,
+                    routes,
+                    no_host,
+                },
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let summary = runtime.block_on(check_config(&file, routes.as_deref(), !no_host))?;
+            println!("{summary}");
+            Ok(())
+        }
         Command::Status { json } => match api::request(&socket, &Request::Status)? {
             Reply::Status { status } if json => {
                 println!("{}", serde_json::to_string_pretty(&status)?);

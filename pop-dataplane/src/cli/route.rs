@@ -1,9 +1,9 @@
 //! `pop-dataplane route`: the RIB's routes, listed, looked up, added, replaced, deleted and
 //! loaded from files.
 
-use std::{io::Read as _, time::Duration};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -146,24 +146,7 @@ pub(super) fn route(socket: &std::path::Path, command: RouteCommand) -> anyhow::
             }
         }
         RouteCommand::Load { file, replace_all } => {
-            let (name, bytes) = if file == "-" {
-                let mut bytes = Vec::new();
-                std::io::stdin()
-                    .read_to_end(&mut bytes)
-                    .context("reading standard input")?;
-                ("stdin".to_owned(), bytes)
-            } else {
-                let bytes = std::fs::read(&file).with_context(|| format!("reading {file}"))?;
-                (file.clone(), bytes)
-            };
-            let text = String::from_utf8(bytes).map_err(|err| {
-                let line = err.as_bytes()[..err.utf8_error().valid_up_to()]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count()
-                    + 1;
-                anyhow::anyhow!("{name}:{line}: not UTF-8 text")
-            })?;
+            let (name, text) = crate::config::route_spec::read_file(&file)?;
             // The daemon checks every line (naming the bad ones) before it changes anything,
             // and tells how far it got: a bar on a terminal.
             let bar = ProgressBar::new(0);

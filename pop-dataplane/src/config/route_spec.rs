@@ -201,6 +201,32 @@ impl fmt::Display for RouteSpec {
 /// every bad line is reported with its number, and one is enough to refuse them all.
 ///
 /// `progress` hears of the lines read now and then.
+/// The text of route file `path` (`-`: standard input, named `stdin`), and its name for
+/// errors; a file that is not UTF-8 is refused with the line where it stops being so.
+pub fn read_file(path: &str) -> anyhow::Result<(String, String)> {
+    use anyhow::Context as _;
+    use std::io::Read as _;
+    let (name, bytes) = if path == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading standard input")?;
+        ("stdin".to_owned(), bytes)
+    } else {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+        (path.to_owned(), bytes)
+    };
+    let text = String::from_utf8(bytes).map_err(|err| {
+        let line = err.as_bytes()[..err.utf8_error().valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        anyhow::anyhow!("{name}:{line}: not UTF-8 text")
+    })?;
+    Ok((name, text))
+}
+
 pub fn parse_lines(
     name: &str,
     text: &str,

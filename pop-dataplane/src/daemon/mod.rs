@@ -5,16 +5,20 @@
 //! for the next daemon to take over.
 //!
 //! - [`handlers`]: the daemon's state and its answers to control requests.
+//! - [`check`]: `config check`, the daemon's checks of a config without a daemon.
 //! - [`host_events`]: addresses, links and neighbours as they change.
 //! - [`kernel_sync`]: following kernel routing tables.
 //! - [`sampling`]: sFlow samples and counters, and `top`'s tallies.
+//! - [`notify`]: systemd's notify protocol.
 //! - [`server`]: the control socket.
 //! - [`files`]: the instance lock, saved routes, and what is read from the host at start.
 
+mod check;
 mod files;
 mod handlers;
 mod host_events;
 mod kernel_sync;
+mod notify;
 mod sampling;
 mod server;
 
@@ -61,6 +65,8 @@ use crate::{
     host::{Host, kernel_routes::KernelRoutes},
     observe::{metrics, names},
 };
+
+pub(crate) use self::check::check as check_config;
 
 pub(crate) struct RunOptions {
     pub config: PathBuf,
@@ -115,6 +121,7 @@ async fn start(
         );
     }
     // Everything a user can get wrong is checked before anything is loaded or attached.
+    notify::status("checking the config");
     let file = options.config.display().to_string();
     let config = Config::load(&options.config)?;
     let saved_routes_path = saved_routes_path(&config, &options.config);
@@ -147,6 +154,7 @@ async fn start(
     let lock = InstanceLock::acquire(&options.run_dir)?;
     let listener = bind_control_socket(&options.socket, config.daemon.control_group.as_deref())?;
 
+    notify::status("loading the XDP program");
     let mut dataplane = Dataplane::load(LoadOptions {
         log_level: options.log_level,
         ecmp_seed: ecmp_seed(),
@@ -174,6 +182,7 @@ async fn start(
     let saved_names = names::load(&options.run_dir);
     let mut router = Router::new(&host, adopted.unwrap_or_default(), &saved_names);
     let update = router.apply_config_with(&config, &file, &host, Some(&saved))?;
+    notify::status("installing the route tables");
     let started = Instant::now();
     dataplane.update(&update)?;
     if let Some((nexthops, groups)) = old_ids {
@@ -193,6 +202,7 @@ async fn start(
     }
     info!("tables installed in {:.2?}", started.elapsed());
 
+    notify::status("attaching to the ports");
     let mut attached = Vec::new();
     for port in &router.topology().ports {
         match dataplane.attach(&port.name, port.ifindex, options.xdp_mode) {
@@ -264,9 +274,10 @@ async fn start(
     daemon.publish();
     let ready = daemon.ready_line();
     info!("{ready}");
-    // Scripts and tests wait for this line on stdout.
+    // Scripts and tests wait for this line on stdout; systemd for READY=1.
     println!("{ready}");
     std::io::stdout().flush()?;
+    notify::ready(&ready);
     Ok((daemon, listener, events, metrics_task))
 }
 
@@ -289,6 +300,9 @@ async fn serve(
     let mut drain = tokio::time::interval(sampling::DRAIN_EVERY);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut poll = tokio::time::interval(Duration::from_secs(1));
+    // Without a watchdog, a tick that never comes.
+    let watchdog_every = notify::watchdog_every();
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
     loop {
         tokio::select! {
             _ = terminate.recv() => {
@@ -301,11 +315,14 @@ async fn serve(
             }
             _ = hangup.recv() => {
                 info!("SIGHUP: reloading {}", daemon.config_file);
+                notify::reloading();
                 match daemon.reload().await {
                     Ok(message) => info!("{message}"),
                     Err(message) => error!("reload refused: {message}"),
                 }
+                notify::ready(&daemon.ready_line());
             }
+            _ = watchdog.tick(), if watchdog_every.is_some() => notify::watchdog(),
             Some((request, responder)) = incoming.recv() => {
                 let mut progress = Progress::to(responder.progress);
                 let answer = daemon.handle(request, &mut progress).await;
@@ -356,6 +373,7 @@ async fn serve(
             }
         }
     }
+    notify::stopping();
     if let Some(task) = metrics_task {
         task.abort();
     }

@@ -66,17 +66,23 @@ impl Dataplane {
         if let Some(pin) = self.link_pin(ifindex)
             && pin.exists()
         {
-            let pinned = PinnedLink::from_pin(&pin)
-                .with_context(|| format!("opening the pinned link {}", pin.display()))?;
-            let link = XdpLink::try_from(FdLink::from(pinned))
-                .with_context(|| format!("{} is not an XDP link", pin.display()))?;
-            let id = self
-                .program()
-                .attach_to_link(link)
-                .with_context(|| format!("{ifname}: replacing the program in its link"))?;
-            self.keep_link(ifname, ifindex, id, Some(pin))?;
-            info!("{ifname}: program replaced in the running link");
-            return Ok(AttachedMode::Replaced);
+            match self.replace_in_link(&pin) {
+                Ok(id) => {
+                    self.keep_link(ifname, ifindex, id, Some(pin))?;
+                    info!("{ifname}: program replaced in the running link");
+                    return Ok(AttachedMode::Replaced);
+                }
+                // A link whose interface went away (its namespace deleted, say) is severed
+                // for good, and the ifindex may now be another interface's: the pin is
+                // dropped and the port attached afresh.
+                Err(err) => {
+                    warn!(
+                        "{ifname}: the link pinned at {} cannot take the program ({err:#});                          removing it and attaching afresh",
+                        pin.display()
+                    );
+                    fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+                }
+            }
         }
         let ifname_c = std::ffi::CString::new(ifname)?;
         let native = match mode {
@@ -113,6 +119,15 @@ impl Dataplane {
         self.keep_link(ifname, ifindex, id, pin)?;
         info!("{ifname}: attached ({attached} mode)");
         Ok(attached)
+    }
+
+    /// Swaps this program into the XDP link pinned at `pin`.
+    fn replace_in_link(&mut self, pin: &std::path::Path) -> anyhow::Result<XdpLinkId> {
+        let pinned = PinnedLink::from_pin(pin)
+            .with_context(|| format!("opening the pinned link {}", pin.display()))?;
+        let link = XdpLink::try_from(FdLink::from(pinned))
+            .with_context(|| format!("{} is not an XDP link", pin.display()))?;
+        Ok(self.program().attach_to_link(link)?)
     }
 
     fn link_pin(&self, ifindex: u32) -> Option<PathBuf> {

@@ -139,12 +139,36 @@ impl Dataplane {
                 loader.map_pin_path(name, dir.join(name));
             }
         }
-        let mut ebpf = loader.load(XDP_OBJECT).context(if adopted {
-            "loading the XDP object with the pinned maps of the running dataplane (from an \
-             incompatible version? stop it, or remove its pins, and start again)"
-        } else {
-            "loading the XDP object"
-        })?;
+        let mut ebpf = match (loader.load(XDP_OBJECT), &options.pin_dir) {
+            (Ok(ebpf), _) => ebpf,
+            // Pins this version cannot take (another version's maps): a start must not
+            // depend on them. Fresh maps replace them; the links stay, and take this
+            // program as the ports are attached (the old one forwards until then).
+            (Err(err), Some(dir)) if adopted => {
+                warn!(
+                    "the maps pinned in {} do not fit this version ({}): replacing them with \
+                     fresh ones; the dataplane's state (counters, tables) starts anew",
+                    dir.display(),
+                    anyhow::Error::from(err)
+                );
+                for name in ALL_MAPS.iter().chain(&[PROGRAM_PIN]) {
+                    let path = dir.join(name);
+                    match fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(err) => {
+                            return Err(err)
+                                .with_context(|| format!("removing {}", path.display()));
+                        }
+                    }
+                }
+                adopted = false;
+                loader
+                    .load(XDP_OBJECT)
+                    .context("loading the XDP object, the old pins removed")?
+            }
+            (Err(err), _) => return Err(err).context("loading the XDP object"),
+        };
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM)
             .context("the XDP object has no program pop_dataplane")?

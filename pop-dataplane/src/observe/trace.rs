@@ -93,14 +93,55 @@ pub(crate) struct Headers {
 }
 
 pub(crate) fn trace(pin_dir: &Path, run_dir: &Path, probe: &Probe) -> anyhow::Result<Trace> {
-    let pinned = Pinned::open(pin_dir)?;
-    let host = Host::read_now()?;
-    let saved = names::load(run_dir);
-    let interfaces: HashMap<_, InterfaceKey, Interface> =
-        HashMap::try_from(Map::HashMap(pinned.map(maps::INTERFACES)?))?;
-    let entries: Vec<(InterfaceKey, Interface)> = interfaces.iter().collect::<Result<_, _>>()?;
+    Tracer::open(pin_dir, run_dir)?.trace(probe)
+}
+
+/// The loaded program and what naming its answers takes, opened once for many probes
+/// (`trace --batch`).
+pub(crate) struct Tracer {
+    pinned: Pinned,
+    host: Host,
+    saved: Vec<crate::control::topology::NamedInterface>,
+    /// `INTERFACES` when opened: the interfaces do not change under a batch.
+    entries: Vec<(InterfaceKey, Interface)>,
+}
+
+impl Tracer {
+    pub(crate) fn open(pin_dir: &Path, run_dir: &Path) -> anyhow::Result<Self> {
+        let pinned = Pinned::open(pin_dir)?;
+        let host = Host::read_now()?;
+        let saved = names::load(run_dir);
+        let interfaces: HashMap<_, InterfaceKey, Interface> =
+            HashMap::try_from(Map::HashMap(pinned.map(maps::INTERFACES)?))?;
+        let entries = interfaces.iter().collect::<Result<_, _>>()?;
+        Ok(Self {
+            pinned,
+            host,
+            saved,
+            entries,
+        })
+    }
+
+    pub(crate) fn trace(&self, probe: &Probe) -> anyhow::Result<Trace> {
+        let Self {
+            pinned,
+            host,
+            saved,
+            entries,
+        } = self;
+        traced(pinned, host, saved, entries, probe)
+    }
+}
+
+fn traced(
+    pinned: &Pinned,
+    host: &Host,
+    saved: &[crate::control::topology::NamedInterface],
+    entries: &[(InterfaceKey, Interface)],
+    probe: &Probe,
+) -> anyhow::Result<Trace> {
     let name_of = |(key, interface): &(InterfaceKey, Interface)| {
-        interface_name(&saved, &host, key, interface.slot)
+        interface_name(saved, host, key, interface.slot)
     };
 
     // Where the frame lands: the port and tags of --in (a dataplane interface, or a host
