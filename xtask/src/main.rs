@@ -7,6 +7,7 @@
 
 mod bench;
 mod demo;
+mod package;
 mod setup;
 
 use std::{
@@ -18,6 +19,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use package::package;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -80,6 +82,10 @@ enum Task {
     },
     /// rustfmt and clippy, warnings as errors.
     Lint,
+    /// The Debian package (target/package/pop-dataplane_VERSION_ARCH.deb): the release
+    /// binary, a systemd unit, an example config, man pages, shell completions and an
+    /// example sysctl file.
+    Package,
 }
 
 fn main() -> ExitCode {
@@ -102,6 +108,8 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Test { args } => {
             setup::all()?;
             build(false)?;
+            // The package's test checks what it holds.
+            let deb = package()?;
             let mut test = pinned_cargo();
             test.args(["test", "--all-targets", "--no-fail-fast", "--"])
                 .args(args);
@@ -110,6 +118,7 @@ fn run(task: Task) -> anyhow::Result<()> {
                 target_dir().join("debug/pop-dataplane"),
             );
             test.env("POP_CARGO_FUZZ", setup::cargo_fuzz_bin());
+            test.env("POP_DATAPLANE_DEB", deb);
             test_with_summary(&mut test)
         }
         Task::Demo { xdp_mode, seconds } => {
@@ -175,6 +184,10 @@ fn run(task: Task) -> anyhow::Result<()> {
             }
             println!("soak: passed");
             Ok(())
+        }
+        Task::Package => {
+            setup::all()?;
+            package().map(|_| ())
         }
         Task::Lint => {
             setup::toolchain()?;

@@ -25,8 +25,11 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// cargo-fuzz, which builds and runs the fuzz targets in `tests/fuzz`.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
+/// cargo-deb, which builds the Debian package (`cargo xtask package`).
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
 /// Debian packages: the tools the tests and the demo drive.
-const APT_PACKAGES: [(&str, &str); 12] = [
+const APT_PACKAGES: [(&str, &str); 14] = [
     ("iproute2", "ip"),
     ("ethtool", "ethtool"),
     ("iperf3", "iperf3"),
@@ -40,6 +43,9 @@ const APT_PACKAGES: [(&str, &str); 12] = [
     ("gobgpd", "/usr/bin/gobgpd"),
     // The sFlow test's collector.
     ("pmacct", "/usr/sbin/sfacctd"),
+    // The package test: the unit verified, a man page read.
+    ("systemd", "/usr/bin/systemd-analyze"),
+    ("man-db", "/usr/bin/man"),
     // The benchmark reads programs' run-time statistics with it.
     ("bpftool", "/usr/sbin/bpftool"),
     // The benchmark chart's font.
@@ -70,10 +76,11 @@ pub(crate) fn bpf_linker_bin_dir() -> PathBuf {
         .join("bin")
 }
 
-/// Everything: toolchain, bpf-linker, cargo-fuzz, packages, bpffs.
+/// Everything: toolchain, bpf-linker, cargo-fuzz, cargo-deb, packages, bpffs.
 pub(crate) fn all() -> anyhow::Result<()> {
     toolchain()?;
     cargo_fuzz()?;
+    cargo_deb()?;
     apt_packages()?;
     bpffs()?;
     Ok(())
@@ -95,6 +102,25 @@ fn cargo_fuzz() -> anyhow::Result<()> {
     println!("setup: building cargo-fuzz {CARGO_FUZZ_VERSION}");
     cargo_install("cargo-fuzz", CARGO_FUZZ_VERSION, &bin, &[])?;
     println!("setup: cargo-fuzz built in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// The cargo-deb binary this project installs.
+pub(crate) fn cargo_deb_bin() -> PathBuf {
+    tools_dir()
+        .join(format!("cargo-deb-{CARGO_DEB_VERSION}"))
+        .join("bin/cargo-deb")
+}
+
+fn cargo_deb() -> anyhow::Result<()> {
+    let bin = cargo_deb_bin();
+    if bin.exists() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    println!("setup: building cargo-deb {CARGO_DEB_VERSION}");
+    cargo_install("cargo-deb", CARGO_DEB_VERSION, &bin, &[])?;
+    println!("setup: cargo-deb built in {:.0?}", started.elapsed());
     Ok(())
 }
 

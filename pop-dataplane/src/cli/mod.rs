@@ -11,7 +11,7 @@ mod trace;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use pop_dataplane_common::fib::FibMode;
 
 use self::{
@@ -172,6 +172,11 @@ enum Command {
         #[command(subcommand)]
         command: SflowCommand,
     },
+    /// Shell completions for SHELL (bash, zsh, fish, elvish, powershell), on stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Man pages of every command into DIR (for packaging).
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
     /// Live view of the traffic, estimated from the samples: top destination prefixes
     /// (routes matched), source prefixes, next hops and protocols by bit rate, refreshed
     /// every second. Needs sampling on (`[sflow] sampling_rate`, or `sflow rate`).
@@ -281,6 +286,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::FlowspecFeed => flowspec::flowspec_feed(&socket),
         Command::Sflow { command } => sflow(&socket, command),
         Command::Top { json, count, limit } => top(&socket, json, count, limit),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "pop-dataplane", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Manpages { dir } => {
+            std::fs::create_dir_all(&dir)?;
+            clap_mangen::generate_to(Cli::command(), &dir)?;
+            Ok(())
+        }
         Command::Reload => done(api::request(&socket, &Request::Reload)?),
         Command::Config {
             command: ConfigCommand::Save,
