@@ -4,9 +4,10 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
+    btf_maps::PerCpuArray,
     helpers::{bpf_ktime_get_ns, generated::bpf_loop},
-    macros::map,
-    maps::{PerCpuArray, lpm_trie::Key},
+    macros::btf_map,
+    maps::lpm_trie::Key,
     programs::XdpContext,
 };
 use pop_dataplane_common::{
@@ -286,8 +287,8 @@ fn decide(
 
 /// The scratch space of the rule check, per CPU: the program's own, not shared with
 /// userspace, not pinned.
-#[map]
-static FLOW_SEARCH: PerCpuArray<Search> = PerCpuArray::with_max_entries(1, 0);
+#[btf_map]
+static FLOW_SEARCH: PerCpuArray<Search, 1> = PerCpuArray::new();
 
 /// The per-CPU scratch of a rule check (`FLOW_SEARCH`: too large for the stack): the
 /// packet's fields and source, the list's entries, and the entry found (its index + 1; 0

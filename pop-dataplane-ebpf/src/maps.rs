@@ -1,12 +1,14 @@
 //! The BPF maps, under the names and capacities of `pop_dataplane_common::maps`. Userspace fills
-//! all of them; the program only reads them, except `COUNTERS` and `TRACE`.
+//! all of them; the program only reads them, except `COUNTERS` and `TRACE`. Each is declared
+//! with BTF (`#[btf_map]`), so the kernel knows its key and value types: `bpftool map dump`
+//! prints their fields by name.
 
 use aya_ebpf::{
     Global,
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{self, ArrayOfMaps, LpmTrie},
+    btf_maps::{self, Array, ArrayOfMaps, DevMap, HashMap, LpmTrie, PerCpuArray},
     macros::{btf_map, map},
-    maps::{Array, DevMap, HashMap, LpmTrie as LpmTrieMap, PerCpuArray},
+    maps::LpmTrie as LpmTrieMap,
 };
 use pop_dataplane_common::{
     Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, TraceRecord,
@@ -21,29 +23,33 @@ use pop_dataplane_common::{
 
 /// Not preallocated: an update then swaps in a new element instead of rewriting the one a
 /// packet may be reading.
-#[map]
-pub(crate) static INTERFACES: HashMap<InterfaceKey, Interface> =
-    HashMap::with_max_entries(MAX_INTERFACES, BPF_F_NO_PREALLOC);
+#[btf_map]
+pub(crate) static INTERFACES: HashMap<
+    InterfaceKey,
+    Interface,
+    { MAX_INTERFACES as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
 
 /// The untagged entries of `INTERFACES` again, by ifindex: an array read, which the verifier
 /// inlines, where the hash costs a call and a hash. Rewritten in place (12 bytes), as
 /// `NEXTHOPS` is.
-#[map]
-pub(crate) static PORTS_BY_IFINDEX: Array<Interface> = Array::with_max_entries(MAX_PORT_IFINDEX, 0);
+#[btf_map]
+pub(crate) static PORTS_BY_IFINDEX: Array<Interface, { MAX_PORT_IFINDEX as usize }> = Array::new();
 
-#[map]
-pub(crate) static EGRESS: DevMap = DevMap::with_max_entries(MAX_PORTS, 0);
+#[btf_map]
+pub(crate) static EGRESS: DevMap<{ MAX_PORTS as usize }> = DevMap::new();
 
-#[map]
-pub(crate) static COUNTERS: PerCpuArray<InterfaceCounters> =
-    PerCpuArray::with_max_entries(MAX_INTERFACES, 0);
+#[btf_map]
+pub(crate) static COUNTERS: PerCpuArray<InterfaceCounters, { MAX_INTERFACES as usize }> =
+    PerCpuArray::new();
 
-#[map]
-pub(crate) static NEXTHOPS: Array<Nexthop> = Array::with_max_entries(MAX_NEXTHOPS, 0);
+#[btf_map]
+pub(crate) static NEXTHOPS: Array<Nexthop, { MAX_NEXTHOPS as usize }> = Array::new();
 
-#[map]
-pub(crate) static NEXTHOP_GROUPS: Array<NexthopGroup> =
-    Array::with_max_entries(MAX_NEXTHOP_GROUPS, 0);
+#[btf_map]
+pub(crate) static NEXTHOP_GROUPS: Array<NexthopGroup, { MAX_NEXTHOP_GROUPS as usize }> =
+    Array::new();
 
 /// The route tables, one slot each: userspace builds a whole new table in a fresh inner map
 /// and swaps it in with one update, so packets never see a half-built table.
@@ -72,8 +78,8 @@ pub(crate) static FIB_V6: ArrayOfMaps<FibCells, 1> = ArrayOfMaps::new();
 #[unsafe(no_mangle)]
 pub(crate) static FIB_MODE: Global<u8> = Global::new(0);
 
-#[map]
-pub(crate) static TRACE: PerCpuArray<TraceRecord> = PerCpuArray::with_max_entries(1, 0);
+#[btf_map]
+pub(crate) static TRACE: PerCpuArray<TraceRecord, 1> = PerCpuArray::new();
 
 /// Set by userspace at load time; constant for the verifier.
 #[unsafe(no_mangle)]
@@ -81,36 +87,39 @@ pub(crate) static ECMP_SEED: Global<u32> = Global::new(0);
 
 /// The ingress source filter, edited in place entry by entry (a rule is one entry per
 /// interface; an LPM trie update replaces an element atomically).
-#[map]
-pub(crate) static ACL_V4: LpmTrieMap<AclKeyV4, AclEntry> =
-    LpmTrieMap::with_max_entries(MAX_ACL_ENTRIES, BPF_F_NO_PREALLOC);
+#[btf_map]
+pub(crate) static ACL_V4: LpmTrie<AclKeyV4, AclEntry, { MAX_ACL_ENTRIES as usize }> =
+    LpmTrie::new();
 
-#[map]
-pub(crate) static ACL_V6: LpmTrieMap<AclKeyV6, AclEntry> =
-    LpmTrieMap::with_max_entries(MAX_ACL_ENTRIES, BPF_F_NO_PREALLOC);
+#[btf_map]
+pub(crate) static ACL_V6: LpmTrie<AclKeyV6, AclEntry, { MAX_ACL_ENTRIES as usize }> =
+    LpmTrie::new();
 
-#[map]
-pub(crate) static ACL_HITS: PerCpuArray<AclHits> = PerCpuArray::with_max_entries(MAX_ACL_RULES, 0);
+#[btf_map]
+pub(crate) static ACL_HITS: PerCpuArray<AclHits, { MAX_ACL_RULES as usize }> = PerCpuArray::new();
 
 /// Flow rules (see `pop_dataplane_common::flow`): two banks of entries, and per family the
 /// lists of entries by destination prefix, each list replaced atomically.
-#[map]
-pub(crate) static FLOW_ENTRIES: Array<FlowEntry> = Array::with_max_entries(2 * BANK_ENTRIES, 0);
+#[btf_map]
+pub(crate) static FLOW_ENTRIES: Array<FlowEntry, { 2 * BANK_ENTRIES as usize }> = Array::new();
 
+/// Declared without BTF: aya's BTF LPM trie wants the key's data (4 bytes) to be a multiple
+/// of the value's alignment (8, for the word copies of the list), though the kernel places
+/// the value after the 4-byte prefix length as well, at 8.
 #[map]
 pub(crate) static FLOW_INDEX_V4: LpmTrieMap<[u8; 4], FlowList> =
     LpmTrieMap::with_max_entries(MAX_FLOW_RULES, BPF_F_NO_PREALLOC);
 
-#[map]
-pub(crate) static FLOW_INDEX_V6: LpmTrieMap<[u8; 16], FlowList> =
-    LpmTrieMap::with_max_entries(MAX_FLOW_RULES, BPF_F_NO_PREALLOC);
+#[btf_map]
+pub(crate) static FLOW_INDEX_V6: LpmTrie<[u8; 16], FlowList, { MAX_FLOW_RULES as usize }> =
+    LpmTrie::new();
 
-#[map]
-pub(crate) static FLOW_WILDCARD: Array<u32> = Array::with_max_entries(2, 0);
+#[btf_map]
+pub(crate) static FLOW_WILDCARD: Array<u32, 2> = Array::new();
 
-#[map]
-pub(crate) static FLOW_HITS: PerCpuArray<FlowHits> =
-    PerCpuArray::with_max_entries(MAX_FLOW_RULES, 0);
+#[btf_map]
+pub(crate) static FLOW_HITS: PerCpuArray<FlowHits, { MAX_FLOW_RULES as usize }> =
+    PerCpuArray::new();
 
-#[map]
-pub(crate) static FLOW_BUCKETS: Array<RateBucket> = Array::with_max_entries(MAX_FLOW_RULES, 0);
+#[btf_map]
+pub(crate) static FLOW_BUCKETS: Array<RateBucket, { MAX_FLOW_RULES as usize }> = Array::new();

@@ -5,9 +5,9 @@
 
 use aya_ebpf::{
     bindings::{BPF_RB_NO_WAKEUP, xdp_md},
+    btf_maps::{Array, PerCpuArray, RingBuf},
     helpers::generated::{bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_xdp_load_bytes},
-    macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    macros::btf_map,
     programs::XdpContext,
 };
 use pop_dataplane_common::{
@@ -18,22 +18,22 @@ use pop_dataplane_common::{
 
 use crate::{maps::COUNTERS, verdict::Verdict};
 
-#[map]
-pub(crate) static SAMPLE_RATES: Array<SampleRate> = Array::with_max_entries(MAX_INTERFACES, 0);
+#[btf_map]
+pub(crate) static SAMPLE_RATES: Array<SampleRate, { MAX_INTERFACES as usize }> = Array::new();
 
-#[map]
-pub(crate) static SAMPLES: RingBuf = RingBuf::with_byte_size(SAMPLE_RING_BYTES, 0);
+#[btf_map]
+pub(crate) static SAMPLES: RingBuf<SampleRecord, { SAMPLE_RING_BYTES as usize }> = RingBuf::new();
 
-#[map]
-pub(crate) static SAMPLES_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_INTERFACES, 0);
+#[btf_map]
+pub(crate) static SAMPLES_LOST: PerCpuArray<u64, { MAX_INTERFACES as usize }> = PerCpuArray::new();
 
-#[map]
-pub(crate) static NEXTHOP_TRAFFIC: PerCpuArray<NexthopTraffic> =
-    PerCpuArray::with_max_entries(MAX_NEXTHOPS, 0);
+#[btf_map]
+pub(crate) static NEXTHOP_TRAFFIC: PerCpuArray<NexthopTraffic, { MAX_NEXTHOPS as usize }> =
+    PerCpuArray::new();
 
 /// The record of the frame being sampled on this CPU, filled in two steps.
-#[map]
-static SAMPLE_SCRATCH: PerCpuArray<SampleRecord> = PerCpuArray::with_max_entries(1, 0);
+#[btf_map]
+static SAMPLE_SCRATCH: PerCpuArray<SampleRecord, 1> = PerCpuArray::new();
 
 /// Whether to sample this frame, received on interface `slot`, `len` bytes long; when so,
 /// its first bytes are copied into this CPU's record. Traced frames are not traffic and are

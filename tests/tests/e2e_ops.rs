@@ -267,3 +267,45 @@ fn ifindex(lab: &Lab, name: &str) -> u32 {
     let links: Value = serde_json::from_str(&out).unwrap();
     links[0]["ifindex"].as_u64().unwrap() as u32
 }
+
+#[test]
+fn bpftool_dumps_the_pinned_maps_with_field_names() {
+    let (binary, lab, _daemon) =
+        Lab::running("pdpt-ops", pop_dataplane_tests::lab::LabOptions::default()).unwrap();
+    assert!(ping(&lab));
+    for (map, fields) in [
+        (
+            "INTERFACES",
+            &["ifindex", "vlan_outer", "slot", "mac", "flags"][..],
+        ),
+        (
+            "NEXTHOPS",
+            &["port", "slot", "mtu", "dst_mac", "src_mac"][..],
+        ),
+        (
+            "COUNTERS",
+            &["rx_packets", "forwarded_packets", "to_kernel", "dropped"][..],
+        ),
+        ("SAMPLE_RATES", &["rate", "threshold"][..]),
+    ] {
+        let out = Command::new("bpftool")
+            .args(["map", "dump", "pinned"])
+            .arg(lab.pin_dir().join(map))
+            .output()
+            .unwrap();
+        let dump = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{map}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for field in fields {
+            assert!(
+                dump.contains(&format!("\"{field}\"")),
+                "{map}: no field {field} in bpftool's dump:\n{}",
+                &dump[..dump.len().min(2000)]
+            );
+        }
+    }
+    let _ = binary;
+}
