@@ -305,6 +305,7 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         ("pop_dataplane_full_flows", 11),
         ("pop_dataplane_full_flood", 12),
         ("pop_dataplane_blackhole", 13),
+        ("pop_dataplane_full_sampled", 14),
     ] {
         let traffic = if specs[lab].3 == "full" {
             table_traffic(&copied, false, 64, &mut rng)
@@ -843,6 +844,7 @@ fn report(
             "flows_1k_prog_vs_none": ratio_of(&program_ns, "pop_dataplane_full_flows", "pop_dataplane_full"),
             "flood_prog_vs_forward": ratio_of(&program_ns, "pop_dataplane_full_flood", "pop_dataplane_full"),
             "blackhole_prog_vs_forward": ratio_of(&program_ns, "pop_dataplane_blackhole", "pop_dataplane_full"),
+            "sampling_1k_prog_vs_none": ratio_of(&program_ns, "pop_dataplane_full_sampled", "pop_dataplane_full"),
             "full_table_load_s": loads["compiled"]["load_s"],
             "fib_kernel_memory_bytes": loads["compiled"]["kernel_memory_bytes"],
             "fib_kernel_memory_bytes_1k": lookup
