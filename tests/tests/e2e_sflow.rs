@@ -134,12 +134,16 @@ fn samples_and_counters_reach_sfacctd_and_a_decoder() {
             .flat_map(|d| d.flows)
             .collect()
     };
+    // The daemon drains the ring on a timer: its count must also have stopped moving.
+    let mut last = 0;
     wait_for(
         "the samples at the receiver",
         Duration::from_secs(10),
         || {
             let read = status()["samples"].as_u64().unwrap();
-            read > 0 && flows().len() as u64 >= read
+            let settled = read == last;
+            last = read;
+            settled && read > 0 && flows().len() as u64 >= read
         },
     );
     assert!(receiver.errors().is_empty(), "{:?}", receiver.errors());
@@ -317,6 +321,21 @@ fn top_shows_the_traffic_and_rates_change_at_run_time() {
         lab.a.send_frames(HOST_A.ifname, &frames).unwrap();
     }
     let elapsed = sent.elapsed().as_secs_f64();
+    // Every sample taken: the daemon drains the ring on a timer, so the count read must
+    // have stopped moving.
+    let read = || -> u64 {
+        let status: Value =
+            serde_json::from_str(&lab.cli(&binary, &["sflow", "show", "--json"]).unwrap()).unwrap();
+        status["samples"].as_u64().unwrap()
+    };
+    let mut last = read();
+    wait_for("the samples drained", Duration::from_secs(5), || {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = read();
+        let settled = now == last && now > 0;
+        last = now;
+        settled
+    });
 
     let top: Value = serde_json::from_str(
         &lab.cli(&binary, &["top", "--json", "--count", "1"])
@@ -330,7 +349,10 @@ fn top_shows_the_traffic_and_rates_change_at_run_time() {
     assert_eq!(first("protocols"), "udp", "{top}");
     // 10,000 frames in the window: the estimate is samples x 4 over the window.
     let samples = top["samples"].as_f64().unwrap();
-    assert!((samples * 4.0 - 10_000.0).abs() <= 4.0 * (10_000.0f64 * 0.25 * 0.75).sqrt() * 4.0);
+    assert!(
+        (samples * 4.0 - 10_000.0).abs() <= 4.0 * (10_000.0f64 * 0.25 * 0.75).sqrt() * 4.0,
+        "{samples} samples of 10,000 frames at 1-in-4: {top}"
+    );
     let pps = top["destinations"][0]["packets_per_second"]
         .as_f64()
         .unwrap();
