@@ -460,7 +460,7 @@ impl Config {
             let sampling_rate = match raw.sampling_rate {
                 None => None,
                 Some(0) => Some(0),
-                Some(rate) => Some(sflow::check_rate(rate).map_err(at)?),
+                Some(rate) => Some(sflow::check_rate(rate).map_err(|err| at(err.to_string()))?),
             };
             interfaces.push(InterfaceConfig {
                 name: name.clone(),

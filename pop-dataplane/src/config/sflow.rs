@@ -53,12 +53,35 @@ impl fmt::Display for Collector {
     }
 }
 
+/// What is wrong with an `[sflow]` setting, or a sampling rate from the CLI.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SflowConfigError {
+    #[error("collector {text:?}: {why}")]
+    Collector { text: String, why: &'static str },
+    #[error("collector {0} is listed twice")]
+    CollectorTwice(Collector),
+    #[error(
+        "sampling rate {0} is outside 1-{MAX_SAMPLING_RATE} (1-in-N; leave it out, or give 0 \
+         on an interface, for none)"
+    )]
+    Rate(i64),
+    #[error("polling_interval {0} is outside 0-3600 seconds (0: no counter samples)")]
+    PollingInterval(i64),
+    #[error("agent_address {0:?} is not an IPv4 or IPv6 address")]
+    AgentAddress(String),
+    #[error("source_port {0} is outside 1-65535")]
+    SourcePort(i64),
+}
+
 impl std::str::FromStr for Collector {
-    type Err = String;
+    type Err = SflowConfigError;
 
     /// `HOST`, `HOST:PORT`, `[IPV6]:PORT` or a bare IPv6 address.
-    fn from_str(text: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("collector {text:?}: {why}");
+    fn from_str(text: &str) -> Result<Self, SflowConfigError> {
+        let bad = |why: &'static str| SflowConfigError::Collector {
+            text: text.to_owned(),
+            why,
+        };
         let (host, port) = if let Some(rest) = text.strip_prefix('[') {
             let (host, after) = rest
                 .split_once(']')
@@ -94,14 +117,11 @@ impl std::str::FromStr for Collector {
 }
 
 /// A sampling rate as the config and CLI give it: 1-in-N, N in 1..=2^24.
-pub fn check_rate(rate: i64) -> Result<u32, String> {
+pub fn check_rate(rate: i64) -> Result<u32, SflowConfigError> {
     if (1..=i64::from(MAX_SAMPLING_RATE)).contains(&rate) {
         Ok(rate as u32)
     } else {
-        Err(format!(
-            "sampling rate {rate} is outside 1-{MAX_SAMPLING_RATE} (1-in-N; leave it out, or \
-             give 0 on an interface, for none)"
-        ))
+        Err(SflowConfigError::Rate(rate))
     }
 }
 
@@ -118,12 +138,12 @@ pub(super) struct RawSflow {
 
 impl RawSflow {
     /// Checks it; errors say which setting and why (the caller adds file and line).
-    pub(super) fn check(&self, line: usize) -> Result<SflowConfig, String> {
+    pub(super) fn check(&self, line: usize) -> Result<SflowConfig, SflowConfigError> {
         let mut collectors: Vec<Collector> = Vec::with_capacity(self.collectors.len());
         for text in &self.collectors {
             let collector: Collector = text.parse()?;
             if collectors.contains(&collector) {
-                return Err(format!("collector {collector} is listed twice"));
+                return Err(SflowConfigError::CollectorTwice(collector));
             }
             collectors.push(collector);
         }
@@ -131,23 +151,19 @@ impl RawSflow {
         let polling_interval = match self.polling_interval {
             None => DEFAULT_POLLING_SECONDS,
             Some(seconds @ 0..=3600) => seconds as u32,
-            Some(seconds) => {
-                return Err(format!(
-                    "polling_interval {seconds} is outside 0-3600 seconds (0: no counter samples)"
-                ));
-            }
+            Some(seconds) => return Err(SflowConfigError::PollingInterval(seconds)),
         };
-        let agent_address =
-            match &self.agent_address {
-                Some(text) => Some(text.parse::<IpAddr>().map_err(|_| {
-                    format!("agent_address {text:?} is not an IPv4 or IPv6 address")
-                })?),
-                None => None,
-            };
+        let agent_address = match &self.agent_address {
+            Some(text) => Some(
+                text.parse::<IpAddr>()
+                    .map_err(|_| SflowConfigError::AgentAddress(text.clone()))?,
+            ),
+            None => None,
+        };
         let source_port = match self.source_port {
             None => None,
             Some(port @ 1..=65535) => Some(port as u16),
-            Some(port) => return Err(format!("source_port {port} is outside 1-65535")),
+            Some(port) => return Err(SflowConfigError::SourcePort(port)),
         };
         Ok(SflowConfig {
             collectors,
@@ -166,7 +182,11 @@ mod tests {
 
     #[test]
     fn collectors_parse_with_and_without_ports() {
-        let c = |text: &str| text.parse::<Collector>().map(|c| c.to_string());
+        let c = |text: &str| {
+            text.parse::<Collector>()
+                .map(|c| c.to_string())
+                .map_err(|e| e.to_string())
+        };
         assert_eq!(c("198.18.0.9").unwrap(), "198.18.0.9:6343");
         assert_eq!(c("198.18.0.9:9999").unwrap(), "198.18.0.9:9999");
         assert_eq!(c("2001:2::9").unwrap(), "[2001:2::9]:6343");
@@ -182,7 +202,7 @@ mod tests {
     fn rates_are_one_to_two_to_the_24() {
         assert_eq!(check_rate(1), Ok(1));
         assert_eq!(check_rate(1 << 24), Ok(1 << 24));
-        assert!(check_rate(0).unwrap_err().contains("outside 1-16777216"));
+        assert!(check_rate(0).unwrap_err().to_string().contains("outside 1-16777216"));
         assert!(check_rate((1 << 24) + 1).is_err());
         assert!(check_rate(-5).is_err());
     }

@@ -68,9 +68,10 @@ pub(super) enum RequestError {
     Save { path: String, error: std::io::Error },
     #[error(transparent)]
     Sflow(#[from] super::sampling::SflowError),
-    /// A request's own argument is wrong.
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    SampleRate(#[from] crate::config::sflow::SflowConfigError),
+    #[error("dev {dev:?} is not one of the router's interfaces ({known})")]
+    UnknownInterface { dev: String, known: String },
     /// The maps or the host did not take a change.
     #[error("{0:#}")]
     System(#[from] anyhow::Error),

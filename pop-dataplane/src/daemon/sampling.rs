@@ -172,7 +172,7 @@ impl Daemon<'_> {
         dev: Option<String>,
     ) -> Result<String, RequestError> {
         if rate != 0 {
-            sflow::check_rate(i64::from(rate)).map_err(RequestError::Invalid)?;
+            sflow::check_rate(i64::from(rate))?;
         }
         if let Some(dev) = &dev
             && self.router.topology().interface(dev).is_none()
@@ -184,10 +184,10 @@ impl Daemon<'_> {
                 .iter()
                 .map(|i| i.name.as_str())
                 .collect();
-            return Err(RequestError::Invalid(format!(
-                "dev {dev:?} is not one of the router's interfaces ({})",
-                names.join(", ")
-            )));
+            return Err(RequestError::UnknownInterface {
+                dev: dev.clone(),
+                known: names.join(", "),
+            });
         }
         self.sampling.overrides.push((dev.clone(), rate));
         self.apply_sample_rates()?;
