@@ -88,39 +88,40 @@ pub(crate) fn all() -> anyhow::Result<()> {
 
 /// The cargo-fuzz binary this project installs.
 pub(crate) fn cargo_fuzz_bin() -> PathBuf {
-    tools_dir()
-        .join(format!("cargo-fuzz-{CARGO_FUZZ_VERSION}"))
-        .join("bin/cargo-fuzz")
+    tool_bin("cargo-fuzz", CARGO_FUZZ_VERSION)
 }
 
 fn cargo_fuzz() -> anyhow::Result<()> {
-    let bin = cargo_fuzz_bin();
-    if bin.exists() {
-        return Ok(());
-    }
-    let started = Instant::now();
-    println!("setup: building cargo-fuzz {CARGO_FUZZ_VERSION}");
-    cargo_install("cargo-fuzz", CARGO_FUZZ_VERSION, &bin, &[])?;
-    println!("setup: cargo-fuzz built in {:.0?}", started.elapsed());
-    Ok(())
+    tool("cargo-fuzz", CARGO_FUZZ_VERSION)
 }
 
 /// The cargo-deb binary this project installs.
 pub(crate) fn cargo_deb_bin() -> PathBuf {
-    tools_dir()
-        .join(format!("cargo-deb-{CARGO_DEB_VERSION}"))
-        .join("bin/cargo-deb")
+    tool_bin("cargo-deb", CARGO_DEB_VERSION)
 }
 
 fn cargo_deb() -> anyhow::Result<()> {
-    let bin = cargo_deb_bin();
+    tool("cargo-deb", CARGO_DEB_VERSION)
+}
+
+/// Where tool `name` at `version` is installed.
+fn tool_bin(name: &str, version: &str) -> PathBuf {
+    tools_dir()
+        .join(format!("{name}-{version}"))
+        .join("bin")
+        .join(name)
+}
+
+/// Builds tool `name` at `version` unless it is there.
+fn tool(name: &str, version: &str) -> anyhow::Result<()> {
+    let bin = tool_bin(name, version);
     if bin.exists() {
         return Ok(());
     }
     let started = Instant::now();
-    println!("setup: building cargo-deb {CARGO_DEB_VERSION}");
-    cargo_install("cargo-deb", CARGO_DEB_VERSION, &bin, &[])?;
-    println!("setup: cargo-deb built in {:.0?}", started.elapsed());
+    println!("setup: building {name} {version}");
+    cargo_install(name, version, &bin, &[])?;
+    println!("setup: {name} built in {:.0?}", started.elapsed());
     Ok(())
 }
 
