@@ -202,7 +202,12 @@ mod tests {
     fn rates_are_one_to_two_to_the_24() {
         assert_eq!(check_rate(1), Ok(1));
         assert_eq!(check_rate(1 << 24), Ok(1 << 24));
-        assert!(check_rate(0).unwrap_err().to_string().contains("outside 1-16777216"));
+        assert!(
+            check_rate(0)
+                .unwrap_err()
+                .to_string()
+                .contains("outside 1-16777216")
+        );
         assert!(check_rate((1 << 24) + 1).is_err());
         assert!(check_rate(-5).is_err());
     }

@@ -33,7 +33,7 @@ use pop_dataplane_common::{
 use self::test_run::test_run;
 use self::{
     attach::AttachedLink,
-    pins::ensure_bpffs,
+    pins::{ensure_bpffs, remove_map_pins},
     tables::{Moved, RouteTables, TableMemory},
 };
 pub use self::{
@@ -151,17 +151,7 @@ impl Dataplane {
                     dir.display(),
                     anyhow::Error::from(err)
                 );
-                for name in ALL_MAPS.iter().chain(&[PROGRAM_PIN]) {
-                    let path = dir.join(name);
-                    match fs::remove_file(&path) {
-                        Ok(()) => {}
-                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(err) => {
-                            return Err(err)
-                                .with_context(|| format!("removing {}", path.display()));
-                        }
-                    }
-                }
+                remove_map_pins(dir)?;
                 adopted = false;
                 loader
                     .load(XDP_OBJECT)

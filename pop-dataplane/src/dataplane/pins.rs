@@ -108,6 +108,16 @@ pub fn unpin(dir: &Path) -> anyhow::Result<()> {
         }
         let _ = fs::remove_dir(dir.join(LINKS_DIR));
     }
+    remove_map_pins(dir)?;
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err).with_context(|| format!("removing {}", dir.display())),
+    }
+}
+
+/// Removes the maps' and the program's pins under `dir` (not the links').
+pub(super) fn remove_map_pins(dir: &Path) -> anyhow::Result<()> {
     for name in ALL_MAPS.iter().chain(&[PROGRAM_PIN]) {
         let path = dir.join(name);
         match fs::remove_file(&path) {
@@ -116,11 +126,7 @@ pub fn unpin(dir: &Path) -> anyhow::Result<()> {
             Err(err) => return Err(err).with_context(|| format!("removing {}", path.display())),
         }
     }
-    match fs::remove_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(err).with_context(|| format!("removing {}", dir.display())),
-    }
+    Ok(())
 }
 
 /// Makes sure `dir`'s parent is on a bpf filesystem: mounts one at /sys/fs/bpf when that is
