@@ -17,7 +17,7 @@ impl<C: Cells> Table<C> {
     pub(super) fn fill(&mut self) -> Result<(), Full> {
         let mut direct = vec![FibEntry::EMPTY; 1 << DIRECT_BITS];
         for len in 0..=DIRECT_BITS {
-            for (&value, &leaf) in &self.routes[len as usize] {
+            for (&value, &leaf) in &self.short[len as usize] {
                 let first = (value << (DIRECT_BITS - len)) as usize;
                 direct[first..first + (1 << (DIRECT_BITS - len))].fill(leaf);
             }
@@ -64,9 +64,9 @@ impl<C: Cells> Table<C> {
         let mut leaves = [default; NODE_CHILDREN];
         // The length of the route each slot's leaf came from: the longest wins.
         let mut lengths = [0u8; NODE_CHILDREN];
-        for &(len, value, leaf) in self.ending.get(&(depth, region)).into_iter().flatten() {
+        for &(len, bits, leaf) in self.ending.get(&(depth, region)).into_iter().flatten() {
             let shift = depth + 8 - u32::from(len);
-            let first = ((value - (region << (u32::from(len) - depth))) << shift) as usize;
+            let first = usize::from(bits) << shift;
             for slot in first..first + (1 << shift) {
                 if lengths[slot] < len {
                     lengths[slot] = len;
@@ -113,7 +113,7 @@ impl<C: Cells> Table<C> {
         if let Some((record, covered)) = &old {
             self.release_old_node(record, covered, &is_node, released);
         }
-        self.write_node(&leaves, &is_node, &children)
+        self.write_node(depth, &leaves, &is_node, &children)
     }
 
     /// What an old node's record holds and its replacement does not: its children arrays and
@@ -167,15 +167,19 @@ impl<C: Cells> Table<C> {
         }
     }
 
-    /// Writes a node's children arrays (one per group) and its leaf array; its record.
+    /// Writes the children arrays (one per group) and the leaf array of the node at `depth`;
+    /// its record.
     fn write_node(
         &mut self,
+        depth: u32,
         leaves: &[FibEntry; NODE_CHILDREN],
         is_node: &[bool; NODE_CHILDREN],
         children: &[Record],
     ) -> Result<Record, Full> {
-        // Leaf runs: a run starts at each leaf child whose leaf differs from the previous
-        // leaf child's in its group. At most one per child: on the stack.
+        // Leaf runs: a run starts at each leaf child whose leaf comes from another route than
+        // the previous leaf child's in its group. Two routes of the same length and target
+        // have equal leaves but get runs of their own, so that a route's leaf can be replaced
+        // in place (`replace_leaf`). At most one run per child: on the stack.
         let mut runs = [FibEntry::EMPTY; NODE_CHILDREN];
         let mut run_count = 0;
         let mut record: Record = [[0; CELL_WORDS]; NODE_CELLS as usize];
@@ -183,17 +187,19 @@ impl<C: Cells> Table<C> {
         let mut next_child = 0;
         for (g, cell) in record.iter_mut().enumerate() {
             let (mut vector, mut leafvec) = (0u64, 0u64);
-            let mut previous = None;
+            let mut previous: Option<(FibEntry, usize)> = None;
             group_runs[g] = run_count as u32;
             for i in 0..GROUP_CHILDREN {
                 let slot = g * GROUP_CHILDREN + i;
                 if is_node[slot] {
                     vector |= 1 << i;
-                } else if previous != Some(leaves[slot]) {
+                } else if previous.is_none_or(|(leaf, at)| {
+                    leaf != leaves[slot] || !same_route(depth, leaf, at, slot)
+                }) {
                     leafvec |= 1 << i;
                     runs[run_count] = leaves[slot];
                     run_count += 1;
-                    previous = Some(leaves[slot]);
+                    previous = Some((leaves[slot], slot));
                 }
             }
             let count = vector.count_ones() as usize;
@@ -225,4 +231,12 @@ impl<C: Cells> Table<C> {
         }
         Ok(record)
     }
+}
+
+/// Whether child slots `a` and `b` of a node at `depth`, both holding `leaf`, hold it from
+/// the same route: a route no longer than the depth covers the whole node; a longer one
+/// covers the slots that agree in its bits past the depth.
+fn same_route(depth: u32, leaf: FibEntry, a: usize, b: usize) -> bool {
+    let len = u32::from(leaf.prefix_len());
+    len <= depth || (a ^ b) >> (depth + 8 - len) == 0
 }

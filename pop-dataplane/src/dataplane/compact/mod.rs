@@ -1,9 +1,9 @@
 //! The compiled FIB's tables (see `pop_dataplane_common::fib` for the layout the program
 //! reads), kept by userspace: built whole for a bulk load, changed route by route in place.
 //!
-//! Userspace keeps the routes by prefix length, and per node depth how many routes longer
-//! than the depth lie under each region: a child is a node exactly when that count is not
-//! zero. A change rebuilds the deepest node still above the changed prefix (reusing the
+//! Userspace keeps the routes (those of up to 16 bits by length, longer ones by the node
+//! they end within), and per node depth how many routes longer than the depth lie under each
+//! region: a child is a node exactly when that count is not zero. A change rebuilds the deepest node still above the changed prefix (reusing the
 //! children it did not cover), copies the path above it, and publishes the new path with one
 //! store: the direct entry. What the old path held goes to the allocator's quarantine.
 //!
@@ -73,8 +73,14 @@ pub(crate) fn leaf(entry: RouteEntry) -> FibEntry {
 /// A node by its depth and region (the address's top `depth` bits).
 type Node = (u32, u128);
 
-/// A route as a node keeps it: prefix length, the prefix's top bits, leaf.
-type EndingRoute = (u8, u128, FibEntry);
+/// A route as the node it ends within keeps it: prefix length, the prefix's bits past the
+/// node's depth (below 2^8), leaf. 8 bytes: a busy node's list is a few cache lines.
+type EndingRoute = (u8, u8, FibEntry);
+
+/// The bits of `value`, a prefix of `len` bits, past `depth`.
+fn bits_past(value: u128, len: u32, depth: u32) -> u8 {
+    (value & ((1 << (len - depth)) - 1)) as u8
+}
 
 /// One family's table.
 pub(crate) struct Table<C> {
@@ -82,11 +88,12 @@ pub(crate) struct Table<C> {
     bits: u32,
     cells: C,
     alloc: Allocator,
-    /// Routes by prefix length: the prefix's top `len` bits -> its leaf.
-    routes: Vec<HashMap<u128, FibEntry>>,
-    /// By node (its depth and region): the routes (length, top bits, leaf) that end within
-    /// its 8 bits, the ones its leaves are made of, kept together so that building a node
-    /// reads one list. Routes of up to 16 bits are the direct array's.
+    /// The routes of up to `DIRECT_BITS` bits, the direct array's, by prefix length: the
+    /// prefix's top `len` bits -> its leaf.
+    short: Vec<HashMap<u128, FibEntry>>,
+    /// Every longer route, by the node (its depth and region) within whose 8 bits it ends:
+    /// (length, top bits, leaf), the ones the node's leaves are made of, kept together so
+    /// that building a node reads one list, and a change touches one entry of one map.
     ending: HashMap<Node, Vec<EndingRoute>>,
     /// By node level (depth `DIRECT_BITS + 8 * level`): the region's top `depth` bits ->
     /// routes longer than `depth` under it.
@@ -104,7 +111,7 @@ impl Table<MemoryCells> {
         cells.grow(DIRECT_CELLS * 2);
         let mut table = Self::empty(bits, cells, DIRECT_CELLS * 2);
         for (addr, len, leaf) in routes {
-            table.index(addr, u32::from(len), leaf);
+            _ = table.index(addr, u32::from(len), leaf);
         }
         table.fill().expect("memory grows");
         table
@@ -118,7 +125,7 @@ impl<C: Cells> Table<C> {
             bits,
             cells,
             alloc: Allocator::new(DIRECT_CELLS, capacity),
-            routes: vec![HashMap::default(); bits as usize + 1],
+            short: vec![HashMap::default(); DIRECT_BITS as usize + 1],
             ending: HashMap::default(),
             longer: vec![BTreeMap::new(); levels],
         }
@@ -145,7 +152,7 @@ impl<C: Cells> Table<C> {
             bits: self.bits,
             cells,
             alloc,
-            routes: self.routes.clone(),
+            short: self.short.clone(),
             ending: self.ending.clone(),
             longer: self.longer.clone(),
         }
@@ -180,42 +187,61 @@ impl<C: Cells> Table<C> {
 
     /// Every route: (address, prefix length, leaf).
     pub(crate) fn routes(&self) -> impl Iterator<Item = (u128, u8, FibEntry)> + '_ {
-        self.routes
-            .iter()
-            .zip(0u8..)
-            .flat_map(move |(routes, len)| {
-                routes.iter().map(move |(&value, &leaf)| {
-                    let addr = if len == 0 {
-                        0
-                    } else {
-                        value << (self.bits - u32::from(len))
-                    };
-                    (addr, len, leaf)
-                })
+        let short =
+            self.short.iter().zip(0u8..).flat_map(|(routes, len)| {
+                routes.iter().map(move |(&value, &leaf)| (len, value, leaf))
+            });
+        let long = self.ending.iter().flat_map(|(&(depth, region), routes)| {
+            routes.iter().map(move |&(len, bits, leaf)| {
+                let value = (region << (u32::from(len) - depth)) | u128::from(bits);
+                (len, value, leaf)
             })
+        });
+        short.chain(long).map(|(len, value, leaf)| {
+            let addr = if len == 0 {
+                0
+            } else {
+                value << (self.bits - u32::from(len))
+            };
+            (addr, len, leaf)
+        })
     }
 
     /// Adds or replaces the route of `addr`/`len`. On `Err(Full)` the table is as it was for
     /// lookups; the caller moves it to larger storage and calls again.
     pub(crate) fn insert(&mut self, addr: u128, len: u8, leaf: FibEntry) -> Result<(), Full> {
         let len = u32::from(len);
-        self.index(addr, len, leaf);
-        self.refresh(addr, len)
+        match self.index(addr, len, leaf) {
+            Some(old) if old == leaf => Ok(()),
+            // A route changing its next hop (churn's common case): its leaves rewritten in
+            // place, nothing allocated.
+            Some(old) if self.replace_leaf(addr, len, old, leaf) => Ok(()),
+            _ => self.refresh(addr, len),
+        }
     }
 
     /// Removes the route of `addr`/`len`, if there is one. `Err(Full)` as for `insert`.
     pub(crate) fn remove(&mut self, addr: u128, len: u8) -> Result<(), Full> {
         let len = u32::from(len);
         let value = self.value(addr, len);
-        if self.routes[len as usize].remove(&value).is_some() {
-            if let Some(node) = self.node_holding(addr, len)
-                && let Some(ending) = self.ending.get_mut(&node)
-            {
-                ending.retain(|&(l, v, _)| (l, v) != (len as u8, value));
-                if ending.is_empty() {
-                    self.ending.remove(&node);
+        let removed = match self.node_holding(addr, len) {
+            None => self.short[len as usize].remove(&value).is_some(),
+            Some(node) => {
+                let key = (len as u8, bits_past(value, len, node.0));
+                let ending = self.ending.get_mut(&node);
+                let at = ending
+                    .as_ref()
+                    .and_then(|routes| routes.iter().position(|&(l, b, _)| (l, b) == key));
+                if let (Some(routes), Some(at)) = (ending, at) {
+                    routes.swap_remove(at);
+                    if routes.is_empty() {
+                        self.ending.remove(&node);
+                    }
                 }
+                at.is_some()
             }
+        };
+        if removed {
             for (level, depth) in self.depths_below(len) {
                 let region = self.value(addr, depth);
                 let map = &mut self.longer[level];
@@ -232,7 +258,8 @@ impl<C: Cells> Table<C> {
     /// Routes held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.routes.iter().map(HashMap::len).sum()
+        self.short.iter().map(HashMap::len).sum::<usize>()
+            + self.ending.values().map(Vec::len).sum::<usize>()
     }
 
     /// The leaf for `addr`, as the program finds it.
@@ -254,27 +281,31 @@ impl<C: Cells> Table<C> {
 
     // ---- The route indexes ------------------------------------------------------------------
 
-    /// Records the route in the indexes (the cells change in `refresh`).
-    fn index(&mut self, addr: u128, len: u32, leaf: FibEntry) {
+    /// Records the route in the indexes (the cells change in `refresh`). The leaf it
+    /// replaces, if the route was there.
+    fn index(&mut self, addr: u128, len: u32, leaf: FibEntry) -> Option<FibEntry> {
         let value = self.value(addr, len);
-        let new = self.routes[len as usize].insert(value, leaf).is_none();
-        if let Some(node) = self.node_holding(addr, len) {
-            let ending = self.ending.entry(node).or_default();
-            if new {
-                ending.push((len as u8, value, leaf));
-            } else if let Some(route) = ending
-                .iter_mut()
-                .find(|(l, v, _)| (*l, *v) == (len as u8, value))
-            {
-                route.2 = leaf;
+        let replaced = match self.node_holding(addr, len) {
+            None => self.short[len as usize].insert(value, leaf),
+            Some(node) => {
+                let key = (len as u8, bits_past(value, len, node.0));
+                let ending = self.ending.entry(node).or_default();
+                match ending.iter_mut().find(|(l, b, _)| (*l, *b) == key) {
+                    Some(route) => Some(std::mem::replace(&mut route.2, leaf)),
+                    None => {
+                        ending.push((key.0, key.1, leaf));
+                        None
+                    }
+                }
             }
-        }
-        if new {
+        };
+        if replaced.is_none() {
             for (level, depth) in self.depths_below(len) {
                 let region = self.value(addr, depth);
                 *self.longer[level].entry(region).or_insert(0) += 1;
             }
         }
+        replaced
     }
 
     /// The node (depth, region) whose 8 bits a prefix of `len` bits ends within; none for
@@ -319,12 +350,31 @@ impl<C: Cells> Table<C> {
 
     /// The leaf of the longest route of at most `depth` bits covering region `region`.
     pub(super) fn covering(&self, depth: u32, region: u128) -> FibEntry {
-        (0..=depth)
+        // The nodes above the region, deepest first: their routes are the longer ones.
+        let longer = (DIRECT_BITS..depth)
+            .step_by(8)
             .rev()
-            .filter(|&len| !self.routes[len as usize].is_empty())
-            .find_map(|len| {
-                let value = if len == 0 { 0 } else { region >> (depth - len) };
-                self.routes[len as usize].get(&value).copied()
+            .find_map(|node_depth| {
+                let node = (node_depth, region >> (depth - node_depth));
+                self.ending
+                    .get(&node)?
+                    .iter()
+                    .filter(|&&(len, bits, _)| {
+                        let len = u32::from(len);
+                        len <= depth && bits_past(region >> (depth - len), len, node_depth) == bits
+                    })
+                    .max_by_key(|&&(len, _, _)| len)
+                    .map(|&(_, _, leaf)| leaf)
+            });
+        longer
+            .or_else(|| {
+                (0..=depth.min(DIRECT_BITS))
+                    .rev()
+                    .filter(|&len| !self.short[len as usize].is_empty())
+                    .find_map(|len| {
+                        let value = if len == 0 { 0 } else { region >> (depth - len) };
+                        self.short[len as usize].get(&value).copied()
+                    })
             })
             .unwrap_or(FibEntry::EMPTY)
     }

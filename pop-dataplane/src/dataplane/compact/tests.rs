@@ -16,14 +16,16 @@ fn empty(bits: u32) -> Table<MemoryCells> {
     table
 }
 
-/// The longest-prefix match, by brute force over the routes.
-fn reference(table: &Table<MemoryCells>, addr: u128) -> FibEntry {
-    (0..=table.bits)
+/// The routes a test put in: (top bits, length) -> leaf.
+type Model = std::collections::HashMap<(u128, u8), FibEntry>;
+
+/// The longest-prefix match in `model`, by brute force.
+fn reference(model: &Model, bits: u32, addr: u128) -> FibEntry {
+    (0..=bits)
         .rev()
         .find_map(|len| {
-            table.routes[len as usize]
-                .get(&table.value(addr, len))
-                .copied()
+            let value = if len == 0 { 0 } else { addr >> (bits - len) };
+            model.get(&(value, len as u8)).copied()
         })
         .unwrap_or(FibEntry::EMPTY)
 }
@@ -132,20 +134,38 @@ fn random_route(rng: &mut Rng, bits: u32) -> (u128, u8) {
     (addr & mask, len as u8)
 }
 
-fn check_family(bits: u32, seed: u64) {
+/// Random inserts, replacements and removals, the table checked against the brute-force
+/// lookup as it goes, and against the same routes built whole at the end. Leaves take `ids`
+/// values: with a few, neighbouring routes often have equal leaves.
+fn check_family(bits: u32, seed: u64, ids: u64) {
     let mut rng = Rng(seed);
     let mut table = empty(bits);
     let direct = table.cells_in_use();
     let mut held: Vec<(u128, u8)> = Vec::new();
+    let mut model = Model::new();
+    let key = |addr: u128, len: u8| {
+        let value = if len == 0 {
+            0
+        } else {
+            addr >> (bits - u32::from(len))
+        };
+        (value, len)
+    };
     for step in 0..3_000 {
-        if held.is_empty() || !rng.next().is_multiple_of(3) {
-            let (addr, len) = random_route(&mut rng, bits);
-            let id = (rng.next() % 1000) as u32;
+        let id = (rng.next() % ids) as u32;
+        if !held.is_empty() && rng.next().is_multiple_of(4) {
+            let (addr, len) = held[(rng.next() as usize) % held.len()];
             table.insert(addr, len, entry(id, len)).unwrap();
+            model.insert(key(addr, len), entry(id, len));
+        } else if held.is_empty() || !rng.next().is_multiple_of(3) {
+            let (addr, len) = random_route(&mut rng, bits);
+            table.insert(addr, len, entry(id, len)).unwrap();
+            model.insert(key(addr, len), entry(id, len));
             held.push((addr, len));
         } else {
             let (addr, len) = held.swap_remove((rng.next() as usize) % held.len());
             table.remove(addr, len).unwrap();
+            model.remove(&key(addr, len));
         }
         if step % 100 == 0 {
             for _ in 0..200 {
@@ -161,23 +181,19 @@ fn check_family(bits: u32, seed: u64) {
                 let probe = (addr | host) & (u128::MAX >> (128 - bits));
                 assert_eq!(
                     table.lookup(probe),
-                    reference(&table, probe),
+                    reference(&model, bits, probe),
                     "seed {seed} step {step}: {probe:x}"
                 );
             }
         }
     }
-    // The table built whole from the same routes answers the same.
-    let routes: Vec<(u128, u8, FibEntry)> = (0..=bits)
-        .flat_map(|len| {
-            table.routes[len as usize]
-                .iter()
-                .map(move |(&value, &leaf)| {
-                    let addr = if len == 0 { 0 } else { value << (bits - len) };
-                    (addr, len as u8, leaf)
-                })
-        })
+    // The table holds the model's routes, and built whole from them answers the same.
+    let routes: Vec<(u128, u8, FibEntry)> = table.routes().collect();
+    let held_routes: Model = routes
+        .iter()
+        .map(|&(addr, len, leaf)| (key(addr, len), leaf))
         .collect();
+    assert_eq!((table.len(), &held_routes), (model.len(), &model));
     let whole = Table::build_in_memory(bits, routes);
     for _ in 0..2_000 {
         let probe =
@@ -200,15 +216,59 @@ fn check_family(bits: u32, seed: u64) {
 #[test]
 fn ipv4_edits_agree_with_a_brute_force_lookup() {
     for seed in [1, 2, 3] {
-        check_family(32, 0x9e37_79b9_7f4a_7c15 ^ seed);
+        check_family(32, 0x9e37_79b9_7f4a_7c15 ^ seed, 1000);
+        check_family(32, 0x9e37_79b9_7f4a_7c15 ^ seed, 2);
     }
 }
 
 #[test]
 fn ipv6_edits_agree_with_a_brute_force_lookup() {
     for seed in [1, 2, 3] {
-        check_family(128, 0xdead_beef_cafe_f00d ^ seed);
+        check_family(128, 0xdead_beef_cafe_f00d ^ seed, 1000);
+        check_family(128, 0xdead_beef_cafe_f00d ^ seed, 2);
     }
+}
+
+#[test]
+fn a_new_next_hop_rewrites_the_leaves_in_place() {
+    // Neighbours with equal leaves, a route pushed into the nodes below it, and a direct
+    // entry's route.
+    let routes = [
+        ("44.1.4.0", 24, 1),
+        ("44.1.5.0", 24, 1),
+        ("44.1.6.0", 23, 1),
+        ("44.1.7.128", 25, 2),
+        ("44.1.7.200", 32, 2),
+        ("44.2.0.0", 16, 1),
+        ("44.2.7.0", 24, 1),
+    ];
+    let mut table = Table::build_in_memory(
+        32,
+        routes
+            .iter()
+            .map(|&(addr, len, id)| (v4(addr), len, entry(id, len))),
+    );
+    let cells = table.cells_in_use();
+    let high = table.high_water();
+    for (addr, len) in [("44.1.5.0", 24), ("44.1.6.0", 23), ("44.2.0.0", 16)] {
+        table.insert(v4(addr), len, entry(3, len)).unwrap();
+    }
+    for (addr, want) in [
+        ("44.1.4.9", entry(1, 24)),
+        ("44.1.5.9", entry(3, 24)),
+        ("44.1.6.1", entry(3, 23)),
+        ("44.1.7.1", entry(3, 23)),
+        ("44.1.7.129", entry(2, 25)),
+        ("44.1.7.200", entry(2, 32)),
+        ("44.1.7.201", entry(2, 25)),
+        ("44.2.0.1", entry(3, 16)),
+        ("44.2.7.1", entry(1, 24)),
+        ("44.2.8.1", entry(3, 16)),
+    ] {
+        assert_eq!(table.lookup(v4(addr)), want, "{addr}");
+    }
+    // Nothing allocated: the leaves changed where they were.
+    assert_eq!((table.cells_in_use(), table.high_water()), (cells, high));
 }
 
 #[test]
