@@ -170,7 +170,23 @@ impl Router {
         seen.reserve(specs.len());
         let mut checked: foldhash::HashSet<(&str, IpAddr)> = foldhash::HashSet::default();
         let mut new_keys = BTreeSet::new();
-        let (mut new_v4, mut new_v6) = (0, 0);
+        let (have_v4, have_v6) = self.rib.prefix_counts();
+        let given_v4 = specs
+            .iter()
+            .filter(|(_, s)| s.prefix.addr().is_ipv4())
+            .count();
+        let given_v6 = specs.len() - given_v4;
+        // Whether each route is new matters to `route add`, which refuses existing ones, and
+        // when the tables could fill up: a batch of replacements in a full table is spared a
+        // RIB lookup per route.
+        let count_new = mode == Mode::Add
+            || have_v4 + given_v4 > maps::MAX_ROUTES_V4 as usize
+            || have_v6 + given_v6 > maps::MAX_ROUTES_V6 as usize;
+        let (mut new_v4, mut new_v6) = if count_new {
+            (0, 0)
+        } else {
+            (given_v4, given_v6)
+        };
         for (line, spec) in specs {
             let refuse = |problem| RouteError::Route {
                 line: *line,
@@ -184,14 +200,16 @@ impl Router {
                     RouteProblem::GivenTwice
                 }));
             }
-            let exists = self.rib.get(&spec.prefix, source).is_some();
-            if mode == Mode::Add && exists {
-                return Err(refuse(RouteProblem::Exists(source)));
-            }
-            if !exists {
-                match spec.prefix {
-                    IpNet::V4(_) => new_v4 += 1,
-                    IpNet::V6(_) => new_v6 += 1,
+            if count_new {
+                let exists = self.rib.get(&spec.prefix, source).is_some();
+                if mode == Mode::Add && exists {
+                    return Err(refuse(RouteProblem::Exists(source)));
+                }
+                if !exists {
+                    match spec.prefix {
+                        IpNet::V4(_) => new_v4 += 1,
+                        IpNet::V6(_) => new_v6 += 1,
+                    }
                 }
             }
             let Target::Via(hops) = &spec.target else {
@@ -226,7 +244,6 @@ impl Router {
                 }
             }
         }
-        let (have_v4, have_v6) = self.rib.prefix_counts();
         self.check_room(have_v4 + new_v4, have_v6 + new_v6, new_keys.len())?;
         // ECMP groups run out only in the middle of a change, which must not happen: count
         // the groups it could create first (an upper bound: groups freed by replaced routes
