@@ -90,6 +90,8 @@ pub enum Target {
     Via(Vec<Hop>),
     Blackhole,
     Kernel,
+    /// A kernel nexthop object, by id (`nhid`): kernel routes only, never parsed.
+    Object(u32),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -193,6 +195,7 @@ impl fmt::Display for RouteSpec {
             }
             Target::Blackhole => write!(f, " blackhole"),
             Target::Kernel => write!(f, " kernel"),
+            Target::Object(id) => write!(f, " nhid {id}"),
         }
     }
 }

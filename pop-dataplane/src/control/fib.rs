@@ -20,8 +20,24 @@ pub(crate) struct Fib {
     /// What the route maps hold, per prefix.
     routes: HashMap<IpNet, RouteEntry>,
     groups: Groups,
+    /// Kernel nexthop objects, by kernel id: each routes' own ECMP group while routes use
+    /// it, whose buckets follow the object's members, so that a change of the object moves
+    /// every route through it with one write.
+    objects: HashMap<u32, Object>,
+    /// Group id -> the object it is the group of.
+    object_groups: HashMap<u32, u32>,
     /// The flow rules' destinations: routes that overlap one carry `RouteEntry::FLOW`.
     flows: FlowPrefixes,
+}
+
+/// A kernel nexthop object as the FIB keeps it.
+#[derive(Debug, Default)]
+struct Object {
+    /// The next hops it forwards through now: none when the fast path cannot take it (the
+    /// group's buckets then hold no next hop, and its packets go to the kernel).
+    members: NexthopSet,
+    /// Its group, while routes use it.
+    group: Option<Group>,
 }
 
 /// A set of prefixes, asked whether a route's prefix overlaps one of them: contains one (is
@@ -239,6 +255,7 @@ impl Fib {
             Action::Nexthops(members) => {
                 Route::Group(self.groups.acquire(members, usable, writes)?)
             }
+            Action::Object(id) => Route::Group(self.acquire_object(*id, usable, writes)?),
             Action::Blackhole => Route::Blackhole,
             Action::Kernel => Route::Kernel,
             Action::Local => Route::Local,
@@ -246,9 +263,90 @@ impl Fib {
     }
 
     fn release(&mut self, target: RouteTarget) {
-        if let Route::Group(id) = target.decode() {
+        let Route::Group(id) = target.decode() else {
+            return;
+        };
+        let Some(&object_id) = self.object_groups.get(&id) else {
             self.groups.release(id);
+            return;
+        };
+        let object = self
+            .objects
+            .get_mut(&object_id)
+            .expect("object_groups agrees");
+        let group = object
+            .group
+            .as_mut()
+            .expect("a group in object_groups is live");
+        group.users -= 1;
+        if group.users == 0 {
+            object.group = None;
+            self.object_groups.remove(&id);
+            self.groups.free.push(id);
+            if object.members.is_empty() {
+                self.objects.remove(&object_id);
+            }
         }
+    }
+
+    /// The group of object `id` for one more route: taken, and written, for its first.
+    fn acquire_object(
+        &mut self,
+        id: u32,
+        usable: &dyn Fn(u32) -> bool,
+        writes: &mut Vec<MapWrite>,
+    ) -> Result<u32, FibFull> {
+        let object = self.objects.entry(id).or_default();
+        if let Some(group) = &mut object.group {
+            group.users += 1;
+            return Ok(group.id);
+        }
+        let group_id = self.groups.take_id()?;
+        let buckets = buckets(&object.members, usable);
+        writes.push(MapWrite::Group(group_id, Box::new(buckets)));
+        object.group = Some(Group {
+            id: group_id,
+            users: 1,
+            buckets,
+        });
+        self.object_groups.insert(group_id, id);
+        Ok(group_id)
+    }
+
+    /// Makes `members` the next hops of kernel object `id`: its group's buckets rewritten
+    /// (one write) if routes use it. The members it had, for the caller to let go.
+    pub(crate) fn set_object(
+        &mut self,
+        id: u32,
+        members: NexthopSet,
+        usable: &dyn Fn(u32) -> bool,
+        writes: &mut Vec<MapWrite>,
+    ) -> NexthopSet {
+        let object = self.objects.entry(id).or_default();
+        let old = std::mem::replace(&mut object.members, members);
+        if let Some(group) = &mut object.group {
+            let buckets = buckets(&object.members, usable);
+            if buckets != group.buckets {
+                group.buckets = buckets;
+                writes.push(MapWrite::Group(group.id, Box::new(buckets)));
+            }
+        } else if object.members.is_empty() {
+            self.objects.remove(&id);
+        }
+        old
+    }
+
+    /// The next hops of kernel object `id` (none if unknown).
+    pub(crate) fn object_members(&self, id: u32) -> &[u32] {
+        self.objects.get(&id).map_or(&[], |object| &object.members)
+    }
+
+    /// The kernel objects with members, by id.
+    pub(crate) fn objects(&self) -> impl Iterator<Item = (u32, &NexthopSet)> {
+        self.objects
+            .iter()
+            .filter(|(_, object)| !object.members.is_empty())
+            .map(|(id, object)| (*id, &object.members))
     }
 
     /// Whether a group for exactly these (sorted) next hops exists.
@@ -260,7 +358,11 @@ impl Fib {
     /// next hops that cannot take it and comes back when they can.
     pub(crate) fn refresh_groups(&mut self, usable: &dyn Fn(u32) -> bool) -> Vec<MapWrite> {
         let mut writes = Vec::new();
-        for (members, group) in &mut self.groups.by_members {
+        let objects = self
+            .objects
+            .values_mut()
+            .filter_map(|object| Some((&object.members, object.group.as_mut()?)));
+        for (members, group) in self.groups.by_members.iter_mut().chain(objects) {
             let buckets = buckets(members, usable);
             if buckets != group.buckets {
                 group.buckets = buckets;
@@ -272,9 +374,11 @@ impl Fib {
 
     /// Every group in use, as its buckets are now.
     pub(crate) fn group_writes(&self) -> Vec<MapWrite> {
+        let objects = self.objects.values().filter_map(|o| o.group.as_ref());
         self.groups
             .by_members
             .values()
+            .chain(objects)
             .map(|group| MapWrite::Group(group.id, Box::new(group.buckets)))
             .collect()
     }
@@ -304,7 +408,7 @@ impl Fib {
     }
 
     pub(crate) fn groups(&self) -> usize {
-        self.groups.by_members.len()
+        self.groups.by_members.len() + self.object_groups.len()
     }
 }
 
@@ -319,19 +423,7 @@ impl Groups {
             group.users += 1;
             return Ok(group.id);
         }
-        let id = match self.free.pop() {
-            Some(id) => id,
-            None => loop {
-                if self.next >= MAX_NEXTHOP_GROUPS {
-                    return Err(FibFull);
-                }
-                self.next += 1;
-                let id = self.next - 1;
-                if !self.reserved.contains(&id) {
-                    break id;
-                }
-            },
-        };
+        let id = self.take_id()?;
         let buckets = buckets(members, usable);
         writes.push(MapWrite::Group(id, Box::new(buckets)));
         self.by_members.insert(
@@ -344,6 +436,23 @@ impl Groups {
         );
         self.by_id.insert(id, members.clone());
         Ok(id)
+    }
+
+    /// A group id nothing uses.
+    fn take_id(&mut self) -> Result<u32, FibFull> {
+        if let Some(id) = self.free.pop() {
+            return Ok(id);
+        }
+        loop {
+            if self.next >= MAX_NEXTHOP_GROUPS {
+                return Err(FibFull);
+            }
+            self.next += 1;
+            let id = self.next - 1;
+            if !self.reserved.contains(&id) {
+                return Ok(id);
+            }
+        }
     }
 
     fn release(&mut self, id: u32) {
@@ -368,6 +477,9 @@ impl Groups {
 /// no member usable, every member keeps its buckets (and the packets go to the kernel).
 pub(crate) fn buckets(members: &[u32], usable: &dyn Fn(u32) -> bool) -> NexthopGroup {
     let mut group = NexthopGroup::default();
+    if members.is_empty() {
+        return group;
+    }
     let alive: Vec<u32> = members.iter().copied().filter(|&id| usable(id)).collect();
     let mut next_alive = 0;
     for (i, bucket) in group.buckets.iter_mut().enumerate() {
@@ -402,6 +514,65 @@ mod tests {
 
     fn set(ids: &[u32]) -> Action {
         Action::Nexthops(Arc::from(ids))
+    }
+
+    #[test]
+    fn a_kernel_object_is_one_group_its_routes_share() {
+        let mut fib = Fib::default();
+        let mut writes = Vec::new();
+        // Members set before any route: nothing written yet.
+        fib.set_object(7, Arc::from([1, 2]), &all, &mut writes);
+        assert!(writes.is_empty());
+        for prefix in ["198.18.9.0/24", "198.18.10.0/24"] {
+            fib.apply(&change(prefix, Some(Action::Object(7))), &all, &mut writes)
+                .unwrap();
+        }
+        let group = RouteTarget::new(Route::Group(0));
+        assert_eq!(
+            writes,
+            [
+                MapWrite::Group(0, Box::new(buckets(&[1, 2], &all))),
+                MapWrite::Route("198.18.9.0/24".parse().unwrap(), RouteEntry::new(group, 24)),
+                MapWrite::Route(
+                    "198.18.10.0/24".parse().unwrap(),
+                    RouteEntry::new(group, 24)
+                ),
+            ]
+        );
+        // A group of the same members for another route is not the object's.
+        writes.clear();
+        fib.apply(
+            &change("198.18.11.0/24", Some(set(&[1, 2]))),
+            &all,
+            &mut writes,
+        )
+        .unwrap();
+        assert_eq!(fib.groups(), 2);
+        // The object changes: one write of its buckets, no route touched.
+        writes.clear();
+        let old = fib.set_object(7, Arc::from([3, 4]), &all, &mut writes);
+        assert_eq!(&*old, &[1, 2]);
+        assert_eq!(
+            writes,
+            [MapWrite::Group(0, Box::new(buckets(&[3, 4], &all)))]
+        );
+        assert_eq!(fib.object_members(7), &[3, 4]);
+        // Failover reaches it like any group: 4 down, its buckets go to 3.
+        let down = |id| id != 4;
+        let writes = fib.refresh_groups(&down);
+        assert!(writes.contains(&MapWrite::Group(0, Box::new(buckets(&[3, 4], &down)))));
+        assert_eq!(buckets(&[3, 4], &down).buckets[..4], [3, 3, 3, 3]);
+        // No members: buckets without a next hop, the kernel's to forward.
+        let mut writes = Vec::new();
+        fib.set_object(7, Arc::from([]), &all, &mut writes);
+        assert_eq!(writes, [MapWrite::Group(0, Box::default())]);
+        // Its last route gone, its group is freed and the empty object forgotten.
+        for prefix in ["198.18.9.0/24", "198.18.10.0/24"] {
+            fib.apply(&change(prefix, None), &all, &mut writes).unwrap();
+        }
+        assert_eq!(fib.groups(), 1);
+        assert_eq!(fib.objects().count(), 0);
+        assert!(fib.object_members(7).is_empty());
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub type NexthopSet = Arc<[u32]>;
 pub enum Action {
     /// Forward through these next hops: one, or several for ECMP.
     Nexthops(NexthopSet),
+    /// Forward through the kernel nexthop object of this id (what FRR's zebra installs
+    /// routes with), whatever it resolves to now: the FIB keeps its members.
+    Object(u32),
     Blackhole,
     /// Hand to the kernel.
     Kernel,

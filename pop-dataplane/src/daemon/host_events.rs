@@ -21,6 +21,10 @@ use crate::{
 
 impl Daemon<'_> {
     pub(super) async fn host_event(&mut self, message: RouteNetlinkMessage) -> anyhow::Result<()> {
+        // A link going down or away: the kernel flushes the routes and nexthop objects on it
+        // and says nothing of it (IPv4 routes, objects, groups' members). Followed tables
+        // are read again.
+        let mut flushed = false;
         let writes = match &message {
             RouteNetlinkMessage::NewNeighbour(neighbour)
             | RouteNetlinkMessage::DelNeighbour(neighbour) => {
@@ -52,6 +56,7 @@ impl Daemon<'_> {
                 }
                 Some(HostEvent::LinkChanged(link)) => {
                     let (name, up) = (link.name.clone(), link.up);
+                    flushed = self.router.link_up(link.ifindex) && !up;
                     let writes = self.router.link_changed(link);
                     if !writes.is_empty() {
                         info!("{name}: link {}", if up { "up" } else { "down" });
@@ -59,6 +64,7 @@ impl Daemon<'_> {
                     writes
                 }
                 Some(HostEvent::LinkRemoved(ifindex)) => {
+                    flushed = true;
                     if let Some(port) = self
                         .router
                         .topology()
@@ -79,6 +85,13 @@ impl Daemon<'_> {
         };
         if !writes.is_empty() {
             self.dataplane.apply(&writes)?;
+            self.publish();
+        }
+        if flushed && let Some(sync) = &mut self.kernel {
+            let count = sync
+                .read_tables(&self.handle, &mut self.router, &mut self.dataplane)
+                .await?;
+            info!("a link went down: kernel tables read again ({count} routes)");
             self.publish();
         }
         Ok(())

@@ -1,11 +1,13 @@
 //! Following kernel routing tables (`--sync-kernel-table`, `[daemon] sync_kernel_tables`):
 //! what BIRD, FRR's zebra or an operator installs there becomes the RIB's `kernel` source,
 //! read whole at start and after lost events, then followed route event by route event.
+//! The kernel's nexthop objects, which FRR installs routes through, are followed beside
+//! them: a change of one moves its routes with one write (see `control::fib`).
 
 use anyhow::Context as _;
 use futures_util::TryStreamExt as _;
 use ipnet::IpNet;
-use log::{debug, error, warn};
+use log::{debug, error, info, warn};
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::RouteNetlinkMessage;
 use pop_dataplane_common::Nexthop;
@@ -23,13 +25,39 @@ use crate::{
         router::{BULK_ROUTES, Mode, Router},
     },
     dataplane::Dataplane,
-    host::kernel_routes::{self, KernelRoutes},
+    host::{
+        kernel_nexthops::{KernelObjects, ObjectEvent, ObjectRead, ObjectSocket, Resolved},
+        kernel_routes::{self, KernelRoutes},
+    },
 };
 
 /// The kernel routing tables the daemon follows, and what they hold.
 pub(super) struct KernelSync {
     pub(super) tables: Vec<u32>,
     pub(super) routes: KernelRoutes,
+    pub(super) objects: KernelObjects,
+}
+
+/// Reads nexthop object events in a task of their own, into a channel the event loop
+/// selects on. Joined before the tables are read, so that no change falls between.
+pub(super) fn follow_objects() -> anyhow::Result<tokio::sync::mpsc::Receiver<ObjectRead>> {
+    let mut socket = ObjectSocket::open()?;
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let read = match socket.next().await {
+                Ok(read) => read,
+                Err(err) => {
+                    error!("nexthop object events: {err:#}; reading them whole again");
+                    ObjectRead::Overrun
+                }
+            };
+            if sender.send(read).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(receiver)
 }
 
 impl KernelSync {
@@ -41,6 +69,23 @@ impl KernelSync {
         router: &mut Router,
         dataplane: &mut Dataplane,
     ) -> anyhow::Result<usize> {
+        // Objects first: the routes read next resolve through them.
+        let mut objects = KernelObjects::default();
+        for event in ObjectSocket::dump().await? {
+            objects.apply(event);
+        }
+        let mut writes = Vec::new();
+        let known = objects.ids();
+        for id in router.kernel_object_ids() {
+            if !known.contains(&id) {
+                writes.extend(router.set_kernel_object(id, &Resolved::Kernel));
+            }
+        }
+        for &id in &known {
+            writes.extend(router.set_kernel_object(id, &objects.resolve(id)));
+        }
+        dataplane.apply(&writes)?;
+        self.objects = objects;
         let mut routes = KernelRoutes::default();
         // Without strict checking the kernel dumps every table: the others are skipped.
         let dumps = [
@@ -59,7 +104,7 @@ impl KernelSync {
         let specs: Vec<(usize, RouteSpec)> = self
             .routes
             .best_routes()
-            .map(|(prefix, target)| (0, router.kernel_spec(prefix, target)))
+            .map(|(prefix, target)| (0, router.kernel_spec(prefix, target, &self.objects)))
             .collect();
         let gone: Vec<IpNet> = {
             let keep: foldhash::HashSet<IpNet> = specs.iter().map(|(_, s)| s.prefix).collect();
@@ -109,21 +154,34 @@ impl Daemon<'_> {
         if changed.is_empty() {
             return Ok(());
         }
+        debug!(
+            "kernel routes: {} changed ({} events)",
+            changed.len(),
+            batch.len()
+        );
+        self.set_kernel_prefixes(changed, Vec::new()).await
+    }
+
+    /// Brings the RIB's kernel routes for `changed` in line with the kernel's, with the
+    /// writes `before` (next hops and groups they need) applied first.
+    async fn set_kernel_prefixes(
+        &mut self,
+        changed: impl IntoIterator<Item = IpNet>,
+        before: Vec<MapWrite>,
+    ) -> anyhow::Result<()> {
+        let sync = self.kernel.as_ref().expect("called when syncing");
         let mut set = Vec::new();
         let mut gone = Vec::new();
         for prefix in changed {
             match sync.routes.best(&prefix) {
-                Some(target) => set.push((0, self.router.kernel_spec(prefix, target))),
+                Some(target) => {
+                    set.push((0, self.router.kernel_spec(prefix, target, &sync.objects)));
+                }
                 None => gone.push(prefix),
             }
         }
-        debug!(
-            "kernel routes: {} set, {} removed ({} events)",
-            set.len(),
-            gone.len(),
-            batch.len()
-        );
-        let writes = set_kernel_routes(&mut self.router, &set, &gone);
+        let mut writes = before;
+        writes.extend(set_kernel_routes(&mut self.router, &set, &gone));
         install(&mut self.dataplane, &self.router, writes, false)?;
         // Only a next hop still unresolved needs the kernel asked; in a BGP flood nearly
         // every batch has none, and reading the neighbour table each time is wasted.
@@ -134,6 +192,58 @@ impl Daemon<'_> {
             self.publish();
         }
         Ok(())
+    }
+
+    /// Applies what the nexthop object socket read. An object that still resolves to
+    /// gateways only has its members changed: one group write moves all its routes. One
+    /// that starts or stops doing so (a blackhole, unknown, on-link, the kernel's alone)
+    /// changes what its routes are, route by route; one deleted takes its routes with it,
+    /// as in the kernel.
+    pub(super) async fn kernel_object_events(&mut self, read: ObjectRead) -> anyhow::Result<()> {
+        let events = match read {
+            ObjectRead::Events(events) => events,
+            ObjectRead::Overrun => {
+                warn!("nexthop object events were lost; reading the kernel tables again");
+                return self.resync().await;
+            }
+        };
+        let sync = self.kernel.as_mut().expect("called when syncing");
+        let mut before = std::collections::BTreeMap::new();
+        let mut changed = Vec::new();
+        for event in events {
+            let id = match &event {
+                ObjectEvent::Set(id, _) | ObjectEvent::Removed(id) => *id,
+            };
+            for touched in sync.objects.affected(id) {
+                before
+                    .entry(touched)
+                    .or_insert_with(|| sync.objects.resolve(touched));
+            }
+            if matches!(event, ObjectEvent::Removed(_)) {
+                changed.extend(sync.routes.remove_through_object(id));
+            }
+            sync.objects.apply(event);
+        }
+        let mut writes = Vec::new();
+        let mut reclassified = std::collections::BTreeSet::new();
+        let mut moved = 0;
+        for (id, was) in before {
+            let now = sync.objects.resolve(id);
+            if std::mem::discriminant(&was) != std::mem::discriminant(&now) {
+                reclassified.insert(id);
+            }
+            if was != now {
+                moved += 1;
+                writes.extend(self.router.set_kernel_object(id, &now));
+            }
+        }
+        changed.extend(sync.routes.through_objects(&reclassified));
+        info!(
+            "nexthop objects changed: {moved} ({} map writes), {} routes set again",
+            writes.len(),
+            changed.len()
+        );
+        self.set_kernel_prefixes(changed, writes).await
     }
 }
 

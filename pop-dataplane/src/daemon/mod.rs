@@ -103,11 +103,15 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     serve(daemon, listener, events, metrics).await
 }
 
-/// The rtnetlink event stream the daemon follows.
-type Events = futures_channel::mpsc::UnboundedReceiver<(
-    netlink_packet_core::NetlinkMessage<RouteNetlinkMessage>,
-    rtnetlink::sys::SocketAddr,
-)>;
+/// The event streams the daemon follows.
+struct Events {
+    rtnetlink: futures_channel::mpsc::UnboundedReceiver<(
+        netlink_packet_core::NetlinkMessage<RouteNetlinkMessage>,
+        rtnetlink::sys::SocketAddr,
+    )>,
+    /// Nexthop object events, when kernel tables are followed.
+    objects: Option<tokio::sync::mpsc::Receiver<crate::host::kernel_nexthops::ObjectRead>>,
+}
 
 /// Bring-up: everything checked, the dataplane loaded (or taken over), tables installed,
 /// ports attached, routes and neighbours read; forwarding when it returns.
@@ -140,10 +144,18 @@ async fn start(
     if !sync_tables.is_empty() {
         groups.extend([MulticastGroup::Ipv4Route, MulticastGroup::Ipv6Route]);
     }
-    let (mut events_connection, _, events) =
+    let (mut events_connection, _, rtnetlink_events) =
         rtnetlink::new_multicast_connection(&groups).context("subscribing to rtnetlink events")?;
     enlarge_receive_buffer(events_connection.socket_mut().socket_mut());
     tokio::spawn(events_connection);
+    let events = Events {
+        rtnetlink: rtnetlink_events,
+        objects: if sync_tables.is_empty() {
+            None
+        } else {
+            Some(kernel_sync::follow_objects()?)
+        },
+    };
     let (connection, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
     tokio::spawn(connection);
     let host = Host::read(&handle).await?;
@@ -226,6 +238,7 @@ async fn start(
         let mut sync = KernelSync {
             tables: sync_tables,
             routes: KernelRoutes::default(),
+            objects: Default::default(),
         };
         let started = Instant::now();
         let count = sync
@@ -281,6 +294,16 @@ async fn start(
     Ok((daemon, listener, events, metrics_task))
 }
 
+/// The next read of the nexthop object events; never, when there are none to follow.
+async fn next_objects(
+    objects: &mut Option<tokio::sync::mpsc::Receiver<crate::host::kernel_nexthops::ObjectRead>>,
+) -> Option<crate::host::kernel_nexthops::ObjectRead> {
+    match objects {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The event loop, until SIGTERM or SIGINT: control requests, SIGHUP reloads, host events,
 /// the neighbour refresh. Then the dataplane stops, or stays for the next daemon.
 async fn serve(
@@ -328,7 +351,10 @@ async fn serve(
                 let answer = daemon.handle(request, &mut progress).await;
                 let _ = responder.reply.send(answer);
             }
-            message = events.next() => {
+            Some(read) = next_objects(&mut events.objects) => {
+                daemon.kernel_object_events(read).await?;
+            }
+            message = events.rtnetlink.next() => {
                 let Some((message, _)) = message else {
                     bail!("the rtnetlink event socket closed");
                 };
@@ -339,7 +365,7 @@ async fn serve(
                         // place (a batch is at most a bulk change's size).
                         let mut batch = vec![message];
                         while batch.len() < BULK_ROUTES {
-                            match events.try_recv() {
+                            match events.rtnetlink.try_recv() {
                                 Ok((message, _)) if is_route_event(&message) => batch.push(message),
                                 Ok((message, _)) => {
                                     next = Some(message);

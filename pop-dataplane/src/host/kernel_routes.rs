@@ -22,6 +22,8 @@ pub enum KernelTarget {
     /// No gateway: the prefix is on the link (a connected subnet), each destination its own
     /// neighbour.
     Direct(u32),
+    /// Through a kernel nexthop object (`nhid`, see `kernel_nexthops`).
+    Object(u32),
     Blackhole,
     /// Unreachable, prohibit, throw, or a next hop given in a form the fast path does not
     /// take (an IPv6 gateway for IPv4, a nexthop object without its details): the kernel
@@ -49,6 +51,7 @@ pub fn parse_route(message: &RouteMessage, tables: &[u32]) -> Option<KernelRoute
     let mut oif = None;
     let mut metric = 0;
     let mut multipath = None;
+    let mut object = None;
     let mut other_gateway = false;
     for attribute in &message.attributes {
         match attribute {
@@ -59,6 +62,7 @@ pub fn parse_route(message: &RouteMessage, tables: &[u32]) -> Option<KernelRoute
             RouteAttribute::Oif(index) => oif = Some(*index),
             RouteAttribute::Priority(priority) => metric = *priority,
             RouteAttribute::MultiPath(hops) => multipath = Some(hops),
+            RouteAttribute::NhId(id) => object = Some(*id),
             _ => {}
         }
     }
@@ -76,6 +80,15 @@ pub fn parse_route(message: &RouteMessage, tables: &[u32]) -> Option<KernelRoute
     )
     .ok()?
     .trunc();
+    // The object, not the gateways expanded beside it (`nexthop_compat_mode=1`): they
+    // change with it.
+    if let (RouteType::Unicast, Some(id)) = (header.kind, object) {
+        return Some(KernelRoute {
+            prefix,
+            metric,
+            target: KernelTarget::Object(id),
+        });
+    }
     let target = match header.kind {
         RouteType::Unicast if other_gateway => KernelTarget::Kernel,
         RouteType::Unicast => match (multipath, gateway, oif) {
@@ -179,6 +192,11 @@ impl KernelRoutes {
             {
                 hops.retain(|hop| *hop != gone[0]);
             }
+            // Another interface's route for the same prefix and metric (IPv6 keeps one per
+            // interface: fe80::/64 on each), which this one had replaced here.
+            (KernelTarget::Direct(kept), KernelTarget::Direct(gone)) if kept != gone => {
+                return false;
+            }
             _ => {
                 routes.remove(i);
             }
@@ -200,6 +218,29 @@ impl KernelRoutes {
         self.routes
             .iter()
             .filter_map(|(prefix, routes)| Some((*prefix, &routes.first()?.1)))
+    }
+
+    /// The prefixes whose route is through one of the nexthop objects `ids`.
+    pub fn through_objects(&self, ids: &std::collections::BTreeSet<u32>) -> Vec<IpNet> {
+        self.best_routes()
+            .filter(|(_, target)| matches!(target, KernelTarget::Object(id) if ids.contains(id)))
+            .map(|(prefix, _)| prefix)
+            .collect()
+    }
+
+    /// Removes the routes through nexthop object `id`, which the kernel deleted with it;
+    /// the prefixes whose winner changed.
+    pub fn remove_through_object(&mut self, id: u32) -> Vec<IpNet> {
+        let mut changed = Vec::new();
+        self.routes.retain(|prefix, routes| {
+            let first = routes.first().map(|(metric, _)| *metric);
+            routes.retain(|(_, target)| *target != KernelTarget::Object(id));
+            if routes.first().map(|(metric, _)| *metric) != first {
+                changed.push(*prefix);
+            }
+            !routes.is_empty()
+        });
+        changed
     }
 
     /// Prefixes.
@@ -295,6 +336,18 @@ mod tests {
         );
         assert_eq!(parse(&v6_gateway).unwrap().1, KernelTarget::Kernel);
 
+        // Through a nexthop object: the object, whatever gateways come expanded beside it
+        // (nexthop_compat_mode=1), or none (0).
+        let mut object = single.clone();
+        object.attributes.push(RouteAttribute::NhId(10));
+        assert_eq!(parse(&object).unwrap().1, KernelTarget::Object(10));
+        let bare = message(
+            "203.0.113.0/24",
+            RouteType::Unicast,
+            vec![RouteAttribute::NhId(11)],
+        );
+        assert_eq!(parse(&bare).unwrap().1, KernelTarget::Object(11));
+
         // Not ours: another table, the kernel's local entries, cached clones.
         let mut other_table = single.clone();
         other_table.attributes.push(RouteAttribute::Table(100));
@@ -351,5 +404,52 @@ mod tests {
         assert!(routes.remove(&route(1024, KernelTarget::Kernel)));
         assert_eq!(routes.best(&prefix), None);
         assert!(routes.is_empty());
+
+        // IPv6 keeps a connected route per interface for one prefix and metric (fe80::/64):
+        // one going does not take the other's.
+        let link_local = |ifindex| KernelRoute {
+            prefix: "fe80::/64".parse().unwrap(),
+            metric: 256,
+            target: KernelTarget::Direct(ifindex),
+        };
+        routes.add(link_local(3), false);
+        routes.add(link_local(4), false);
+        assert!(!routes.remove(&link_local(3)));
+        assert_eq!(
+            routes.best(&"fe80::/64".parse().unwrap()),
+            Some(&KernelTarget::Direct(4))
+        );
+    }
+
+    #[test]
+    fn routes_through_a_deleted_object_go_with_it() {
+        let mut routes = KernelRoutes::default();
+        let route = |prefix: &str, metric, target| KernelRoute {
+            prefix: prefix.parse().unwrap(),
+            metric,
+            target,
+        };
+        routes.add(route("198.19.1.0/24", 10, KernelTarget::Object(1)), false);
+        routes.add(route("198.19.1.0/24", 20, KernelTarget::Object(2)), false);
+        routes.add(route("198.19.2.0/24", 10, KernelTarget::Object(2)), false);
+        routes.add(route("198.19.3.0/24", 10, KernelTarget::Object(1)), false);
+        let through: std::collections::BTreeSet<u32> = [1].into();
+        assert_eq!(routes.through_objects(&through).len(), 2);
+        let mut changed = routes.remove_through_object(1);
+        changed.sort();
+        assert_eq!(
+            changed,
+            [
+                "198.19.1.0/24".parse().unwrap(),
+                "198.19.3.0/24".parse().unwrap()
+            ]
+        );
+        // The next route of a prefix takes over; a prefix with none is gone.
+        assert_eq!(
+            routes.best(&"198.19.1.0/24".parse().unwrap()),
+            Some(&KernelTarget::Object(2))
+        );
+        assert_eq!(routes.best(&"198.19.3.0/24".parse().unwrap()), None);
+        assert_eq!(routes.len(), 2);
     }
 }

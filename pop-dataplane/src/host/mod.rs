@@ -2,6 +2,7 @@
 //! once and then followed through events. Everything here is in the network namespace of the
 //! thread that opens the netlink socket.
 
+pub mod kernel_nexthops;
 pub mod kernel_routes;
 
 use std::net::IpAddr;

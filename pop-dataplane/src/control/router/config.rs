@@ -242,6 +242,7 @@ impl Router {
                     }
                     Target::Blackhole => Action::Blackhole,
                     Target::Kernel => Action::Kernel,
+                    Target::Object(id) => Action::Object(*id),
                 };
                 self.rib.insert(spec.prefix, Source::Cli, action);
             }

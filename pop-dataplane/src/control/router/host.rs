@@ -177,6 +177,11 @@ impl Router {
         self.local.iter().map(|a| a.addr).collect()
     }
 
+    /// Whether host interface `ifindex` was up when last heard of.
+    pub fn link_up(&self, ifindex: u32) -> bool {
+        self.links.get(&ifindex).is_some_and(|link| link.up)
+    }
+
     /// A host interface appeared or changed: its state, MAC or MTU. Next hops and groups on it
     /// follow.
     pub fn link_changed(&mut self, link: Link) -> Vec<MapWrite> {

@@ -4,6 +4,7 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use ipnet::IpNet;
+use log::warn;
 use pop_dataplane_common::{Nexthop, maps};
 
 use super::{
@@ -19,7 +20,11 @@ use crate::{
         plan::MapWrite,
         rib::{Action, Source},
     },
-    host::{Address, kernel_routes::KernelTarget},
+    host::{
+        Address,
+        kernel_nexthops::{KernelObjects, Resolved},
+        kernel_routes::KernelTarget,
+    },
 };
 
 impl Router {
@@ -47,28 +52,93 @@ impl Router {
     /// A kernel route as the RIB takes it: through its gateways when each is on one of the
     /// router's interfaces (and on that interface's subnet), else handed to the kernel, which
     /// forwards by the same route.
-    pub fn kernel_spec(&self, prefix: IpNet, target: &KernelTarget) -> RouteSpec {
+    /// A route through a nexthop object forwards through it while it resolves to gateways
+    /// (its members, set with [`Router::set_kernel_object`], may still be none the fast path
+    /// can use: then its packets go to the kernel).
+    pub fn kernel_spec(
+        &self,
+        prefix: IpNet,
+        target: &KernelTarget,
+        objects: &KernelObjects,
+    ) -> RouteSpec {
         let target = match target {
-            KernelTarget::Via(hops) if hops.len() <= MAX_ECMP_NEXTHOPS => hops
-                .iter()
-                .map(|&(ifindex, via)| {
-                    let interface = self
-                        .topology
-                        .interfaces
-                        .iter()
-                        .find(|i| i.device == Some(ifindex) && i.entry.is_routed())?;
-                    self.check_on_link(&interface.name, via).ok()?;
-                    Some(Hop {
-                        via,
-                        dev: interface.name.clone(),
-                    })
-                })
-                .collect::<Option<Vec<_>>>()
-                .map_or(Target::Kernel, Target::Via),
+            KernelTarget::Via(hops) => self.kernel_hops(hops).map_or(Target::Kernel, Target::Via),
+            KernelTarget::Object(id) => match objects.resolve(*id) {
+                Resolved::Via(_) => Target::Object(*id),
+                Resolved::Blackhole => Target::Blackhole,
+                Resolved::Kernel => Target::Kernel,
+            },
             KernelTarget::Blackhole => Target::Blackhole,
-            KernelTarget::Via(_) | KernelTarget::Direct(_) | KernelTarget::Kernel => Target::Kernel,
+            KernelTarget::Direct(_) | KernelTarget::Kernel => Target::Kernel,
         };
         RouteSpec { prefix, target }
+    }
+
+    /// Kernel gateways (interface index, address) as next hops: `None` unless every one is
+    /// on a router interface (and its subnet), and there are not too many.
+    fn kernel_hops(&self, hops: &[(u32, IpAddr)]) -> Option<Vec<Hop>> {
+        if hops.len() > MAX_ECMP_NEXTHOPS {
+            return None;
+        }
+        hops.iter()
+            .map(|&(ifindex, via)| {
+                let interface = self
+                    .topology
+                    .interfaces
+                    .iter()
+                    .find(|i| i.device == Some(ifindex) && i.entry.is_routed())?;
+                self.check_on_link(&interface.name, via).ok()?;
+                Some(Hop {
+                    via,
+                    dev: interface.name.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Makes kernel nexthop object `id` forward as `resolved` says: the next hops of its
+    /// members taken (and written when new), those it had let go. The routes through it
+    /// move with its group's one write. An object the fast path cannot use gets no members.
+    pub fn set_kernel_object(&mut self, id: u32, resolved: &Resolved) -> Vec<MapWrite> {
+        let hops = match resolved {
+            Resolved::Via(hops) => self.kernel_hops(hops).unwrap_or_default(),
+            Resolved::Blackhole | Resolved::Kernel => Vec::new(),
+        };
+        let mut writes = Vec::new();
+        let mut ids = Vec::with_capacity(hops.len());
+        for hop in &hops {
+            let key = hop_key(hop);
+            let new = self.nexthops.id(&key).is_none();
+            let Ok(nexthop) = self.nexthops.acquire(&key, None) else {
+                warn!("nexthop object {id}: no room for next hop {key}; the kernel forwards");
+                for taken in ids.drain(..) {
+                    self.nexthops.release(taken);
+                }
+                break;
+            };
+            if new {
+                writes.push(MapWrite::Nexthop(nexthop, self.nexthop_value(nexthop)));
+            }
+            ids.push(nexthop);
+        }
+        ids.sort_unstable();
+        let usable = self.usable_set();
+        let old = self
+            .fib
+            .set_object(id, ids.into(), &|n| usable.contains(&n), &mut writes);
+        let mut after = Vec::new();
+        for &nexthop in old.iter() {
+            if self.nexthops.release(nexthop) {
+                after.push(MapWrite::Nexthop(nexthop, Nexthop::default()));
+            }
+        }
+        writes.extend(self.still_free(after));
+        writes
+    }
+
+    /// The kernel objects the router keeps next hops for.
+    pub fn kernel_object_ids(&self) -> Vec<u32> {
+        self.fib.objects().map(|(id, _)| id).collect()
     }
 
     /// Adds or replaces the routes of `specs` (with the line each came from, for errors) from
@@ -136,6 +206,7 @@ impl Router {
                 }
                 Target::Blackhole => Action::Blackhole,
                 Target::Kernel => Action::Kernel,
+                Target::Object(id) => Action::Object(*id),
             };
             let (replaced, change) = self.rib.insert(spec.prefix, source, action);
             if let Some(change) = change {
@@ -399,6 +470,7 @@ impl Router {
             }
             Action::Blackhole => Target::Blackhole,
             Action::Kernel => Target::Kernel,
+            Action::Object(id) => Target::Object(*id),
             Action::Local => return None,
         };
         Some(RouteSpec { prefix, target })
@@ -429,8 +501,11 @@ impl Router {
             .routes(&prefix)
             .first()
             .is_some_and(|(s, _)| *s == source);
-        let nexthops: Vec<NexthopInfo> = action
-            .nexthops()
+        let ids = match action {
+            Action::Object(id) => self.fib.object_members(*id),
+            _ => action.nexthops(),
+        };
+        let nexthops: Vec<NexthopInfo> = ids
             .iter()
             .filter_map(|&id| {
                 let entry = self.nexthops.get(id)?;
@@ -449,8 +524,8 @@ impl Router {
                 })
             })
             .collect();
-        let target = match action {
-            Action::Nexthops(_) => nexthops
+        let hops = || {
+            nexthops
                 .iter()
                 .map(|n| match (n.via, &n.mac) {
                     (Some(via), _) => format!("via {via} dev {}", n.dev),
@@ -458,7 +533,13 @@ impl Router {
                     (None, None) => format!("dev {}", n.dev),
                 })
                 .collect::<Vec<_>>()
-                .join(" "),
+                .join(" ")
+        };
+        let target = match action {
+            Action::Nexthops(_) => hops(),
+            // An object none of whose gateways the fast path can use: the kernel forwards.
+            Action::Object(id) if nexthops.is_empty() => format!("nhid {id} kernel"),
+            Action::Object(id) => format!("nhid {id} {}", hops()),
             Action::Blackhole => "blackhole".to_owned(),
             Action::Kernel => "kernel".to_owned(),
             Action::Local => "local".to_owned(),
