@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bird;
 pub mod flowspec;
 pub mod frame;
+pub mod frr;
 pub mod fulltable;
 pub mod lab;
 pub mod model;

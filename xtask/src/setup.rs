@@ -29,7 +29,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// Debian packages: the tools the tests and the demo drive.
-const APT_PACKAGES: [(&str, &str); 14] = [
+const APT_PACKAGES: [(&str, &str); 15] = [
     ("iproute2", "ip"),
     ("ethtool", "ethtool"),
     ("iperf3", "iperf3"),
@@ -38,6 +38,8 @@ const APT_PACKAGES: [(&str, &str); 14] = [
     ("traceroute", "traceroute"),
     // The BGP end-to-end tests' speakers (installed, not started: each test runs its own).
     ("bird2", "/usr/sbin/bird"),
+    // The FRR test's router: zebra and bgpd (and vtysh).
+    ("frr", "/usr/lib/frr/zebra"),
     // The FlowSpec test: ExaBGP feeds the dataplane, GoBGP announces.
     ("exabgp", "/usr/sbin/exabgp"),
     ("gobgpd", "/usr/bin/gobgpd"),
