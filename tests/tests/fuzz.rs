@@ -1,7 +1,7 @@
 //! The fuzz targets of `tests/fuzz` (cargo fuzz, libFuzzer, coverage-guided) for the parsers of
 //! untrusted input: config files, route files, the CLI's route, ACL and flow words, rtnetlink
-//! messages, ExaBGP's FlowSpec messages. Each runs for a bounded time from its corpus in
-//! `tests/fuzz/corpus/<target>`
+//! messages, kernel nexthop object messages, ExaBGP's FlowSpec messages. Each runs for a
+//! bounded time from its corpus in `tests/fuzz/corpus/<target>`
 //! (what it finds new goes to a scratch directory, not the repository); a crash, a panic or
 //! a broken property fails the test with libFuzzer's report.
 //!
@@ -13,12 +13,13 @@ use std::{
     time::Instant,
 };
 
-const TARGETS: [&str; 5] = [
+const TARGETS: [&str; 6] = [
     "config",
     "route_file",
     "cli_words",
     "netlink",
     "flowspec_feed",
+    "nexthop_objects",
 ];
 /// Seconds each target runs.
 const SECONDS: u32 = 30;
