@@ -46,10 +46,10 @@ fn the_package_holds_the_binary_unit_config_man_pages_and_completions_and_they_w
         "./etc/pop-dataplane/pop-dataplane.toml",
         "./usr/share/doc/pop-dataplane/examples/99-pop-dataplane.conf",
         "./usr/share/doc/pop-dataplane/README.md",
-        "./usr/share/man/man1/pop-dataplane.1",
-        "./usr/share/man/man1/pop-dataplane-run.1",
-        "./usr/share/man/man1/pop-dataplane-config-check.1",
-        "./usr/share/man/man1/pop-dataplane-trace.1",
+        "./usr/share/man/man1/pop-dataplane.1.gz",
+        "./usr/share/man/man1/pop-dataplane-run.1.gz",
+        "./usr/share/man/man1/pop-dataplane-config-check.1.gz",
+        "./usr/share/man/man1/pop-dataplane-trace.1.gz",
         "./usr/share/bash-completion/completions/pop-dataplane",
         "./usr/share/zsh/vendor-completions/_pop-dataplane",
         "./usr/share/fish/vendor_completions.d/pop-dataplane.fish",
@@ -95,7 +95,7 @@ fn the_package_holds_the_binary_unit_config_man_pages_and_completions_and_they_w
             "-l",
             "-P",
             "cat",
-            root.join("usr/share/man/man1/pop-dataplane-config-check.1")
+            root.join("usr/share/man/man1/pop-dataplane-config-check.1.gz")
                 .to_str()
                 .unwrap(),
         ],

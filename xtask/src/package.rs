@@ -17,11 +17,14 @@ pub(crate) fn package() -> anyhow::Result<PathBuf> {
     let _ = fs::remove_dir_all(&generated);
     let completions = generated.join("completions");
     fs::create_dir_all(&completions)?;
-    output(
-        Command::new(&binary)
-            .arg("manpages")
-            .arg(generated.join("man")),
-    )?;
+    let man = generated.join("man");
+    output(Command::new(&binary).arg("manpages").arg(&man))?;
+    // Compressed, as Debian policy has man pages (`-n`: no name or time stamp inside, so the
+    // package is the same from the same sources).
+    let pages: Vec<PathBuf> = fs::read_dir(&man)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    output(Command::new("gzip").arg("-9n").args(&pages))?;
     for (shell, file) in [
         ("bash", "pop-dataplane.bash"),
         ("zsh", "_pop-dataplane"),
