@@ -19,6 +19,10 @@ use crate::{
 pub(crate) struct Fib {
     /// What the route maps hold, per prefix.
     routes: HashMap<IpNet, RouteEntry>,
+    /// How many of `routes` are IPv4, kept as they come and go: the daemon reports the
+    /// counts after every batch of kernel route events, and counting a full table costs
+    /// milliseconds.
+    v4_routes: usize,
     groups: Groups,
     /// Kernel nexthop objects, by kernel id: each routes' own ECMP group while routes use
     /// it, whose buckets follow the object's members, so that a change of the object moves
@@ -156,10 +160,17 @@ impl Fib {
                 if route_writes {
                     writes.push(MapWrite::Route(change.prefix, entry));
                 }
-                self.routes.insert(change.prefix, entry)
+                let old = self.routes.insert(change.prefix, entry);
+                if old.is_none() && change.prefix.addr().is_ipv4() {
+                    self.v4_routes += 1;
+                }
+                old
             }
             None => {
                 let old = self.routes.remove(&change.prefix);
+                if old.is_some() && change.prefix.addr().is_ipv4() {
+                    self.v4_routes -= 1;
+                }
                 if old.is_some() && route_writes {
                     writes.push(MapWrite::DeleteRoute(change.prefix));
                 }
@@ -200,6 +211,7 @@ impl Fib {
             writes.push(MapWrite::Route(prefix, entry));
         }
         let old = std::mem::replace(&mut self.routes, routes);
+        self.v4_routes = self.routes.keys().filter(|p| p.addr().is_ipv4()).count();
         for entry in old.values() {
             self.release(entry.target);
         }
@@ -389,6 +401,11 @@ impl Fib {
         self.routes.get(prefix)
     }
 
+    /// Routes of each family.
+    pub(crate) fn route_counts(&self) -> (usize, usize) {
+        (self.v4_routes, self.routes.len() - self.v4_routes)
+    }
+
     /// What the route maps hold: every route, in no order.
     pub(crate) fn routes(&self) -> impl Iterator<Item = (&IpNet, &RouteEntry)> {
         self.routes.iter()
@@ -548,6 +565,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fib.groups(), 2);
+        assert_eq!(fib.route_counts(), (3, 0));
         // The object changes: one write of its buckets, no route touched.
         writes.clear();
         let old = fib.set_object(7, Arc::from([3, 4]), &all, &mut writes);
@@ -571,6 +589,7 @@ mod tests {
             fib.apply(&change(prefix, None), &all, &mut writes).unwrap();
         }
         assert_eq!(fib.groups(), 1);
+        assert_eq!(fib.route_counts(), (1, 0));
         assert_eq!(fib.objects().count(), 0);
         assert!(fib.object_members(7).is_empty());
     }

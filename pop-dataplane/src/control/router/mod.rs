@@ -400,7 +400,7 @@ impl Router {
 
     /// Routes of each family in the FIB.
     pub fn route_counts(&self) -> (usize, usize) {
-        config::per_family(self.fib.routes().map(|(prefix, _)| *prefix))
+        self.fib.route_counts()
     }
 
     /// What the FIB says for `prefix`, decoded.
