@@ -501,6 +501,55 @@ impl Lab {
         serde_json::from_str(&out).context("parsing stats --json")
     }
 
+    /// The router's routes from `source` (`route list --json --source SOURCE`): prefix ->
+    /// target as it shows them.
+    pub fn route_targets(
+        &self,
+        binary: &Path,
+        source: &str,
+    ) -> anyhow::Result<std::collections::BTreeMap<ipnet::IpNet, String>> {
+        let out = self.cli(binary, &["route", "list", "--json", "--source", source])?;
+        let routes: Vec<serde_json::Value> =
+            serde_json::from_str(&out).context("parsing route list --json")?;
+        routes
+            .iter()
+            .map(|route| {
+                let prefix = route["prefix"].as_str().context("a prefix")?.parse()?;
+                let target = route["target"].as_str().context("a target")?.to_owned();
+                Ok((prefix, target))
+            })
+            .collect()
+    }
+
+    /// One UDP datagram from host A to `dst` port 9 per source port in `ports`; what they
+    /// added to the router's transmit counts on rb and rc (the second link's port).
+    pub fn send_flows(
+        &self,
+        binary: &Path,
+        dst: &str,
+        ports: std::ops::Range<u16>,
+    ) -> anyhow::Result<(u64, u64)> {
+        let before = self.stats(binary)?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> anyhow::Result<()> {
+                    self.a.enter_thread()?;
+                    for port in ports {
+                        let socket = std::net::UdpSocket::bind((HOST_A.ipv4, port))?;
+                        socket.send_to(b"flow", (dst, 9))?;
+                    }
+                    Ok(())
+                })
+                .join()
+                .expect("the sending thread")
+        })?;
+        std::thread::sleep(Duration::from_millis(200));
+        let after = self.stats(binary)?;
+        let sent =
+            |ifname| counter(&after, ifname, "tx_packets") - counter(&before, ifname, "tx_packets");
+        Ok((sent(ROUTER_B.ifname), sent(ROUTER_C.ifname)))
+    }
+
     /// `pop-dataplane trace ARGS --json` on the router: what the loaded program does.
     pub fn trace(&self, binary: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
         let out = run(self

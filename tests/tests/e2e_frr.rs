@@ -11,8 +11,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::UdpSocket,
-    thread,
     time::{Duration, Instant},
 };
 
@@ -22,9 +20,7 @@ use pop_dataplane_tests::{
     dataplane_binary,
     frr::Frr,
     fulltable,
-    lab::{
-        Daemon, HOST_A, HOST_B, HOST_B2, Lab, LabOptions, ROUTER_A, ROUTER_B, ROUTER_C, counter,
-    },
+    lab::{Daemon, HOST_B, HOST_B2, Lab, LabOptions, ROUTER_A, ROUTER_B, ROUTER_C, counter},
 };
 use serde_json::Value;
 
@@ -86,22 +82,7 @@ fn router_config(neighbors: &[&str]) -> String {
 
 /// The dataplane's kernel routes: prefix -> target as `route list` shows it.
 fn dataplane_routes(lab: &Lab) -> BTreeMap<IpNet, String> {
-    let out = lab
-        .cli(
-            &dataplane_binary(),
-            &["route", "list", "--json", "--source", "kernel"],
-        )
-        .unwrap();
-    let routes: Vec<Value> = serde_json::from_str(&out).unwrap();
-    routes
-        .iter()
-        .map(|r| {
-            (
-                r["prefix"].as_str().unwrap().parse().unwrap(),
-                r["target"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    lab.route_targets(&dataplane_binary(), "kernel").unwrap()
 }
 
 /// Waits (60 s at most) until the dataplane's kernel routes have the kernel table's
@@ -125,27 +106,9 @@ fn wait_in_sync(
     last
 }
 
-/// UDP datagrams from host A to `dst`, one per source port in `ports`; what they added to
-/// the router's transmit counts on rb and rc.
+/// One datagram from host A to `dst` per source port in `ports`: what it added on (rb, rc).
 fn send_flows(lab: &Lab, dst: &str, ports: std::ops::Range<u16>) -> (u64, u64) {
-    let binary = dataplane_binary();
-    let before = lab.stats(&binary).unwrap();
-    thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                lab.a.enter_thread().unwrap();
-                for port in ports {
-                    let socket = UdpSocket::bind((HOST_A.ipv4, port)).unwrap();
-                    socket.send_to(b"frr", (dst, 9)).unwrap();
-                }
-            })
-            .join()
-            .unwrap();
-    });
-    thread::sleep(Duration::from_millis(200));
-    let after = lab.stats(&binary).unwrap();
-    let d = |ifname| counter(&after, ifname, "tx_packets") - counter(&before, ifname, "tx_packets");
-    (d(ROUTER_B.ifname), d(ROUTER_C.ifname))
+    lab.send_flows(&dataplane_binary(), dst, ports).unwrap()
 }
 
 fn forwarded(lab: &Lab) -> u64 {

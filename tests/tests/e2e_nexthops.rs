@@ -9,7 +9,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::UdpSocket,
     thread,
     time::{Duration, Instant},
 };
@@ -18,11 +17,8 @@ use ipnet::IpNet;
 use pop_dataplane_tests::{
     bird::kernel_table,
     dataplane_binary,
-    lab::{
-        Daemon, HOST_A, HOST_B, HOST_B2, Lab, LabOptions, ROUTER_A, ROUTER_B, ROUTER_C, counter,
-    },
+    lab::{Daemon, HOST_B, HOST_B2, Lab, LabOptions, ROUTER_A, ROUTER_B, ROUTER_C, counter},
 };
-use serde_json::Value;
 
 /// Addresses of host B, on both of its links, routed only by the kernel routes under test
 /// (the lab config routes its service addresses itself, and the config wins).
@@ -31,22 +27,7 @@ const TARGET_V6: &str = "2001:2:0:9::7";
 
 /// The dataplane's kernel routes: prefix -> target as `route list` shows it.
 fn dataplane_routes(lab: &Lab) -> BTreeMap<IpNet, String> {
-    let out = lab
-        .cli(
-            &dataplane_binary(),
-            &["route", "list", "--json", "--source", "kernel"],
-        )
-        .unwrap();
-    let routes: Vec<Value> = serde_json::from_str(&out).unwrap();
-    routes
-        .iter()
-        .map(|r| {
-            (
-                r["prefix"].as_str().unwrap().parse().unwrap(),
-                r["target"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    lab.route_targets(&dataplane_binary(), "kernel").unwrap()
 }
 
 /// Waits until `check` holds of the dataplane's kernel routes (10 s at most).
@@ -74,27 +55,9 @@ fn host(addr: &str) -> IpNet {
     IpNet::from(addr.parse::<std::net::IpAddr>().unwrap())
 }
 
-/// UDP datagrams from host A to `dst`, one per source port in `ports`; the router's
-/// transmit counts on rb and rc that they added.
+/// One datagram from host A to `dst` per source port in `ports`: what it added on (rb, rc).
 fn send_flows(lab: &Lab, dst: &str, ports: std::ops::Range<u16>) -> (u64, u64) {
-    let binary = dataplane_binary();
-    let before = lab.stats(&binary).unwrap();
-    thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                lab.a.enter_thread().unwrap();
-                for port in ports {
-                    let socket = UdpSocket::bind((HOST_A.ipv4, port)).unwrap();
-                    socket.send_to(b"nexthop", (dst, 9)).unwrap();
-                }
-            })
-            .join()
-            .unwrap();
-    });
-    thread::sleep(Duration::from_millis(200));
-    let after = lab.stats(&binary).unwrap();
-    let d = |ifname| counter(&after, ifname, "tx_packets") - counter(&before, ifname, "tx_packets");
-    (d(ROUTER_B.ifname), d(ROUTER_C.ifname))
+    lab.send_flows(&dataplane_binary(), dst, ports).unwrap()
 }
 
 fn forwarded(lab: &Lab) -> u64 {
