@@ -276,12 +276,7 @@ pub enum ObjectRead {
 impl ObjectSocket {
     /// Opens the socket and joins the events; they queue until read.
     pub fn open() -> anyhow::Result<Self> {
-        let mut socket = TokioSocket::new(protocols::NETLINK_ROUTE)
-            .context("opening a netlink socket for nexthop objects")?;
-        socket
-            .socket_mut()
-            .bind_auto()
-            .context("binding the nexthop socket")?;
+        let mut socket = route_socket()?;
         socket
             .socket_mut()
             .add_membership(RTNLGRP_NEXTHOP)
@@ -296,9 +291,7 @@ impl ObjectSocket {
     /// its queue: events after the dump began are read there as well, and applying one
     /// twice is harmless).
     pub async fn dump() -> anyhow::Result<Vec<ObjectEvent>> {
-        let mut socket = TokioSocket::new(protocols::NETLINK_ROUTE)
-            .context("opening a netlink socket for nexthop objects")?;
-        socket.socket_mut().bind_auto()?;
+        let socket = route_socket()?;
         let mut request = Vec::with_capacity(NLMSG_HEADER_LEN + NHMSG_LEN);
         request.extend(((NLMSG_HEADER_LEN + NHMSG_LEN) as u32).to_ne_bytes());
         request.extend(RTM_GETNEXTHOP.to_ne_bytes());
@@ -366,6 +359,17 @@ impl ObjectSocket {
             ObjectRead::Events(events)
         })
     }
+}
+
+/// A bound rtnetlink socket of its own.
+fn route_socket() -> anyhow::Result<TokioSocket> {
+    let mut socket = TokioSocket::new(protocols::NETLINK_ROUTE)
+        .context("opening a netlink socket for nexthop objects")?;
+    socket
+        .socket_mut()
+        .bind_auto()
+        .context("binding the nexthop socket")?;
+    Ok(socket)
 }
 
 /// Calls `each` with the type and payload of every netlink message in a datagram.
