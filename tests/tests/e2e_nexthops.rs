@@ -17,7 +17,8 @@ use ipnet::IpNet;
 use pop_dataplane_tests::{
     bird::kernel_table,
     dataplane_binary,
-    lab::{Daemon, HOST_B, HOST_B2, Lab, LabOptions, ROUTER_A, ROUTER_B, ROUTER_C, counter},
+    lab::{Daemon, HOST_B, HOST_B2, Lab, LabOptions, Port, ROUTER_A, ROUTER_B, ROUTER_C, counter},
+    netns::Netns,
 };
 
 /// Addresses of host B, on both of its links, routed only by the kernel routes under test
@@ -58,6 +59,22 @@ fn host(addr: &str) -> IpNet {
 /// One datagram from host A to `dst` per source port in `ports`: what it added on (rb, rc).
 fn send_flows(lab: &Lab, dst: &str, ports: std::ops::Range<u16>) -> (u64, u64) {
     lab.send_flows(&dataplane_binary(), dst, ports).unwrap()
+}
+
+/// `ip nexthop replace id ID via HOST dev PORT` on the router.
+fn move_object(router: &Netns, id: u32, host: Port, port: Port) {
+    router
+        .ip(&[
+            "nexthop",
+            "replace",
+            "id",
+            &id.to_string(),
+            "via",
+            host.ipv4,
+            "dev",
+            port.ifname,
+        ])
+        .unwrap();
 }
 
 fn forwarded(lab: &Lab) -> u64 {
@@ -193,18 +210,7 @@ fn run(compat_mode: &str) {
 
     // Object 1 moved to the second link: its 1,001 routes follow with one group write, not
     // route by route.
-    router
-        .ip(&[
-            "nexthop",
-            "replace",
-            "id",
-            "1",
-            "via",
-            HOST_B2.ipv4,
-            "dev",
-            ROUTER_C.ifname,
-        ])
-        .unwrap();
+    move_object(router, 1, HOST_B2, ROUTER_C);
     let via_c = format!("nhid 1 via {} dev {}", HOST_B2.ipv4, ROUTER_C.ifname);
     let routes = wait_for(&lab, "object 1 moved", |r| {
         r.get(&host(TARGET_V4)) == Some(&via_c)
@@ -222,18 +228,7 @@ fn run(compat_mode: &str) {
     assert_eq!(send_flows(&lab, TARGET_V4, 21_000..21_010), (0, 10));
 
     // Back, and through the group: flows over both links.
-    router
-        .ip(&[
-            "nexthop",
-            "replace",
-            "id",
-            "1",
-            "via",
-            HOST_B.ipv4,
-            "dev",
-            ROUTER_B.ifname,
-        ])
-        .unwrap();
+    move_object(router, 1, HOST_B, ROUTER_B);
     router
         .ip(&["route", "replace", &service, "nhid", "10"])
         .unwrap();
