@@ -78,8 +78,8 @@ pub fn group_child(cell: &Cell, index: u32) -> Result<u32, u32> {
     }
 }
 
-/// `ARRAY_OF_MAPS`, one slot: the IPv4 table, an `ARRAY` of [`Cell`]s. A new table is built
-/// beside the old one and swapped in with one update.
+/// `ARRAY_OF_MAPS`, a slot per VRF (`maps::MAX_VRFS`): the VRF's IPv4 table, an `ARRAY` of
+/// [`Cell`]s. A new table is built beside the old one and swapped in with one update.
 pub const FIB_V4: &str = "FIB_V4";
 /// The same for IPv6.
 pub const FIB_V6: &str = "FIB_V6";

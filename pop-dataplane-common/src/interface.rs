@@ -47,6 +47,11 @@ pub struct Interface {
     pub mac: [u8; 6],
     /// `Interface::ROUTED` and friends.
     pub flags: u16,
+    /// The VRF its frames are routed in: the slot of `FIB_V4`/`FIB_V6` (or `ROUTES_V4`/
+    /// `ROUTES_V6`) their destinations and sources are looked up in, `0..MAX_VRFS`; 0 is the
+    /// default VRF.
+    pub vrf: u16,
+    pub _pad: u16,
 }
 
 // The layout pinned maps carry from one version to the next on take-over.
@@ -56,10 +61,11 @@ const _: () = {
     assert!(offset_of!(InterfaceKey, ifindex) == 0);
     assert!(offset_of!(InterfaceKey, vlan_outer) == 4);
     assert!(offset_of!(InterfaceKey, vlan_inner) == 6);
-    assert!(size_of::<Interface>() == 12);
+    assert!(size_of::<Interface>() == 16);
     assert!(offset_of!(Interface, slot) == 0);
     assert!(offset_of!(Interface, mac) == 4);
     assert!(offset_of!(Interface, flags) == 10);
+    assert!(offset_of!(Interface, vrf) == 12);
 };
 
 impl Interface {
@@ -86,8 +92,20 @@ impl Interface {
     /// this entry is one. Never set in `INTERFACES`.
     pub const PORT_ENTRY: u16 = 1 << 15;
 
+    /// An interface of the default VRF.
     pub const fn new(slot: u32, mac: [u8; 6], flags: u16) -> Self {
-        Self { slot, mac, flags }
+        Self {
+            slot,
+            mac,
+            flags,
+            vrf: 0,
+            _pad: 0,
+        }
+    }
+
+    /// The same interface in VRF `vrf`.
+    pub const fn in_vrf(self, vrf: u16) -> Self {
+        Self { vrf, ..self }
     }
 
     pub const fn is_routed(&self) -> bool {

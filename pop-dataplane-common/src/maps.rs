@@ -25,10 +25,11 @@ pub const NEXTHOPS: &str = "NEXTHOPS";
 /// `ARRAY`: group id -> [`crate::NexthopGroup`].
 pub const NEXTHOP_GROUPS: &str = "NEXTHOP_GROUPS";
 
-/// `LPM_TRIE`: IPv4 prefix (address in network byte order) -> [`crate::RouteEntry`].
+/// `ARRAY_OF_MAPS`, a slot per VRF: `LPM_TRIE`, IPv4 prefix (address in network byte order)
+/// -> [`crate::RouteEntry`].
 pub const ROUTES_V4: &str = "ROUTES_V4";
 
-/// `LPM_TRIE`: IPv6 prefix -> [`crate::RouteEntry`].
+/// `ARRAY_OF_MAPS`, a slot per VRF: `LPM_TRIE`, IPv6 prefix -> [`crate::RouteEntry`].
 pub const ROUTES_V6: &str = "ROUTES_V6";
 
 /// `PERCPU_ARRAY`, one entry: the [`crate::TraceRecord`] of the last traced frame.
@@ -55,6 +56,11 @@ pub const MAX_PORTS: u32 = 256;
 /// The ifindexes `PORTS_BY_IFINDEX` covers: `0..MAX_PORT_IFINDEX`. Linux numbers the
 /// interfaces of each network namespace from 1, so a router host's ports fall far below.
 pub const MAX_PORT_IFINDEX: u32 = 4096;
+
+/// VRFs: routing tables bound to interfaces (`Interface::vrf`), each a slot of the route
+/// table maps, `0..MAX_VRFS`. A slot without a table has no routes: its frames go to the
+/// kernel.
+pub const MAX_VRFS: u32 = 1024;
 
 /// Next-hop ids are `0..MAX_NEXTHOPS`.
 pub const MAX_NEXTHOPS: u32 = 65_536;

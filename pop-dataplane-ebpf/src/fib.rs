@@ -1,4 +1,4 @@
-//! Route lookup: the longest prefix matching a destination, in the compiled FIB (the direct
+//! Route lookup: the longest prefix matching a destination in a VRF's table, in the compiled FIB (the direct
 //! entry of the top 16 bits, then one node per further byte until a leaf: for a /24, one; see
 //! `pop_dataplane_common::fib`) or, in `lpm-trie` mode, in the kernel's LPM trie.
 
@@ -10,21 +10,27 @@ use pop_dataplane_common::{
 
 use crate::maps::{FIB_MODE, FIB_V4, FIB_V6, FibCells, ROUTES_V4, ROUTES_V6};
 
-/// The route for IPv4 destination `dst`.
+/// The route for IPv4 destination `dst` in VRF `vrf`.
 #[inline(always)]
-pub(crate) fn lookup_v4(dst: [u8; 4]) -> Option<RouteEntry> {
+pub(crate) fn lookup_v4(vrf: u16, dst: [u8; 4]) -> Option<RouteEntry> {
     if FIB_MODE.load() == FibMode::LpmTrie as u8 {
-        return ROUTES_V4.get(0)?.get(&Key::new(32, dst)).copied();
+        return ROUTES_V4
+            .get(u32::from(vrf))?
+            .get(&Key::new(32, dst))
+            .copied();
     }
-    route(FibEntry(compiled_v4(u32::from_be_bytes(dst))))
+    route(FibEntry(compiled_v4(
+        u32::from(vrf),
+        u32::from_be_bytes(dst),
+    )))
 }
 
 /// The compiled IPv4 table's leaf for `dst`, `0` for none. A function of its own (a BPF
 /// subprogram): the inner map's pointer stays in here, where the verifier can follow it,
 /// instead of in a register the caller's code reuses.
 #[inline(never)]
-fn compiled_v4(dst: u32) -> u32 {
-    let Some(table) = FIB_V4.get(0) else {
+fn compiled_v4(vrf: u32, dst: u32) -> u32 {
+    let Some(table) = FIB_V4.get(vrf) else {
         return 0;
     };
     let [b0, b1, b2, b3] = dst.to_be_bytes();
@@ -38,21 +44,28 @@ fn compiled_v4(dst: u32) -> u32 {
     entry.0
 }
 
-/// The route for IPv6 destination `dst`.
+/// The route for IPv6 destination `dst` in VRF `vrf`.
 #[inline(always)]
-pub(crate) fn lookup_v6(dst: [u8; 16]) -> Option<RouteEntry> {
+pub(crate) fn lookup_v6(vrf: u16, dst: [u8; 16]) -> Option<RouteEntry> {
     if FIB_MODE.load() == FibMode::LpmTrie as u8 {
-        return ROUTES_V6.get(0)?.get(&Key::new(128, dst)).copied();
+        return ROUTES_V6
+            .get(u32::from(vrf))?
+            .get(&Key::new(128, dst))
+            .copied();
     }
     let dst = u128::from_be_bytes(dst);
-    route(FibEntry(compiled_v6((dst >> 64) as u64, dst as u64)))
+    route(FibEntry(compiled_v6(
+        u32::from(vrf),
+        (dst >> 64) as u64,
+        dst as u64,
+    )))
 }
 
 /// The compiled IPv6 table's leaf for the address `high`:`low`, `0` for none; a subprogram,
 /// as [`compiled_v4`].
 #[inline(never)]
-fn compiled_v6(high: u64, low: u64) -> u32 {
-    let Some(table) = FIB_V6.get(0) else {
+fn compiled_v6(vrf: u32, high: u64, low: u64) -> u32 {
+    let Some(table) = FIB_V6.get(vrf) else {
         return 0;
     };
     let mut entry = direct(table, (high >> 56) as u8, (high >> 48) as u8);

@@ -81,10 +81,11 @@ fn fragment_bits(first: bool, more: bool) -> u16 {
     bits
 }
 
-/// Whether packets to this route must be checked.
+/// Whether packets to this route, routed in VRF `vrf`, must be checked. The rules are the
+/// default VRF's: userspace flags no route of another VRF, and wildcard rules skip them too.
 #[inline(always)]
-fn wanted(route: &RouteEntry, wildcard: u32) -> bool {
-    route.checks_flows() || FLOW_WILDCARD.get(wildcard).is_some_and(|&on| on != 0)
+fn wanted(vrf: u16, route: &RouteEntry, wildcard: u32) -> bool {
+    route.checks_flows() || (vrf == 0 && FLOW_WILDCARD.get(wildcard).is_some_and(|&on| on != 0))
 }
 
 /// Checks an IPv4 packet against the rules. `counting`: a real packet (not a trace), which
@@ -94,11 +95,12 @@ pub(crate) fn check_v4(
     ctx: &XdpContext,
     l3: usize,
     ip: &Ipv4,
+    vrf: u16,
     route: &RouteEntry,
     bytes: u64,
     counting: bool,
 ) -> Result<Passed, (Verdict, u32)> {
-    if !wanted(route, WILDCARD_V4) {
+    if !wanted(vrf, route, WILDCARD_V4) {
         return Ok(NONE_PASSED);
     }
     let Some(list) = FLOW_INDEX_V4.get(&Key::new(32, ip.dst)) else {
@@ -141,11 +143,12 @@ pub(crate) fn check_v6(
     ctx: &XdpContext,
     l3: usize,
     ip: &Ipv6,
+    vrf: u16,
     route: &RouteEntry,
     bytes: u64,
     counting: bool,
 ) -> Result<Passed, (Verdict, u32)> {
-    if !wanted(route, WILDCARD_V6) {
+    if !wanted(vrf, route, WILDCARD_V6) {
         return Ok(NONE_PASSED);
     }
     let Some(list) = FLOW_INDEX_V6.get(&Key::new(128, ip.dst)) else {

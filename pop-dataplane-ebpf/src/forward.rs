@@ -145,28 +145,33 @@ fn route(
         return Err(Drop(acl::reason(&rule)));
     }
 
-    // The reverse-path check, on interfaces that have it.
+    // The reverse-path check, on interfaces that have it, in the ingress interface's VRF.
     if ingress.checks_reverse_path() {
         let back = match &network {
-            Network::V4(ip) => fib::lookup_v4(ip.src),
-            Network::V6(ip) => fib::lookup_v6(ip.src),
+            Network::V4(ip) => fib::lookup_v4(ingress.vrf, ip.src),
+            Network::V6(ip) => fib::lookup_v6(ingress.vrf, ip.src),
         };
         if !urpf::accepts(ingress, back) {
             return Err(Drop(DropReason::Urpf));
         }
     }
 
+    // The destination, in the ingress interface's VRF only.
     let entry = match &network {
-        Network::V4(ip) => fib::lookup_v4(ip.dst),
-        Network::V6(ip) => fib::lookup_v6(ip.dst),
+        Network::V4(ip) => fib::lookup_v4(ingress.vrf, ip.dst),
+        Network::V6(ip) => fib::lookup_v6(ingress.vrf, ip.dst),
     }
     .ok_or(ToKernel(PassReason::NoRoute))?;
     path.route = Some(entry);
 
     // Flow rules, for routes that some rule's destination overlaps.
     let checked = match &network {
-        Network::V4(ip) => flow::check_v4(ctx, l3, ip, &entry, len as u64, path.counting),
-        Network::V6(ip) => flow::check_v6(ctx, l3, ip, &entry, len as u64, path.counting),
+        Network::V4(ip) => {
+            flow::check_v4(ctx, l3, ip, ingress.vrf, &entry, len as u64, path.counting)
+        }
+        Network::V6(ip) => {
+            flow::check_v6(ctx, l3, ip, ingress.vrf, &entry, len as u64, path.counting)
+        }
     };
     let passed = match checked {
         Ok(passed) => passed,

@@ -17,7 +17,7 @@ use pop_dataplane_common::{
     flow::{BANK_ENTRIES, FlowEntry, FlowHits, FlowList, MAX_FLOW_RULES, RateBucket},
     maps::{
         MAX_ACL_ENTRIES, MAX_ACL_RULES, MAX_INTERFACES, MAX_NEXTHOP_GROUPS, MAX_NEXTHOPS,
-        MAX_PORT_IFINDEX, MAX_PORTS, MAX_ROUTES_V4, MAX_ROUTES_V6,
+        MAX_PORT_IFINDEX, MAX_PORTS, MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_VRFS,
     },
 };
 
@@ -57,10 +57,10 @@ pub(crate) type RoutesV4 = LpmTrie<[u8; 4], RouteEntry, { MAX_ROUTES_V4 as usize
 pub(crate) type RoutesV6 = LpmTrie<[u8; 16], RouteEntry, { MAX_ROUTES_V6 as usize }>;
 
 #[btf_map]
-pub(crate) static ROUTES_V4: ArrayOfMaps<RoutesV4, 1> = ArrayOfMaps::new();
+pub(crate) static ROUTES_V4: ArrayOfMaps<RoutesV4, { MAX_VRFS as usize }> = ArrayOfMaps::new();
 
 #[btf_map]
-pub(crate) static ROUTES_V6: ArrayOfMaps<RoutesV6, 1> = ArrayOfMaps::new();
+pub(crate) static ROUTES_V6: ArrayOfMaps<RoutesV6, { MAX_VRFS as usize }> = ArrayOfMaps::new();
 
 /// The compiled FIB (see `pop_dataplane_common::fib`): each family's table is an array of
 /// blocks, sized by userspace (an inner map of any size: `BPF_F_INNER_MAP`), swapped in whole
@@ -68,10 +68,10 @@ pub(crate) static ROUTES_V6: ArrayOfMaps<RoutesV6, 1> = ArrayOfMaps::new();
 pub(crate) type FibCells = btf_maps::Array<Cell, 1, { FIB_MAP_FLAGS as usize }>;
 
 #[btf_map]
-pub(crate) static FIB_V4: ArrayOfMaps<FibCells, 1> = ArrayOfMaps::new();
+pub(crate) static FIB_V4: ArrayOfMaps<FibCells, { MAX_VRFS as usize }> = ArrayOfMaps::new();
 
 #[btf_map]
-pub(crate) static FIB_V6: ArrayOfMaps<FibCells, 1> = ArrayOfMaps::new();
+pub(crate) static FIB_V6: ArrayOfMaps<FibCells, { MAX_VRFS as usize }> = ArrayOfMaps::new();
 
 /// Set by userspace at load time: a `FibMode`, constant for the verifier, which drops the
 /// lookup not taken.

@@ -29,9 +29,9 @@ pub struct Tables {
     pub ports: HashMap<u32, u32>,
     pub nexthops: HashMap<u32, Nexthop>,
     pub groups: HashMap<u32, NexthopGroup>,
-    /// Per prefix length, network address -> entry.
-    routes_v4: Vec<HashMap<u32, RouteEntry>>,
-    routes_v6: Vec<HashMap<u128, RouteEntry>>,
+    /// Per prefix length, (VRF, network address) -> entry.
+    routes_v4: Vec<HashMap<(u16, u32), RouteEntry>>,
+    routes_v6: Vec<HashMap<(u16, u128), RouteEntry>>,
     /// The source filter: (interface slot, prefix length, network) -> entry.
     acl_v4: HashMap<(u32, u8, u32), AclEntry>,
     acl_v6: HashMap<(u32, u8, u128), AclEntry>,
@@ -125,20 +125,25 @@ impl Tables {
         }
     }
 
-    pub fn set_route_v4(&mut self, network: [u8; 4], len: u8, entry: RouteEntry) {
-        self.routes_v4[usize::from(len)].insert(mask32(u32::from_be_bytes(network), len), entry);
+    /// A route of VRF `vrf`'s table.
+    pub fn set_route_v4(&mut self, vrf: u16, network: [u8; 4], len: u8, entry: RouteEntry) {
+        let network = mask32(u32::from_be_bytes(network), len);
+        self.routes_v4[usize::from(len)].insert((vrf, network), entry);
     }
 
-    pub fn set_route_v6(&mut self, network: [u8; 16], len: u8, entry: RouteEntry) {
-        self.routes_v6[usize::from(len)].insert(mask128(u128::from_be_bytes(network), len), entry);
+    pub fn set_route_v6(&mut self, vrf: u16, network: [u8; 16], len: u8, entry: RouteEntry) {
+        let network = mask128(u128::from_be_bytes(network), len);
+        self.routes_v6[usize::from(len)].insert((vrf, network), entry);
     }
 
-    pub fn delete_route_v4(&mut self, network: [u8; 4], len: u8) {
-        self.routes_v4[usize::from(len)].remove(&mask32(u32::from_be_bytes(network), len));
+    pub fn delete_route_v4(&mut self, vrf: u16, network: [u8; 4], len: u8) {
+        let network = mask32(u32::from_be_bytes(network), len);
+        self.routes_v4[usize::from(len)].remove(&(vrf, network));
     }
 
-    pub fn delete_route_v6(&mut self, network: [u8; 16], len: u8) {
-        self.routes_v6[usize::from(len)].remove(&mask128(u128::from_be_bytes(network), len));
+    pub fn delete_route_v6(&mut self, vrf: u16, network: [u8; 16], len: u8) {
+        let network = mask128(u128::from_be_bytes(network), len);
+        self.routes_v6[usize::from(len)].remove(&(vrf, network));
     }
 
     /// A source filter entry for sources in `network`/`len` arriving on interface `slot`.
@@ -182,21 +187,22 @@ impl Tables {
         }
     }
 
-    /// Longest prefix match, one prefix length at a time, longest first.
-    pub fn lookup_v4(&self, addr: [u8; 4]) -> Option<RouteEntry> {
+    /// Longest prefix match in VRF `vrf`'s table, one prefix length at a time, longest
+    /// first.
+    pub fn lookup_v4(&self, vrf: u16, addr: [u8; 4]) -> Option<RouteEntry> {
         let addr = u32::from_be_bytes(addr);
         (0..=32u8).rev().find_map(|len| {
             self.routes_v4[usize::from(len)]
-                .get(&mask32(addr, len))
+                .get(&(vrf, mask32(addr, len)))
                 .copied()
         })
     }
 
-    pub fn lookup_v6(&self, addr: [u8; 16]) -> Option<RouteEntry> {
+    pub fn lookup_v6(&self, vrf: u16, addr: [u8; 16]) -> Option<RouteEntry> {
         let addr = u128::from_be_bytes(addr);
         (0..=128u8).rev().find_map(|len| {
             self.routes_v6[usize::from(len)]
-                .get(&mask128(addr, len))
+                .get(&(vrf, mask128(addr, len)))
                 .copied()
         })
     }
@@ -301,16 +307,22 @@ impl Tables {
         if !self.reverse_path_ok(&ingress, network.src) {
             return dropped(drop::URPF);
         }
+        // The destination, in the ingress interface's VRF only.
         let entry = match network.dst {
-            Addr::V4(dst) => self.lookup_v4(dst),
-            Addr::V6(dst) => self.lookup_v6(dst),
+            Addr::V4(dst) => self.lookup_v4(ingress.vrf, dst),
+            Addr::V6(dst) => self.lookup_v6(ingress.vrf, dst),
         };
         let Some(entry) = entry else {
             return to_kernel(pass::NO_ROUTE);
         };
-        // Flow rules: the first of those covering the destination that matches.
+        // Flow rules, the default VRF's: the first of those covering the destination that
+        // matches.
         let mut frame = frame.to_vec();
-        let flow = self.flow_rule(packet, &network);
+        let flow = if ingress.vrf == 0 {
+            self.flow_rule(packet, &network)
+        } else {
+            None
+        };
         if let Some(rule) = &flow {
             let hit = |dropped| {
                 Some(FlowHit {
@@ -479,8 +491,8 @@ impl Tables {
             return true;
         }
         let route = match src {
-            Addr::V4(src) => self.lookup_v4(src),
-            Addr::V6(src) => self.lookup_v6(src),
+            Addr::V4(src) => self.lookup_v4(ingress.vrf, src),
+            Addr::V6(src) => self.lookup_v6(ingress.vrf, src),
         };
         let Some(route) = route else {
             return false;

@@ -8,7 +8,9 @@
 //! at every length, wrong version, bad IHL, bad lengths, flipped bytes, random bytes). Some
 //! interfaces check sources (uRPF strict and loose, with and without the default route), some
 //! filter them (deny rules, martian sources). Random flow rules (FlowSpec components, drop,
-//! accept, remark) are generated with the frames, from the same seed.
+//! accept, remark) are generated with the frames, from the same seed. Two interfaces are in
+//! VRFs of their own, each holding a share of the table's prefixes with other next hops (some
+//! on default-VRF interfaces: leaked routes), so their frames must be looked up there only.
 //!
 //! The seed is printed; `POP_DIFF_SEED=<seed>` replays a run, `POP_DIFF_FRAMES=<n>` sets its
 //! length. A mismatch prints the frame and both results.
@@ -61,6 +63,7 @@ urpf = "loose"
 name = "p0.qinq"
 port = "p0"
 vlan = [200, 300]
+vrf = "red"
 [[interface]]
 name = "p1"
 urpf = "strict"
@@ -78,6 +81,12 @@ port = "p3"
 vlan = 7
 urpf = "loose"
 urpf_allow_default = true
+vrf = "blue"
+
+[[vrf]]
+name = "blue"
+[[vrf]]
+name = "red"
 
 [[nexthop]]
 name = "n0"
@@ -636,10 +645,14 @@ fn model_tables(router: &Router, writes: &[MapWrite]) -> model::Tables {
             _ => {}
         }
     }
-    for (prefix, entry) in router.table_routes() {
+    for (vrf, prefix, entry) in router.table_routes() {
         match prefix {
-            IpNet::V4(net) => model.set_route_v4(net.network().octets(), net.prefix_len(), entry),
-            IpNet::V6(net) => model.set_route_v6(net.network().octets(), net.prefix_len(), entry),
+            IpNet::V4(net) => {
+                model.set_route_v4(vrf.0, net.network().octets(), net.prefix_len(), entry)
+            }
+            IpNet::V6(net) => {
+                model.set_route_v6(vrf.0, net.network().octets(), net.prefix_len(), entry)
+            }
         }
     }
     model
@@ -845,13 +858,14 @@ fn agree(fib: FibMode) {
             dev: dev.to_owned(),
         }
     };
-    let prefixes = v4
-        .iter()
-        .map(|p| IpNet::V4(*p))
-        .chain(v6.iter().map(|p| IpNet::V6(*p)));
+    let prefixes = || {
+        v4.iter()
+            .map(|p| IpNet::V4(*p))
+            .chain(v6.iter().map(|p| IpNet::V6(*p)))
+    };
     // IPv6 prefixes go through the same next hops as IPv4 ones: the CLI would refuse that
     // (families apart), but the fast path needs only their MACs.
-    let specs: Vec<(usize, RouteSpec)> = prefixes
+    let specs: Vec<(usize, RouteSpec)> = prefixes()
         .enumerate()
         .map(|(i, prefix)| {
             let target = match i {
@@ -865,17 +879,50 @@ fn agree(fib: FibMode) {
                 ),
                 i => Target::Via(vec![hop(i % NEXTHOPS.len())]),
             };
-            (0, RouteSpec { prefix, target })
+            (
+                0,
+                RouteSpec {
+                    vrf: None,
+                    prefix,
+                    target,
+                },
+            )
         })
         // An IPv6 default route (IPv4 has none): sources only it covers meet uRPF with and
         // without `urpf_allow_default`.
         .chain([(
             0,
             RouteSpec {
+                vrf: None,
                 prefix: "::/0".parse().unwrap(),
                 target: Target::Via(vec![hop(2)]),
             },
         )])
+        // A third of the prefixes in VRFs blue and red too, with other targets: through the
+        // VRF's own interface, or leaked to the default VRF's, blackholes, groups.
+        .chain(
+            prefixes()
+                .enumerate()
+                .filter(|(i, _)| i % 3 == 0)
+                .map(|(i, prefix)| {
+                    let vrf = if i % 2 == 0 { "blue" } else { "red" };
+                    let own = if vrf == "blue" { hop(5) } else { hop(3) };
+                    let target = match i {
+                        i if i % 19 == 0 => Target::Blackhole,
+                        i if i % 7 == 0 => Target::Via(vec![own.clone(), hop(1)]),
+                        i if i % 4 == 0 => Target::Via(vec![hop(i % 5)]),
+                        _ => Target::Via(vec![own]),
+                    };
+                    (
+                        0,
+                        RouteSpec {
+                            vrf: Some(vrf.to_owned()),
+                            prefix,
+                            target,
+                        },
+                    )
+                }),
+        )
         .collect();
     router
         .set_routes(&specs, Source::Cli, Mode::Replace, &mut |_| {})

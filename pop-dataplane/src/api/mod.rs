@@ -44,15 +44,23 @@ pub(crate) enum Request {
         #[serde(default)]
         replace_all: bool,
     },
+    /// Delete the CLI's routes for `prefixes`, in VRF `vrf` (`None`: the default VRF).
     RouteDel {
         prefixes: Vec<IpNet>,
+        #[serde(default)]
+        vrf: Option<String>,
     },
     RouteFlush,
     RouteList {
         source: Option<Source>,
+        /// Only this VRF's routes.
+        #[serde(default)]
+        vrf: Option<String>,
     },
     RouteGet {
         addr: IpAddr,
+        #[serde(default)]
+        vrf: Option<String>,
     },
     Reload,
     ConfigSave,

@@ -19,8 +19,8 @@ use crate::{
 
 #[derive(Subcommand)]
 pub(super) enum RouteCommand {
-    /// Add a route: PREFIX via ADDR dev IFACE [via ADDR dev IFACE ...] | PREFIX blackhole |
-    /// PREFIX kernel. Fails if the CLI already has a route for PREFIX.
+    /// Add a route: [vrf NAME] PREFIX via ADDR dev IFACE [via ADDR dev IFACE ...] | PREFIX
+    /// blackhole | PREFIX kernel. Fails if the CLI already has a route for PREFIX.
     Add {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         route: Vec<String>,
@@ -30,7 +30,7 @@ pub(super) enum RouteCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         route: Vec<String>,
     },
-    /// Delete the CLI's routes for these prefixes.
+    /// Delete the CLI's routes for these prefixes: [vrf NAME] PREFIX [PREFIX ...].
     Del {
         #[arg(required = true)]
         prefixes: Vec<String>,
@@ -42,12 +42,18 @@ pub(super) enum RouteCommand {
         /// Only the routes from this source.
         #[arg(long, value_enum)]
         source: Option<SourceArg>,
+        /// Only the routes of this VRF (`default`: the default VRF).
+        #[arg(long)]
+        vrf: Option<String>,
     },
     /// The route the dataplane uses for an address, and its next hops.
     Get {
         addr: std::net::IpAddr,
         #[arg(long)]
         json: bool,
+        /// Look in this VRF's table (default: the default VRF's).
+        #[arg(long)]
+        vrf: Option<String>,
     },
     /// Delete every route the CLI added.
     Flush,
@@ -91,19 +97,28 @@ pub(super) fn route(socket: &std::path::Path, command: RouteCommand) -> anyhow::
         RouteCommand::Add { route } => set(socket, &route, Mode::Add),
         RouteCommand::Replace { route } => set(socket, &route, Mode::Replace),
         RouteCommand::Del { prefixes } => {
+            let (vrf, prefixes) = match prefixes.as_slice() {
+                [vrf, name, rest @ ..] if vrf == "vrf" => (Some(name.clone()), rest),
+                [vrf] if vrf == "vrf" => bail!("route del: `vrf` needs a VRF's name after it"),
+                all => (None, all),
+            };
+            if prefixes.is_empty() {
+                bail!("route del: no prefix given");
+            }
             let prefixes = prefixes
                 .iter()
                 .map(|p| crate::config::parse_prefix(p))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|err| anyhow::anyhow!("route del: {err}"))?;
-            done(api::request(socket, &Request::RouteDel { prefixes })?)
+            done(api::request(socket, &Request::RouteDel { prefixes, vrf })?)
         }
         RouteCommand::Flush => done(api::request(socket, &Request::RouteFlush)?),
-        RouteCommand::List { json, source } => {
+        RouteCommand::List { json, source, vrf } => {
             match api::request(
                 socket,
                 &Request::RouteList {
                     source: source.map(Source::from),
+                    vrf,
                 },
             )? {
                 Reply::Routes { routes } if json => {
@@ -117,8 +132,8 @@ pub(super) fn route(socket: &std::path::Path, command: RouteCommand) -> anyhow::
                 other => unexpected(other),
             }
         }
-        RouteCommand::Get { addr, json } => {
-            match api::request(socket, &Request::RouteGet { addr })? {
+        RouteCommand::Get { addr, json, vrf } => {
+            match api::request(socket, &Request::RouteGet { addr, vrf })? {
                 Reply::Route { route } if json => {
                     println!("{}", serde_json::to_string_pretty(&route)?);
                     Ok(())
@@ -193,16 +208,10 @@ fn set(socket: &std::path::Path, words: &[String], mode: Mode) -> anyhow::Result
 }
 
 fn render_routes(routes: &[RouteInfo]) -> String {
-    let mut rows = vec![[
-        "PREFIX".to_owned(),
-        "SOURCE".to_owned(),
-        "".to_owned(),
-        "ROUTE".to_owned(),
-        "NEXT HOPS".to_owned(),
-    ]];
-    for route in routes {
+    let header = ["PREFIX", "SOURCE", "", "ROUTE", "NEXT HOPS"].map(str::to_owned);
+    let row = |route: &RouteInfo| {
         let states: Vec<String> = route.nexthops.iter().map(|n| n.state.to_string()).collect();
-        rows.push([
+        [
             route.prefix.to_string(),
             route.source.name().to_owned(),
             if route.selected {
@@ -212,7 +221,21 @@ fn render_routes(routes: &[RouteInfo]) -> String {
             },
             route.target.clone(),
             states.join(", "),
-        ]);
+        ]
+    };
+    // A VRF column only where some route is in another VRF than the default.
+    if routes
+        .iter()
+        .all(|r| r.vrf == crate::control::vrf::DEFAULT_VRF_NAME)
+    {
+        let rows: Vec<[String; 5]> = std::iter::once(header)
+            .chain(routes.iter().map(row))
+            .collect();
+        return table(&rows);
     }
+    let with_vrf = |vrf: String, [a, b, c, d, e]: [String; 5]| [vrf, a, b, c, d, e];
+    let rows: Vec<[String; 6]> = std::iter::once(with_vrf("VRF".to_owned(), header))
+        .chain(routes.iter().map(|r| with_vrf(r.vrf.clone(), row(r))))
+        .collect();
     table(&rows)
 }

@@ -19,6 +19,8 @@ pub struct InterfaceConfig {
     /// sFlow sampling, 1-in-N, of frames arriving here: `Some(0)` for none, `None` for
     /// `[sflow] sampling_rate`.
     pub sampling_rate: Option<u32>,
+    /// The VRF its frames are routed in: `None` for the default VRF.
+    pub vrf: Option<String>,
     pub line: usize,
 }
 
@@ -57,6 +59,7 @@ pub(super) struct RawInterface {
     urpf: Urpf,
     urpf_allow_default: Option<bool>,
     sampling_rate: Option<i64>,
+    vrf: Option<String>,
 }
 
 /// `vlan = 100` or `vlan = [200, 300]`.
@@ -141,6 +144,10 @@ pub(super) fn check(
         urpf: raw.urpf,
         urpf_allow_default: raw.urpf_allow_default.unwrap_or(false),
         sampling_rate,
+        vrf: raw
+            .vrf
+            .clone()
+            .filter(|name| name != super::vrf::DEFAULT_VRF),
         line,
     })
 }

@@ -31,11 +31,13 @@ pub mod kernel_table;
 pub mod prefix;
 pub mod route_spec;
 pub mod sflow;
+pub mod vrf;
 
 pub use deny_rule::DenyRule;
 pub use interface::{InterfaceConfig, Urpf, VlanConfig};
 pub use prefix::parse_prefix;
 pub use sflow::SflowConfig;
+pub use vrf::VrfConfig;
 
 use std::{collections::HashMap, fmt, fs, path::Path};
 
@@ -73,6 +75,8 @@ pub struct Config {
     pub flows: Vec<FlowConfig>,
     /// `[sflow]`; `None` when absent (no sampling).
     pub sflow: Option<SflowConfig>,
+    /// `[[vrf]]`: VRFs besides the default one.
+    pub vrfs: Vec<VrfConfig>,
 }
 
 /// One `[[flow]]` entry.
@@ -152,6 +156,8 @@ pub struct NexthopConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteConfig {
+    /// The VRF whose table holds it: `None` for the default VRF.
+    pub vrf: Option<String>,
     pub prefix: IpNet,
     pub action: RouteAction,
     pub line: usize,
@@ -209,6 +215,8 @@ struct RawConfig {
     #[serde(default, rename = "flow")]
     flows: Vec<Spanned<RawFlow>>,
     sflow: Option<Spanned<sflow::RawSflow>>,
+    #[serde(default, rename = "vrf")]
+    vrfs: Vec<Spanned<vrf::RawVrf>>,
 }
 
 #[derive(Deserialize)]
@@ -247,6 +255,7 @@ struct RawRoute {
     nexthop: Option<OneOrMany>,
     #[serde(rename = "type")]
     kind: Option<RawRouteKind>,
+    vrf: Option<String>,
 }
 
 /// `nexthop = "a"` or `nexthop = ["a", "b"]`.
@@ -320,6 +329,20 @@ impl Config {
                 "no [[interface]]: nothing to attach to".to_owned(),
             ));
         }
+        let vrf_entries: Vec<(usize, &vrf::RawVrf)> = raw
+            .vrfs
+            .iter()
+            .map(|entry| (line_of(text, entry.span().start), entry.get_ref()))
+            .collect();
+        let vrfs = vrf::check(
+            &vrf_entries,
+            &raw.daemon.sync_kernel_tables,
+            |line, message| ConfigError {
+                file: file.to_owned(),
+                line: Some(line),
+                message,
+            },
+        )?;
         let mut interfaces = Vec::with_capacity(raw.interfaces.len());
         for entry in &raw.interfaces {
             let line = line_of(text, entry.span().start);
@@ -340,7 +363,11 @@ impl Config {
             {
                 return Err(at(format!("listed twice (first on line {})", first.line)));
             }
-            interfaces.push(interface::check(entry.get_ref(), line, at)?);
+            let interface = interface::check(entry.get_ref(), line, at)?;
+            if let Some(name) = &interface.vrf {
+                vrf::check_known(name, &vrfs).map_err(at)?;
+            }
+            interfaces.push(interface);
         }
 
         let mut nexthops: Vec<NexthopConfig> = Vec::with_capacity(raw.nexthops.len());
@@ -410,7 +437,12 @@ impl Config {
                 message: format!("route {}: {message}", raw.prefix),
             };
             let prefix = parse_prefix(&raw.prefix).map_err(|err| at(err.to_string()))?;
-            if let Some(first) = route_lines.insert(prefix, line) {
+            if let Some(name) = &raw.vrf {
+                vrf::check_known(name, &vrfs).map_err(at)?;
+            }
+            // `vrf = "default"` is the default VRF, as no `vrf` at all.
+            let route_vrf = raw.vrf.clone().filter(|name| name != vrf::DEFAULT_VRF);
+            if let Some(first) = route_lines.insert((route_vrf.clone(), prefix), line) {
                 return Err(at(format!("defined twice (first on line {first})")));
             }
             let kind = raw.kind.unwrap_or(RawRouteKind::Unicast);
@@ -460,6 +492,7 @@ impl Config {
                 (RawRouteKind::Kernel, None) => RouteAction::Kernel,
             };
             routes.push(RouteConfig {
+                vrf: route_vrf,
                 prefix,
                 action,
                 line,
@@ -537,6 +570,7 @@ impl Config {
         };
 
         Ok(Self {
+            vrfs,
             sflow,
             daemon: raw.daemon,
             filter: raw.filter,

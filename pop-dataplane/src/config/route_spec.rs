@@ -7,6 +7,8 @@
 //! 203.0.113.0/24 nexthop via 198.18.2.2 dev eth1 nexthop via ...     (the same, iproute2's words)
 //! 192.0.2.0/24 blackhole                                              (or: blackhole 192.0.2.0/24)
 //! 198.51.100.0/24 kernel
+//! vrf customers 198.18.7.0/24 via 198.18.5.2 dev eth3                 (in VRF customers;
+//! 198.18.7.0/24 via 198.18.5.2 dev eth3 vrf customers                   either end)
 //! ```
 
 use std::{fmt, net::IpAddr};
@@ -15,7 +17,10 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use super::prefix::{PrefixError, parse_prefix};
+use super::{
+    prefix::{PrefixError, parse_prefix},
+    vrf::DEFAULT_VRF,
+};
 
 /// What is wrong with one route's words.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +45,8 @@ pub enum RouteSpecError {
     NotANexthop(IpAddr),
     #[error("expected `via ADDRESS dev INTERFACE`, `blackhole` or `kernel`")]
     NoTarget,
+    #[error("`vrf` needs a VRF's name after it")]
+    NoVrfName,
 }
 
 /// A bad line of a route file.
@@ -79,6 +86,9 @@ pub const MAX_LINE_LEN: usize = 4096;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RouteSpec {
+    /// The VRF whose table it goes in: `None` for the default VRF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrf: Option<String>,
     pub prefix: IpNet,
     pub target: Target,
 }
@@ -108,13 +118,24 @@ impl RouteSpec {
         }
         // Inline for the usual few words: no allocation per line of a million-route file.
         let words: SmallVec<[&str; 8]> = line.split_whitespace().collect();
-        match words.as_slice() {
+        // `vrf NAME`, at either end.
+        let (vrf, words) = match words.as_slice() {
+            ["vrf"] => return Err(RouteSpecError::NoVrfName),
+            ["vrf", name, rest @ ..] => (Some(*name), rest),
+            [rest @ .., "vrf", name] => (Some(*name), rest),
+            all => (None, all),
+        };
+        // `vrf default` is no `vrf` at all.
+        let vrf = vrf.filter(|name| *name != DEFAULT_VRF).map(str::to_owned);
+        match words {
             [] => Err(RouteSpecError::Empty),
             ["blackhole", prefix] | [prefix, "blackhole"] => Ok(Self {
+                vrf,
                 prefix: parse_prefix(prefix)?,
                 target: Target::Blackhole,
             }),
             ["kernel", prefix] | [prefix, "kernel"] => Ok(Self {
+                vrf,
                 prefix: parse_prefix(prefix)?,
                 target: Target::Kernel,
             }),
@@ -138,6 +159,7 @@ impl RouteSpec {
                     }
                 }
                 Ok(Self {
+                    vrf,
                     prefix,
                     target: Target::Via(hops),
                 })
@@ -185,6 +207,9 @@ fn parse_hops(mut words: &[&str]) -> Result<Vec<Hop>, RouteSpecError> {
 
 impl fmt::Display for RouteSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(vrf) = &self.vrf {
+            write!(f, "vrf {vrf} ")?;
+        }
         write!(f, "{}", self.prefix)?;
         match &self.target {
             Target::Via(hops) => {
@@ -309,6 +334,38 @@ mod tests {
             .unwrap()
             .to_string();
         assert_eq!(text, "192.0.2.0/24 blackhole");
+    }
+
+    #[test]
+    fn vrf_at_either_end() {
+        for line in [
+            "vrf blue 198.18.7.0/24 via 198.18.5.2 dev eth3",
+            "198.18.7.0/24 via 198.18.5.2 dev eth3 vrf blue",
+        ] {
+            let spec = RouteSpec::parse(line).unwrap();
+            assert_eq!(spec.vrf.as_deref(), Some("blue"));
+            assert_eq!(spec.target, Target::Via(vec![hop("198.18.5.2", "eth3")]));
+            assert_eq!(
+                spec.to_string(),
+                "vrf blue 198.18.7.0/24 via 198.18.5.2 dev eth3"
+            );
+            assert_eq!(RouteSpec::parse(&spec.to_string()).unwrap(), spec);
+        }
+        let spec = RouteSpec::parse("vrf blue blackhole 198.18.7.0/24").unwrap();
+        assert_eq!(
+            (spec.vrf.as_deref(), spec.target),
+            (Some("blue"), Target::Blackhole)
+        );
+        assert_eq!(
+            RouteSpec::parse("vrf default 198.18.7.0/24 kernel")
+                .unwrap()
+                .vrf,
+            None
+        );
+        assert_eq!(RouteSpec::parse("vrf"), Err(RouteSpecError::NoVrfName));
+        // An interface may be named `vrf`.
+        let spec = RouteSpec::parse("198.18.7.0/24 via 198.18.5.2 dev vrf").unwrap();
+        assert_eq!(spec.vrf, None);
     }
 
     #[test]

@@ -54,16 +54,19 @@ fn parses_a_good_config() {
         config.routes,
         [
             RouteConfig {
+                vrf: None,
                 prefix: "198.18.2.0/24".parse().unwrap(),
                 action: RouteAction::Nexthops(vec![0]),
                 line: 13,
             },
             RouteConfig {
+                vrf: None,
                 prefix: "198.18.99.0/24".parse().unwrap(),
                 action: RouteAction::Blackhole,
                 line: 17,
             },
             RouteConfig {
+                vrf: None,
                 prefix: "198.18.98.0/24".parse().unwrap(),
                 action: RouteAction::Kernel,
                 line: 21,
@@ -218,6 +221,7 @@ nexthop = [\"b2\", \"host-b\"]
     assert_eq!(
         config.routes[3],
         RouteConfig {
+            vrf: None,
             prefix: "2001:2:0:9::/64".parse().unwrap(),
             action: RouteAction::Nexthops(vec![0, 1]),
             line: 30,

@@ -10,3 +10,4 @@ pub mod plan;
 pub mod rib;
 pub mod router;
 pub mod topology;
+pub mod vrf;

@@ -14,6 +14,7 @@ use pop_dataplane_common::{
 use crate::control::{
     acl::{AclEntries, AclKey},
     topology::Port,
+    vrf::VrfId,
 };
 
 /// One change to one map.
@@ -30,8 +31,9 @@ pub enum MapWrite {
     Nexthop(u32, Nexthop),
     /// `NEXTHOP_GROUPS[id]`. Boxed: a group is large and rare, routes are many and small.
     Group(u32, Box<NexthopGroup>),
-    Route(IpNet, RouteEntry),
-    DeleteRoute(IpNet),
+    /// A route of VRF `.0`'s table.
+    Route(VrfId, IpNet, RouteEntry),
+    DeleteRoute(VrfId, IpNet),
     /// `ACL_V4`/`ACL_V6`: the source filter entry for (slot, source prefix).
     Acl(AclKey, AclEntry),
     DeleteAcl(AclKey),

@@ -11,6 +11,8 @@ use smallvec::SmallVec;
 
 use ipnet::IpNet;
 
+use crate::control::vrf::VrfId;
+
 /// Where a route came from. Earlier sources win over later ones for the same prefix.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -72,6 +74,7 @@ impl Action {
 /// A prefix whose winning route changed: the new winner, or `None` when no route is left.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
+    pub vrf: VrfId,
     pub prefix: IpNet,
     pub best: Option<Action>,
 }
@@ -80,9 +83,10 @@ pub struct Change {
 /// heap allocation per prefix would be a million of them.
 type Routes = SmallVec<[(Source, Action); 1]>;
 
+/// The RIB of every VRF: routes are keyed by (VRF, prefix).
 #[derive(Clone, Debug, Default)]
 pub struct Rib {
-    routes: HashMap<IpNet, Routes>,
+    routes: HashMap<(VrfId, IpNet), Routes>,
     /// How many of `routes`' prefixes are IPv4, kept as they come and go: capacity checks
     /// ask for it at every change, and counting a full table costs milliseconds.
     v4_prefixes: usize,
@@ -98,11 +102,12 @@ impl Rib {
     /// (same prefix and source), and the change of winner, if any.
     pub fn insert(
         &mut self,
+        vrf: VrfId,
         prefix: IpNet,
         source: Source,
         action: Action,
     ) -> (Option<Action>, Option<Change>) {
-        let routes = self.routes.entry(prefix).or_default();
+        let routes = self.routes.entry((vrf, prefix)).or_default();
         if routes.is_empty() && prefix.addr().is_ipv4() {
             self.v4_prefixes += 1;
         }
@@ -121,6 +126,7 @@ impl Rib {
             (None, None) => None,
         };
         let change = (at == 0 && before != Some(&routes[0].1)).then(|| Change {
+            vrf,
             prefix,
             best: Some(routes[0].1.clone()),
         });
@@ -128,8 +134,13 @@ impl Rib {
     }
 
     /// Removes the route for `prefix` from `source`. Returns it, and the change of winner.
-    pub fn remove(&mut self, prefix: IpNet, source: Source) -> (Option<Action>, Option<Change>) {
-        let Some(routes) = self.routes.get_mut(&prefix) else {
+    pub fn remove(
+        &mut self,
+        vrf: VrfId,
+        prefix: IpNet,
+        source: Source,
+    ) -> (Option<Action>, Option<Change>) {
+        let Some(routes) = self.routes.get_mut(&(vrf, prefix)) else {
             return (None, None);
         };
         let Ok(i) = routes.binary_search_by_key(&source, |(s, _)| *s) else {
@@ -139,67 +150,72 @@ impl Rib {
         let (_, removed) = routes.remove(i);
         let after = routes.first().map(|(_, a)| a.clone());
         if routes.is_empty() {
-            self.routes.remove(&prefix);
+            self.routes.remove(&(vrf, prefix));
             if prefix.addr().is_ipv4() {
                 self.v4_prefixes -= 1;
             }
         }
         let change = was_best.then_some(Change {
+            vrf,
             prefix,
             best: after,
         });
         (Some(removed), change)
     }
 
-    /// The routes of `prefix`, best first.
-    pub fn routes(&self, prefix: &IpNet) -> &[(Source, Action)] {
+    /// The routes of `prefix` in `vrf`, best first.
+    pub fn routes(&self, vrf: VrfId, prefix: &IpNet) -> &[(Source, Action)] {
         self.routes
-            .get(prefix)
+            .get(&(vrf, *prefix))
             .map_or(&[], |routes| routes.as_slice())
     }
 
-    /// The route of `prefix` from `source`.
-    pub fn get(&self, prefix: &IpNet, source: Source) -> Option<&Action> {
-        self.routes(prefix)
+    /// The route of `prefix` in `vrf` from `source`.
+    pub fn get(&self, vrf: VrfId, prefix: &IpNet, source: Source) -> Option<&Action> {
+        self.routes(vrf, prefix)
             .iter()
             .find(|(s, _)| *s == source)
             .map(|(_, action)| action)
     }
 
-    /// The winning route of every prefix, in no particular order.
-    pub fn best(&self) -> impl Iterator<Item = (IpNet, Source, &Action)> {
+    /// The winning route of every prefix of every VRF, in no particular order.
+    pub fn best(&self) -> impl Iterator<Item = (VrfId, IpNet, Source, &Action)> {
         self.routes
             .iter()
-            .map(|(prefix, routes)| (*prefix, routes[0].0, &routes[0].1))
+            .map(|((vrf, prefix), routes)| (*vrf, *prefix, routes[0].0, &routes[0].1))
     }
 
-    /// Every route, in no particular order.
-    pub fn all(&self) -> impl Iterator<Item = (IpNet, Source, &Action)> {
-        self.routes
-            .iter()
-            .flat_map(|(prefix, routes)| routes.iter().map(move |(s, a)| (*prefix, *s, a)))
+    /// Every route of every VRF, in no particular order.
+    pub fn all(&self) -> impl Iterator<Item = (VrfId, IpNet, Source, &Action)> {
+        self.routes.iter().flat_map(|((vrf, prefix), routes)| {
+            routes.iter().map(move |(s, a)| (*vrf, *prefix, *s, a))
+        })
     }
 
-    /// Prefixes from `source`.
-    pub fn prefixes_of(&self, source: Source) -> Vec<IpNet> {
+    /// (VRF, prefix) of the routes from `source`.
+    pub fn prefixes_of(&self, source: Source) -> Vec<(VrfId, IpNet)> {
         self.all()
-            .filter(|(_, s, _)| *s == source)
-            .map(|(p, _, _)| p)
+            .filter(|(_, _, s, _)| *s == source)
+            .map(|(v, p, _, _)| (v, p))
             .collect()
     }
 
-    /// The longest prefix with a route that contains `addr`, and its routes.
-    pub fn lookup(&self, addr: std::net::IpAddr) -> Option<(IpNet, &[(Source, Action)])> {
+    /// The longest prefix in `vrf` with a route that contains `addr`, and its routes.
+    pub fn lookup(
+        &self,
+        vrf: VrfId,
+        addr: std::net::IpAddr,
+    ) -> Option<(IpNet, &[(Source, Action)])> {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         (0..=max).rev().find_map(|len| {
             let prefix = IpNet::new(addr, len).ok()?.trunc();
             self.routes
-                .get(&prefix)
+                .get(&(vrf, prefix))
                 .map(|routes| (prefix, routes.as_slice()))
         })
     }
 
-    /// Prefixes with at least one route, IPv4 and IPv6.
+    /// Prefixes with at least one route, IPv4 and IPv6, over every VRF.
     pub fn prefix_counts(&self) -> (usize, usize) {
         (self.v4_prefixes, self.routes.len() - self.v4_prefixes)
     }
@@ -218,21 +234,23 @@ impl Rib {
 mod tests {
     use super::*;
 
+    const D: VrfId = VrfId::DEFAULT;
+
     #[test]
     fn prefix_counts_follow_prefixes_not_routes() {
         let mut rib = Rib::default();
         let v4: IpNet = "198.18.0.0/16".parse().unwrap();
         let v6: IpNet = "2001:2::/48".parse().unwrap();
-        rib.insert(v4, Source::Cli, Action::Blackhole);
-        rib.insert(v4, Source::Config, Action::Kernel);
-        rib.insert(v6, Source::Cli, Action::Blackhole);
+        rib.insert(D, v4, Source::Cli, Action::Blackhole);
+        rib.insert(D, v4, Source::Config, Action::Kernel);
+        rib.insert(D, v6, Source::Cli, Action::Blackhole);
         assert_eq!(rib.prefix_counts(), (1, 1));
-        rib.remove(v4, Source::Cli);
+        rib.remove(D, v4, Source::Cli);
         assert_eq!(rib.prefix_counts(), (1, 1));
-        rib.remove(v4, Source::Config);
-        rib.remove(v4, Source::Config);
+        rib.remove(D, v4, Source::Config);
+        rib.remove(D, v4, Source::Config);
         assert_eq!(rib.prefix_counts(), (0, 1));
-        rib.remove(v6, Source::Cli);
+        rib.remove(D, v6, Source::Cli);
         assert_eq!(rib.prefix_counts(), (0, 0));
     }
 
@@ -242,10 +260,11 @@ mod tests {
         let prefix: IpNet = "198.18.2.1/32".parse().unwrap();
         let via = Action::Nexthops(Arc::from([3]));
         assert_eq!(
-            rib.insert(prefix, Source::Config, via.clone()),
+            rib.insert(D, prefix, Source::Config, via.clone()),
             (
                 None,
                 Some(Change {
+                    vrf: D,
                     prefix,
                     best: Some(via.clone())
                 })
@@ -253,20 +272,22 @@ mod tests {
         );
         let cli = Action::Nexthops(Arc::from([4, 5]));
         assert_eq!(
-            rib.insert(prefix, Source::Cli, cli.clone()),
+            rib.insert(D, prefix, Source::Cli, cli.clone()),
             (
                 None,
                 Some(Change {
+                    vrf: D,
                     prefix,
                     best: Some(cli.clone())
                 })
             )
         );
         assert_eq!(
-            rib.insert(prefix, Source::Local, Action::Local),
+            rib.insert(D, prefix, Source::Local, Action::Local),
             (
                 None,
                 Some(Change {
+                    vrf: D,
                     prefix,
                     best: Some(Action::Local)
                 })
@@ -274,30 +295,61 @@ mod tests {
         );
         // Replacing a losing route changes nothing visible, and hands back the old one.
         assert_eq!(
-            rib.insert(prefix, Source::Config, Action::Blackhole),
+            rib.insert(D, prefix, Source::Config, Action::Blackhole),
             (Some(via), None)
         );
         assert_eq!(
-            rib.remove(prefix, Source::Local),
+            rib.remove(D, prefix, Source::Local),
             (
                 Some(Action::Local),
                 Some(Change {
+                    vrf: D,
                     prefix,
                     best: Some(cli.clone())
                 })
             )
         );
-        assert_eq!(rib.remove(prefix, Source::Local), (None, None));
+        assert_eq!(rib.remove(D, prefix, Source::Local), (None, None));
         assert_eq!(
-            rib.remove(prefix, Source::Config),
+            rib.remove(D, prefix, Source::Config),
             (Some(Action::Blackhole), None)
         );
-        assert_eq!(rib.get(&prefix, Source::Cli), Some(&cli));
+        assert_eq!(rib.get(D, &prefix, Source::Cli), Some(&cli));
         assert_eq!(
-            rib.remove(prefix, Source::Cli),
-            (Some(cli), Some(Change { prefix, best: None }))
+            rib.remove(D, prefix, Source::Cli),
+            (
+                Some(cli),
+                Some(Change {
+                    vrf: D,
+                    prefix,
+                    best: None
+                })
+            )
         );
         assert!(rib.is_empty());
+    }
+
+    #[test]
+    fn vrfs_keep_their_own_routes() {
+        let mut rib = Rib::default();
+        let blue = VrfId(1);
+        let prefix: IpNet = "198.18.2.0/24".parse().unwrap();
+        rib.insert(D, prefix, Source::Config, Action::Kernel);
+        let (_, change) = rib.insert(blue, prefix, Source::Config, Action::Blackhole);
+        // The same prefix in another VRF is a route of its own, not a second source.
+        assert_eq!(change.unwrap().vrf, blue);
+        assert_eq!(rib.get(D, &prefix, Source::Config), Some(&Action::Kernel));
+        assert_eq!(
+            rib.lookup(blue, "198.18.2.1".parse().unwrap()).unwrap().1[0].1,
+            Action::Blackhole
+        );
+        assert!(
+            rib.lookup(VrfId(2), "198.18.2.1".parse().unwrap())
+                .is_none()
+        );
+        assert_eq!(rib.prefix_counts(), (2, 0));
+        rib.remove(D, prefix, Source::Config);
+        assert_eq!(rib.prefixes_of(Source::Config), vec![(blue, prefix)]);
     }
 
     #[test]
@@ -307,15 +359,15 @@ mod tests {
             ("198.18.0.0/15", Action::Kernel),
             ("198.18.2.0/24", Action::Blackhole),
         ] {
-            rib.insert(prefix.parse().unwrap(), Source::Config, action);
+            rib.insert(D, prefix.parse().unwrap(), Source::Config, action);
         }
-        let (prefix, routes) = rib.lookup("198.18.2.9".parse().unwrap()).unwrap();
+        let (prefix, routes) = rib.lookup(D, "198.18.2.9".parse().unwrap()).unwrap();
         assert_eq!(
             (prefix.to_string().as_str(), &routes[0].1),
             ("198.18.2.0/24", &Action::Blackhole)
         );
-        let (prefix, _) = rib.lookup("198.19.0.1".parse().unwrap()).unwrap();
+        let (prefix, _) = rib.lookup(D, "198.19.0.1".parse().unwrap()).unwrap();
         assert_eq!(prefix.to_string(), "198.18.0.0/15");
-        assert!(rib.lookup("2001:2::1".parse().unwrap()).is_none());
+        assert!(rib.lookup(D, "2001:2::1".parse().unwrap()).is_none());
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{Config, ConfigError, InterfaceConfig, Urpf},
+    control::vrf::{VrfId, Vrfs},
     host::{Host, Link},
     mac::MacAddr,
 };
@@ -52,8 +53,14 @@ pub struct Topology {
 impl Topology {
     /// Places every configured interface on its port. Fails, naming the entry, for an
     /// interface the host does not have or one stacked more than two VLANs deep.
-    pub fn build(config: &Config, file: &str, host: &Host) -> Result<Self, ConfigError> {
-        Self::build_after(config, file, host, &Self::default())
+    /// `vrfs` gives the ids of the VRFs interfaces are in.
+    pub fn build(
+        config: &Config,
+        file: &str,
+        host: &Host,
+        vrfs: &Vrfs,
+    ) -> Result<Self, ConfigError> {
+        Self::build_after(config, file, host, vrfs, &Self::default())
     }
 
     /// [`Topology::build`], for a dataplane running with `previous`: an interface or port it
@@ -64,6 +71,7 @@ impl Topology {
         config: &Config,
         file: &str,
         host: &Host,
+        vrfs: &Vrfs,
         previous: &Self,
     ) -> Result<Self, ConfigError> {
         let mut topology = Self::default();
@@ -131,10 +139,17 @@ impl Topology {
             }
             let port = topology.port(port_link, previous, &mut indexes);
             let slot = slot_for(previous, &interface.name, &key, &mut slots);
+            let vrf = match &interface.vrf {
+                Some(name) => vrfs
+                    .id(name)
+                    .ok_or_else(|| at(format!("vrf {name:?} has no id")))?,
+                None => VrfId::DEFAULT,
+            };
             topology.interfaces.push(RouterInterface {
                 name: interface.name.clone(),
                 key,
-                entry: Interface::new(slot, mac.0, Interface::ROUTED | urpf_flags(interface)),
+                entry: Interface::new(slot, mac.0, Interface::ROUTED | urpf_flags(interface))
+                    .in_vrf(vrf.0),
                 port,
                 mtu,
                 outer_tpid,
@@ -490,7 +505,7 @@ via = "198.18.2.2"
     #[test]
     fn places_vlans_on_their_ports() {
         let config = Config::parse("t.toml", CONFIG).unwrap();
-        let topology = Topology::build(&config, "t.toml", &host()).unwrap();
+        let topology = Topology::build(&config, "t.toml", &host(), &Vrfs::default()).unwrap();
         assert_eq!(
             topology.ports,
             [
@@ -585,7 +600,7 @@ via = "198.18.2.2"
         let config =
             Config::parse("t.toml", &CONFIG.replace("port = \"rb\"", "port = \"rz\"")).unwrap();
         assert_eq!(
-            Topology::build(&config, "t.toml", &host())
+            Topology::build(&config, "t.toml", &host(), &Vrfs::default())
                 .unwrap_err()
                 .to_string(),
             "t.toml:8: interface \"rb.cfg\": port \"rz\": no such interface in this network namespace"
@@ -598,7 +613,7 @@ via = "198.18.2.2"
         )
         .unwrap();
         assert_eq!(
-            Topology::build(&config, "t.toml", &host())
+            Topology::build(&config, "t.toml", &host(), &Vrfs::default())
                 .unwrap_err()
                 .to_string(),
             "t.toml:8: interface \"rb.cfg\": the same port and VLAN tags as interface \"ra.100\""
@@ -609,14 +624,14 @@ via = "198.18.2.2"
     fn errors_name_the_entry() {
         let config = Config::parse("t.toml", &CONFIG.replace("\"rb\"", "\"rc\"")).unwrap();
         assert_eq!(
-            Topology::build(&config, "t.toml", &host())
+            Topology::build(&config, "t.toml", &host(), &Vrfs::default())
                 .unwrap_err()
                 .to_string(),
             "t.toml:6: interface \"rc\": no such interface in this network namespace"
         );
         let config = Config::parse("t.toml", &CONFIG.replace("\"ra.100\"", "\"x.1.2.3\"")).unwrap();
         assert_eq!(
-            Topology::build(&config, "t.toml", &host())
+            Topology::build(&config, "t.toml", &host(), &Vrfs::default())
                 .unwrap_err()
                 .to_string(),
             "t.toml:2: interface \"x.1.2.3\": more than two VLAN tags deep: not supported"

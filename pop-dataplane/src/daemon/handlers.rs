@@ -27,7 +27,8 @@ use crate::{
         flow::{FlowError, FlowInfo},
         plan::{MapWrite, Update},
         rib::Source,
-        router::{BULK_ROUTES, Mode, RouteError, Router},
+        router::{BULK_ROUTES, Mode, RouteError, RouteProblem, Router},
+        vrf::VrfId,
     },
     dataplane::{AttachedMode, Dataplane},
     host::Host,
@@ -72,6 +73,9 @@ pub(super) enum RequestError {
     SampleRate(#[from] crate::config::sflow::SflowConfigError),
     #[error("dev {dev:?} is not one of the router's interfaces ({known})")]
     UnknownInterface { dev: String, known: String },
+    /// A VRF no `[[vrf]]` names.
+    #[error("{0}")]
+    Vrf(RouteProblem),
     /// The maps or the host did not take a change.
     #[error("{0:#}")]
     System(#[from] anyhow::Error),
@@ -191,22 +195,44 @@ impl Daemon<'_> {
                     Err(errors) => Err(errors.into()),
                 }
             }
-            Request::RouteDel { prefixes } => self
-                .remove_routes(&prefixes)
-                .map(|()| format!("{} routes deleted", prefixes.len())),
+            Request::RouteDel { prefixes, vrf } => match self.router.vrf_id(vrf.as_deref()) {
+                Ok(vrf) => {
+                    let prefixes: Vec<_> = prefixes.into_iter().map(|p| (vrf, p)).collect();
+                    self.remove_routes(&prefixes)
+                        .map(|()| format!("{} routes deleted", prefixes.len()))
+                }
+                Err(problem) => Err(RequestError::Vrf(problem)),
+            },
             Request::RouteFlush => {
                 let prefixes = self.router.prefixes_of(Source::Cli);
                 self.remove_routes(&prefixes)
                     .map(|()| format!("{} CLI routes flushed", prefixes.len()))
             }
-            Request::RouteList { source } => {
+            Request::RouteList { source, vrf } => {
+                let vrf = match vrf.as_deref().map(|name| self.router.vrf_id(Some(name))) {
+                    None => None,
+                    Some(Ok(vrf)) => Some(vrf),
+                    Some(Err(problem)) => {
+                        return Reply::Error {
+                            message: RequestError::Vrf(problem).to_string(),
+                        };
+                    }
+                };
                 return Reply::Routes {
-                    routes: self.router.list(source),
+                    routes: self.router.list(source, vrf),
                 };
             }
-            Request::RouteGet { addr } => {
+            Request::RouteGet { addr, vrf } => {
+                let vrf = match self.router.vrf_id(vrf.as_deref()) {
+                    Ok(vrf) => vrf,
+                    Err(problem) => {
+                        return Reply::Error {
+                            message: RequestError::Vrf(problem).to_string(),
+                        };
+                    }
+                };
                 return Reply::Route {
-                    route: self.router.get(addr),
+                    route: self.router.get(vrf, addr),
                 };
             }
             Request::Reload => self.reload().await,
@@ -351,8 +377,11 @@ impl Daemon<'_> {
         Ok(message)
     }
 
-    /// Removes the CLI's routes for `prefixes`, all or none.
-    pub(super) fn remove_routes(&mut self, prefixes: &[IpNet]) -> Result<(), RequestError> {
+    /// Removes the CLI's routes for `prefixes` (each in its VRF), all or none.
+    pub(super) fn remove_routes(
+        &mut self,
+        prefixes: &[(VrfId, IpNet)],
+    ) -> Result<(), RequestError> {
         let writes = self.router.remove_routes(prefixes, Source::Cli)?;
         self.dataplane.apply(&writes)?;
         Ok(())

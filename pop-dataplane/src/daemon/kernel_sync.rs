@@ -4,6 +4,8 @@
 //! The kernel's nexthop objects, which FRR installs routes through, are followed beside
 //! them: a change of one moves its routes with one write (see `control::fib`).
 
+use std::collections::BTreeMap;
+
 use anyhow::Context as _;
 use futures_util::TryStreamExt as _;
 use ipnet::IpNet;
@@ -23,20 +25,28 @@ use crate::{
         plan::MapWrite,
         rib::Source,
         router::{BULK_ROUTES, Mode, Router},
+        vrf::VrfId,
     },
     dataplane::Dataplane,
     host::{
         kernel_nexthops::{KernelObjects, ObjectEvent, ObjectRead, ObjectSocket, Resolved},
-        kernel_routes::{self, KernelRoutes},
+        kernel_routes::{self, KernelRoutes, KernelTarget},
     },
 };
 
 /// The kernel routing tables the daemon follows, and what they hold.
 pub(super) struct KernelSync {
     pub(super) tables: Vec<u32>,
-    pub(super) routes: KernelRoutes,
+    /// The tables `[[vrf]]` entries follow, with their VRF's name; the others are the default
+    /// VRF's.
+    pub(super) vrf_tables: Vec<(u32, String)>,
+    /// The routes of each VRF's tables, by VRF name (`None`: the default VRF).
+    pub(super) routes: BTreeMap<Option<String>, KernelRoutes>,
     pub(super) objects: KernelObjects,
 }
+
+/// A prefix of a VRF (by name, `None` for the default VRF) whose kernel route changed.
+type VrfPrefix = (Option<String>, IpNet);
 
 /// Reads nexthop object events in a task of their own, into a channel the event loop
 /// selects on. Joined before the tables are read, so that no change falls between.
@@ -61,6 +71,19 @@ pub(super) fn follow_objects() -> anyhow::Result<tokio::sync::mpsc::Receiver<Obj
 }
 
 impl KernelSync {
+    /// The VRF whose routes table `table` holds.
+    fn vrf_of(&self, table: u32) -> Option<String> {
+        self.vrf_tables
+            .iter()
+            .find(|(t, _)| *t == table)
+            .map(|(_, name)| name.clone())
+    }
+
+    /// The route the kernel forwards `prefix` of `vrf` with.
+    fn best(&self, (vrf, prefix): &VrfPrefix) -> Option<&KernelTarget> {
+        self.routes.get(vrf)?.best(prefix)
+    }
+
     /// Reads the tables whole and makes the RIB's kernel routes equal to them (at start, and
     /// after lost events); the number of prefixes.
     pub(super) async fn read_tables(
@@ -86,7 +109,7 @@ impl KernelSync {
         }
         dataplane.apply(&writes)?;
         self.objects = objects;
-        let mut routes = KernelRoutes::default();
+        let mut routes: BTreeMap<Option<String>, KernelRoutes> = BTreeMap::new();
         // Without strict checking the kernel dumps every table: the others are skipped.
         let dumps = [
             RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
@@ -96,22 +119,30 @@ impl KernelSync {
             let mut dump = handle.route().get(request).execute();
             while let Some(message) = dump.try_next().await.context("reading kernel routes")? {
                 if let Some(route) = kernel_routes::parse_route(&message, &self.tables) {
-                    routes.add(route, true);
+                    routes
+                        .entry(self.vrf_of(route.table))
+                        .or_default()
+                        .add(route, true);
                 }
             }
         }
         self.routes = routes;
-        let specs: Vec<(usize, RouteSpec)> = self
-            .routes
-            .best_routes()
-            .map(|(prefix, target)| (0, router.kernel_spec(prefix, target, &self.objects)))
-            .collect();
-        let gone: Vec<IpNet> = {
-            let keep: foldhash::HashSet<IpNet> = specs.iter().map(|(_, s)| s.prefix).collect();
+        let mut specs: Vec<(usize, RouteSpec)> = Vec::new();
+        for (vrf, routes) in &self.routes {
+            specs.extend(routes.best_routes().map(|(prefix, target)| {
+                let spec = router.kernel_spec(vrf.as_deref(), prefix, target, &self.objects);
+                (0, spec)
+            }));
+        }
+        let gone: Vec<(VrfId, IpNet)> = {
+            let keep: foldhash::HashSet<(VrfId, IpNet)> = specs
+                .iter()
+                .filter_map(|(_, s)| Some((router.vrf_id(s.vrf.as_deref()).ok()?, s.prefix)))
+                .collect();
             router
                 .prefixes_of(Source::Kernel)
                 .into_iter()
-                .filter(|prefix| !keep.contains(prefix))
+                .filter(|key| !keep.contains(key))
                 .collect()
         };
         let writes = set_kernel_routes(router, &specs, &gone);
@@ -141,14 +172,15 @@ impl Daemon<'_> {
             let Some(route) = kernel_routes::parse_route(route, &sync.tables) else {
                 continue;
             };
-            let prefix = route.prefix;
+            let key = (sync.vrf_of(route.table), route.prefix);
+            let routes = sync.routes.entry(key.0.clone()).or_default();
             let winner_changed = if added {
-                sync.routes.add(route, append)
+                routes.add(route, append)
             } else {
-                sync.routes.remove(&route)
+                routes.remove(&route)
             };
             if winner_changed {
-                changed.insert(prefix);
+                changed.insert(key);
             }
         }
         if changed.is_empty() {
@@ -166,18 +198,27 @@ impl Daemon<'_> {
     /// writes `before` (next hops and groups they need) applied first.
     async fn set_kernel_prefixes(
         &mut self,
-        changed: impl IntoIterator<Item = IpNet>,
+        changed: impl IntoIterator<Item = VrfPrefix>,
         before: Vec<MapWrite>,
     ) -> anyhow::Result<()> {
         let sync = self.kernel.as_ref().expect("called when syncing");
         let mut set = Vec::new();
         let mut gone = Vec::new();
-        for prefix in changed {
-            match sync.routes.best(&prefix) {
+        for key in changed {
+            match sync.best(&key) {
                 Some(target) => {
-                    set.push((0, self.router.kernel_spec(prefix, target, &sync.objects)));
+                    let (vrf, prefix) = &key;
+                    set.push((
+                        0,
+                        self.router
+                            .kernel_spec(vrf.as_deref(), *prefix, target, &sync.objects),
+                    ));
                 }
-                None => gone.push(prefix),
+                None => {
+                    if let Ok(vrf) = self.router.vrf_id(key.0.as_deref()) {
+                        gone.push((vrf, key.1));
+                    }
+                }
             }
         }
         let mut writes = before;
@@ -220,7 +261,14 @@ impl Daemon<'_> {
                     .or_insert_with(|| sync.objects.resolve(touched));
             }
             if matches!(event, ObjectEvent::Removed(_)) {
-                changed.extend(sync.routes.remove_through_object(id));
+                for (vrf, routes) in &mut sync.routes {
+                    changed.extend(
+                        routes
+                            .remove_through_object(id)
+                            .into_iter()
+                            .map(|prefix| (vrf.clone(), prefix)),
+                    );
+                }
             }
             sync.objects.apply(event);
         }
@@ -237,7 +285,14 @@ impl Daemon<'_> {
                 writes.extend(self.router.set_kernel_object(id, &now));
             }
         }
-        changed.extend(sync.routes.through_objects(&reclassified));
+        for (vrf, routes) in &sync.routes {
+            changed.extend(
+                routes
+                    .through_objects(&reclassified)
+                    .into_iter()
+                    .map(|prefix| (vrf.clone(), prefix)),
+            );
+        }
         info!(
             "nexthop objects changed: {moved} ({} map writes), {} routes set again",
             writes.len(),
@@ -253,7 +308,7 @@ impl Daemon<'_> {
 fn set_kernel_routes(
     router: &mut Router,
     set: &[(usize, RouteSpec)],
-    gone: &[IpNet],
+    gone: &[(VrfId, IpNet)],
 ) -> Vec<MapWrite> {
     let mut writes = match router.set_routes(set, Source::Kernel, Mode::Replace, &mut |_| ()) {
         Ok(writes) => writes,
@@ -265,6 +320,7 @@ fn set_kernel_routes(
                     (
                         *line,
                         RouteSpec {
+                            vrf: spec.vrf.clone(),
                             prefix: spec.prefix,
                             target: route_spec::Target::Kernel,
                         },
@@ -279,9 +335,9 @@ fn set_kernel_routes(
                 })
         }
     };
-    let gone: Vec<IpNet> = gone
+    let gone: Vec<(VrfId, IpNet)> = gone
         .iter()
-        .filter(|prefix| router.has_route(prefix, Source::Kernel))
+        .filter(|(vrf, prefix)| router.has_route(*vrf, prefix, Source::Kernel))
         .copied()
         .collect();
     writes.extend(
@@ -314,11 +370,21 @@ pub(super) fn install(
     dataplane.apply(&cleared)
 }
 
-/// The kernel tables `run` follows: its options' and the config's.
+/// The kernel tables `run` follows: its options' and the config's, the VRFs' too.
 pub(super) fn kernel_tables_to_follow(options: &RunOptions, config: &Config) -> Vec<u32> {
     let mut tables: Vec<u32> = options.sync_kernel_tables.clone();
     tables.extend(config.daemon.sync_kernel_tables.iter().map(|table| table.0));
+    tables.extend(vrf_tables(config).into_iter().map(|(table, _)| table));
     tables.sort_unstable();
     tables.dedup();
     tables
+}
+
+/// The kernel tables the config's `[[vrf]]` entries follow, with their VRF.
+pub(super) fn vrf_tables(config: &Config) -> Vec<(u32, String)> {
+    config
+        .vrfs
+        .iter()
+        .filter_map(|vrf| Some((vrf.sync_kernel_table?, vrf.name.clone())))
+        .collect()
 }

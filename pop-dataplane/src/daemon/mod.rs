@@ -50,7 +50,7 @@ use self::{
     },
     handlers::Daemon,
     host_events::{enlarge_receive_buffer, is_route_event, refresh_neighbours},
-    kernel_sync::{KernelSync, kernel_tables_to_follow},
+    kernel_sync::{KernelSync, kernel_tables_to_follow, vrf_tables},
     server::{Progress, Responder, accept_loop, bind_control_socket},
 };
 use crate::{
@@ -60,9 +60,10 @@ use crate::{
         plan::clear_ids,
         router::{BULK_ROUTES, Router},
         topology::Topology,
+        vrf::Vrfs,
     },
     dataplane::{AttachMode, Dataplane, LoadOptions},
-    host::{Host, kernel_routes::KernelRoutes},
+    host::Host,
     observe::{metrics, names},
 };
 
@@ -160,7 +161,7 @@ async fn start(
     tokio::spawn(connection);
     let host = Host::read(&handle).await?;
     // Validated against this host before anything else happens.
-    Topology::build(&config, &file, &host)?;
+    Topology::build(&config, &file, &host, &Vrfs::of_config(&config))?;
 
     warn_if_kernel_forwarding_is_off();
     let lock = InstanceLock::acquire(&options.run_dir)?;
@@ -237,7 +238,8 @@ async fn start(
     } else {
         let mut sync = KernelSync {
             tables: sync_tables,
-            routes: KernelRoutes::default(),
+            vrf_tables: vrf_tables(&config),
+            routes: Default::default(),
             objects: Default::default(),
         };
         let started = Instant::now();

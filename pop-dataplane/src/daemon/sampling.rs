@@ -18,6 +18,7 @@ use pop_dataplane_common::{
 };
 
 use super::handlers::{Daemon, RequestError};
+use crate::control::vrf::VrfId;
 use crate::{
     api::{SampledInterface, SflowStatus},
     config::{Config, SflowConfig, sflow},
@@ -371,7 +372,13 @@ fn take(sampling: &mut Sampling, router: &Router, record: &SampleRecord, now: In
     };
     let dst_mask =
         (record.route_prefix_len != SampleRecord::NONE).then_some(record.route_prefix_len);
-    let src_prefix = parsed.and_then(|p| router.matching_prefix(p.src));
+    // The source's route in the VRF the frame arrived in.
+    let vrf = topology
+        .interfaces
+        .iter()
+        .find(|i| i.entry.slot == record.ingress_slot)
+        .map_or(VrfId::DEFAULT, |i| VrfId(i.entry.vrf));
+    let src_prefix = parsed.and_then(|p| router.matching_prefix(vrf, p.src));
     let dst_prefix = parsed
         .zip(dst_mask)
         .and_then(|(p, len)| IpNet::new(p.dst, len as u8).ok().map(|net| net.trunc()));

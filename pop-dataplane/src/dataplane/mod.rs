@@ -42,7 +42,10 @@ pub use self::{
     sample::{nexthop_traffic, samples_lost},
     test_run::TestRunOutput,
 };
-use crate::control::plan::{Adopted, MapWrite, Update};
+use crate::control::{
+    plan::{Adopted, MapWrite, Update},
+    vrf::VrfId,
+};
 
 /// The XDP object built from `pop-dataplane-ebpf`, embedded at build time.
 pub static XDP_OBJECT: &[u8] =
@@ -108,8 +111,9 @@ pub struct Dataplane {
     /// The maps were already pinned: this is a running dataplane, taken over.
     adopted: bool,
     links: Vec<AttachedLink>,
-    /// The route tables the program reads now.
-    routes: Option<RouteTables>,
+    /// The route tables the program reads now, per VRF: the default VRF's once tables are
+    /// installed, and those of the VRFs that have had routes since.
+    routes: std::collections::BTreeMap<VrfId, RouteTables>,
 }
 
 impl Dataplane {
@@ -186,7 +190,7 @@ impl Dataplane {
             fib: options.fib,
             adopted,
             links: Vec::new(),
-            routes: None,
+            routes: std::collections::BTreeMap::new(),
         };
         if adopted {
             dataplane.sync_port_entries()?;
@@ -305,53 +309,105 @@ impl Dataplane {
         let mut routes = std::collections::HashMap::new();
         for write in writes {
             match write {
-                MapWrite::Route(prefix, entry) => {
-                    routes.insert(*prefix, *entry);
+                MapWrite::Route(vrf, prefix, entry) => {
+                    routes.insert((*vrf, *prefix), *entry);
                 }
-                MapWrite::DeleteRoute(prefix) => {
-                    routes.remove(prefix);
+                MapWrite::DeleteRoute(vrf, prefix) => {
+                    routes.remove(&(*vrf, *prefix));
                 }
                 other => self.apply(std::slice::from_ref(other))?,
             }
         }
-        self.replace_routes(routes)
+        self.replace_routes(
+            routes
+                .into_iter()
+                .map(|((vrf, prefix), entry)| (vrf, prefix, entry)),
+        )
     }
 
-    /// Builds new route tables holding `routes` and makes the program use them at once.
+    /// Builds new route tables holding `routes` (of every VRF) and makes the program use
+    /// them: one update of each VRF's table slots. A VRF that had tables and has no routes
+    /// now loses them: its frames go to the kernel.
     pub fn replace_routes(
         &mut self,
-        routes: impl IntoIterator<Item = (IpNet, RouteEntry)>,
+        routes: impl IntoIterator<Item = (VrfId, IpNet, RouteEntry)>,
     ) -> anyhow::Result<()> {
-        let fresh = RouteTables::build(self.fib, routes)?;
-        self.install(&fresh)?;
-        self.routes = Some(fresh);
+        let mut by_vrf: std::collections::BTreeMap<VrfId, Vec<(IpNet, RouteEntry)>> =
+            std::collections::BTreeMap::new();
+        // The default VRF always has tables.
+        by_vrf.insert(VrfId::DEFAULT, Vec::new());
+        for (vrf, prefix, entry) in routes {
+            by_vrf.entry(vrf).or_default().push((prefix, entry));
+        }
+        let mut fresh = std::collections::BTreeMap::new();
+        for (vrf, routes) in by_vrf {
+            let tables = RouteTables::build(self.fib, routes)?;
+            self.install(vrf, &tables)?;
+            fresh.insert(vrf, tables);
+        }
+        let gone: Vec<VrfId> = self
+            .routes
+            .keys()
+            .filter(|vrf| !fresh.contains_key(vrf))
+            .copied()
+            .collect();
+        for vrf in gone {
+            self.uninstall(vrf)?;
+        }
+        self.routes = fresh;
         Ok(())
     }
 
-    /// Points the program at `tables`.
-    fn install(&mut self, tables: &RouteTables) -> anyhow::Result<()> {
-        let (v4, v6) = match tables.mode() {
+    /// The two outer maps (IPv4, IPv6) that tables of the lookup mode in use go in.
+    fn outer_maps(&mut self) -> anyhow::Result<[&mut Map; 2]> {
+        let (v4, v6) = match self.fib {
             FibMode::Compiled => (fib::FIB_V4, fib::FIB_V6),
             FibMode::LpmTrie => (maps::ROUTES_V4, maps::ROUTES_V6),
         };
         let [Some(v4), Some(v6)] = self.ebpf.maps_disjoint_mut([v4, v6]) else {
             bail!("the XDP object has no maps {v4} and {v6}");
         };
-        tables.install(v4, v6)
+        Ok([v4, v6])
     }
 
-    /// Points the program at the tables in use again, after one moved to a larger array.
-    fn reinstall(&mut self) -> anyhow::Result<()> {
-        let tables = self.routes.take().context("no route tables yet")?;
-        let installed = self.install(&tables);
-        self.routes = Some(tables);
+    /// Points the program at `tables` for VRF `vrf`.
+    fn install(&mut self, vrf: VrfId, tables: &RouteTables) -> anyhow::Result<()> {
+        let [v4, v6] = self.outer_maps()?;
+        tables.install(vrf, v4, v6)
+    }
+
+    /// Takes VRF `vrf`'s tables away from the program.
+    fn uninstall(&mut self, vrf: VrfId) -> anyhow::Result<()> {
+        let [v4, v6] = self.outer_maps()?;
+        tables::uninstall(vrf, v4, v6)
+    }
+
+    /// Points the program at VRF `vrf`'s tables again, after one moved to a larger array.
+    fn reinstall(&mut self, vrf: VrfId) -> anyhow::Result<()> {
+        let tables = self
+            .routes
+            .remove(&vrf)
+            .with_context(|| format!("no route tables for VRF {}", vrf.0))?;
+        let installed = self.install(vrf, &tables);
+        self.routes.insert(vrf, tables);
         installed
     }
 
-    /// Kernel memory of the route tables in use.
+    /// Kernel memory of the route tables in use, every VRF's.
     pub fn table_memory(&self) -> TableMemory {
         self.routes
-            .as_ref()
+            .values()
+            .map(RouteTables::memory)
+            .fold(TableMemory::default(), |sum, m| TableMemory {
+                v4_bytes: sum.v4_bytes + m.v4_bytes,
+                v6_bytes: sum.v6_bytes + m.v6_bytes,
+            })
+    }
+
+    /// Kernel memory of VRF `vrf`'s route tables.
+    pub fn vrf_table_memory(&self, vrf: VrfId) -> TableMemory {
+        self.routes
+            .get(&vrf)
             .map(RouteTables::memory)
             .unwrap_or_default()
     }
@@ -470,14 +526,14 @@ impl Dataplane {
                     }
                 }
                 MapWrite::Group(id, group) => self.set_group(*id, group)?,
-                MapWrite::Route(prefix, entry) => {
-                    if let Some(Moved) = self.routes()?.set(prefix, entry)? {
-                        self.reinstall()?;
+                MapWrite::Route(vrf, prefix, entry) => {
+                    if let Some(Moved) = self.routes(*vrf)?.set(prefix, entry)? {
+                        self.reinstall(*vrf)?;
                     }
                 }
-                MapWrite::DeleteRoute(prefix) => {
-                    if let Some(Moved) = self.routes()?.delete(prefix)? {
-                        self.reinstall()?;
+                MapWrite::DeleteRoute(vrf, prefix) => {
+                    if let Some(Moved) = self.routes(*vrf)?.delete(prefix)? {
+                        self.reinstall(*vrf)?;
                     }
                 }
             }
@@ -493,10 +549,11 @@ impl Dataplane {
     /// after route changes and from time to time, since the cells a burst lets go are free
     /// only after their quarantine.
     pub fn compact_tables(&mut self) -> anyhow::Result<()> {
-        if self.routes.is_some()
-            && let Some(Moved) = self.routes()?.compact()?
-        {
-            self.reinstall()?;
+        let vrfs: Vec<VrfId> = self.routes.keys().copied().collect();
+        for vrf in vrfs {
+            if let Some(Moved) = self.routes(vrf)?.compact()? {
+                self.reinstall(vrf)?;
+            }
         }
         Ok(())
     }
@@ -526,10 +583,18 @@ impl Dataplane {
         }))
     }
 
-    fn routes(&mut self) -> anyhow::Result<&mut RouteTables> {
-        self.routes
-            .as_mut()
-            .context("no route tables yet: install() comes first")
+    /// VRF `vrf`'s tables; new, empty ones installed for a VRF that has none yet (its first
+    /// route). The default VRF's come first, with the whole set.
+    fn routes(&mut self, vrf: VrfId) -> anyhow::Result<&mut RouteTables> {
+        if !self.routes.contains_key(&VrfId::DEFAULT) {
+            bail!("no route tables yet: install() comes first");
+        }
+        if !self.routes.contains_key(&vrf) {
+            let tables = RouteTables::build(self.fib, [])?;
+            self.install(vrf, &tables)?;
+            self.routes.insert(vrf, tables);
+        }
+        Ok(self.routes.get_mut(&vrf).expect("inserted above"))
     }
 
     /// Runs the loaded program once on `frame`, as if received on `ingress_ifindex` (which

@@ -17,7 +17,10 @@ use pop_dataplane_common::{
     maps,
 };
 
-use crate::dataplane::compact::{self, AtomicCell, Cells, Full, Table};
+use crate::{
+    control::vrf::VrfId,
+    dataplane::compact::{self, AtomicCell, Cells, Full, Table},
+};
 
 /// BPF_F_NO_PREALLOC: LPM tries require it.
 const BPF_F_NO_PREALLOC: u32 = 1;
@@ -263,27 +266,25 @@ impl RouteTables {
         }
     }
 
-    pub(crate) fn mode(&self) -> FibMode {
-        match self {
-            Self::Compiled { .. } => FibMode::Compiled,
-            Self::LpmTrie { .. } => FibMode::LpmTrie,
-        }
-    }
-
-    /// Makes the program use these tables: one update of each family's slot (`FIB_V4` and
-    /// `FIB_V6`, or `ROUTES_V4` and `ROUTES_V6`). The tables they replace are freed when the
-    /// last packet using them is done.
-    pub(crate) fn install(&self, v4_outer: &mut Map, v6_outer: &mut Map) -> anyhow::Result<()> {
+    /// Makes the program use these tables for VRF `vrf`: one update of each family's slot
+    /// (`FIB_V4` and `FIB_V6`, or `ROUTES_V4` and `ROUTES_V6`). The tables they replace are
+    /// freed when the last packet using them is done.
+    pub(crate) fn install(
+        &self,
+        vrf: VrfId,
+        v4_outer: &mut Map,
+        v6_outer: &mut Map,
+    ) -> anyhow::Result<()> {
         let (v4, v6) = match self {
             Self::Compiled { v4, v6 } => (&v4.table.storage().map, &v6.table.storage().map),
             Self::LpmTrie { v4, v6 } => (map_data(v4), map_data(v6)),
         };
         ArrayOfMaps::<_, MapData>::try_from(v4_outer)?
-            .set(0, v4, 0)
-            .context("swapping in the IPv4 route table")?;
+            .set(u32::from(vrf.0), v4, 0)
+            .with_context(|| format!("swapping in VRF {}'s IPv4 route table", vrf.0))?;
         ArrayOfMaps::<_, MapData>::try_from(v6_outer)?
-            .set(0, v6, 0)
-            .context("swapping in the IPv6 route table")?;
+            .set(u32::from(vrf.0), v6, 0)
+            .with_context(|| format!("swapping in VRF {}'s IPv6 route table", vrf.0))?;
         Ok(())
     }
 
@@ -376,6 +377,53 @@ impl RouteTables {
             },
         }
     }
+}
+
+/// Empties VRF `vrf`'s slots of the outer maps: its frames find no route (the kernel's).
+pub(crate) fn uninstall(vrf: VrfId, v4_outer: &Map, v6_outer: &Map) -> anyhow::Result<()> {
+    for (outer, family) in [(v4_outer, "IPv4"), (v6_outer, "IPv6")] {
+        let Map::ArrayOfMaps(outer) = outer else {
+            bail!("the {family} route tables' map is not an array of maps");
+        };
+        delete_element(outer, u32::from(vrf.0))
+            .with_context(|| format!("removing VRF {}'s {family} route table", vrf.0))?;
+    }
+    Ok(())
+}
+
+/// `BPF_MAP_DELETE_ELEM` of `key` in `map`: for an array of maps, empties the slot. aya's
+/// `ArrayOfMaps` has no call for it.
+fn delete_element(map: &MapData, key: u32) -> std::io::Result<()> {
+    const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+    // The head of `union bpf_attr` for map element commands.
+    #[repr(C)]
+    struct ElementAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    let attr = ElementAttr {
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        _pad: 0,
+        key: &raw const key as u64,
+        value: 0,
+        flags: 0,
+    };
+    // SAFETY: `attr` is a valid bpf_attr head of the size given, and `key` outlives the call.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_DELETE_ELEM,
+            &raw const attr,
+            size_of::<ElementAttr>(),
+        )
+    };
+    if result < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A new, empty LPM trie for keys of `K`.

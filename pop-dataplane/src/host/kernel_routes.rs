@@ -34,6 +34,8 @@ pub enum KernelTarget {
 /// One route of a kernel table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelRoute {
+    /// The kernel table it is in.
+    pub table: u32,
     pub prefix: IpNet,
     /// The route's priority: lower wins.
     pub metric: u32,
@@ -84,6 +86,7 @@ pub fn parse_route(message: &RouteMessage, tables: &[u32]) -> Option<KernelRoute
     // change with it.
     if let (RouteType::Unicast, Some(id)) = (header.kind, object) {
         return Some(KernelRoute {
+            table,
             prefix,
             metric,
             target: KernelTarget::Object(id),
@@ -103,7 +106,7 @@ pub fn parse_route(message: &RouteMessage, tables: &[u32]) -> Option<KernelRoute
                         Some(gateway) if gateway.is_ipv4() == prefix.addr().is_ipv4() => {
                             via.push((hop.interface_index, gateway));
                         }
-                        _ => return Some(kernel_route(prefix, metric)),
+                        _ => return Some(kernel_route(table, prefix, metric)),
                     }
                 }
                 via.sort_unstable();
@@ -123,14 +126,16 @@ pub fn parse_route(message: &RouteMessage, tables: &[u32]) -> Option<KernelRoute
         _ => return None,
     };
     Some(KernelRoute {
+        table,
         prefix,
         metric,
         target,
     })
 }
 
-fn kernel_route(prefix: IpNet, metric: u32) -> KernelRoute {
+fn kernel_route(table: u32, prefix: IpNet, metric: u32) -> KernelRoute {
     KernelRoute {
+        table,
         prefix,
         metric,
         target: KernelTarget::Kernel,
@@ -377,6 +382,7 @@ mod tests {
         let mut routes = KernelRoutes::default();
         let prefix: IpNet = "2001:db8::/32".parse().unwrap();
         let route = |metric, target| KernelRoute {
+            table: 254,
             prefix,
             metric,
             target,
@@ -408,6 +414,7 @@ mod tests {
         // IPv6 keeps a connected route per interface for one prefix and metric (fe80::/64):
         // one going does not take the other's.
         let link_local = |ifindex| KernelRoute {
+            table: 254,
             prefix: "fe80::/64".parse().unwrap(),
             metric: 256,
             target: KernelTarget::Direct(ifindex),
@@ -425,6 +432,7 @@ mod tests {
     fn routes_through_a_deleted_object_go_with_it() {
         let mut routes = KernelRoutes::default();
         let route = |prefix: &str, metric, target| KernelRoute {
+            table: 254,
             prefix: prefix.parse().unwrap(),
             metric,
             target,

@@ -19,15 +19,16 @@ use self::{
     groups::{Group, Groups},
     objects::Object,
 };
-use crate::{
-    control::plan::MapWrite,
-    control::rib::{Action, Change},
+use crate::control::{
+    plan::MapWrite,
+    rib::{Action, Change},
+    vrf::VrfId,
 };
 
 #[derive(Debug, Default)]
 pub(crate) struct Fib {
-    /// What the route maps hold, per prefix.
-    routes: HashMap<IpNet, RouteEntry>,
+    /// What the route maps hold, per VRF and prefix.
+    routes: HashMap<(VrfId, IpNet), RouteEntry>,
     /// How many of `routes` are IPv4, kept as they come and go: the daemon reports the
     /// counts after every batch of kernel route events, and counting a full table costs
     /// milliseconds.
@@ -68,8 +69,10 @@ impl FlowPrefixes {
         set
     }
 
-    fn overlaps(&self, prefix: &IpNet) -> bool {
-        if self.prefixes.is_empty() {
+    /// Whether a route of `prefix` in `vrf` must be flagged: the rules are the default
+    /// VRF's.
+    fn overlaps(&self, vrf: VrfId, prefix: &IpNet) -> bool {
+        if self.prefixes.is_empty() || !vrf.is_default() {
             return false;
         }
         if self.covering.contains(prefix) {
@@ -134,23 +137,23 @@ impl Fib {
             Some(action) => {
                 let target = self.target(action, usable, writes)?;
                 let entry = RouteEntry::new(target, change.prefix.prefix_len())
-                    .with_flow(self.flows.overlaps(&change.prefix));
+                    .with_flow(self.flows.overlaps(change.vrf, &change.prefix));
                 if route_writes {
-                    writes.push(MapWrite::Route(change.prefix, entry));
+                    writes.push(MapWrite::Route(change.vrf, change.prefix, entry));
                 }
-                let old = self.routes.insert(change.prefix, entry);
+                let old = self.routes.insert((change.vrf, change.prefix), entry);
                 if old.is_none() && change.prefix.addr().is_ipv4() {
                     self.v4_routes += 1;
                 }
                 old
             }
             None => {
-                let old = self.routes.remove(&change.prefix);
+                let old = self.routes.remove(&(change.vrf, change.prefix));
                 if old.is_some() && change.prefix.addr().is_ipv4() {
                     self.v4_routes -= 1;
                 }
                 if old.is_some() && route_writes {
-                    writes.push(MapWrite::DeleteRoute(change.prefix));
+                    writes.push(MapWrite::DeleteRoute(change.vrf, change.prefix));
                 }
                 old
             }
@@ -166,12 +169,12 @@ impl Fib {
     /// after the new ones are taken, so nothing in use is freed on the way.
     pub(crate) fn rebuild<'a>(
         &mut self,
-        best: impl Iterator<Item = (IpNet, &'a Action)>,
+        best: impl Iterator<Item = (VrfId, IpNet, &'a Action)>,
         usable: &dyn Fn(u32) -> bool,
     ) -> Result<Vec<MapWrite>, FibFull> {
         let mut writes = Vec::new();
         let mut routes = HashMap::with_capacity(self.routes.len());
-        for (prefix, action) in best {
+        for (vrf, prefix, action) in best {
             let target = match self.target(action, usable, &mut writes) {
                 Ok(target) => target,
                 Err(full) => {
@@ -184,12 +187,16 @@ impl Fib {
                 }
             };
             let entry = RouteEntry::new(target, prefix.prefix_len())
-                .with_flow(self.flows.overlaps(&prefix));
-            routes.insert(prefix, entry);
-            writes.push(MapWrite::Route(prefix, entry));
+                .with_flow(self.flows.overlaps(vrf, &prefix));
+            routes.insert((vrf, prefix), entry);
+            writes.push(MapWrite::Route(vrf, prefix, entry));
         }
         let old = std::mem::replace(&mut self.routes, routes);
-        self.v4_routes = self.routes.keys().filter(|p| p.addr().is_ipv4()).count();
+        self.v4_routes = self
+            .routes
+            .keys()
+            .filter(|(_, p)| p.addr().is_ipv4())
+            .count();
         for entry in old.values() {
             self.release(entry.target);
         }
@@ -207,11 +214,11 @@ impl Fib {
             return Vec::new();
         }
         let mut writes = Vec::new();
-        for (prefix, entry) in &mut self.routes {
-            let flow = self.flows.overlaps(prefix);
+        for ((vrf, prefix), entry) in &mut self.routes {
+            let flow = self.flows.overlaps(*vrf, prefix);
             if entry.checks_flows() != flow {
                 *entry = entry.with_flow(flow);
-                writes.push(MapWrite::Route(*prefix, *entry));
+                writes.push(MapWrite::Route(*vrf, *prefix, *entry));
             }
         }
         writes
@@ -291,10 +298,10 @@ impl Fib {
             .collect()
     }
 
-    /// The compiled entry of `prefix`.
+    /// The compiled entry of `prefix` in `vrf`.
     #[cfg(test)]
-    pub(crate) fn get(&self, prefix: &IpNet) -> Option<&RouteEntry> {
-        self.routes.get(prefix)
+    pub(crate) fn get(&self, vrf: VrfId, prefix: &IpNet) -> Option<&RouteEntry> {
+        self.routes.get(&(vrf, *prefix))
     }
 
     /// Routes of each family.
@@ -302,9 +309,11 @@ impl Fib {
         (self.v4_routes, self.routes.len() - self.v4_routes)
     }
 
-    /// What the route maps hold: every route, in no order.
-    pub(crate) fn routes(&self) -> impl Iterator<Item = (&IpNet, &RouteEntry)> {
-        self.routes.iter()
+    /// What the route maps hold: every route of every VRF, in no order.
+    pub(crate) fn routes(&self) -> impl Iterator<Item = (VrfId, IpNet, RouteEntry)> + '_ {
+        self.routes
+            .iter()
+            .map(|((vrf, prefix), entry)| (*vrf, *prefix, *entry))
     }
 
     /// The reserved group ids are in no table any more: hand them out again.

@@ -1,9 +1,13 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::control::vrf::VrfId;
+
+const D: VrfId = VrfId::DEFAULT;
 
 fn change(prefix: &str, best: Option<Action>) -> Change {
     Change {
+        vrf: D,
         prefix: prefix.parse().unwrap(),
         best,
     }
@@ -33,8 +37,13 @@ fn a_kernel_object_is_one_group_its_routes_share() {
         writes,
         [
             MapWrite::Group(0, Box::new(buckets(&[1, 2], &all))),
-            MapWrite::Route("198.18.9.0/24".parse().unwrap(), RouteEntry::new(group, 24)),
             MapWrite::Route(
+                D,
+                "198.18.9.0/24".parse().unwrap(),
+                RouteEntry::new(group, 24)
+            ),
+            MapWrite::Route(
+                D,
                 "198.18.10.0/24".parse().unwrap(),
                 RouteEntry::new(group, 24)
             ),
@@ -99,8 +108,13 @@ fn groups_are_shared_and_freed() {
         writes,
         [
             MapWrite::Group(0, Box::new(buckets(&[1, 2], &all))),
-            MapWrite::Route("198.18.9.0/24".parse().unwrap(), RouteEntry::new(group, 24)),
             MapWrite::Route(
+                D,
+                "198.18.9.0/24".parse().unwrap(),
+                RouteEntry::new(group, 24)
+            ),
+            MapWrite::Route(
+                D,
                 "198.18.10.0/24".parse().unwrap(),
                 RouteEntry::new(group, 24)
             ),
@@ -123,8 +137,9 @@ fn groups_are_shared_and_freed() {
     assert_eq!(
         writes,
         [
-            MapWrite::DeleteRoute("198.18.9.0/24".parse().unwrap()),
+            MapWrite::DeleteRoute(D, "198.18.9.0/24".parse().unwrap()),
             MapWrite::Route(
+                D,
                 "198.18.10.0/24".parse().unwrap(),
                 RouteEntry::new(RouteTarget::new(Route::Nexthop(4)), 24)
             ),
@@ -206,19 +221,19 @@ fn rebuilds_keep_groups_in_use_and_skip_reserved_ids() {
     let keep = set(&[1, 2]);
     let new = set(&[3, 4]);
     let writes = fib
-        .rebuild([(a, &keep), (b, &new)].into_iter(), &all)
+        .rebuild([(D, a, &keep), (D, b, &new)].into_iter(), &all)
         .unwrap();
     assert_eq!(fib.groups(), 2);
     assert!(writes.contains(&MapWrite::Group(2, Box::new(buckets(&[3, 4], &all)))));
     assert_eq!(
         writes
             .iter()
-            .filter(|w| matches!(w, MapWrite::Route(..)))
+            .filter(|w| matches!(w, MapWrite::Route(D, ..)))
             .count(),
         2
     );
     assert_eq!(
-        fib.get(&a).unwrap().target.decode(),
+        fib.get(D, &a).unwrap().target.decode(),
         Route::Group(1),
         "kept its id"
     );

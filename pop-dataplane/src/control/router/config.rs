@@ -19,6 +19,7 @@ use crate::{
         plan::{MapWrite, Update},
         rib::{Action, Source},
         topology::Topology,
+        vrf::{VrfId, Vrfs},
     },
     host::Host,
     mac::MacAddr,
@@ -26,6 +27,7 @@ use crate::{
 
 /// What a config check found: everything the move needs, nothing changed yet.
 struct Checked {
+    vrfs: Vrfs,
     topology: Topology,
     acl: acl::Acl,
     flows: Flows,
@@ -59,6 +61,7 @@ impl Router {
         let checked = self.check_config(config, file, host, cli_routes)?;
         // From here on nothing fails: take the new, then let go of the old.
         let old_topology = std::mem::replace(&mut self.topology, checked.topology);
+        self.vrfs = checked.vrfs;
         self.acl = checked.acl;
         self.flows = checked.flows;
         // The tables rebuilt below carry the flags: the routes compiled before need none.
@@ -72,7 +75,7 @@ impl Router {
         let usable = self.usable_set();
         let tables = self
             .fib
-            .rebuild(self.rib.best().map(|(p, _, a)| (p, a)), &|id| {
+            .rebuild(self.rib.best().map(|(v, p, _, a)| (v, p, a)), &|id| {
                 usable.contains(&id)
             })
             .map_err(|err| whole_file(file, err.to_string()))?;
@@ -99,11 +102,26 @@ impl Router {
         host: &Host,
         cli_routes: Option<&[(usize, RouteSpec)]>,
     ) -> Result<Checked, ConfigError> {
-        let topology = Topology::build_after(config, file, host, &self.topology)?;
+        let vrfs = self
+            .vrfs
+            .renamed(config.vrfs.iter().map(|v| v.name.as_str()))
+            .map_err(|err| whole_file(file, err.to_string()))?;
+        let topology = Topology::build_after(config, file, host, &vrfs, &self.topology)?;
         match cli_routes {
-            // Saved CLI routes must find their interfaces in the new topology.
+            // Saved CLI routes must find their VRFs and interfaces in the new topology.
             Some(saved) => {
                 for (line, spec) in saved {
+                    if let Some(vrf) = &spec.vrf
+                        && vrfs.id(vrf).is_none()
+                    {
+                        return Err(whole_file(
+                            file,
+                            format!(
+                                "saved route on line {line} ({spec}): vrf {vrf:?} is not one of                                  the VRFs ({})",
+                                vrfs.names()
+                            ),
+                        ));
+                    }
                     let Target::Via(hops) = &spec.target else {
                         continue;
                     };
@@ -119,11 +137,20 @@ impl Router {
                     }
                 }
             }
-            // CLI routes must still find their interfaces.
+            // CLI routes must still find their VRFs and interfaces.
             None => {
-                for (prefix, source, action) in self.rib.all() {
+                for (vrf, prefix, source, action) in self.rib.all() {
                     if source != Source::Cli {
                         continue;
+                    }
+                    let vrf_name = self.vrf_name(vrf);
+                    if !vrf.is_default() && vrfs.id(&vrf_name) != Some(vrf) {
+                        return Err(whole_file(
+                            file,
+                            format!(
+                                "vrf {vrf_name:?} is gone from the config but route {prefix}                                  (from the CLI) is in it: delete that route first"
+                            ),
+                        ));
                     }
                     for id in action.nexthops() {
                         let dev = &self
@@ -181,6 +208,7 @@ impl Router {
             .and_then(|()| flows.compile())
             .map_err(|err| whole_file(file, err.to_string()))?;
         Ok(Checked {
+            vrfs,
             topology,
             acl,
             flows,
@@ -222,7 +250,11 @@ impl Router {
                 RouteAction::Blackhole => Action::Blackhole,
                 RouteAction::Kernel => Action::Kernel,
             };
-            self.rib.insert(route.prefix, Source::Config, action);
+            let vrf = route
+                .vrf
+                .as_deref()
+                .map_or(VrfId::DEFAULT, |name| self.vrfs.id(name).expect("checked"));
+            self.rib.insert(vrf, route.prefix, Source::Config, action);
         }
         released.extend(old_config_nexthops.values());
         if let Some(cli_routes) = cli_routes {
@@ -244,7 +276,8 @@ impl Router {
                     Target::Kernel => Action::Kernel,
                     Target::Object(id) => Action::Object(*id),
                 };
-                self.rib.insert(spec.prefix, Source::Cli, action);
+                let vrf = self.vrf_id(spec.vrf.as_deref()).expect("checked");
+                self.rib.insert(vrf, spec.prefix, Source::Cli, action);
             }
         }
         released
@@ -254,8 +287,8 @@ impl Router {
     /// next-hop ids they held.
     fn remove_source(&mut self, source: Source) -> Vec<u32> {
         let mut released = Vec::new();
-        for prefix in self.rib.prefixes_of(source) {
-            if let (Some(old), _) = self.rib.remove(prefix, source) {
+        for (vrf, prefix) in self.rib.prefixes_of(source) {
+            if let (Some(old), _) = self.rib.remove(vrf, prefix, source) {
                 released.extend_from_slice(old.nexthops());
             }
         }

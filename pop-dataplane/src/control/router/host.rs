@@ -16,6 +16,7 @@ use crate::{
         acl::{self, Acl, AclError, Origin},
         plan::MapWrite,
         rib::{Action, Change, Source},
+        vrf::VrfId,
     },
     host::{Address, Link},
     mac::MacAddr,
@@ -27,9 +28,12 @@ impl Router {
         if !self.local.insert(address) {
             return Vec::new();
         }
-        let (_, change) = self
-            .rib
-            .insert(IpNet::from(address.addr), Source::Local, Action::Local);
+        let (_, change) = self.rib.insert(
+            self.address_vrf(&address),
+            IpNet::from(address.addr),
+            Source::Local,
+            Action::Local,
+        );
         let mut writes = self.compile(change);
         writes.extend(self.acl_writes());
         writes
@@ -38,10 +42,18 @@ impl Router {
     /// An interface lost `address`; when no interface carries it any more, other routes for
     /// that address (if any) come back. Idempotent.
     pub fn local_address_removed(&mut self, address: Address) -> Vec<MapWrite> {
-        if !self.local.remove(&address) || self.local.iter().any(|a| a.addr == address.addr) {
+        let vrf = self.address_vrf(&address);
+        if !self.local.remove(&address)
+            || self
+                .local
+                .iter()
+                .any(|a| a.addr == address.addr && self.address_vrf(a) == vrf)
+        {
             return Vec::new();
         }
-        let (_, change) = self.rib.remove(IpNet::from(address.addr), Source::Local);
+        let (_, change) = self
+            .rib
+            .remove(vrf, IpNet::from(address.addr), Source::Local);
         let mut writes = self.compile(change);
         writes.extend(self.acl_writes());
         writes
@@ -62,15 +74,33 @@ impl Router {
     }
 
     /// [`Router::set_local_addresses`] in the RIB only, before a rebuild.
+    /// The VRFs of the addresses may have changed with the topology: the old ones are
+    /// removed from wherever they are.
     pub(super) fn set_local_addresses_in_rib(&mut self, addresses: &[Address]) {
-        for address in std::mem::take(&mut self.local) {
-            self.rib.remove(IpNet::from(address.addr), Source::Local);
+        self.local.clear();
+        for (vrf, prefix) in self.rib.prefixes_of(Source::Local) {
+            self.rib.remove(vrf, prefix, Source::Local);
         }
         for address in addresses {
             self.local.insert(*address);
-            self.rib
-                .insert(IpNet::from(address.addr), Source::Local, Action::Local);
+            self.rib.insert(
+                self.address_vrf(address),
+                IpNet::from(address.addr),
+                Source::Local,
+                Action::Local,
+            );
         }
+    }
+
+    /// The VRF whose packets to `address` are the router's own: its interface's; the
+    /// default VRF's for an address on an interface the dataplane does not route on (a
+    /// loopback, a management port).
+    fn address_vrf(&self, address: &Address) -> VrfId {
+        self.topology
+            .interfaces
+            .iter()
+            .find(|i| i.device == Some(address.ifindex) && i.entry.is_routed())
+            .map_or(VrfId::DEFAULT, |i| VrfId(i.entry.vrf))
     }
 
     fn compile(&mut self, change: Option<Change>) -> Vec<MapWrite> {

@@ -32,6 +32,7 @@ use crate::{
         plan::{Adopted, MapWrite, Update},
         rib::{Action, NexthopSet, Rib, Source},
         topology::{NamedInterface, Topology},
+        vrf::{VrfId, Vrfs},
     },
     host::{Address, Host, Link},
 };
@@ -53,6 +54,8 @@ pub enum Mode {
 /// A route as `route list` and `route get` show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteInfo {
+    /// The VRF's name (`default` for the default VRF).
+    pub vrf: String,
     pub prefix: IpNet,
     pub source: Source,
     /// The route the dataplane uses for this prefix (the best source).
@@ -165,6 +168,8 @@ pub enum RouteProblem {
     },
     #[error("no such route")]
     NoSuchRoute,
+    #[error("vrf {vrf:?} is not one of the VRFs ({known})")]
+    UnknownVrf { vrf: String, known: String },
     #[error(
         "no route from the {} (it has one from the {others}, which changes only with its source)",
         .from.name()
@@ -174,6 +179,8 @@ pub enum RouteProblem {
 
 pub struct Router {
     topology: Topology,
+    /// The VRFs besides the default one, by name, with their ids.
+    vrfs: Vrfs,
     nexthops: Nexthops,
     rib: Rib,
     fib: Fib,
@@ -200,6 +207,7 @@ impl Router {
     pub fn new(host: &Host, adopted: Adopted, names: &[NamedInterface]) -> Self {
         Self {
             topology: Topology::adopted(&adopted.interfaces, &adopted.ports, names, host),
+            vrfs: Vrfs::default(),
             nexthops: Nexthops::avoiding(adopted.nexthops),
             rib: Rib::default(),
             fib: Fib::avoiding(adopted.groups),
@@ -222,9 +230,9 @@ impl Router {
         Ok((router, update))
     }
 
-    /// Every route as the route maps hold it (for building fresh tables).
-    pub fn table_routes(&self) -> impl Iterator<Item = (IpNet, RouteEntry)> + '_ {
-        self.fib.routes().map(|(prefix, entry)| (*prefix, *entry))
+    /// Every route of every VRF as the route maps hold it (for building fresh tables).
+    pub fn table_routes(&self) -> impl Iterator<Item = (VrfId, IpNet, RouteEntry)> + '_ {
+        self.fib.routes()
     }
 
     /// Fresh route tables for everything in the RIB now, to be swapped in at once; with
@@ -233,7 +241,7 @@ impl Router {
         let usable = self.usable_set();
         let tables = self
             .fib
-            .rebuild(self.rib.best().map(|(p, _, a)| (p, a)), &|id| {
+            .rebuild(self.rib.best().map(|(v, p, _, a)| (v, p, a)), &|id| {
                 usable.contains(&id)
             })?;
         let mut before: Vec<MapWrite> = self
@@ -373,9 +381,31 @@ impl Router {
         self.nexthops.get(id)?.via()
     }
 
-    /// The prefix of the selected route that `addr` falls under (its longest match).
-    pub fn matching_prefix(&self, addr: std::net::IpAddr) -> Option<IpNet> {
-        self.rib.lookup(addr).map(|(prefix, _)| prefix)
+    /// The prefix of the selected route in `vrf` that `addr` falls under (its longest
+    /// match).
+    pub fn matching_prefix(&self, vrf: VrfId, addr: std::net::IpAddr) -> Option<IpNet> {
+        self.rib.lookup(vrf, addr).map(|(prefix, _)| prefix)
+    }
+
+    /// The VRFs besides the default one.
+    pub fn vrfs(&self) -> &Vrfs {
+        &self.vrfs
+    }
+
+    /// The id of VRF `name` (`None`: the default VRF), or the problem a route naming it has.
+    pub fn vrf_id(&self, name: Option<&str>) -> Result<VrfId, RouteProblem> {
+        let Some(name) = name else {
+            return Ok(VrfId::DEFAULT);
+        };
+        self.vrfs.id(name).ok_or_else(|| RouteProblem::UnknownVrf {
+            vrf: name.to_owned(),
+            known: self.vrfs.names(),
+        })
+    }
+
+    /// The name of VRF `id`, as route words and output give it (`default` for the default).
+    pub fn vrf_name(&self, id: VrfId) -> String {
+        self.vrfs.name(id).unwrap_or("?").to_owned()
     }
 
     /// ECMP groups in use.
@@ -383,14 +413,14 @@ impl Router {
         self.fib.groups()
     }
 
-    /// The prefixes that have a route from `source`.
-    pub fn prefixes_of(&self, source: Source) -> Vec<IpNet> {
+    /// The (VRF, prefix) pairs that have a route from `source`.
+    pub fn prefixes_of(&self, source: Source) -> Vec<(VrfId, IpNet)> {
         self.rib.prefixes_of(source)
     }
 
-    /// Whether `prefix` has a route from `source`.
-    pub fn has_route(&self, prefix: &IpNet, source: Source) -> bool {
-        self.rib.get(prefix, source).is_some()
+    /// Whether `prefix` in `vrf` has a route from `source`.
+    pub fn has_route(&self, vrf: VrfId, prefix: &IpNet, source: Source) -> bool {
+        self.rib.get(vrf, prefix, source).is_some()
     }
 
     /// The ids an adopted dataplane held are in no table any more: free for use.
@@ -403,9 +433,15 @@ impl Router {
         self.fib.route_counts()
     }
 
-    /// What the FIB says for `prefix`, decoded.
+    /// What the FIB says for `prefix` in the default VRF, decoded.
     #[cfg(test)]
     fn compiled(&self, prefix: &IpNet) -> Option<pop_dataplane_common::Route> {
-        self.fib.get(prefix).map(|entry| entry.target.decode())
+        self.compiled_in(VrfId::DEFAULT, prefix)
+    }
+
+    /// What the FIB says for `prefix` in `vrf`, decoded.
+    #[cfg(test)]
+    fn compiled_in(&self, vrf: VrfId, prefix: &IpNet) -> Option<pop_dataplane_common::Route> {
+        self.fib.get(vrf, prefix).map(|entry| entry.target.decode())
     }
 }

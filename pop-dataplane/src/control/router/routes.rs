@@ -19,6 +19,7 @@ use crate::{
         nexthops::{Neighbour, NexthopKey},
         plan::MapWrite,
         rib::{Action, Source},
+        vrf::VrfId,
     },
     host::{
         Address,
@@ -57,6 +58,7 @@ impl Router {
     /// can use: then its packets go to the kernel).
     pub fn kernel_spec(
         &self,
+        vrf: Option<&str>,
         prefix: IpNet,
         target: &KernelTarget,
         objects: &KernelObjects,
@@ -71,7 +73,11 @@ impl Router {
             KernelTarget::Blackhole => Target::Blackhole,
             KernelTarget::Direct(_) | KernelTarget::Kernel => Target::Kernel,
         };
-        RouteSpec { prefix, target }
+        RouteSpec {
+            vrf: vrf.map(str::to_owned),
+            prefix,
+            target,
+        }
     }
 
     /// Kernel gateways (interface index, address) as next hops: `None` unless every one is
@@ -208,7 +214,8 @@ impl Router {
                 Target::Kernel => Action::Kernel,
                 Target::Object(id) => Action::Object(*id),
             };
-            let (replaced, change) = self.rib.insert(spec.prefix, source, action);
+            let vrf = self.vrf_id(spec.vrf.as_deref()).expect("checked");
+            let (replaced, change) = self.rib.insert(vrf, spec.prefix, source, action);
             if let Some(change) = change {
                 let usable = |id| usable.contains(&id);
                 let compiled = if bulk {
@@ -237,7 +244,7 @@ impl Router {
         source: Source,
         mode: Mode,
     ) -> Result<(), RouteError> {
-        let mut seen: foldhash::HashMap<IpNet, usize> = foldhash::HashMap::default();
+        let mut seen: foldhash::HashMap<(VrfId, IpNet), usize> = foldhash::HashMap::default();
         seen.reserve(specs.len());
         let mut checked: foldhash::HashSet<(&str, IpAddr)> = foldhash::HashSet::default();
         let mut new_keys = BTreeSet::new();
@@ -264,7 +271,8 @@ impl Router {
                 prefix: spec.prefix,
                 problem,
             };
-            if let Some(first) = seen.insert(spec.prefix, *line) {
+            let vrf = self.vrf_id(spec.vrf.as_deref()).map_err(refuse)?;
+            if let Some(first) = seen.insert((vrf, spec.prefix), *line) {
                 return Err(refuse(if first > 0 {
                     RouteProblem::GivenTwiceAt(first)
                 } else {
@@ -272,7 +280,7 @@ impl Router {
                 }));
             }
             if count_new {
-                let exists = self.rib.get(&spec.prefix, source).is_some();
+                let exists = self.rib.get(vrf, &spec.prefix, source).is_some();
                 if mode == Mode::Add && exists {
                     return Err(refuse(RouteProblem::Exists(source)));
                 }
@@ -380,12 +388,16 @@ impl Router {
         source: Source,
         progress: &mut dyn FnMut(usize),
     ) -> Result<(Vec<MapWrite>, usize), RouteError> {
-        let keep: foldhash::HashSet<IpNet> = specs.iter().map(|(_, spec)| spec.prefix).collect();
-        let gone: Vec<IpNet> = self
+        // Checked in full by `set_routes` below: a VRF that does not resolve refuses the lot.
+        let keep: foldhash::HashSet<(VrfId, IpNet)> = specs
+            .iter()
+            .filter_map(|(_, spec)| Some((self.vrf_id(spec.vrf.as_deref()).ok()?, spec.prefix)))
+            .collect();
+        let gone: Vec<(VrfId, IpNet)> = self
             .rib
             .prefixes_of(source)
             .into_iter()
-            .filter(|prefix| !keep.contains(prefix))
+            .filter(|key| !keep.contains(key))
             .collect();
         // Checked in full before anything changes; removing routes the source has cannot fail.
         let mut writes = self.set_routes(specs, source, Mode::Replace, progress)?;
@@ -393,18 +405,18 @@ impl Router {
         Ok((writes, gone.len()))
     }
 
-    /// Removes the routes for `prefixes` from `source`: all, or none when one has no such
-    /// route.
+    /// Removes the routes for `prefixes` (each in its VRF) from `source`: all, or none when
+    /// one has no such route.
     pub fn remove_routes(
         &mut self,
-        prefixes: &[IpNet],
+        prefixes: &[(VrfId, IpNet)],
         source: Source,
     ) -> Result<Vec<MapWrite>, RouteError> {
-        for prefix in prefixes {
-            if self.rib.get(prefix, source).is_none() {
+        for (vrf, prefix) in prefixes {
+            if self.rib.get(*vrf, prefix, source).is_none() {
                 let others: Vec<&str> = self
                     .rib
-                    .routes(prefix)
+                    .routes(*vrf, prefix)
                     .iter()
                     .map(|(s, _)| s.name())
                     .collect();
@@ -426,8 +438,8 @@ impl Router {
         let mut writes = Vec::new();
         let mut after = Vec::new();
         let usable = self.usable_set();
-        for prefix in prefixes {
-            let (removed, change) = self.rib.remove(*prefix, source);
+        for (vrf, prefix) in prefixes {
+            let (removed, change) = self.rib.remove(*vrf, *prefix, source);
             if let Some(change) = change {
                 self.fib
                     .apply(&change, &|id| usable.contains(&id), &mut writes)?;
@@ -448,14 +460,14 @@ impl Router {
         let mut specs: Vec<RouteSpec> = self
             .rib
             .all()
-            .filter(|(_, s, _)| *s == source)
-            .filter_map(|(prefix, _, action)| self.spec(prefix, action))
+            .filter(|(_, _, s, _)| *s == source)
+            .filter_map(|(vrf, prefix, _, action)| self.spec(vrf, prefix, action))
             .collect();
-        specs.sort_by_key(|a| a.prefix);
+        specs.sort_by(|a, b| (&a.vrf, a.prefix).cmp(&(&b.vrf, b.prefix)));
         specs
     }
 
-    fn spec(&self, prefix: IpNet, action: &Action) -> Option<RouteSpec> {
+    fn spec(&self, vrf: VrfId, prefix: IpNet, action: &Action) -> Option<RouteSpec> {
         let target = match action {
             Action::Nexthops(ids) => {
                 let mut hops = Vec::new();
@@ -473,32 +485,40 @@ impl Router {
             Action::Object(id) => Target::Object(*id),
             Action::Local => return None,
         };
-        Some(RouteSpec { prefix, target })
+        let vrf = (!vrf.is_default()).then(|| self.vrf_name(vrf));
+        Some(RouteSpec {
+            vrf,
+            prefix,
+            target,
+        })
     }
 
-    /// Every route, or those of `source`, sorted by prefix then preference.
-    pub fn list(&self, source: Option<Source>) -> Vec<RouteInfo> {
-        let mut list: Vec<RouteInfo> = self
+    /// Every route, or those of `source`, or of VRF `vrf`, sorted by VRF, prefix, then
+    /// preference.
+    pub fn list(&self, source: Option<Source>, vrf: Option<VrfId>) -> Vec<RouteInfo> {
+        let mut list: Vec<(VrfId, RouteInfo)> = self
             .rib
             .all()
-            .filter(|(_, s, _)| source.is_none_or(|want| *s == want))
-            .map(|(prefix, s, action)| self.info(prefix, s, action))
+            .filter(|(v, _, s, _)| {
+                source.is_none_or(|want| *s == want) && vrf.is_none_or(|want| *v == want)
+            })
+            .map(|(v, prefix, s, action)| (v, self.info(v, prefix, s, action)))
             .collect();
-        list.sort_by_key(|a| (a.prefix, a.source));
-        list
+        list.sort_by_key(|(v, a)| (*v, a.prefix, a.source));
+        list.into_iter().map(|(_, info)| info).collect()
     }
 
-    /// The route the dataplane uses for `addr`: longest prefix, best source.
-    pub fn get(&self, addr: IpAddr) -> Option<RouteInfo> {
-        let (prefix, routes) = self.rib.lookup(addr)?;
+    /// The route the dataplane uses for `addr` in `vrf`: longest prefix, best source.
+    pub fn get(&self, vrf: VrfId, addr: IpAddr) -> Option<RouteInfo> {
+        let (prefix, routes) = self.rib.lookup(vrf, addr)?;
         let (source, action) = &routes[0];
-        Some(self.info(prefix, *source, action))
+        Some(self.info(vrf, prefix, *source, action))
     }
 
-    fn info(&self, prefix: IpNet, source: Source, action: &Action) -> RouteInfo {
+    fn info(&self, vrf: VrfId, prefix: IpNet, source: Source, action: &Action) -> RouteInfo {
         let selected = self
             .rib
-            .routes(&prefix)
+            .routes(vrf, &prefix)
             .first()
             .is_some_and(|(s, _)| *s == source);
         let ids = match action {
@@ -545,6 +565,7 @@ impl Router {
             Action::Local => "local".to_owned(),
         };
         RouteInfo {
+            vrf: self.vrf_name(vrf),
             prefix,
             source,
             selected,

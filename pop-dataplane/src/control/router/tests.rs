@@ -72,7 +72,7 @@ fn routes(update: &Update) -> Vec<(String, Route)> {
         .tables
         .iter()
         .filter_map(|w| match w {
-            MapWrite::Route(p, e) => Some((p.to_string(), e.target.decode())),
+            MapWrite::Route(_, p, e) => Some((p.to_string(), e.target.decode())),
             _ => None,
         })
         .collect();
@@ -177,7 +177,7 @@ fn cli_routes_are_all_or_nothing_and_share_next_hops() {
         .position(|w| matches!(w, MapWrite::Nexthop(3, _)));
     let route_at = writes
         .iter()
-        .position(|w| matches!(w, MapWrite::Route(p, _) if p.to_string() == "198.18.8.0/24"));
+        .position(|w| matches!(w, MapWrite::Route(_, p, _) if p.to_string() == "198.18.8.0/24"));
     assert!(nexthop_at.unwrap() < route_at.unwrap(), "{writes:?}");
 
     let err = router
@@ -198,7 +198,11 @@ fn cli_routes_are_all_or_nothing_and_share_next_hops() {
     assert!(
         router
             .rib
-            .get(&"198.18.9.0/24".parse().unwrap(), Source::Cli)
+            .get(
+                VrfId::DEFAULT,
+                &"198.18.9.0/24".parse().unwrap(),
+                Source::Cli
+            )
             .is_none(),
         "nothing applied"
     );
@@ -229,14 +233,20 @@ fn cli_routes_are_all_or_nothing_and_share_next_hops() {
         Some(Route::Blackhole)
     );
     router
-        .remove_routes(&["198.18.2.0/24".parse().unwrap()], Source::Cli)
+        .remove_routes(
+            &[(VrfId::DEFAULT, "198.18.2.0/24".parse().unwrap())],
+            Source::Cli,
+        )
         .unwrap();
     assert_eq!(
         router.compiled(&"198.18.2.0/24".parse().unwrap()),
         Some(Route::Nexthop(b))
     );
     let err = router
-        .remove_routes(&["198.18.2.0/24".parse().unwrap()], Source::Cli)
+        .remove_routes(
+            &[(VrfId::DEFAULT, "198.18.2.0/24".parse().unwrap())],
+            Source::Cli,
+        )
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -245,7 +255,10 @@ fn cli_routes_are_all_or_nothing_and_share_next_hops() {
 
     // The new next hop goes away with its last route, and its entry is cleared.
     let writes = router
-        .remove_routes(&["198.18.8.0/24".parse().unwrap()], Source::Cli)
+        .remove_routes(
+            &[(VrfId::DEFAULT, "198.18.8.0/24".parse().unwrap())],
+            Source::Cli,
+        )
         .unwrap();
     assert_eq!(
         writes.last(),
@@ -313,7 +326,11 @@ fn a_new_config_is_applied_whole_or_not_at_all() {
     assert!(
         router
             .rib
-            .get(&"198.18.7.0/24".parse().unwrap(), Source::Cli)
+            .get(
+                VrfId::DEFAULT,
+                &"198.18.7.0/24".parse().unwrap(),
+                Source::Cli
+            )
             .is_some(),
         "CLI routes stay"
     );
