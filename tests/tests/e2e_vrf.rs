@@ -3,16 +3,19 @@
 //! different link: blue's comes from kernel table 100 (as BIRD or FRR would install it),
 //! the default VRF's from the config. Real pings show each VRF's traffic taking its own
 //! route, a prefix only the default VRF has unreachable from blue's port, CLI routes in a
-//! VRF, and a VRF's kernel table followed as it changes.
+//! VRF, and a VRF's kernel table followed as it changes. Then BIRD on the router with a
+//! routing table per VRF: a transit session filling the default VRF, a customer session
+//! filling blue, each session's routes in its VRF only.
 //!
 //! This kernel has no VRF devices (CONFIG_NET_VRF): interfaces are bound to VRFs by the
 //! config, and kernel tables are followed by number.
 //!
-//! Needs root, iproute2, ethtool and ping.
+//! Needs root, iproute2, ethtool, ping and bird2.
 
 use std::time::{Duration, Instant};
 
 use pop_dataplane_tests::{
+    bird::Bird,
     dataplane_binary,
     lab::{
         B_SERVICE_V4, HOST_A, HOST_B, HOST_B2, Lab, LabOptions, ROUTER_A, ROUTER_B, ROUTER_C,
@@ -270,4 +273,178 @@ fn each_vrf_forwards_by_its_own_table_only() {
     assert_eq!(d(ROUTER_B.ifname, "tx_packets"), 0);
     assert_eq!(d(ROUTER_C.ifname, "tx_packets"), 0);
     wait_for_route(&lab, &binary, "default", &service, "config", true);
+}
+
+const ROUTER_AS: u32 = 64500;
+const TRANSIT_AS: u32 = 64501;
+const CUSTOMER_AS: u32 = 64502;
+/// What the customer (host B's second link) announces, and what the transit (its first)
+/// does.
+const CUSTOMER_PREFIX: &str = "198.19.20.0/24";
+const CUSTOMER_ADDR: &str = "198.19.20.1";
+const TRANSIT_PREFIX: &str = "198.19.21.0/24";
+const TRANSIT_ADDR: &str = "198.19.21.1";
+
+/// An IPv4 BGP session whose routes go into (or come from) BIRD table `table`.
+fn bgp(name: &str, local: (&str, u32), neighbor: (&str, u32), channel: &str) -> String {
+    format!(
+        "protocol bgp {name} {{
+  local {} as {}; neighbor {} as {};
+  connect retry time 1; error wait time 1, 5;
+  ipv4 {{ {channel} }};
+}}
+",
+        local.0, local.1, neighbor.0, neighbor.1
+    )
+}
+
+/// The router's BIRD, one routing table per VRF: the transit's routes into `master4` and the
+/// kernel's main table (the default VRF), the customer's into table `blue` and kernel table
+/// 100 (VRF blue).
+fn router_bird() -> String {
+    format!(
+        "router id {r};
+protocol device {{ }}
+ipv4 table blue;
+protocol kernel {{ ipv4 {{ import none; export all; }}; }}
+protocol kernel kblue {{ kernel table {BLUE_TABLE}; ipv4 {{ table blue; import none; export all; }}; }}
+",
+        r = ROUTER_B.ipv4
+    ) + &bgp(
+        "transit",
+        (ROUTER_B.ipv4, ROUTER_AS),
+        (HOST_B.ipv4, TRANSIT_AS),
+        "import all; export none;",
+    ) + &bgp(
+        "customer",
+        (ROUTER_C.ipv4, ROUTER_AS),
+        (HOST_B2.ipv4, CUSTOMER_AS),
+        "table blue; import all; export none;",
+    )
+}
+
+/// Host B's BIRD: the transit on its first link, the customer on its second, each announcing
+/// its prefix.
+fn host_b_bird() -> String {
+    format!(
+        "router id {b};
+protocol device {{ }}
+protocol static transit_routes {{ ipv4; route {TRANSIT_PREFIX} blackhole; }}
+ipv4 table customer_routes_table;
+protocol static customer_routes {{ ipv4 {{ table customer_routes_table; }}; route {CUSTOMER_PREFIX} blackhole; }}
+",
+        b = HOST_B.ipv4
+    ) + &bgp(
+        "transit",
+        (HOST_B.ipv4, TRANSIT_AS),
+        (ROUTER_B.ipv4, ROUTER_AS),
+        "import none; export where source = RTS_STATIC;",
+    ) + &bgp(
+        "customer",
+        (HOST_B2.ipv4, CUSTOMER_AS),
+        (ROUTER_C.ipv4, ROUTER_AS),
+        "table customer_routes_table; import none; export all;",
+    )
+}
+
+#[test]
+fn bird_fills_each_vrf_from_its_own_session() {
+    let binary = dataplane_binary();
+    let lab = Lab::with(
+        "pdpt-vrfb",
+        LabOptions {
+            ipv6: false,
+            second_link: true,
+        },
+    )
+    .unwrap();
+    for addr in [CUSTOMER_ADDR, TRANSIT_ADDR] {
+        lab.b
+            .ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"])
+            .unwrap();
+    }
+    // Host A's port and the customer link in blue, the transit link in the default VRF.
+    let config = config()
+        .replace(
+            &format!("name = \"{}\"\n", ROUTER_C.ifname),
+            &format!("name = \"{}\"\nvrf = \"blue\"\n", ROUTER_C.ifname),
+        )
+        .replace(
+            &format!("[[route]]\nprefix = \"{B_SERVICE_V4}/32\"\nnexthop = \"host-b\"\n"),
+            "",
+        );
+    let _daemon = lab
+        .start_dataplane_with(&binary, &config, "native", &["--sync-kernel-table", "main"])
+        .unwrap();
+    let dir = lab.dir();
+    let _host_b = Bird::start(&lab.b, dir, "host-b", &host_b_bird()).unwrap();
+    let router = Bird::start(&lab.router, dir, "router", &router_bird()).unwrap();
+
+    // Each session's routes reach the kernel table of their VRF, and the dataplane's VRF.
+    router
+        .wait_for(Duration::from_secs(60), "both sessions' routes", |_| {
+            // Table 100 exists once BIRD put a route in it. (IPv4 alone: the lab has no IPv6.)
+            let has = |table, prefix: &str| {
+                lab.router
+                    .ip(&["-4", "route", "show", "table", table])
+                    .is_ok_and(|routes| routes.lines().any(|l| l.starts_with(prefix)))
+            };
+            Ok(has(BLUE_TABLE, CUSTOMER_PREFIX) && has("main", TRANSIT_PREFIX))
+        })
+        .unwrap_or_else(|err| {
+            panic!(
+                "{err}\nrouter: {}\n{}\n{}\nhost B: {}",
+                router.birdc(&["show", "protocols"]).unwrap_or_default(),
+                router
+                    .birdc(&["show", "route", "table", "blue", "all"])
+                    .unwrap_or_default(),
+                lab.router
+                    .ip(&["route", "show", "table", "all"])
+                    .unwrap_or_default(),
+                _host_b.birdc(&["show", "protocols"]).unwrap_or_default(),
+            )
+        });
+    wait_for_route(&lab, &binary, "blue", CUSTOMER_PREFIX, "kernel", true);
+    wait_for_route(&lab, &binary, "default", TRANSIT_PREFIX, "kernel", true);
+    // And in no other VRF.
+    let routes: serde_json::Value =
+        serde_json::from_str(&lab.cli(&binary, &["route", "list", "--json"]).unwrap()).unwrap();
+    let vrfs_of = |prefix: &str| -> Vec<String> {
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["prefix"] == prefix)
+            .map(|r| r["vrf"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(vrfs_of(CUSTOMER_PREFIX), ["blue"]);
+    assert_eq!(vrfs_of(TRANSIT_PREFIX), ["default"]);
+    let get: serde_json::Value = serde_json::from_str(
+        &lab.cli(
+            &binary,
+            &["route", "get", CUSTOMER_ADDR, "--vrf", "blue", "--json"],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(get["nexthops"][0]["via"], HOST_B2.ipv4, "{get}");
+    assert_eq!(get["nexthops"][0]["dev"], ROUTER_C.ifname, "{get}");
+
+    // Host A (in blue) reaches the customer, out of the customer link, in XDP; the
+    // transit's prefix, the default VRF's alone, goes to the kernel from blue's port.
+    let before = lab.stats(&binary).unwrap();
+    assert_eq!(ping(&lab, CUSTOMER_ADDR, 10), 10);
+    assert_eq!(ping(&lab, TRANSIT_ADDR, 5), 0);
+    let after = lab.stats(&binary).unwrap();
+    let d = |ifname, field| counter(&after, ifname, field) - counter(&before, ifname, field);
+    assert_eq!(d(ROUTER_A.ifname, "forwarded_packets"), 10);
+    assert_eq!(d(ROUTER_C.ifname, "tx_packets"), 10);
+    assert_eq!(d(ROUTER_A.ifname, "to_kernel.no_route"), 5);
+    assert_eq!(d(ROUTER_B.ifname, "tx_packets"), 0);
+
+    // The customer session down: its route leaves blue (and only blue had it).
+    router.birdc(&["disable", "customer"]).unwrap();
+    wait_for_route(&lab, &binary, "blue", CUSTOMER_PREFIX, "kernel", false);
+    wait_for_route(&lab, &binary, "default", TRANSIT_PREFIX, "kernel", true);
 }

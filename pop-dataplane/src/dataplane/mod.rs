@@ -404,14 +404,6 @@ impl Dataplane {
             })
     }
 
-    /// Kernel memory of VRF `vrf`'s route tables.
-    pub fn vrf_table_memory(&self, vrf: VrfId) -> TableMemory {
-        self.routes
-            .get(&vrf)
-            .map(RouteTables::memory)
-            .unwrap_or_default()
-    }
-
     pub fn fib_mode(&self) -> FibMode {
         self.fib
     }

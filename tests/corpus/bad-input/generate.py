@@ -122,6 +122,14 @@ config("sflow-source-port-in-use", '[sflow]\ncollectors = ["198.18.2.2"]\nsource
 config("filter-wrong-type", '[filter]\nmartian_sources = "yes"\n', f"{{file}}:{L+1}: invalid type: string \"yes\", expected a boolean")
 config("daemon-unknown-key", '[daemon]\ncontrol_socket = "/tmp/x"\n', f"{{file}}:{L+1}: unknown field `control_socket`")
 config("sync-unknown-table", '[daemon]\nsync_kernel_tables = ["nosuchtable"]\n', f'{{file}}:{L+1}: routing table "nosuchtable": not main, default, local, a number or a name in /etc/iproute2/rt_tables')
+config("vrf-named-default", '[[vrf]]\nname = "default"\n', f'{{file}}:{L}: vrf "default": "default" is the default VRF\'s name: interfaces without `vrf` are in it')
+config("vrf-bad-name", '[[vrf]]\nname = "blue vrf"\n', f'{{file}}:{L}: vrf "blue vrf": not a valid VRF name (1-15 letters, digits, \'-\', \'_\' or \'.\')')
+config("vrf-twice", '[[vrf]]\nname = "blue"\n\n[[vrf]]\nname = "blue"\n', f'{{file}}:{L+3}: vrf "blue": listed twice (first on line {L})')
+config("vrf-table-twice", '[[vrf]]\nname = "blue"\nsync_kernel_table = 100\n\n[[vrf]]\nname = "red"\nsync_kernel_table = 100\n', f'{{file}}:{L+4}: vrf "red": kernel table 100 is followed by vrf "blue" already (line {L})')
+config("vrf-table-of-default", '[daemon]\nsync_kernel_tables = [100]\n\n[[vrf]]\nname = "blue"\nsync_kernel_table = 100\n', f'{{file}}:{L+3}: vrf "blue": kernel table 100 is in [daemon] sync_kernel_tables, the default VRF\'s')
+replace("vrf-unknown-on-interface", 'name = "rb"\n', 'name = "rb"\nvrf = "blue"\n', '{file}:5: interface "rb": vrf "blue" is not one of the [[vrf]] entries (default)')
+config("vrf-unknown-on-route", '[[route]]\nprefix = "198.18.3.0/24"\ntype = "blackhole"\nvrf = "blue"\n', f'{{file}}:{L}: route 198.18.3.0/24: vrf "blue" is not one of the [[vrf]] entries (default)')
+config("vrf-route-twice", '[[vrf]]\nname = "blue"\n\n[[route]]\nprefix = "198.18.3.0/24"\ntype = "blackhole"\nvrf = "blue"\n\n[[route]]\nprefix = "198.18.3.0/24"\ntype = "kernel"\nvrf = "blue"\n', f'{{file}}:{L+8}: route 198.18.3.0/24: defined twice (first on line {L+3})')
 config("toml-unclosed-table", "[[interface]\nname = \"rc\"\n", f"{{file}}:{L}: unclosed array table, expected `]`")
 config("toml-unterminated-string", '[[interface]]\nname = "rc\n', f"{{file}}:{L+1}: invalid basic string, expected `\"`")
 config("toml-duplicate-key", '[[interface]]\nname = "rc"\nname = "rd"\n', f"{{file}}:{L+2}: duplicate key")
@@ -165,6 +173,8 @@ routes("not-utf8", b"198.18.7.0/24 blackhole # caf\xe9\n", "{file}:3: not UTF-8 
 ROUTES.append(("binary-junk.routes", junk, "{file}:1: not UTF-8 text"))
 ROUTES.append(("empty.routes", "", "{file}: no routes"))
 ROUTES.append(("only-comments.routes", "# nothing\n\n# here\n", "{file}: no routes"))
+routes("vrf-without-name", "vrf\n", "{file}:3: `vrf` needs a VRF's name after it")
+routes("vrf-unknown", "vrf green 198.18.7.0/24 blackhole\n", '{file}:3: route 198.18.7.0/24: vrf "green" is not one of the VRFs (default)')
 routes("second-error-also-named", "198.18.300.0/24 blackhole\n198.18.8.1/24 blackhole\n", "{file}:4: 198.18.8.1/24 has host bits set")
 
 with open("EXPECTED", "w") as manifest:
