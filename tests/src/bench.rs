@@ -841,6 +841,43 @@ impl BenchLab {
         Ok((output, started.elapsed()))
     }
 
+    /// Adds `count` VRFs, `v0`, `v1`, ..., to the router's config and reloads it.
+    pub fn add_vrfs(&self, count: usize) -> anyhow::Result<()> {
+        let mut config = self.router.config(&self.lab);
+        for i in 0..count {
+            let _ = write!(config, "\n[[vrf]]\nname = \"v{i}\"\n");
+        }
+        fs::write(self.lab.config_path(), config)?;
+        self.lab
+            .cli(&self.tools.dataplane, &["reload"])
+            .context("reloading with the VRFs")
+            .map(drop)
+    }
+
+    /// `pop-dataplane route load` of `prefixes` into VRF `vrf`, through the sink's next hops
+    /// in turn; how long the command took.
+    pub fn load_vrf_routes(&self, vrf: &str, prefixes: &[Ipv4Net]) -> anyhow::Result<Duration> {
+        let mut lines = String::with_capacity(prefixes.len() * 56);
+        for (i, prefix) in prefixes.iter().enumerate() {
+            let via = SINK_NEXTHOPS_V4[i % SINK_NEXTHOPS_V4.len()];
+            let _ = writeln!(
+                lines,
+                "vrf {vrf} {prefix} via {via} dev {}",
+                ROUTER_B.ifname
+            );
+        }
+        let file = self.dir.join(format!("routes-{vrf}"));
+        fs::write(&file, lines)?;
+        let started = std::time::Instant::now();
+        self.lab
+            .cli(
+                &self.tools.dataplane,
+                &["route", "load", &file.to_string_lossy()],
+            )
+            .with_context(|| format!("loading VRF {vrf}'s routes"))?;
+        Ok(started.elapsed())
+    }
+
     /// `pop-dataplane route flush`.
     pub fn flush_routes(&self) -> anyhow::Result<()> {
         self.lab

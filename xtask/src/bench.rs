@@ -337,6 +337,7 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
     println!("bench: sampling every frame: {sampling}");
 
     let churn = churn_benchmark(&mut labs[3], &copied, &real_v4, options, &mut rng)?;
+    let vrf_scale = vrf_scale_benchmark(&labs[3], &real_v4, &mut rng)?;
     drop(labs);
 
     let (lookup, scaling) = lookup_benchmark(tools, options, &full, &real_v4, &real_v6, &check)?;
@@ -353,6 +354,7 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         program_ns,
         &scaling,
         sampling,
+        vrf_scale,
     );
     fs::create_dir_all(&options.out_dir)?;
     let json_path = options.out_dir.join("latest.json");
@@ -561,6 +563,59 @@ fn lookup_benchmark(
     Ok((sizes, scaling))
 }
 
+/// VRFs beside the full table: 100 of 1,000 real IPv4 prefixes each added to the full-table
+/// lab, each VRF's routes loaded with one `route load` (as a VRF's session would bring them);
+/// the time that took and the kernel memory they added.
+fn vrf_scale_benchmark(
+    lab: &BenchLab,
+    real_v4: &[Ipv4Net],
+    rng: &mut Rng,
+) -> anyhow::Result<Value> {
+    const VRFS: usize = 100;
+    const ROUTES: usize = 1_000;
+    let memory = || -> anyhow::Result<u64> {
+        let status = lab.status()?;
+        Ok(status["table_memory"]["v4_bytes"].as_u64().unwrap_or(0)
+            + status["table_memory"]["v6_bytes"].as_u64().unwrap_or(0))
+    };
+    let before = memory()?;
+    lab.add_vrfs(VRFS)?;
+    let started = Instant::now();
+    let mut loads = Vec::with_capacity(VRFS);
+    for vrf in 0..VRFS {
+        let prefixes = sample(real_v4, ROUTES, rng);
+        loads.push(
+            lab.load_vrf_routes(&format!("v{vrf}"), &prefixes)?
+                .as_secs_f64(),
+        );
+    }
+    let load_s = started.elapsed().as_secs_f64();
+    // Tables a burst of single routes grew are compacted within a second.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let after = memory()?;
+    let status = lab.status()?;
+    let added = after.saturating_sub(before);
+    let result = json!({
+        "vrfs": VRFS,
+        "routes_per_vrf": ROUTES,
+        "load_s": round3(load_s),
+        "load_s_per_vrf_median": round3(spread(&loads).0),
+        "kernel_memory_bytes_before": before,
+        "kernel_memory_bytes_after": after,
+        "kernel_memory_bytes_per_vrf": added / VRFS as u64,
+        "routes_v4": status["routes_v4"],
+    });
+    println!(
+        "bench: VRFs: {VRFS} VRFs of {ROUTES} routes beside the full table loaded in {load_s:.2} s \
+         (one route load each, median {:.3} s); route tables {:.1} -> {:.1} MiB, {:.2} MiB a VRF",
+        spread(&loads).0,
+        before as f64 / f64::from(1 << 20),
+        after as f64 / f64::from(1 << 20),
+        added as f64 / VRFS as f64 / f64::from(1 << 20),
+    );
+    Ok(result)
+}
+
 /// Route changes per second pushed with `route load` while traffic flows through the full
 /// table, half of it to prefixes being changed, and whether any packet missed a route.
 fn churn_benchmark(
@@ -704,6 +759,7 @@ fn report(
     program_ns: Value,
     scaling: &Scaling,
     sampling: Value,
+    vrf_scale: Value,
 ) -> Value {
     let per_core = |case: &Case| -> Vec<f64> {
         case.runs
@@ -852,6 +908,8 @@ fn report(
                 .find(|size| size.routes_v4 == 1_000)
                 .map(|size| size.memory_bytes),
             "churn_changes_per_s": churn["changes_per_s"],
+            "vrf_100x1k_load_s": vrf_scale["load_s"],
+            "vrf_1k_kernel_memory_bytes": vrf_scale["kernel_memory_bytes_per_vrf"],
             "lpm_trie": {
                 "full_vs_few": round3(paired_ratio(&per_core(by_name("lpm-full")), &per_core(by_name("lpm-few")))),
                 "lookup_full_vs_one": round3(paired_ratio(&all.v4_lpm, &one.v4_lpm)),
@@ -864,6 +922,7 @@ fn report(
         "sampling": sampling,
         "program_ns": program_ns,
         "churn": churn,
+        "vrf_scale": vrf_scale,
         "lookup": lookup_json,
     })
 }
@@ -953,6 +1012,8 @@ fn table(report: &Value) -> String {
         "fib_kernel_memory_bytes",
         "fib_kernel_memory_bytes_1k",
         "churn_changes_per_s",
+        "vrf_100x1k_load_s",
+        "vrf_1k_kernel_memory_bytes",
     ] {
         let _ = writeln!(out, "{key:<24} {}", ratios[key]);
     }
