@@ -89,6 +89,25 @@ fn every_frame_the_generator_sends_arrives_through_each_router() {
             assert_eq!(dropped, 3 * FRAMES, "{stats}");
             continue;
         }
+        if router == Router::Dataplane {
+            // The VRF-scale step: VRFs added by a reload, a VRF's routes loaded into it; more
+            // routes, and more table memory.
+            let status = |lab: &BenchLab| lab.status().unwrap();
+            let memory = |s: &serde_json::Value| {
+                s["table_memory"]["v4_bytes"].as_u64().unwrap()
+                    + s["table_memory"]["v6_bytes"].as_u64().unwrap()
+            };
+            let before = status(&lab);
+            lab.add_vrfs(3).unwrap();
+            lab.load_vrf_routes("v1", &Table::few().v4).unwrap();
+            let after = status(&lab);
+            assert_eq!(
+                after["routes_v4"].as_u64().unwrap(),
+                before["routes_v4"].as_u64().unwrap() + 8,
+                "{after}"
+            );
+            assert!(memory(&after) > memory(&before), "{before} {after}");
+        }
         if router == Router::DataplaneFlows {
             let rules = lab
                 .lab
