@@ -286,6 +286,7 @@ mod tests {
             mtu: 1500,
             outer_tpid: 0,
             device: Some(slot + 10),
+            follows_vrf_device: false,
         }
     }
 

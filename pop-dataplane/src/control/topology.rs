@@ -42,6 +42,9 @@ pub struct RouterInterface {
     /// MAC, MTU and neighbour table apply; `None` for a VLAN sub-interface defined only in
     /// the config.
     pub device: Option<u32>,
+    /// Its VRF is the one of the VRF device (l3mdev) its host device is enslaved to, followed
+    /// as that changes: a configured interface with a device and no `vrf` of its own.
+    pub follows_vrf_device: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -139,12 +142,13 @@ impl Topology {
             }
             let port = topology.port(port_link, previous, &mut indexes);
             let slot = slot_for(previous, &interface.name, &key, &mut slots);
-            let vrf = match &interface.vrf {
-                Some(name) => vrfs
-                    .id(name)
-                    .ok_or_else(|| at(format!("vrf {name:?} has no id")))?,
-                None => VrfId::DEFAULT,
-            };
+            let vrf = interface_vrf(
+                interface,
+                device.and_then(|d| host.link_by_index(d)),
+                host,
+                vrfs,
+            )
+            .map_err(at)?;
             topology.interfaces.push(RouterInterface {
                 name: interface.name.clone(),
                 key,
@@ -154,6 +158,7 @@ impl Topology {
                 mtu,
                 outer_tpid,
                 device,
+                follows_vrf_device: device.is_some() && interface.vrf.is_none(),
             });
         }
         // Ports whose untagged side is not configured: counted, not routed.
@@ -174,6 +179,7 @@ impl Topology {
                 mtu: link.mtu,
                 outer_tpid: ETH_P_8021Q,
                 device: Some(link.ifindex),
+                follows_vrf_device: false,
             });
         }
         if topology.interfaces.len() > maps::MAX_INTERFACES as usize
@@ -229,6 +235,7 @@ impl Topology {
                 mtu: 0,
                 outer_tpid: 0,
                 device: None,
+                follows_vrf_device: false,
             })
             .collect();
         let ports = ports
@@ -419,6 +426,39 @@ fn urpf_flags(interface: &InterfaceConfig) -> u16 {
     }
 }
 
+/// The VRF of configured interface `interface`, whose host device is `device` (`None` for a
+/// VLAN sub-interface defined in the config): its `vrf`, or the VRF of the VRF device (l3mdev)
+/// its device is enslaved to, which must be a `[[vrf]]` of the same name.
+fn interface_vrf(
+    interface: &InterfaceConfig,
+    device: Option<&Link>,
+    host: &Host,
+    vrfs: &Vrfs,
+) -> Result<VrfId, String> {
+    let vrf_device = device.and_then(|d| host.vrf_device_of(d));
+    match (&interface.vrf, vrf_device) {
+        (Some(name), Some(vrf_device)) if *name != vrf_device.name => Err(format!(
+            "vrf = {name:?}, but the interface is enslaved to VRF device {:?} (kernel table {}): \
+             leave `vrf` out to follow the device, or move the interface",
+            vrf_device.name,
+            vrf_device.vrf_table.unwrap_or(0)
+        )),
+        (Some(name), _) => vrfs
+            .id(name)
+            .ok_or_else(|| format!("vrf {name:?} has no id")),
+        (None, Some(vrf_device)) => vrfs.id(&vrf_device.name).ok_or_else(|| {
+            format!(
+                "enslaved to VRF device {:?} (kernel table {}): add a [[vrf]] named {:?} to \
+                 route it in that VRF",
+                vrf_device.name,
+                vrf_device.vrf_table.unwrap_or(0),
+                vrf_device.name
+            )
+        }),
+        (None, None) => Ok(VrfId::DEFAULT),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,6 +472,8 @@ mod tests {
             mtu: if vlan.is_some() { 1496 } else { 1500 },
             up: true,
             vlan,
+            controller: None,
+            vrf_table: None,
         }
     }
 

@@ -391,7 +391,8 @@ impl Daemon<'_> {
     pub(super) async fn reload(&mut self) -> Result<String, RequestError> {
         let started = Instant::now();
         let config = Config::load(&self.options.config)?;
-        let tables = kernel_tables_to_follow(self.options, &config);
+        let host = Host::read(&self.handle).await?;
+        let tables = kernel_tables_to_follow(self.options, &config, &host);
         let following = self.kernel.as_ref().map(|sync| sync.tables.clone());
         if tables != following.clone().unwrap_or_default() {
             return Err(RequestError::KernelTablesChanged {

@@ -29,6 +29,7 @@ use crate::{
     },
     dataplane::Dataplane,
     host::{
+        Host,
         kernel_nexthops::{KernelObjects, ObjectEvent, ObjectRead, ObjectSocket, Resolved},
         kernel_routes::{self, KernelRoutes, KernelTarget},
     },
@@ -370,21 +371,32 @@ pub(super) fn install(
     dataplane.apply(&cleared)
 }
 
-/// The kernel tables `run` follows: its options' and the config's, the VRFs' too.
-pub(super) fn kernel_tables_to_follow(options: &RunOptions, config: &Config) -> Vec<u32> {
+/// The kernel tables `run` follows: its options' and the config's, the VRFs' too (see
+/// [`vrf_tables`]).
+pub(super) fn kernel_tables_to_follow(
+    options: &RunOptions,
+    config: &Config,
+    host: &Host,
+) -> Vec<u32> {
     let mut tables: Vec<u32> = options.sync_kernel_tables.clone();
     tables.extend(config.daemon.sync_kernel_tables.iter().map(|table| table.0));
-    tables.extend(vrf_tables(config).into_iter().map(|(table, _)| table));
+    tables.extend(vrf_tables(config, host).into_iter().map(|(table, _)| table));
     tables.sort_unstable();
     tables.dedup();
     tables
 }
 
-/// The kernel tables the config's `[[vrf]]` entries follow, with their VRF.
-pub(super) fn vrf_tables(config: &Config) -> Vec<(u32, String)> {
+/// The kernel tables the config's `[[vrf]]` entries follow, with their VRF: its
+/// `sync_kernel_table`, else the table of the host's VRF device (l3mdev) of the same name.
+pub(super) fn vrf_tables(config: &Config, host: &Host) -> Vec<(u32, String)> {
     config
         .vrfs
         .iter()
-        .filter_map(|vrf| Some((vrf.sync_kernel_table?, vrf.name.clone())))
+        .filter_map(|vrf| {
+            let table = vrf
+                .sync_kernel_table
+                .or_else(|| host.link(&vrf.name)?.vrf_table)?;
+            Some((table, vrf.name.clone()))
+        })
         .collect()
 }

@@ -132,7 +132,11 @@ async fn start(
     let saved_routes_path = saved_routes_path(&config, &options.config);
     let saved = read_saved_routes(&saved_routes_path)?;
 
-    let sync_tables = kernel_tables_to_follow(options, &config);
+    let (connection, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+    tokio::spawn(connection);
+    // The VRF devices' tables, which VRFs follow: read before subscribing, which depends on
+    // whether any table is followed. The host is read again, whole, after.
+    let sync_tables = kernel_tables_to_follow(options, &config, &Host::read(&handle).await?);
     let agent = sampling::open_agent(&config, &file).await?;
 
     // Subscribe before the dump, so that no change falls between the two.
@@ -157,8 +161,6 @@ async fn start(
             Some(kernel_sync::follow_objects()?)
         },
     };
-    let (connection, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
-    tokio::spawn(connection);
     let host = Host::read(&handle).await?;
     // Validated against this host before anything else happens.
     Topology::build(&config, &file, &host, &Vrfs::of_config(&config))?;
@@ -238,7 +240,7 @@ async fn start(
     } else {
         let mut sync = KernelSync {
             tables: sync_tables,
-            vrf_tables: vrf_tables(&config),
+            vrf_tables: vrf_tables(&config, &host),
             routes: Default::default(),
             objects: Default::default(),
         };

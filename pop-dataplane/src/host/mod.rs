@@ -13,7 +13,8 @@ use netlink_packet_route::{
     RouteNetlinkMessage,
     address::{AddressAttribute, AddressMessage},
     link::{
-        InfoData, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State, VlanProtocol,
+        InfoData, InfoVlan, InfoVrf, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
+        VlanProtocol,
     },
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
 };
@@ -32,6 +33,10 @@ pub struct Link {
     pub up: bool,
     /// Set for a VLAN device: the tag it adds on top of its parent.
     pub vlan: Option<Vlan>,
+    /// The device it is enslaved to (IFLA_MASTER): a bridge, a bond, or a VRF device.
+    pub controller: Option<u32>,
+    /// Set for a VRF device (l3mdev): the kernel routing table of its VRF.
+    pub vrf_table: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,6 +167,16 @@ impl Host {
     pub fn link_by_index(&self, ifindex: u32) -> Option<&Link> {
         self.links.iter().find(|link| link.ifindex == ifindex)
     }
+
+    /// The VRF device (l3mdev) `link` is enslaved to, if any.
+    pub fn vrf_device_of(&self, link: &Link) -> Option<&Link> {
+        vrf_device_of(link, |ifindex| self.link_by_index(ifindex))
+    }
+}
+
+/// The VRF device `link` is enslaved to, its controller looked up with `find`.
+pub fn vrf_device_of<'a>(link: &Link, find: impl Fn(u32) -> Option<&'a Link>) -> Option<&'a Link> {
+    find(link.controller?).filter(|controller| controller.vrf_table.is_some())
 }
 
 /// A change the daemon follows.
@@ -196,6 +211,8 @@ fn parse_link(message: &LinkMessage) -> Option<Link> {
         mtu: 0,
         up: false,
         vlan: None,
+        controller: None,
+        vrf_table: None,
     };
     let mut parent = None;
     let mut vlan_id = None;
@@ -212,17 +229,28 @@ fn parse_link(message: &LinkMessage) -> Option<Link> {
                 link.up = matches!(state, State::Up | State::Unknown);
             }
             LinkAttribute::Link(index) => parent = Some(*index),
+            LinkAttribute::Controller(index) => link.controller = Some(*index),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
-                    if let LinkInfo::Data(InfoData::Vlan(vlan)) = info {
-                        for item in vlan {
-                            match item {
-                                InfoVlan::Id(id) => vlan_id = Some(*id),
-                                InfoVlan::Protocol(VlanProtocol::Ieee8021Ad) => tpid = 0x88a8,
-                                InfoVlan::Protocol(_) => tpid = 0x8100,
-                                _ => {}
+                    match info {
+                        LinkInfo::Data(InfoData::Vlan(vlan)) => {
+                            for item in vlan {
+                                match item {
+                                    InfoVlan::Id(id) => vlan_id = Some(*id),
+                                    InfoVlan::Protocol(VlanProtocol::Ieee8021Ad) => tpid = 0x88a8,
+                                    InfoVlan::Protocol(_) => tpid = 0x8100,
+                                    _ => {}
+                                }
                             }
                         }
+                        LinkInfo::Data(InfoData::Vrf(vrf)) => {
+                            for item in vrf {
+                                if let InfoVrf::TableId(table) = item {
+                                    link.vrf_table = Some(*table);
+                                }
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -287,7 +315,124 @@ pub fn parse_neighbour(message: &NeighbourMessage) -> Option<(u32, IpAddr, Optio
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::Parseable as _;
+
     use super::*;
+
+    /// A netlink attribute as the kernel encodes it: length, type, value, padded to 4 bytes.
+    fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&(4 + value.len() as u16).to_ne_bytes());
+        bytes.extend_from_slice(&kind.to_ne_bytes());
+        bytes.extend_from_slice(value);
+        bytes.resize(bytes.len().next_multiple_of(4), 0);
+        bytes
+    }
+
+    /// An RTM_NEWLINK payload (`struct ifinfomsg`, then attributes), as `ip monitor link`
+    /// would receive it from a kernel with VRF devices.
+    fn link_message(ifindex: i32, attributes: &[Vec<u8>]) -> LinkMessage {
+        // ifi_family, pad, ifi_type (ARPHRD_ETHER), ifi_index, ifi_flags (UP, RUNNING,
+        // LOWER_UP), ifi_change.
+        let mut bytes = vec![0u8, 0];
+        bytes.extend_from_slice(&1u16.to_ne_bytes());
+        bytes.extend_from_slice(&ifindex.to_ne_bytes());
+        bytes.extend_from_slice(&0x0001_0041u32.to_ne_bytes());
+        bytes.extend_from_slice(&0u32.to_ne_bytes());
+        for attribute in attributes {
+            bytes.extend_from_slice(attribute);
+        }
+        LinkMessage::parse(&bytes[..]).unwrap()
+    }
+
+    // linux/if_link.h
+    const IFLA_ADDRESS: u16 = 1;
+    const IFLA_IFNAME: u16 = 3;
+    const IFLA_MTU: u16 = 4;
+    const IFLA_MASTER: u16 = 10;
+    const IFLA_OPERSTATE: u16 = 16;
+    const IFLA_LINKINFO: u16 = 18;
+    const IFLA_INFO_KIND: u16 = 1;
+    const IFLA_INFO_DATA: u16 = 2;
+    const IFLA_INFO_SLAVE_KIND: u16 = 4;
+    const IFLA_VRF_TABLE: u16 = 1;
+    const NLA_F_NESTED: u16 = 1 << 15;
+    const IF_OPER_UP: u8 = 6;
+
+    #[test]
+    fn vrf_devices_and_their_ports_from_netlink_messages() {
+        // `ip link add blue type vrf table 100`: ifindex 7.
+        let vrf = link_message(
+            7,
+            &[
+                nla(IFLA_IFNAME, b"blue\0"),
+                nla(IFLA_MTU, &65575u32.to_ne_bytes()),
+                nla(IFLA_OPERSTATE, &[IF_OPER_UP]),
+                nla(IFLA_ADDRESS, &[0x2e, 0x11, 0x22, 0x33, 0x44, 0x55]),
+                nla(
+                    IFLA_LINKINFO | NLA_F_NESTED,
+                    &[
+                        nla(IFLA_INFO_KIND, b"vrf\0"),
+                        nla(
+                            IFLA_INFO_DATA | NLA_F_NESTED,
+                            &nla(IFLA_VRF_TABLE, &100u32.to_ne_bytes()),
+                        ),
+                    ]
+                    .concat(),
+                ),
+            ],
+        );
+        // `ip link set p1 master blue`: ifindex 3, its controller 7.
+        let port = link_message(
+            3,
+            &[
+                nla(IFLA_IFNAME, b"p1\0"),
+                nla(IFLA_MTU, &1500u32.to_ne_bytes()),
+                nla(IFLA_OPERSTATE, &[IF_OPER_UP]),
+                nla(IFLA_ADDRESS, &[2, 0, 0, 0, 0, 3]),
+                nla(IFLA_MASTER, &7u32.to_ne_bytes()),
+                nla(
+                    IFLA_LINKINFO | NLA_F_NESTED,
+                    &[
+                        nla(IFLA_INFO_KIND, b"veth\0"),
+                        nla(IFLA_INFO_SLAVE_KIND, b"vrf\0"),
+                    ]
+                    .concat(),
+                ),
+            ],
+        );
+        let vrf = parse_link(&vrf).unwrap();
+        assert_eq!((vrf.name.as_str(), vrf.vrf_table), ("blue", Some(100)));
+        assert_eq!(vrf.controller, None);
+        let port = parse_link(&port).unwrap();
+        assert_eq!((port.name.as_str(), port.controller), ("p1", Some(7)));
+        assert_eq!(port.vrf_table, None);
+        assert!(port.up && port.vlan.is_none());
+        let host = Host {
+            links: vec![vrf.clone(), port.clone()],
+            addresses: Vec::new(),
+        };
+        assert_eq!(host.vrf_device_of(&port), Some(&vrf));
+        assert_eq!(host.vrf_device_of(&vrf), None);
+        // `ip link set p1 nomaster`: no IFLA_MASTER.
+        let freed = Link {
+            controller: None,
+            ..port.clone()
+        };
+        assert_eq!(host.vrf_device_of(&freed), None);
+        // Enslaved to something that is no VRF (a bridge): no VRF either.
+        let bridged = Host {
+            links: vec![
+                Link {
+                    vrf_table: None,
+                    ..vrf
+                },
+                port.clone(),
+            ],
+            addresses: Vec::new(),
+        };
+        assert_eq!(bridged.vrf_device_of(&port), None);
+    }
 
     #[test]
     fn reads_loopback() {

@@ -18,7 +18,7 @@ use crate::{
         rib::{Action, Change, Source},
         vrf::VrfId,
     },
-    host::{Address, Link},
+    host::{Address, Link, vrf_device_of},
     mac::MacAddr,
 };
 
@@ -235,6 +235,99 @@ impl Router {
             }
         }
         writes.extend(self.nexthops_on(ifindex));
+        writes.extend(self.follow_vrf_devices());
+        writes
+    }
+
+    /// Binds the interfaces that follow VRF devices (`RouterInterface::follows_vrf_device`)
+    /// to the VRF of the device their host device is enslaved to now (`ip link set DEV master
+    /// VRF`, or `nomaster`: the default VRF). One enslaved to a VRF device that no `[[vrf]]`
+    /// names is not routed until it leaves it: its frames go to the kernel, which routes them
+    /// in that VRF's table. The router's addresses on a moved interface move with it: into
+    /// the new VRF before the interface does, out of the old one after.
+    fn follow_vrf_devices(&mut self) -> Vec<MapWrite> {
+        let mut moved = Vec::new();
+        for (index, interface) in self.topology.interfaces.iter().enumerate() {
+            let Some(device) = interface
+                .device
+                .filter(|_| interface.follows_vrf_device)
+                .and_then(|d| self.links.get(&d))
+            else {
+                continue;
+            };
+            let (vrf, routed) = match vrf_device_of(device, |i| self.links.get(&i)) {
+                None => (VrfId::DEFAULT, true),
+                Some(vrf_device) => match self.vrfs.id(&vrf_device.name) {
+                    Some(vrf) => (vrf, true),
+                    None => {
+                        log::warn!(
+                            "{} is enslaved to VRF device {}, which no [[vrf]] names: the \
+                             kernel routes its frames until it leaves it",
+                            interface.name,
+                            vrf_device.name
+                        );
+                        (VrfId::DEFAULT, false)
+                    }
+                },
+            };
+            let mut entry = interface.entry.in_vrf(vrf.0);
+            entry.flags = if routed {
+                entry.flags | Interface::ROUTED
+            } else {
+                entry.flags & !Interface::ROUTED
+            };
+            if entry != interface.entry {
+                moved.push((index, entry));
+            }
+        }
+        if moved.is_empty() {
+            return Vec::new();
+        }
+        let before: Vec<(Address, VrfId)> = self
+            .local
+            .iter()
+            .map(|address| (*address, self.address_vrf(address)))
+            .collect();
+        let mut writes = Vec::new();
+        let mut interfaces = Vec::new();
+        for (index, entry) in moved {
+            let interface = &mut self.topology.interfaces[index];
+            log::info!(
+                "{}: now in VRF {}{}",
+                interface.name,
+                entry.vrf,
+                if entry.is_routed() {
+                    ""
+                } else {
+                    " (not routed)"
+                }
+            );
+            interface.entry = entry;
+            interfaces.push(MapWrite::Interface(interface.key, entry));
+        }
+        let mut gone = Vec::new();
+        for (address, old) in before {
+            let new = self.address_vrf(&address);
+            if new == old {
+                continue;
+            }
+            let prefix = IpNet::from(address.addr);
+            let (_, change) = self.rib.insert(new, prefix, Source::Local, Action::Local);
+            writes.extend(self.compile(change));
+            gone.push((old, prefix));
+        }
+        writes.extend(interfaces);
+        for (old, prefix) in gone {
+            // Another interface of the old VRF may carry the same address.
+            let still = self
+                .local
+                .iter()
+                .any(|a| IpNet::from(a.addr) == prefix && self.address_vrf(a) == old);
+            if !still {
+                let (_, change) = self.rib.remove(old, prefix, Source::Local);
+                writes.extend(self.compile(change));
+            }
+        }
         writes
     }
 
@@ -257,7 +350,10 @@ impl Router {
         if self.links.remove(&ifindex).is_none() {
             return Vec::new();
         }
-        self.nexthops_on(ifindex)
+        let mut writes = self.nexthops_on(ifindex);
+        // A VRF device gone frees its ports.
+        writes.extend(self.follow_vrf_devices());
+        writes
     }
 
     /// The kernel's neighbour table says `addr` on interface `ifindex` has `mac` (`None`: no

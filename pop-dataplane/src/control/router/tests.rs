@@ -3,6 +3,7 @@ use pop_dataplane_common::{Interface, Route};
 use super::*;
 use crate::{
     config::{DenyRule, route_spec::RouteSpec},
+    control::vrf::VrfId,
     mac::MacAddr,
 };
 
@@ -14,6 +15,8 @@ fn link(ifindex: u32, name: &str) -> Link {
         mtu: 1500,
         up: true,
         vlan: None,
+        controller: None,
+        vrf_table: None,
     }
 }
 
@@ -407,4 +410,155 @@ fn urpf_settings_become_interface_flags() {
     );
     assert_eq!(flags("rb") & urpf, Interface::URPF_LOOSE);
     assert_eq!(flags("rc") & urpf, 0);
+}
+
+#[test]
+fn interfaces_follow_the_vrf_device_they_are_enslaved_to() {
+    // rb carries 198.18.2.1; a VRF device "blue" (table 100) is ifindex 20.
+    let blue = Link {
+        vrf_table: Some(100),
+        ..link(20, "blue")
+    };
+    let enslaved = |ifindex, name| Link {
+        controller: Some(20),
+        ..link(ifindex, name)
+    };
+    let config = format!("{CONFIG}\n[[vrf]]\nname = \"blue\"\n");
+    let config = Config::parse("t.toml", &config).unwrap();
+    let mut host = host();
+    host.links.push(blue.clone());
+    let (mut router, _) = Router::start(&config, "t.toml", &host).unwrap();
+    let blue_id = router.vrfs().id("blue").unwrap();
+    let rb = |router: &Router| {
+        router
+            .topology()
+            .interfaces
+            .iter()
+            .find(|i| i.name == "rb")
+            .unwrap()
+            .clone()
+    };
+    let own: IpNet = "198.18.2.1/32".parse().unwrap();
+    assert_eq!(rb(&router).entry.vrf, 0);
+    assert!(router.has_route(VrfId::DEFAULT, &own, Source::Local));
+
+    // `ip link set rb master blue`: rb's entry moves to blue, and so does its address: into
+    // blue before the entry is written, out of the default VRF after.
+    let writes = router.link_changed(enslaved(9, "rb"));
+    assert_eq!(rb(&router).entry.vrf, blue_id.0);
+    assert!(rb(&router).entry.is_routed());
+    let entry_at = writes
+        .iter()
+        .position(
+            |w| matches!(w, MapWrite::Interface(key, e) if key.ifindex == 9 && e.vrf == blue_id.0),
+        )
+        .unwrap_or_else(|| panic!("{writes:?}"));
+    let added_at = writes
+        .iter()
+        .position(|w| matches!(w, MapWrite::Route(v, p, _) if *v == blue_id && *p == own))
+        .unwrap_or_else(|| panic!("{writes:?}"));
+    // The config's blackhole for 198.18.2.1/32 comes back in the default VRF; the IPv6
+    // address had no other route there.
+    let own_v6: IpNet = "2001:2:0:2::1/128".parse().unwrap();
+    let removed_at = writes
+        .iter()
+        .position(|w| matches!(w, MapWrite::DeleteRoute(v, p) if v.is_default() && *p == own_v6))
+        .unwrap_or_else(|| panic!("{writes:?}"));
+    assert_eq!(router.compiled(&own), Some(Route::Blackhole));
+    assert!(added_at < entry_at && entry_at < removed_at, "{writes:?}");
+    assert!(router.has_route(blue_id, &own, Source::Local));
+    assert!(!router.has_route(VrfId::DEFAULT, &own, Source::Local));
+    // Other interfaces stay.
+    assert!(
+        router
+            .topology()
+            .interfaces
+            .iter()
+            .filter(|i| i.name != "rb")
+            .all(|i| i.entry.vrf == 0)
+    );
+
+    // `nomaster`: back to the default VRF.
+    router.link_changed(link(9, "rb"));
+    assert_eq!(rb(&router).entry.vrf, 0);
+    assert!(router.has_route(VrfId::DEFAULT, &own, Source::Local));
+    assert!(!router.has_route(blue_id, &own, Source::Local));
+
+    // Enslaved to a VRF device no [[vrf]] names: not routed (the kernel routes it), until
+    // it leaves.
+    router.link_changed(Link {
+        vrf_table: Some(200),
+        ..link(21, "red")
+    });
+    router.link_changed(Link {
+        controller: Some(21),
+        ..link(9, "rb")
+    });
+    assert!(!rb(&router).entry.is_routed());
+    router.link_changed(link(9, "rb"));
+    assert!(rb(&router).entry.is_routed());
+
+    // An interface with its own `vrf` does not follow devices.
+    let config = format!(
+        "{}\n[[vrf]]\nname = \"blue\"\n",
+        CONFIG.replace("name = \"rc\"\n", "name = \"rc\"\nvrf = \"blue\"\n")
+    );
+    let config = Config::parse("t.toml", &config).unwrap();
+    let (mut router, _) = Router::start(&config, "t.toml", &host).unwrap();
+    let rc = |router: &Router| {
+        router
+            .topology()
+            .interfaces
+            .iter()
+            .find(|i| i.name == "rc")
+            .unwrap()
+            .entry
+    };
+    assert_eq!(rc(&router).vrf, blue_id.0);
+    router.link_changed(Link {
+        controller: None,
+        mtu: 1400,
+        ..link(11, "rc")
+    });
+    assert_eq!(rc(&router).vrf, blue_id.0);
+}
+
+#[test]
+fn enslaved_interfaces_need_their_vrf_in_the_config() {
+    let mut host = host();
+    host.links.push(Link {
+        vrf_table: Some(100),
+        ..link(20, "blue")
+    });
+    host.links[1].controller = Some(20); // rb
+    let refused = |text: &str| {
+        let config = Config::parse("t.toml", text).unwrap();
+        match Router::start(&config, "t.toml", &host) {
+            Ok(_) => panic!("accepted"),
+            Err(err) => err.to_string(),
+        }
+    };
+    assert_eq!(
+        refused(CONFIG),
+        "t.toml:4: interface \"rb\": enslaved to VRF device \"blue\" (kernel table 100): add a \
+         [[vrf]] named \"blue\" to route it in that VRF"
+    );
+    let other = format!(
+        "{}\n[[vrf]]\nname = \"red\"\n",
+        CONFIG.replace("name = \"rb\"\n", "name = \"rb\"\nvrf = \"red\"\n")
+    );
+    assert_eq!(
+        refused(&other),
+        "t.toml:4: interface \"rb\": vrf = \"red\", but the interface is enslaved to VRF device \
+         \"blue\" (kernel table 100): leave `vrf` out to follow the device, or move the interface"
+    );
+    let config = Config::parse("t.toml", &format!("{CONFIG}\n[[vrf]]\nname = \"blue\"\n")).unwrap();
+    let (router, _) = Router::start(&config, "t.toml", &host).unwrap();
+    let rb = router
+        .topology()
+        .interfaces
+        .iter()
+        .find(|i| i.name == "rb")
+        .unwrap();
+    assert_eq!(Some(VrfId(rb.entry.vrf)), router.vrfs().id("blue"));
 }
