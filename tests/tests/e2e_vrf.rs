@@ -175,6 +175,27 @@ fn each_vrf_forwards_by_its_own_table_only() {
     assert_eq!(get["vrf"], "blue");
     assert_eq!(get["nexthops"][0]["dev"], ROUTER_C.ifname, "{get}");
 
+    // `trace` and `stats` say which VRF an interface routes in.
+    let trace = lab
+        .trace(&binary, &["--in", ROUTER_A.ifname, "--dst", B_SERVICE_V4])
+        .unwrap();
+    assert_eq!(trace["vrf"], "blue", "{trace}");
+    assert_eq!(trace["nexthop"]["egress"], ROUTER_C.ifname, "{trace}");
+    let trace = lab
+        .trace(&binary, &["--in", ROUTER_B.ifname, "--dst", B_SERVICE_V4])
+        .unwrap();
+    assert_eq!(trace["vrf"], "default", "{trace}");
+    assert_eq!(trace["nexthop"]["egress"], ROUTER_B.ifname, "{trace}");
+    let stats = lab.stats(&binary).unwrap();
+    assert_eq!(
+        pop_dataplane_tests::lab::interface(&stats, ROUTER_A.ifname)["vrf"],
+        "blue"
+    );
+    assert_eq!(
+        pop_dataplane_tests::lab::interface(&stats, ROUTER_B.ifname)["vrf"],
+        "default"
+    );
+
     // Host A's pings arrive in blue and take blue's route: out of the second link. The
     // replies come back over host B's first link, in the default VRF.
     let before = lab.stats(&binary).unwrap();

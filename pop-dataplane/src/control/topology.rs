@@ -275,6 +275,7 @@ impl Topology {
                     u32::from(i.key.vlan_outer),
                     u32::from(i.key.vlan_inner),
                 ],
+                vrf: None,
             })
             .collect()
     }
@@ -310,6 +311,9 @@ pub struct NamedInterface {
     pub slot: u32,
     /// Port ifindex, outer and inner VLAN id.
     pub key: [u32; 3],
+    /// Its VRF's name; `None` for the default VRF (and in files of versions before VRFs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrf: Option<String>,
 }
 
 impl NamedInterface {
@@ -622,6 +626,7 @@ via = "198.18.2.2"
             name: "customer-5".to_owned(),
             slot: 4,
             key: [7, 5, 0],
+            vrf: None,
         }];
         assert_eq!(
             interface_name(&saved, &host(), &key(7, 5, 0), 4),

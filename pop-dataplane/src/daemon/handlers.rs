@@ -436,7 +436,7 @@ impl Daemon<'_> {
             self.dataplane.detach(port.ifindex);
             self.attached.retain(|(name, _)| *name != port.name);
         }
-        names::save(&self.options.run_dir, &self.router.topology().names())?;
+        names::save(&self.options.run_dir, &self.router.interface_names())?;
         if let Err(err) = self.refresh_neighbours().await {
             warn!("reading the neighbour table: {err:#}");
         }

@@ -234,7 +234,7 @@ async fn start(
     for (ifindex, _) in dataplane.stale_links() {
         dataplane.detach(ifindex);
     }
-    names::save(&options.run_dir, &router.topology().names())?;
+    names::save(&options.run_dir, &router.interface_names())?;
     let kernel = if sync_tables.is_empty() {
         None
     } else {

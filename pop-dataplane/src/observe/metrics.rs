@@ -251,6 +251,20 @@ pub(crate) fn render(
             }
         }
     }
+    // Which VRF each interface routes in, as an info series (Prometheus' join idiom), so
+    // that the counters keep their labels.
+    let _ = writeln!(
+        out,
+        "# HELP pop_dataplane_interface_info The VRF each interface routes in."
+    );
+    let _ = writeln!(out, "# TYPE pop_dataplane_interface_info gauge");
+    for s in stats {
+        let _ = writeln!(
+            out,
+            "pop_dataplane_interface_info{{interface=\"{}\",vrf=\"{}\"}} 1",
+            s.name, s.vrf
+        );
+    }
     let mut gauge = |name: &str, help: &str, labels: &str, value: u64| {
         let _ = writeln!(out, "# HELP pop_dataplane_{name} {help}");
         let _ = writeln!(out, "# TYPE pop_dataplane_{name} gauge");

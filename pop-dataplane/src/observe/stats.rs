@@ -32,6 +32,8 @@ pub struct InterfaceStats {
     pub slot: u32,
     /// Configured for routing (else only counted).
     pub routed: bool,
+    /// The VRF its frames are routed in (`default` for the default VRF).
+    pub vrf: String,
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub forwarded_packets: u64,
@@ -65,6 +67,7 @@ impl InterfaceStats {
             vlan: [0, 0],
             slot,
             routed: true,
+            vrf: crate::control::vrf::DEFAULT_VRF_NAME.to_owned(),
             rx_packets: c.rx_packets,
             rx_bytes: c.rx_bytes,
             forwarded_packets: c.forwarded_packets,
@@ -93,6 +96,13 @@ pub fn read(pin_dir: &Path, run_dir: &Path) -> anyhow::Result<Vec<InterfaceStats
     let slots: Vec<u32> = stats.iter().map(|s| s.slot).collect();
     for (row, lost) in stats.iter_mut().zip(samples_lost(pin_dir, &slots)?) {
         row.samples_lost = lost;
+        if let Some(vrf) = saved
+            .iter()
+            .find(|n| n.slot == row.slot)
+            .and_then(|n| n.vrf.clone())
+        {
+            row.vrf = vrf;
+        }
     }
     Ok(stats)
 }
@@ -408,7 +418,12 @@ pub fn render(stats: &[InterfaceStats]) -> String {
         .iter()
         .map(|s| {
             [
-                s.name.clone(),
+                // An interface of another VRF than the default says which.
+                if s.vrf == crate::control::vrf::DEFAULT_VRF_NAME {
+                    s.name.clone()
+                } else {
+                    format!("{} (vrf {})", s.name, s.vrf)
+                },
                 s.rx_packets.to_string(),
                 s.rx_bytes.to_string(),
                 s.forwarded_packets.to_string(),

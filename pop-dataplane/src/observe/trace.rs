@@ -48,6 +48,9 @@ pub(crate) struct Probe {
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Trace {
     pub ingress: String,
+    /// The VRF the ingress interface routes in, whose table was looked up (`default` for
+    /// the default VRF).
+    pub vrf: String,
     pub action: &'static str,
     pub xdp_action: u32,
     /// Why it was not forwarded.
@@ -250,12 +253,25 @@ fn traced(
     let rewritten = (action == "forward")
         .then(|| headers(&output.frame))
         .flatten();
+    // The VRF's name as the daemon saved it; a VRF it did not name, by its slot.
+    let vrf = entries
+        .iter()
+        .find(|(_, interface)| interface.slot == record.ingress_slot)
+        .map_or(0, |(_, interface)| interface.vrf);
+    let vrf = match saved.iter().find(|n| n.slot == record.ingress_slot) {
+        _ if vrf == 0 => crate::control::vrf::DEFAULT_VRF_NAME.to_owned(),
+        Some(crate::control::topology::NamedInterface {
+            vrf: Some(name), ..
+        }) => name.clone(),
+        _ => vrf.to_string(),
+    };
     Ok(Trace {
         ingress: if record.ingress_slot == u32::MAX {
             probe.ingress.clone()
         } else {
             slot_name(record.ingress_slot)
         },
+        vrf,
         action,
         xdp_action: output.action,
         reason,
@@ -391,8 +407,13 @@ pub(crate) fn render(probe: &Probe, trace: &Trace) -> String {
     let src = probe
         .src
         .map_or_else(|| "default source".to_owned(), |s| s.to_string());
+    let vrf = if trace.vrf == crate::control::vrf::DEFAULT_VRF_NAME {
+        String::new()
+    } else {
+        format!(" (vrf {})", trace.vrf)
+    };
     out += &format!(
-        "packet:    {src} -> {} {proto}, ttl {}, in {}\n",
+        "packet:    {src} -> {} {proto}, ttl {}, in {}{vrf}\n",
         probe.dst, probe.ttl, trace.ingress
     );
     out += &format!(

@@ -387,6 +387,17 @@ impl Router {
         self.rib.lookup(vrf, addr).map(|(prefix, _)| prefix)
     }
 
+    /// The interfaces' names and their VRFs', for `stats`, `trace` and the metrics, which see
+    /// only the maps.
+    pub fn interface_names(&self) -> Vec<NamedInterface> {
+        let mut names = self.topology.names();
+        for (named, interface) in names.iter_mut().zip(&self.topology.interfaces) {
+            let vrf = VrfId(interface.entry.vrf);
+            named.vrf = (!vrf.is_default()).then(|| self.vrf_name(vrf));
+        }
+        names
+    }
+
     /// The VRFs besides the default one.
     pub fn vrfs(&self) -> &Vrfs {
         &self.vrfs
