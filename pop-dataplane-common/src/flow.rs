@@ -15,13 +15,48 @@
 
 /// `ARRAY`: entry index (bank * [`BANK_ENTRIES`] + index) -> [`FlowEntry`].
 pub const FLOW_ENTRIES: &str = "FLOW_ENTRIES";
-/// `LPM_TRIE`: IPv4 destination prefix -> [`FlowList`].
+/// `LPM_TRIE`: (VRF, IPv4 destination prefix), as [`FlowKeyV4`] -> [`FlowList`].
 pub const FLOW_INDEX_V4: &str = "FLOW_INDEX_V4";
-/// `LPM_TRIE`: IPv6 destination prefix -> [`FlowList`].
+/// `LPM_TRIE`: (VRF, IPv6 destination prefix), as [`FlowKeyV6`] -> [`FlowList`].
 pub const FLOW_INDEX_V6: &str = "FLOW_INDEX_V6";
-/// `ARRAY`, two entries (IPv4, IPv6): 1 when some rule of the family has no destination
-/// prefix, so that every packet of the family is checked.
+/// `ARRAY`, two entries per VRF (`vrf * 2 +` [`WILDCARD_V4`] or [`WILDCARD_V6`]): 1 when some
+/// rule of the VRF and family has no destination prefix, so that every packet of the family
+/// routed in the VRF is checked.
 pub const FLOW_WILDCARD: &str = "FLOW_WILDCARD";
+
+/// The key data of `FLOW_INDEX_V4`: the VRF (big-endian u32, the first 32 bits of every
+/// prefix, so that a VRF's rules cover only its packets), then the destination.
+pub type FlowKeyV4 = [u8; 8];
+/// The key data of `FLOW_INDEX_V6`: the VRF, the destination, and 4 bytes no prefix reaches
+/// (the key data a multiple of 8 bytes, as aya's BTF LPM trie wants).
+pub type FlowKeyV6 = [u8; 24];
+/// Bits of a key before the destination: its prefix length is these plus the prefix's.
+pub const FLOW_KEY_VRF_BITS: u32 = 32;
+
+/// The `FLOW_INDEX_V4` key data of `addr` in VRF `vrf`.
+#[inline(always)]
+pub const fn flow_key_v4(vrf: u16, addr: [u8; 4]) -> FlowKeyV4 {
+    let [v0, v1] = vrf.to_be_bytes();
+    [0, 0, v0, v1, addr[0], addr[1], addr[2], addr[3]]
+}
+
+/// The `FLOW_INDEX_V6` key data of `addr` in VRF `vrf`.
+#[inline(always)]
+pub fn flow_key_v6(vrf: u16, addr: [u8; 16]) -> FlowKeyV6 {
+    let mut key = [0u8; 24];
+    let [v0, v1] = vrf.to_be_bytes();
+    key[2] = v0;
+    key[3] = v1;
+    key[4..20].copy_from_slice(&addr);
+    key
+}
+
+/// The `FLOW_WILDCARD` index of VRF `vrf`'s flag for a family ([`WILDCARD_V4`] or
+/// [`WILDCARD_V6`]).
+#[inline(always)]
+pub const fn wildcard_index(vrf: u16, family: u32) -> u32 {
+    vrf as u32 * 2 + family
+}
 /// `PERCPU_ARRAY`: rule id -> [`FlowHits`].
 pub const FLOW_HITS: &str = "FLOW_HITS";
 /// `ARRAY`: rule id -> [`RateBucket`], shared by the CPUs.

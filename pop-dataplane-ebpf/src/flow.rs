@@ -14,8 +14,8 @@ use pop_dataplane_common::{
     DropReason, RouteEntry,
     ecmp::{IPPROTO_FRAGMENT, IPPROTO_TCP, has_ports},
     flow::{
-        FlowEntry, FlowList, FlowOp, LIST_ENTRIES, MAX_OPS, WILDCARD_V4, WILDCARD_V6, field,
-        fragment,
+        FLOW_KEY_VRF_BITS, FlowEntry, FlowKeyV4, FlowKeyV6, FlowList, FlowOp, LIST_ENTRIES,
+        MAX_OPS, WILDCARD_V4, WILDCARD_V6, field, flow_key_v4, fragment, wildcard_index,
     },
 };
 
@@ -81,11 +81,14 @@ fn fragment_bits(first: bool, more: bool) -> u16 {
     bits
 }
 
-/// Whether packets to this route, routed in VRF `vrf`, must be checked. The rules are the
-/// default VRF's: userspace flags no route of another VRF, and wildcard rules skip them too.
+/// Whether packets to this route, routed in VRF `vrf`, must be checked: the route is flagged,
+/// or the VRF has rules of the family without a destination.
 #[inline(always)]
-fn wanted(vrf: u16, route: &RouteEntry, wildcard: u32) -> bool {
-    route.checks_flows() || (vrf == 0 && FLOW_WILDCARD.get(wildcard).is_some_and(|&on| on != 0))
+fn wanted(vrf: u16, route: &RouteEntry, family: u32) -> bool {
+    route.checks_flows()
+        || FLOW_WILDCARD
+            .get(wildcard_index(vrf, family))
+            .is_some_and(|&on| on != 0)
 }
 
 /// Checks an IPv4 packet against the rules. `counting`: a real packet (not a trace), which
@@ -103,10 +106,13 @@ pub(crate) fn check_v4(
     if !wanted(vrf, route, WILDCARD_V4) {
         return Ok(NONE_PASSED);
     }
-    let Some(list) = FLOW_INDEX_V4.get(&Key::new(32, ip.dst)) else {
+    let Some(search) = fresh_search() else {
         return Ok(NONE_PASSED);
     };
-    let Some(search) = fresh_search() else {
+    // The key in the scratch: the stack has no room for it.
+    search.key_v4.prefix_len = FLOW_KEY_VRF_BITS + 32;
+    search.key_v4.data = flow_key_v4(vrf, ip.dst);
+    let Some(list) = FLOW_INDEX_V4.get(&search.key_v4) else {
         return Ok(NONE_PASSED);
     };
     let fields = &mut search.fields;
@@ -151,10 +157,15 @@ pub(crate) fn check_v6(
     if !wanted(vrf, route, WILDCARD_V6) {
         return Ok(NONE_PASSED);
     }
-    let Some(list) = FLOW_INDEX_V6.get(&Key::new(128, ip.dst)) else {
+    let Some(search) = fresh_search() else {
         return Ok(NONE_PASSED);
     };
-    let Some(search) = fresh_search() else {
+    search.key_v6.prefix_len = FLOW_KEY_VRF_BITS + 128;
+    let [v0, v1] = vrf.to_be_bytes();
+    search.key_v6.data[2] = v0;
+    search.key_v6.data[3] = v1;
+    search.key_v6.data[4..20].copy_from_slice(&ip.dst);
+    let Some(list) = FLOW_INDEX_V6.get(&search.key_v6) else {
         return Ok(NONE_PASSED);
     };
     let fields = &mut search.fields;
@@ -298,6 +309,9 @@ static FLOW_SEARCH: PerCpuArray<Search, 1> = PerCpuArray::new();
 /// for none).
 #[repr(C, align(8))]
 struct Search {
+    /// The `FLOW_INDEX` keys of the packet's VRF and destination (bytes 0, 1 and 20.. stay 0).
+    key_v4: Key<FlowKeyV4>,
+    key_v6: Key<FlowKeyV6>,
     entries: [u16; LIST_ENTRIES],
     fields: Fields,
     /// The source address, big-endian in two words (an IPv4 one in the top half of the

@@ -7,14 +7,16 @@ use aya_ebpf::{
     Global,
     bindings::BPF_F_NO_PREALLOC,
     btf_maps::{self, Array, ArrayOfMaps, DevMap, HashMap, LpmTrie, PerCpuArray},
-    macros::{btf_map, map},
-    maps::LpmTrie as LpmTrieMap,
+    macros::btf_map,
 };
 use pop_dataplane_common::{
     Interface, InterfaceCounters, InterfaceKey, Nexthop, NexthopGroup, RouteEntry, TraceRecord,
     acl::{AclEntry, AclHits, AclKeyV4, AclKeyV6},
     fib::{Cell, FIB_MAP_FLAGS},
-    flow::{BANK_ENTRIES, FlowEntry, FlowHits, FlowList, MAX_FLOW_RULES, RateBucket},
+    flow::{
+        BANK_ENTRIES, FlowEntry, FlowHits, FlowKeyV4, FlowKeyV6, FlowList, MAX_FLOW_RULES,
+        RateBucket,
+    },
     maps::{
         MAX_ACL_ENTRIES, MAX_ACL_RULES, MAX_INTERFACES, MAX_NEXTHOP_GROUPS, MAX_NEXTHOPS,
         MAX_PORT_IFINDEX, MAX_PORTS, MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_VRFS,
@@ -103,19 +105,16 @@ pub(crate) static ACL_HITS: PerCpuArray<AclHits, { MAX_ACL_RULES as usize }> = P
 #[btf_map]
 pub(crate) static FLOW_ENTRIES: Array<FlowEntry, { 2 * BANK_ENTRIES as usize }> = Array::new();
 
-/// Declared without BTF: aya's BTF LPM trie wants the key's data (4 bytes) to be a multiple
-/// of the value's alignment (8, for the word copies of the list), though the kernel places
-/// the value after the 4-byte prefix length as well, at 8.
-#[map]
-pub(crate) static FLOW_INDEX_V4: LpmTrieMap<[u8; 4], FlowList> =
-    LpmTrieMap::with_max_entries(MAX_FLOW_RULES, BPF_F_NO_PREALLOC);
-
 #[btf_map]
-pub(crate) static FLOW_INDEX_V6: LpmTrie<[u8; 16], FlowList, { MAX_FLOW_RULES as usize }> =
+pub(crate) static FLOW_INDEX_V4: LpmTrie<FlowKeyV4, FlowList, { MAX_FLOW_RULES as usize }> =
     LpmTrie::new();
 
 #[btf_map]
-pub(crate) static FLOW_WILDCARD: Array<u32, 2> = Array::new();
+pub(crate) static FLOW_INDEX_V6: LpmTrie<FlowKeyV6, FlowList, { MAX_FLOW_RULES as usize }> =
+    LpmTrie::new();
+
+#[btf_map]
+pub(crate) static FLOW_WILDCARD: Array<u32, { 2 * MAX_VRFS as usize }> = Array::new();
 
 #[btf_map]
 pub(crate) static FLOW_HITS: PerCpuArray<FlowHits, { MAX_FLOW_RULES as usize }> =

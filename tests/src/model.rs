@@ -35,9 +35,10 @@ pub struct Tables {
     /// The source filter: (interface slot, prefix length, network) -> entry.
     acl_v4: HashMap<(u32, u8, u32), AclEntry>,
     acl_v6: HashMap<(u32, u8, u128), AclEntry>,
-    /// Flow rules: entries by index, and lists by (IPv6?, prefix length, network as u128).
+    /// Flow rules: entries by index, and lists by (VRF, IPv6?, prefix length, network as
+    /// u128).
     flow_entries: HashMap<u32, FlowEntry>,
-    flow_lists: Vec<(bool, u8, u128, FlowList)>,
+    flow_lists: Vec<(u16, bool, u8, u128, FlowList)>,
     pub ecmp_seed: u32,
 }
 
@@ -162,11 +163,12 @@ impl Tables {
         self.flow_entries.insert(index, entry);
     }
 
-    /// The flow list of a destination prefix (IPv4 addresses in the low 32 bits).
-    pub fn set_flow_list(&mut self, v6: bool, network: u128, len: u8, list: FlowList) {
+    /// The flow list of a destination prefix in VRF `vrf` (IPv4 addresses in the low 32
+    /// bits).
+    pub fn set_flow_list(&mut self, vrf: u16, v6: bool, network: u128, len: u8, list: FlowList) {
         self.flow_lists
-            .retain(|(f, l, n, _)| !(*f == v6 && *l == len && *n == network));
-        self.flow_lists.push((v6, len, network, list));
+            .retain(|(v, f, l, n, _)| !(*v == vrf && *f == v6 && *l == len && *n == network));
+        self.flow_lists.push((vrf, v6, len, network, list));
     }
 
     /// The longest source filter entry for `src` on `slot`.
@@ -315,14 +317,10 @@ impl Tables {
         let Some(entry) = entry else {
             return to_kernel(pass::NO_ROUTE);
         };
-        // Flow rules, the default VRF's: the first of those covering the destination that
-        // matches.
+        // Flow rules of the ingress interface's VRF: the first of those covering the
+        // destination that matches.
         let mut frame = frame.to_vec();
-        let flow = if ingress.vrf == 0 {
-            self.flow_rule(packet, &network)
-        } else {
-            None
-        };
+        let flow = self.flow_rule(ingress.vrf, packet, &network);
         if let Some(rule) = &flow {
             let hit = |dropped| {
                 Some(FlowHit {
@@ -439,11 +437,11 @@ impl Tables {
         }
     }
 
-    /// The README's flow rules: of the lists whose prefix covers the destination, the
+    /// The README's flow rules: of the lists of the VRF whose prefix covers the destination, the
     /// longest; of its entries, in order, the first whose source prefix and every component
     /// match the packet (RFC 8955: a component is a list of terms ORed, AND binding
     /// tighter). A field the packet lacks matches no term.
-    fn flow_rule(&self, packet: &[u8], network: &Network) -> Option<FlowEntry> {
+    fn flow_rule(&self, vrf: u16, packet: &[u8], network: &Network) -> Option<FlowEntry> {
         let (v6, dst, src, bits) = match (network.dst, network.src) {
             (Addr::V4(d), Addr::V4(s)) => (
                 false,
@@ -461,9 +459,9 @@ impl Tables {
         let list = self
             .flow_lists
             .iter()
-            .filter(|(f, len, net, _)| *f == v6 && covers(*len, *net))
-            .max_by_key(|(_, len, _, _)| *len)?
-            .3;
+            .filter(|(v, f, len, net, _)| *v == vrf && *f == v6 && covers(*len, *net))
+            .max_by_key(|(_, _, len, _, _)| *len)?
+            .4;
         let fields = flow_fields(packet, network);
         list.entries[..usize::from(list.len)]
             .iter()

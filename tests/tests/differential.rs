@@ -10,7 +10,8 @@
 //! filter them (deny rules, martian sources). Random flow rules (FlowSpec components, drop,
 //! accept, remark) are generated with the frames, from the same seed. Two interfaces are in
 //! VRFs of their own, each holding a share of the table's prefixes with other next hops (some
-//! on default-VRF interfaces: leaked routes), so their frames must be looked up there only.
+//! on default-VRF interfaces: leaked routes), so their frames must be looked up there only;
+//! a third of the flow rules are theirs.
 //!
 //! The seed is printed; `POP_DIFF_SEED=<seed>` replays a run, `POP_DIFF_FRAMES=<n>` sets its
 //! length. A mismatch prints the frame and both results.
@@ -196,6 +197,10 @@ fn flow_rules(rng: &mut Rng) -> String {
     for _ in 0..24 {
         let v6 = rng.chance(40);
         let mut words: Vec<String> = Vec::new();
+        // A third of the rules are VRF blue's or red's: frames routed there see only those.
+        if rng.chance(33) {
+            words.push(format!("vrf {}", rng.pick(&["blue", "red"])));
+        }
         if rng.chance(80) {
             let len = 1 + rng.below(if v6 { 12 } else { 8 });
             let net = if v6 {
@@ -623,16 +628,21 @@ fn model_tables(router: &Router, writes: &[MapWrite]) -> model::Tables {
                     );
                 }
             }
-            MapWrite::FlowList(prefix, list) => match prefix {
+            MapWrite::FlowList(vrf, prefix, list) => match prefix {
                 IpNet::V4(net) => model.set_flow_list(
+                    vrf.0,
                     false,
                     u128::from(u32::from(net.network())),
                     net.prefix_len(),
                     *list,
                 ),
-                IpNet::V6(net) => {
-                    model.set_flow_list(true, u128::from(net.network()), net.prefix_len(), *list)
-                }
+                IpNet::V6(net) => model.set_flow_list(
+                    vrf.0,
+                    true,
+                    u128::from(net.network()),
+                    net.prefix_len(),
+                    *list,
+                ),
             },
             MapWrite::Acl(key, entry) => match key.src {
                 IpNet::V4(net) => {

@@ -274,6 +274,46 @@ fn each_vrf_forwards_by_its_own_table_only() {
         routes_before
     );
 
+    // Flow rules are a VRF's: blue's drops blue's pings in XDP; the default VRF's, for the
+    // same destination, leaves them alone.
+    let rule = |vrf: &[&'static str]| -> Vec<&'static str> {
+        let mut words = vec!["flow", "add"];
+        words.extend_from_slice(vrf);
+        words.extend([
+            "destination",
+            "198.18.9.1/32",
+            "protocol",
+            "=icmp",
+            "then",
+            "drop",
+        ]);
+        words
+    };
+    lab.cli(&binary, &rule(&["vrf", "blue"])).unwrap();
+    let before = lab.stats(&binary).unwrap();
+    assert_eq!(ping(&lab, B_SERVICE_V4, 5), 0);
+    let after = lab.stats(&binary).unwrap();
+    assert_eq!(
+        counter(&after, ROUTER_A.ifname, "dropped.flow")
+            - counter(&before, ROUTER_A.ifname, "dropped.flow"),
+        5
+    );
+    let mut del = rule(&["vrf", "blue"]);
+    del[1] = "del";
+    lab.cli(&binary, &del).unwrap();
+    lab.cli(&binary, &rule(&[])).unwrap();
+    assert_eq!(ping(&lab, B_SERVICE_V4, 5), 5);
+    let flows: serde_json::Value =
+        serde_json::from_str(&lab.cli(&binary, &["flow", "list", "--json"]).unwrap()).unwrap();
+    assert_eq!(flows[0]["matched_packets"], 0, "{flows}");
+    let out = lab.cli_output(&binary, &rule(&["vrf", "green"])).unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("vrf \"green\" is not one of the VRFs (default, blue)"),
+        "{out:?}"
+    );
+
     // Blue's kernel table changes: its route goes, and so does blue's way to the service
     // address (the default VRF's stays and is not used instead).
     lab.router

@@ -10,7 +10,8 @@ use crate::{
 
 #[derive(Subcommand)]
 pub(super) enum FlowCommand {
-    /// Add a rule: [ipv4|ipv6] [destination PREFIX] [source PREFIX] [COMPONENT OPS]... then
+    /// Add a rule: [vrf NAME] [ipv4|ipv6] [destination PREFIX] [source PREFIX] [COMPONENT
+    /// OPS]... then
     /// drop | accept | rate-limit N packets|bytes [remark DSCP] | remark DSCP. Components:
     /// protocol, port, destination-port, source-port, icmp-type, icmp-code, tcp-flags,
     /// packet-length, dscp, fragment; OPS like >=1024&<=2048|=53, or =syn+ack|!rst. Lasts

@@ -550,6 +550,9 @@ impl Config {
             let rule: flow_rule::FlowRule = text
                 .parse()
                 .map_err(|err: flow_rule::FlowRuleError| at(err.to_string()))?;
+            if let Some(name) = &rule.vrf {
+                vrf::check_known(name, &vrfs).map_err(at)?;
+            }
             if let Some(first) = flows.iter().find(|f| f.rule == rule) {
                 return Err(at(format!("listed twice (first on line {})", first.line)));
             }

@@ -11,15 +11,21 @@ use pop_dataplane_common::flow::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::flow_rule::{ComponentKind, Family, FlowRule, Op, RateUnit, Test, Verdict};
+use crate::{
+    config::flow_rule::{ComponentKind, Family, FlowRule, Op, RateUnit, Test, Verdict},
+    control::vrf::{VrfId, Vrfs},
+};
 
 /// Why a change to the rules was refused; nothing changed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FlowError {
     #[error("{rule} is there already (from {})", .origin.describe())]
-    Exists { rule: FlowRule, origin: FlowOrigin },
+    Exists {
+        rule: Box<FlowRule>,
+        origin: FlowOrigin,
+    },
     #[error("{0} is not among the CLI's flow rules")]
-    NotThere(FlowRule),
+    NotThere(Box<FlowRule>),
     #[error("{total} flow rules; at most {MAX_RULES} are supported")]
     TooManyRules { total: usize },
     #[error("the flow rules take {entries} entries; at most {BANK_ENTRIES} fit")]
@@ -29,6 +35,12 @@ pub enum FlowError {
          without a destination cover every one)"
     )]
     TooManyCovering { prefix: IpNet, count: usize },
+    #[error("{rule}: vrf {vrf:?} is not one of the VRFs ({known})")]
+    UnknownVrf {
+        rule: Box<FlowRule>,
+        vrf: String,
+        known: String,
+    },
 }
 
 pub const MAX_RULES: usize = MAX_FLOW_RULES as usize;
@@ -83,27 +95,31 @@ pub struct Flows {
     fresh: Vec<u32>,
 }
 
-/// What the flow maps must hold, bank aside: the entries, and per family the lists by
-/// destination prefix (entry indices within the bank).
+/// What the flow maps must hold, bank aside: the entries, and per VRF and family the lists
+/// by destination prefix (entry indices within the bank).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CompiledFlows {
     pub entries: Vec<FlowEntry>,
-    pub lists: BTreeMap<IpNet, Vec<u16>>,
-    /// Some rule of the family (IPv4, IPv6) has no destination: every packet is checked.
-    pub wildcard: [bool; 2],
+    pub lists: BTreeMap<(VrfId, IpNet), Vec<u16>>,
+    /// Per VRF: some rule of the family (IPv4, IPv6) has no destination, so every packet
+    /// routed in the VRF is checked. VRFs with neither are left out.
+    pub wildcard: BTreeMap<VrfId, [bool; 2]>,
 }
 
 impl CompiledFlows {
-    /// The destination prefixes of the rules: routes overlapping one are flagged. (A rule
-    /// for every destination sets its family's wildcard instead.)
-    pub fn prefixes(&self) -> impl Iterator<Item = IpNet> + '_ {
-        self.lists.keys().copied().filter(|p| p.prefix_len() > 0)
+    /// The destination prefixes of the rules, each in its VRF: routes overlapping one are
+    /// flagged. (A rule for every destination sets its VRF's family wildcard instead.)
+    pub fn prefixes(&self) -> impl Iterator<Item = (VrfId, IpNet)> + '_ {
+        self.lists
+            .keys()
+            .copied()
+            .filter(|(_, p)| p.prefix_len() > 0)
     }
 
-    /// The list of `prefix` as the map holds it, its entries in `bank`.
-    pub fn list(&self, prefix: &IpNet, bank: u32) -> FlowList {
+    /// The list of `prefix` in `vrf` as the map holds it, its entries in `bank`.
+    pub fn list(&self, key: &(VrfId, IpNet), bank: u32) -> FlowList {
         let mut list = FlowList::default();
-        let entries = &self.lists[prefix];
+        let entries = &self.lists[key];
         list.len = entries.len() as u16;
         for (slot, &entry) in list.entries.iter_mut().zip(entries) {
             *slot = (bank * BANK_ENTRIES) as u16 + entry;
@@ -125,7 +141,7 @@ impl Flows {
                 return Ok(id);
             }
             return Err(FlowError::Exists {
-                rule,
+                rule: Box::new(rule),
                 origin: had.clone(),
             });
         }
@@ -149,7 +165,7 @@ impl Flows {
             .iter()
             .find(|(_, (r, o))| r == rule && o == origin)
             .map(|(&id, _)| id)
-            .ok_or_else(|| FlowError::NotThere(rule.clone()))?;
+            .ok_or_else(|| FlowError::NotThere(Box::new(rule.clone())))?;
         self.rules.remove(&id);
         Ok(())
     }
@@ -186,12 +202,20 @@ impl Flows {
         rules
     }
 
-    /// The maps' contents for these rules.
-    pub fn compile(&self) -> Result<CompiledFlows, FlowError> {
+    /// The maps' contents for these rules, their VRFs' ids from `vrfs`.
+    pub fn compile(&self, vrfs: &Vrfs) -> Result<CompiledFlows, FlowError> {
         let mut compiled = CompiledFlows::default();
-        // Per rule in order: its entries and its destination (`None`: every one).
-        let mut covering: Vec<(Family, Option<IpNet>, Vec<u16>)> = Vec::new();
+        // Per rule in order: its VRF, family, entries and destination (`None`: every one).
+        let mut covering: Vec<(VrfId, Family, Option<IpNet>, Vec<u16>)> = Vec::new();
         for (id, rule, _) in self.ordered() {
+            let vrf = match &rule.vrf {
+                None => VrfId::DEFAULT,
+                Some(name) => vrfs.id(name).ok_or_else(|| FlowError::UnknownVrf {
+                    rule: Box::new(rule.clone()),
+                    vrf: name.clone(),
+                    known: vrfs.names(),
+                })?,
+            };
             let mut indices = Vec::new();
             for entry in entries(id, rule) {
                 if compiled.entries.len() >= BANK_ENTRIES as usize {
@@ -204,29 +228,31 @@ impl Flows {
             }
             match rule.destination {
                 Some(prefix) if prefix.prefix_len() > 0 => {
-                    compiled.lists.entry(prefix).or_default();
+                    compiled.lists.entry((vrf, prefix)).or_default();
                 }
                 _ => {
                     let family = rule.family as usize;
-                    compiled.wildcard[family] = true;
+                    compiled.wildcard.entry(vrf).or_default()[family] = true;
                     let any: IpNet = match rule.family {
                         Family::V4 => "0.0.0.0/0".parse().expect("valid"),
                         Family::V6 => "::/0".parse().expect("valid"),
                     };
-                    compiled.lists.entry(any).or_default();
+                    compiled.lists.entry((vrf, any)).or_default();
                 }
             }
-            covering.push((rule.family, rule.destination, indices));
+            covering.push((vrf, rule.family, rule.destination, indices));
         }
-        // Each list: the entries, in order, of the rules whose destination covers its prefix.
-        for (prefix, list) in &mut compiled.lists {
+        // Each list: the entries, in order, of the rules of its VRF whose destination covers
+        // its prefix.
+        for ((vrf, prefix), list) in &mut compiled.lists {
             let family = match prefix {
                 IpNet::V4(_) => Family::V4,
                 IpNet::V6(_) => Family::V6,
             };
-            for (rule_family, destination, indices) in &covering {
-                let covers =
-                    *rule_family == family && destination.is_none_or(|d| d.contains(prefix));
+            for (rule_vrf, rule_family, destination, indices) in &covering {
+                let covers = rule_vrf == vrf
+                    && *rule_family == family
+                    && destination.is_none_or(|d| d.contains(prefix));
                 if covers {
                     list.extend_from_slice(indices);
                 }
@@ -404,14 +430,14 @@ mod tests {
                 FlowOrigin::Cli,
             )
             .unwrap();
-        let compiled = flows.compile().unwrap();
+        let compiled = flows.compile(&Vrfs::default()).unwrap();
         // The /24's rule (two entries, for its port), the /15's, then the wildcard.
         let rules: Vec<u32> = compiled.entries.iter().map(|e| e.rule).collect();
         assert_eq!(rules, [narrow, narrow, wide, any]);
         let lists: Vec<(String, Vec<u16>)> = compiled
             .lists
             .iter()
-            .map(|(p, l)| (p.to_string(), l.clone()))
+            .map(|((_, p), l)| (p.to_string(), l.clone()))
             .collect();
         assert_eq!(
             lists,
@@ -421,16 +447,21 @@ mod tests {
                 ("198.18.5.0/24".to_owned(), vec![0, 1, 2, 3]),
             ]
         );
-        assert_eq!(compiled.wildcard, [true, false]);
+        assert_eq!(
+            compiled.wildcard,
+            BTreeMap::from([(VrfId::DEFAULT, [true, false])])
+        );
         assert_eq!(
             compiled
                 .prefixes()
-                .map(|p| p.to_string())
+                .map(|(_, p)| p.to_string())
                 .collect::<Vec<_>>(),
             ["198.18.0.0/15", "198.18.5.0/24"]
         );
         assert_eq!(
-            compiled.list(&"198.18.0.0/15".parse().unwrap(), 1).entries[..2],
+            compiled
+                .list(&(VrfId::DEFAULT, "198.18.0.0/15".parse().unwrap()), 1)
+                .entries[..2],
             [8194, 8195]
         );
         // The rate: 1,000 packets a second as 8 per 8 ms.
@@ -455,7 +486,7 @@ mod tests {
         assert_eq!(flows.add(r.clone(), session.clone()).unwrap(), id);
         assert_eq!(
             flows.remove(&r, &FlowOrigin::Cli),
-            Err(FlowError::NotThere(r.clone()))
+            Err(FlowError::NotThere(Box::new(r.clone())))
         );
         flows.set(&session, &[]).unwrap();
         assert_eq!(flows.len(), 1);
@@ -469,13 +500,59 @@ mod tests {
                 )
                 .unwrap();
         }
-        flows.compile().unwrap();
+        flows.compile(&Vrfs::default()).unwrap();
         flows
             .add(rule("ipv4 dscp =63 then drop"), FlowOrigin::Cli)
             .unwrap();
         assert!(matches!(
-            flows.compile(),
+            flows.compile(&Vrfs::default()),
             Err(FlowError::TooManyCovering { count: 29, .. })
         ));
+    }
+
+    #[test]
+    fn each_vrf_has_its_own_lists_and_wildcards() {
+        let vrfs = Vrfs::default().renamed(["blue"]).unwrap();
+        let blue = vrfs.id("blue").unwrap();
+        let mut flows = Flows::default();
+        let default = flows
+            .add(rule("destination 198.18.0.0/15 then drop"), FlowOrigin::Cli)
+            .unwrap();
+        let in_blue = flows
+            .add(
+                rule("vrf blue destination 198.18.5.0/24 then drop"),
+                FlowOrigin::Cli,
+            )
+            .unwrap();
+        let blue_any = flows
+            .add(
+                rule("vrf blue ipv6 protocol =17 then drop"),
+                FlowOrigin::Cli,
+            )
+            .unwrap();
+        let compiled = flows.compile(&vrfs).unwrap();
+        let rules_of = |key: &(VrfId, IpNet)| -> Vec<u32> {
+            compiled.lists[key]
+                .iter()
+                .map(|&i| compiled.entries[usize::from(i)].rule)
+                .collect()
+        };
+        // Blue's /24 is inside the default VRF's /15, whose rule does not cover it there.
+        assert_eq!(
+            rules_of(&(blue, "198.18.5.0/24".parse().unwrap())),
+            [in_blue]
+        );
+        assert_eq!(
+            rules_of(&(VrfId::DEFAULT, "198.18.0.0/15".parse().unwrap())),
+            [default]
+        );
+        assert_eq!(rules_of(&(blue, "::/0".parse().unwrap())), [blue_any]);
+        assert_eq!(compiled.wildcard, BTreeMap::from([(blue, [false, true])]));
+        let unknown = flows.compile(&Vrfs::default()).unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "vrf blue destination 198.18.5.0/24 then drop: vrf \"blue\" is not one of the \
+             VRFs (default)"
+        );
     }
 }

@@ -44,11 +44,12 @@ pub enum MapWrite {
         bank: u32,
         entries: Vec<FlowEntry>,
     },
-    /// `FLOW_INDEX_V4`/`_V6`: the list of a destination prefix.
-    FlowList(IpNet, FlowList),
-    DeleteFlowList(IpNet),
-    /// `FLOW_WILDCARD`: whether every packet of the family (IPv4, IPv6) is checked.
-    FlowWildcard([bool; 2]),
+    /// `FLOW_INDEX_V4`/`_V6`: the list of a destination prefix in a VRF.
+    FlowList(VrfId, IpNet, FlowList),
+    DeleteFlowList(VrfId, IpNet),
+    /// `FLOW_WILDCARD`: whether every packet of the family (IPv4, IPv6) routed in the VRF is
+    /// checked.
+    FlowWildcard(VrfId, [bool; 2]),
     /// Zero the counters and the rate bucket of a flow rule id handed to a new rule.
     ResetFlowRule(u32),
 }
@@ -78,8 +79,8 @@ pub struct Adopted {
     pub interfaces: Vec<(InterfaceKey, Interface)>,
     /// `EGRESS` entries: (port index, ifindex).
     pub ports: Vec<(u32, u32)>,
-    /// The flow lists' prefixes, and the bank they point at.
-    pub flow_lists: Vec<IpNet>,
+    /// The flow lists' (VRF, prefix), and the bank they point at.
+    pub flow_lists: Vec<(VrfId, IpNet)>,
     pub flow_bank: u32,
 }
 

@@ -4,9 +4,13 @@
 use anyhow::Context as _;
 use aya::maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key};
 use ipnet::IpNet;
-use pop_dataplane_common::flow::{self, BANK_ENTRIES, FlowEntry, FlowHits, FlowList, RateBucket};
+use pop_dataplane_common::flow::{
+    self, BANK_ENTRIES, FLOW_KEY_VRF_BITS, FlowEntry, FlowHits, FlowKeyV4, FlowKeyV6, FlowList,
+    RateBucket, flow_key_v4, flow_key_v6,
+};
 
 use super::Dataplane;
+use crate::control::vrf::VrfId;
 
 impl Dataplane {
     /// Writes bank `bank`: `entries` from index 0. What the bank held past them stays: the
@@ -25,26 +29,28 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Sets (or, with `None`, deletes) the list of `prefix`.
+    /// Sets (or, with `None`, deletes) the list of `prefix` in VRF `vrf`.
     pub(super) fn set_flow_list(
         &mut self,
+        vrf: VrfId,
         prefix: &IpNet,
         list: Option<&FlowList>,
     ) -> anyhow::Result<()> {
+        let len = FLOW_KEY_VRF_BITS + u32::from(prefix.prefix_len());
         let result = match prefix {
             IpNet::V4(p) => {
-                let mut map: LpmTrie<_, [u8; 4], FlowList> =
+                let mut map: LpmTrie<_, FlowKeyV4, FlowList> =
                     LpmTrie::try_from(self.map_mut(flow::FLOW_INDEX_V4)?)?;
-                let key = Key::new(u32::from(p.prefix_len()), p.network().octets());
+                let key = Key::new(len, flow_key_v4(vrf.0, p.network().octets()));
                 match list {
                     Some(list) => map.insert(&key, list, 0),
                     None => map.remove(&key),
                 }
             }
             IpNet::V6(p) => {
-                let mut map: LpmTrie<_, [u8; 16], FlowList> =
+                let mut map: LpmTrie<_, FlowKeyV6, FlowList> =
                     LpmTrie::try_from(self.map_mut(flow::FLOW_INDEX_V6)?)?;
-                let key = Key::new(u32::from(p.prefix_len()), p.network().octets());
+                let key = Key::new(len, flow_key_v6(vrf.0, p.network().octets()));
                 match list {
                     Some(list) => map.insert(&key, list, 0),
                     None => map.remove(&key),
@@ -53,18 +59,25 @@ impl Dataplane {
         };
         match result {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(err) => Err(err).with_context(|| format!("the flow list of {prefix}")),
+            Err(err) => {
+                Err(err).with_context(|| format!("the flow list of {prefix} in VRF {}", vrf.0))
+            }
         }
     }
 
-    pub(super) fn set_flow_wildcard(&mut self, wildcard: [bool; 2]) -> anyhow::Result<()> {
+    /// Sets VRF `vrf`'s wildcard flags (IPv4, IPv6).
+    pub(super) fn set_flow_wildcard(
+        &mut self,
+        vrf: VrfId,
+        wildcard: [bool; 2],
+    ) -> anyhow::Result<()> {
         let mut array: Array<_, u32> = Array::try_from(self.map_mut(flow::FLOW_WILDCARD)?)?;
-        for (index, on) in [flow::WILDCARD_V4, flow::WILDCARD_V6]
+        for (family, on) in [flow::WILDCARD_V4, flow::WILDCARD_V6]
             .into_iter()
             .zip(wildcard)
         {
             array
-                .set(index, &u32::from(on), 0)
+                .set(flow::wildcard_index(vrf.0, family), &u32::from(on), 0)
                 .context("FLOW_WILDCARD")?;
         }
         Ok(())
@@ -87,8 +100,8 @@ impl Dataplane {
             .fold(FlowHits::default(), |sum, cpu| sum + *cpu))
     }
 
-    /// The flow lists a taken-over dataplane holds, and the bank they point at.
-    pub(super) fn read_flow_lists(&self) -> anyhow::Result<(Vec<IpNet>, u32)> {
+    /// The flow lists a taken-over dataplane holds (VRF, prefix), and the bank they point at.
+    pub(super) fn read_flow_lists(&self) -> anyhow::Result<(Vec<(VrfId, IpNet)>, u32)> {
         let mut prefixes = Vec::new();
         let mut bank = 0;
         let mut note = |list: &FlowList| {
@@ -96,17 +109,31 @@ impl Dataplane {
                 bank = 1;
             }
         };
-        let v4: LpmTrie<_, [u8; 4], FlowList> = LpmTrie::try_from(self.map(flow::FLOW_INDEX_V4)?)?;
+        let vrf_of = |data: &[u8]| VrfId(u16::from_be_bytes([data[2], data[3]]));
+        let len_of = |len: u32| len.saturating_sub(FLOW_KEY_VRF_BITS) as u8;
+        let v4: LpmTrie<_, FlowKeyV4, FlowList> =
+            LpmTrie::try_from(self.map(flow::FLOW_INDEX_V4)?)?;
         for item in v4.iter() {
             let (key, list) = item?;
             note(&list);
-            prefixes.push(IpNet::new(key.data().into(), key.prefix_len() as u8)?);
+            let data = key.data();
+            let addr: [u8; 4] = data[4..8].try_into().expect("4 bytes");
+            prefixes.push((
+                vrf_of(&data),
+                IpNet::new(addr.into(), len_of(key.prefix_len()))?,
+            ));
         }
-        let v6: LpmTrie<_, [u8; 16], FlowList> = LpmTrie::try_from(self.map(flow::FLOW_INDEX_V6)?)?;
+        let v6: LpmTrie<_, FlowKeyV6, FlowList> =
+            LpmTrie::try_from(self.map(flow::FLOW_INDEX_V6)?)?;
         for item in v6.iter() {
             let (key, list) = item?;
             note(&list);
-            prefixes.push(IpNet::new(key.data().into(), key.prefix_len() as u8)?);
+            let data = key.data();
+            let addr: [u8; 16] = data[4..20].try_into().expect("16 bytes");
+            prefixes.push((
+                vrf_of(&data),
+                IpNet::new(addr.into(), len_of(key.prefix_len()))?,
+            ));
         }
         Ok((prefixes, bank))
     }

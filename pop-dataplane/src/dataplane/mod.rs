@@ -506,9 +506,11 @@ impl Dataplane {
                 MapWrite::Acl(key, entry) => self.set_acl_entry(key, Some(entry))?,
                 MapWrite::DeleteAcl(key) => self.set_acl_entry(key, None)?,
                 MapWrite::FlowEntries { bank, entries } => self.set_flow_entries(*bank, entries)?,
-                MapWrite::FlowList(prefix, list) => self.set_flow_list(prefix, Some(list))?,
-                MapWrite::DeleteFlowList(prefix) => self.set_flow_list(prefix, None)?,
-                MapWrite::FlowWildcard(wildcard) => self.set_flow_wildcard(*wildcard)?,
+                MapWrite::FlowList(vrf, prefix, list) => {
+                    self.set_flow_list(*vrf, prefix, Some(list))?
+                }
+                MapWrite::DeleteFlowList(vrf, prefix) => self.set_flow_list(*vrf, prefix, None)?,
+                MapWrite::FlowWildcard(vrf, wildcard) => self.set_flow_wildcard(*vrf, *wildcard)?,
                 MapWrite::ResetFlowRule(rule) => self.reset_flow_rule(*rule)?,
                 MapWrite::Nexthop(id, nexthop) => {
                     self.set_nexthop(*id, nexthop)?;

@@ -130,6 +130,7 @@ config("vrf-table-of-default", '[daemon]\nsync_kernel_tables = [100]\n\n[[vrf]]\
 replace("vrf-unknown-on-interface", 'name = "rb"\n', 'name = "rb"\nvrf = "blue"\n', '{file}:5: interface "rb": vrf "blue" is not one of the [[vrf]] entries (default)')
 config("vrf-unknown-on-route", '[[route]]\nprefix = "198.18.3.0/24"\ntype = "blackhole"\nvrf = "blue"\n', f'{{file}}:{L}: route 198.18.3.0/24: vrf "blue" is not one of the [[vrf]] entries (default)')
 config("vrf-route-twice", '[[vrf]]\nname = "blue"\n\n[[route]]\nprefix = "198.18.3.0/24"\ntype = "blackhole"\nvrf = "blue"\n\n[[route]]\nprefix = "198.18.3.0/24"\ntype = "kernel"\nvrf = "blue"\n', f'{{file}}:{L+8}: route 198.18.3.0/24: defined twice (first on line {L+3})')
+config("vrf-unknown-on-flow", '[[flow]]\nrule = "vrf blue destination 198.18.2.0/24 then drop"\n', f'{{file}}:{L}: flow "vrf blue destination 198.18.2.0/24 then drop": vrf "blue" is not one of the [[vrf]] entries (default)')
 config("toml-unclosed-table", "[[interface]\nname = \"rc\"\n", f"{{file}}:{L}: unclosed array table, expected `]`")
 config("toml-unterminated-string", '[[interface]]\nname = "rc\n', f"{{file}}:{L+1}: invalid basic string, expected `\"`")
 config("toml-duplicate-key", '[[interface]]\nname = "rc"\nname = "rd"\n', f"{{file}}:{L+2}: duplicate key")

@@ -215,6 +215,9 @@ pub struct FlowAction {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct FlowRule {
+    /// The VRF whose routed packets it checks (`vrf NAME` before the matches): `None` for
+    /// the default VRF.
+    pub vrf: Option<String>,
     pub family: Family,
     pub destination: Option<IpNet>,
     pub source: Option<IpNet>,
@@ -232,6 +235,15 @@ impl FlowRule {
     pub fn parse(words: &[String]) -> Result<Self, FlowRuleError> {
         let text = words.join(" ");
         let usage = || FlowRuleError::Usage(text.clone());
+        let (vrf, words) = match words {
+            [first, name, rest @ ..] if first == "vrf" && name != "then" => {
+                // `vrf default` is no `vrf` at all.
+                let name = (name != super::vrf::DEFAULT_VRF).then(|| name.clone());
+                (name, rest)
+            }
+            [first, ..] if first == "vrf" => return Err(usage()),
+            all => (None, all),
+        };
         let then = words.iter().position(|w| w == "then").ok_or_else(usage)?;
         let (matches, action) = (&words[..then], &words[then + 1..]);
         let mut family = None;
@@ -318,6 +330,7 @@ impl FlowRule {
         }
         let action = parse_action(action)?;
         Ok(Self {
+            vrf,
             family,
             destination,
             source,
@@ -377,6 +390,9 @@ fn parse_action(words: &[String]) -> Result<FlowAction, FlowRuleError> {
 impl fmt::Display for FlowRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut words: Vec<String> = Vec::new();
+        if let Some(vrf) = &self.vrf {
+            words.push(format!("vrf {vrf}"));
+        }
         if self.destination.is_none() && self.source.is_none() {
             words.push(self.family.name().to_owned());
         }

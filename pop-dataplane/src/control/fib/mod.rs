@@ -44,45 +44,50 @@ pub(crate) struct Fib {
     flows: FlowPrefixes,
 }
 
-/// A set of prefixes, asked whether a route's prefix overlaps one of them: contains one (is
-/// among the truncations of one) or lies inside one (a truncation of it is one).
+/// A set of prefixes, each in a VRF, asked whether a route's prefix overlaps one of its VRF:
+/// contains one (is among the truncations of one) or lies inside one (a truncation of it is
+/// one).
 #[derive(Debug, Default)]
 struct FlowPrefixes {
-    prefixes: HashSet<IpNet>,
-    /// The lengths among `prefixes`, per family (IPv4, IPv6).
+    prefixes: HashSet<(VrfId, IpNet)>,
+    /// The lengths among `prefixes`, per family (IPv4, IPv6), over all VRFs.
     lens: [std::collections::BTreeSet<u8>; 2],
     /// Every truncation of every prefix, the prefix included.
-    covering: HashSet<IpNet>,
+    covering: HashSet<(VrfId, IpNet)>,
 }
 
 impl FlowPrefixes {
-    fn new(prefixes: impl IntoIterator<Item = IpNet>) -> Self {
+    fn new(prefixes: impl IntoIterator<Item = (VrfId, IpNet)>) -> Self {
         let mut set = Self::default();
-        for prefix in prefixes {
+        for (vrf, prefix) in prefixes {
             set.lens[usize::from(matches!(prefix, IpNet::V6(_)))].insert(prefix.prefix_len());
             for len in 0..=prefix.prefix_len() {
-                set.covering
-                    .insert(IpNet::new(prefix.addr(), len).expect("shorter").trunc());
+                set.covering.insert((
+                    vrf,
+                    IpNet::new(prefix.addr(), len).expect("shorter").trunc(),
+                ));
             }
-            set.prefixes.insert(prefix);
+            set.prefixes.insert((vrf, prefix));
         }
         set
     }
 
-    /// Whether a route of `prefix` in `vrf` must be flagged: the rules are the default
-    /// VRF's.
+    /// Whether a route of `prefix` in `vrf` must be flagged: it overlaps a rule's
+    /// destination in that VRF.
     fn overlaps(&self, vrf: VrfId, prefix: &IpNet) -> bool {
-        if self.prefixes.is_empty() || !vrf.is_default() {
+        if self.prefixes.is_empty() {
             return false;
         }
-        if self.covering.contains(prefix) {
+        if self.covering.contains(&(vrf, *prefix)) {
             return true;
         }
         self.lens[usize::from(matches!(prefix, IpNet::V6(_)))]
             .range(..=prefix.prefix_len())
             .any(|&len| {
-                self.prefixes
-                    .contains(&IpNet::new(prefix.addr(), len).expect("shorter").trunc())
+                self.prefixes.contains(&(
+                    vrf,
+                    IpNet::new(prefix.addr(), len).expect("shorter").trunc(),
+                ))
             })
     }
 }
@@ -208,7 +213,7 @@ impl Fib {
     /// every route, on changes to the set only.
     pub(crate) fn set_flow_prefixes(
         &mut self,
-        prefixes: impl IntoIterator<Item = IpNet>,
+        prefixes: impl IntoIterator<Item = (VrfId, IpNet)>,
     ) -> Vec<MapWrite> {
         if !self.replace_flow_prefixes(prefixes) {
             return Vec::new();
@@ -229,7 +234,7 @@ impl Fib {
     /// whether the set changed.
     pub(crate) fn replace_flow_prefixes(
         &mut self,
-        prefixes: impl IntoIterator<Item = IpNet>,
+        prefixes: impl IntoIterator<Item = (VrfId, IpNet)>,
     ) -> bool {
         let new = FlowPrefixes::new(prefixes);
         if new.prefixes == self.flows.prefixes {

@@ -205,7 +205,7 @@ impl Router {
         let config_flows: Vec<_> = config.flows.iter().map(|f| f.rule.clone()).collect();
         let compiled_flows = flows
             .set(&FlowOrigin::Config, &config_flows)
-            .and_then(|()| flows.compile())
+            .and_then(|()| flows.compile(&vrfs))
             .map_err(|err| whole_file(file, err.to_string()))?;
         Ok(Checked {
             vrfs,

@@ -1,10 +1,13 @@
 //! Flow rules: from the config, the CLI and FlowSpec sessions; compiled, written to the bank
 //! the program does not read, and the routes their destinations overlap flagged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
-use pop_dataplane_common::flow::{FlowEntry, FlowList};
+use pop_dataplane_common::{
+    flow::{FlowEntry, FlowList},
+    maps::MAX_VRFS,
+};
 
 use super::Router;
 use crate::{
@@ -12,6 +15,7 @@ use crate::{
     control::{
         flow::{CompiledFlows, FlowError, FlowOrigin, Flows},
         plan::MapWrite,
+        vrf::VrfId,
     },
 };
 
@@ -22,14 +26,15 @@ pub(super) struct FlowsInstalled {
     bank: u32,
     /// `None` when not known (a taken-over dataplane): written anew.
     entries: Option<Vec<FlowEntry>>,
-    lists: BTreeMap<IpNet, FlowList>,
-    /// `None` when not known: written at the first install.
-    wildcard: Option<[bool; 2]>,
+    lists: BTreeMap<(VrfId, IpNet), FlowList>,
+    /// The VRFs' wildcard flags that are set (a VRF left out has none); `None` when not
+    /// known: every VRF's written at the first install.
+    wildcard: Option<BTreeMap<VrfId, [bool; 2]>>,
 }
 
 impl FlowsInstalled {
-    /// A taken-over dataplane's: lists of these prefixes, pointing at `bank`.
-    pub(super) fn adopted(prefixes: &[IpNet], bank: u32) -> Self {
+    /// A taken-over dataplane's: lists of these (VRF, prefix), pointing at `bank`.
+    pub(super) fn adopted(prefixes: &[(VrfId, IpNet)], bank: u32) -> Self {
         Self {
             bank,
             entries: None,
@@ -73,7 +78,7 @@ impl Router {
 
     /// Moves to `flows`, checked first: the writes that install them.
     fn take_flows(&mut self, flows: Flows) -> Result<Vec<MapWrite>, FlowError> {
-        let compiled = flows.compile()?;
+        let compiled = flows.compile(&self.vrfs)?;
         self.flows = flows;
         let mut writes = self.flow_writes(&compiled);
         writes.extend(self.fib.set_flow_prefixes(compiled.prefixes()));
@@ -103,24 +108,39 @@ impl Router {
                 entries: compiled.entries.clone(),
             });
             let mut lists = BTreeMap::new();
-            for prefix in compiled.lists.keys() {
-                let list = compiled.list(prefix, bank);
-                writes.push(MapWrite::FlowList(*prefix, list));
-                lists.insert(*prefix, list);
+            for key @ (vrf, prefix) in compiled.lists.keys() {
+                let list = compiled.list(key, bank);
+                writes.push(MapWrite::FlowList(*vrf, *prefix, list));
+                lists.insert(*key, list);
             }
-            for prefix in installed.lists.keys() {
-                if !lists.contains_key(prefix) {
-                    writes.push(MapWrite::DeleteFlowList(*prefix));
+            for key @ (vrf, prefix) in installed.lists.keys() {
+                if !lists.contains_key(key) {
+                    writes.push(MapWrite::DeleteFlowList(*vrf, *prefix));
                 }
             }
             installed.bank = bank;
             installed.lists = lists;
             installed.entries = Some(compiled.entries.clone());
         }
-        if installed.wildcard != Some(compiled.wildcard) {
-            writes.push(MapWrite::FlowWildcard(compiled.wildcard));
-            installed.wildcard = Some(compiled.wildcard);
+        let vrfs: Vec<VrfId> = match &installed.wildcard {
+            Some(old) => old
+                .keys()
+                .chain(compiled.wildcard.keys())
+                .copied()
+                .collect(),
+            None => (0..MAX_VRFS as u16).map(VrfId).collect(),
+        };
+        for vrf in BTreeSet::from_iter(vrfs) {
+            let old = installed.wildcard.as_ref().and_then(|old| old.get(&vrf));
+            let new = compiled.wildcard.get(&vrf);
+            if installed.wildcard.is_none() || old != new {
+                writes.push(MapWrite::FlowWildcard(
+                    vrf,
+                    new.copied().unwrap_or_default(),
+                ));
+            }
         }
+        installed.wildcard = Some(compiled.wildcard.clone());
         writes
     }
 }
