@@ -345,12 +345,20 @@ impl Dataplane {
             self.install(vrf, &tables)?;
             fresh.insert(vrf, tables);
         }
-        let gone: Vec<VrfId> = self
-            .routes
-            .keys()
-            .filter(|vrf| !fresh.contains_key(vrf))
-            .copied()
-            .collect();
+        // The first tables of this daemon: a taken-over dataplane may hold tables of VRFs
+        // the previous one had, in any slot.
+        let gone: Vec<VrfId> = if self.routes.is_empty() {
+            (1..maps::MAX_VRFS as u16)
+                .map(VrfId)
+                .filter(|vrf| !fresh.contains_key(vrf))
+                .collect()
+        } else {
+            self.routes
+                .keys()
+                .filter(|vrf| !fresh.contains_key(vrf))
+                .copied()
+                .collect()
+        };
         for vrf in gone {
             self.uninstall(vrf)?;
         }

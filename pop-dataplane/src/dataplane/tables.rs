@@ -379,14 +379,20 @@ impl RouteTables {
     }
 }
 
-/// Empties VRF `vrf`'s slots of the outer maps: its frames find no route (the kernel's).
+/// Empties VRF `vrf`'s slots of the outer maps (empty ones stay so): its frames find no
+/// route (the kernel's).
 pub(crate) fn uninstall(vrf: VrfId, v4_outer: &Map, v6_outer: &Map) -> anyhow::Result<()> {
     for (outer, family) in [(v4_outer, "IPv4"), (v6_outer, "IPv6")] {
         let Map::ArrayOfMaps(outer) = outer else {
             bail!("the {family} route tables' map is not an array of maps");
         };
-        delete_element(outer, u32::from(vrf.0))
-            .with_context(|| format!("removing VRF {}'s {family} route table", vrf.0))?;
+        match delete_element(outer, u32::from(vrf.0)) {
+            Err(err) if err.raw_os_error() != Some(libc::ENOENT) => {
+                return Err(err)
+                    .with_context(|| format!("removing VRF {}'s {family} route table", vrf.0));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
