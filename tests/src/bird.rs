@@ -14,6 +14,20 @@ use ipnet::IpNet;
 
 use crate::netns::{Netns, run};
 
+/// A BGP protocol of a BIRD 2 config, quick to (re)connect: `channel` is its channel, as
+/// BIRD writes it (`ipv4 { import all; export none; }`).
+pub fn bgp_session(name: &str, local: (&str, u32), neighbor: (&str, u32), channel: &str) -> String {
+    format!(
+        "protocol bgp {name} {{
+  local {} as {}; neighbor {} as {};
+  connect retry time 1; error wait time 1, 5;
+  {channel};
+}}
+",
+        local.0, local.1, neighbor.0, neighbor.1
+    )
+}
+
 /// A running `bird`.
 pub struct Bird {
     child: Child,

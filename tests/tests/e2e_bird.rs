@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use ipnet::IpNet;
 use pop_dataplane_tests::{
-    bird::{Bird, kernel_table},
+    bird::{Bird, bgp_session as bgp, kernel_table},
     dataplane_binary,
     frame::{ETH_P_IPV4, Ipv4, ethernet_tagged, mac},
     fulltable,
@@ -24,19 +24,6 @@ use serde_json::Value;
 
 const ROUTER_AS: u32 = 64500;
 const TRANSIT_AS: u32 = 64501;
-
-/// A BGP session of one family: `channel` is the family's import and export.
-fn bgp(name: &str, local: (&str, u32), neighbor: (&str, u32), channel: &str) -> String {
-    format!(
-        "protocol bgp {name} {{
-  local {} as {}; neighbor {} as {};
-  connect retry time 1; error wait time 1, 5;
-  {channel};
-}}
-",
-        local.0, local.1, neighbor.0, neighbor.1
-    )
-}
 
 /// The router's BIRD: a session per family with the transit, everything learned exported to
 /// the kernel's main table.

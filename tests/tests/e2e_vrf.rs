@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use pop_dataplane_tests::{
-    bird::Bird,
+    bird::{Bird, bgp_session as bgp},
     dataplane_binary,
     lab::{
         B_SERVICE_V4, HOST_A, HOST_B, HOST_B2, Lab, LabOptions, ROUTER_A, ROUTER_B, ROUTER_C,
@@ -346,19 +346,6 @@ const CUSTOMER_ADDR: &str = "198.19.20.1";
 const TRANSIT_PREFIX: &str = "198.19.21.0/24";
 const TRANSIT_ADDR: &str = "198.19.21.1";
 
-/// An IPv4 BGP session whose routes go into (or come from) BIRD table `table`.
-fn bgp(name: &str, local: (&str, u32), neighbor: (&str, u32), channel: &str) -> String {
-    format!(
-        "protocol bgp {name} {{
-  local {} as {}; neighbor {} as {};
-  connect retry time 1; error wait time 1, 5;
-  ipv4 {{ {channel} }};
-}}
-",
-        local.0, local.1, neighbor.0, neighbor.1
-    )
-}
-
 /// The router's BIRD, one routing table per VRF: the transit's routes into `master4` and the
 /// kernel's main table (the default VRF), the customer's into table `blue` and kernel table
 /// 100 (VRF blue).
@@ -375,12 +362,12 @@ protocol kernel kblue {{ kernel table {BLUE_TABLE}; ipv4 {{ table blue; import n
         "transit",
         (ROUTER_B.ipv4, ROUTER_AS),
         (HOST_B.ipv4, TRANSIT_AS),
-        "import all; export none;",
+        "ipv4 { import all; export none; }",
     ) + &bgp(
         "customer",
         (ROUTER_C.ipv4, ROUTER_AS),
         (HOST_B2.ipv4, CUSTOMER_AS),
-        "table blue; import all; export none;",
+        "ipv4 { table blue; import all; export none; }",
     )
 }
 
@@ -399,12 +386,12 @@ protocol static customer_routes {{ ipv4 {{ table customer_routes_table; }}; rout
         "transit",
         (HOST_B.ipv4, TRANSIT_AS),
         (ROUTER_B.ipv4, ROUTER_AS),
-        "import none; export where source = RTS_STATIC;",
+        "ipv4 { import none; export where source = RTS_STATIC; }",
     ) + &bgp(
         "customer",
         (HOST_B2.ipv4, CUSTOMER_AS),
         (ROUTER_C.ipv4, ROUTER_AS),
-        "table customer_routes_table; import none; export all;",
+        "ipv4 { table customer_routes_table; import none; export all; }",
     )
 }
 
