@@ -315,6 +315,8 @@ pub struct Sent {
     pub pps: f64,
     /// CPU time the generator's thread ran, in the kernel mostly.
     pub cpu_seconds: f64,
+    /// How the frames went: `live_frames`, or `af_packet` where the kernel refuses those.
+    pub via: &'static str,
 }
 
 impl Generator {
@@ -448,6 +450,11 @@ impl Generator {
             seconds,
             pps: sent as f64 / seconds,
             cpu_seconds: (thread_cpu_ns()? - cpu_start) as f64 / 1e9,
+            via: if self.fallback.borrow().is_some() {
+                "af_packet"
+            } else {
+                "live_frames"
+            },
         })
     }
 }

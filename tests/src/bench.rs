@@ -490,6 +490,8 @@ pub struct BenchLab {
     threads: Option<Threads>,
     dir: PathBuf,
     load: Option<(String, Duration)>,
+    /// The XDP generator sent through an AF_PACKET socket: the kernel refused live frames.
+    generator_fell_back: std::sync::atomic::AtomicBool,
 }
 
 /// The NAPI threads of the router's ingress port and of the sink.
@@ -699,6 +701,7 @@ impl BenchLab {
             threads: None,
             dir,
             load: None,
+            generator_fell_back: std::sync::atomic::AtomicBool::new(false),
         };
         match router {
             Router::Kernel => bench.route_in_kernel(table)?,
@@ -790,6 +793,14 @@ impl BenchLab {
             self.load = Some(self.load_routes(table)?);
         }
         Ok(())
+    }
+
+    /// Whether the XDP generator had to send through an AF_PACKET socket (the kernel refused
+    /// live frames): far fewer frames a second, each an skb the router's veth must turn
+    /// into an XDP frame.
+    pub fn generator_fell_back(&self) -> bool {
+        self.generator_fell_back
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What loading the lab's table took (CLI output, wall time), when it had one.
@@ -1036,6 +1047,10 @@ impl BenchLab {
             run(self.lab.a.enter(&self.tools.bench).args(&args)).context("the generator")?;
         let sent: serde_json::Value =
             serde_json::from_str(output.trim()).context("the generator's output")?;
+        if sent["via"] == "af_packet" {
+            self.generator_fell_back
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok((
             sent["packets"].as_u64().context("packets")?,
             sent["seconds"].as_f64().context("seconds")?,

@@ -338,6 +338,13 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
 
     let churn = churn_benchmark(&mut labs[3], &copied, &real_v4, options, &mut rng)?;
     let vrf_scale = vrf_scale_benchmark(&labs[3], &real_v4, &mut rng)?;
+    let fell_back = labs.iter().any(BenchLab::generator_fell_back);
+    if fell_back {
+        println!(
+            "bench: the kernel refused live frames: the generator sent through an AF_PACKET \
+             socket (skbs, about 1 Mpps): router figures are not comparable with live-frame runs"
+        );
+    }
     drop(labs);
 
     let (lookup, scaling) = lookup_benchmark(tools, options, &full, &real_v4, &real_v6, &check)?;
@@ -355,6 +362,7 @@ pub(crate) fn run(tools: &Tools, options: &Options) -> anyhow::Result<()> {
         &scaling,
         sampling,
         vrf_scale,
+        fell_back,
     );
     fs::create_dir_all(&options.out_dir)?;
     let json_path = options.out_dir.join("latest.json");
@@ -760,6 +768,7 @@ fn report(
     scaling: &Scaling,
     sampling: Value,
     vrf_scale: Value,
+    fell_back: bool,
 ) -> Value {
     let per_core = |case: &Case| -> Vec<f64> {
         case.runs
@@ -851,7 +860,11 @@ fn report(
     let all = lookup.last().expect("sizes");
     json!({
         "machine": machine,
-        "generator": match generator { Generator::Pktgen => "pktgen", Generator::Xdp => "pop-dataplane-bench generate (XDP live frames)" },
+        "generator": match generator {
+            Generator::Pktgen => "pktgen",
+            Generator::Xdp if fell_back => "pop-dataplane-bench generate (AF_PACKET: the kernel refused live frames)",
+            Generator::Xdp => "pop-dataplane-bench generate (XDP live frames)",
+        },
         "rounds": options.rounds,
         "seconds_per_run": options.seconds,
         "full_table_routes": { "ipv4": full.v4.len(), "ipv6": full.v6.len() },
