@@ -365,7 +365,7 @@ impl Config {
             }
             let interface = interface::check(entry.get_ref(), line, at)?;
             if let Some(name) = &interface.vrf {
-                vrf::check_known(name, &vrfs).map_err(at)?;
+                vrf::check_known(name, &vrfs).map_err(|err| at(err.to_string()))?;
             }
             interfaces.push(interface);
         }
@@ -438,7 +438,7 @@ impl Config {
             };
             let prefix = parse_prefix(&raw.prefix).map_err(|err| at(err.to_string()))?;
             if let Some(name) = &raw.vrf {
-                vrf::check_known(name, &vrfs).map_err(at)?;
+                vrf::check_known(name, &vrfs).map_err(|err| at(err.to_string()))?;
             }
             // `vrf = "default"` is the default VRF, as no `vrf` at all.
             let route_vrf = raw.vrf.clone().filter(|name| name != vrf::DEFAULT_VRF);
@@ -551,7 +551,7 @@ impl Config {
                 .parse()
                 .map_err(|err: flow_rule::FlowRuleError| at(err.to_string()))?;
             if let Some(name) = &rule.vrf {
-                vrf::check_known(name, &vrfs).map_err(at)?;
+                vrf::check_known(name, &vrfs).map_err(|err| at(err.to_string()))?;
             }
             if let Some(first) = flows.iter().find(|f| f.rule == rule) {
                 return Err(at(format!("listed twice (first on line {})", first.line)));

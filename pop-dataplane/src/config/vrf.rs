@@ -91,16 +91,24 @@ pub(super) fn check(
     Ok(vrfs)
 }
 
+/// An entry names a VRF no `[[vrf]]` defines.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("vrf {vrf:?} is not one of the [[vrf]] entries ({known})")]
+pub struct UnknownVrf {
+    pub vrf: String,
+    pub known: String,
+}
+
 /// Checks that `vrf`, named by an entry, is `default` or one of `vrfs`.
-pub(super) fn check_known(vrf: &str, vrfs: &[VrfConfig]) -> Result<(), String> {
+pub(super) fn check_known(vrf: &str, vrfs: &[VrfConfig]) -> Result<(), UnknownVrf> {
     if vrf == DEFAULT_VRF || vrfs.iter().any(|v| v.name == vrf) {
         return Ok(());
     }
-    Err(format!(
-        "vrf {vrf:?} is not one of the [[vrf]] entries ({})",
-        std::iter::once(DEFAULT_VRF)
+    Err(UnknownVrf {
+        vrf: vrf.to_owned(),
+        known: std::iter::once(DEFAULT_VRF)
             .chain(vrfs.iter().map(|v| v.name.as_str()))
             .collect::<Vec<_>>()
-            .join(", ")
-    ))
+            .join(", "),
+    })
 }

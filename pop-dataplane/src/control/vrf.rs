@@ -6,6 +6,11 @@ use std::collections::BTreeMap;
 use pop_dataplane_common::maps::MAX_VRFS;
 use serde::{Deserialize, Serialize};
 
+use crate::{
+    config::InterfaceConfig,
+    host::{Host, Link},
+};
+
 /// A VRF's id: the slot of its tables in `FIB_V4`/`FIB_V6` (`ROUTES_V4`/`ROUTES_V6`).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
@@ -106,6 +111,61 @@ impl Vrfs {
             .chain(self.by_name.keys().map(String::as_str))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// Why a configured interface has no VRF.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InterfaceVrfError {
+    #[error(
+        "vrf = {vrf:?}, but the interface is enslaved to VRF device {device:?} (kernel table \
+         {table}): leave `vrf` out to follow the device, or move the interface"
+    )]
+    OtherDevice {
+        vrf: String,
+        device: String,
+        table: u32,
+    },
+    #[error(
+        "enslaved to VRF device {device:?} (kernel table {table}): add a [[vrf]] named \
+         {device:?} to route it in that VRF"
+    )]
+    Undeclared { device: String, table: u32 },
+    /// The config was checked against other VRFs than these (a bug, not a user's error).
+    #[error("vrf {0:?} has no id")]
+    NoId(String),
+}
+
+/// The VRF of configured interface `interface`, whose host device is `device` (`None` for a
+/// VLAN sub-interface defined in the config): its `vrf`, or the VRF of the VRF device (l3mdev)
+/// its device is enslaved to, which must be a `[[vrf]]` of the same name.
+pub fn interface_vrf(
+    interface: &InterfaceConfig,
+    device: Option<&Link>,
+    host: &Host,
+    vrfs: &Vrfs,
+) -> Result<VrfId, InterfaceVrfError> {
+    let vrf_device = device.and_then(|d| host.vrf_device_of(d));
+    let table = |device: &Link| device.vrf_table.unwrap_or(0);
+    match (&interface.vrf, vrf_device) {
+        (Some(name), Some(vrf_device)) if *name != vrf_device.name => {
+            Err(InterfaceVrfError::OtherDevice {
+                vrf: name.clone(),
+                device: vrf_device.name.clone(),
+                table: table(vrf_device),
+            })
+        }
+        (Some(name), _) => vrfs
+            .id(name)
+            .ok_or_else(|| InterfaceVrfError::NoId(name.clone())),
+        (None, Some(vrf_device)) => {
+            vrfs.id(&vrf_device.name)
+                .ok_or_else(|| InterfaceVrfError::Undeclared {
+                    device: vrf_device.name.clone(),
+                    table: table(vrf_device),
+                })
+        }
+        (None, None) => Ok(VrfId::DEFAULT),
     }
 }
 
