@@ -496,3 +496,80 @@ fn bird_fills_each_vrf_from_its_own_session() {
     wait_for_route(&lab, &binary, "blue", CUSTOMER_PREFIX, "kernel", false);
     wait_for_route(&lab, &binary, "default", TRANSIT_PREFIX, "kernel", true);
 }
+
+#[test]
+fn a_restarted_daemon_takes_over_the_vrfs_tables() {
+    let binary = dataplane_binary();
+    let lab = Lab::with(
+        "pdpt-vrft",
+        LabOptions {
+            ipv6: false,
+            second_link: true,
+        },
+    )
+    .unwrap();
+    // Blue's route from the config this time (no kernel table), over the second link; and a
+    // second VRF, red, that the next config drops.
+    let with_red = |config: String| format!("{config}\n[[vrf]]\nname = \"red\"\n");
+    let config = config().replace(&format!("sync_kernel_table = {BLUE_TABLE}\n"), "")
+        + &format!(
+            "\n[[route]]\nvrf = \"blue\"\nprefix = \"{B_SERVICE_V4}/32\"\nnexthop = \"host-b2\"\n\
+             \n[[route]]\nvrf = \"red\"\nprefix = \"{B_SERVICE_V4}/32\"\ntype = \"blackhole\"\n"
+        );
+    let mut daemon = lab
+        .start_dataplane_with(
+            &binary,
+            &with_red(config.clone()),
+            "native",
+            &["--keep-on-exit"],
+        )
+        .unwrap();
+    assert_eq!(ping(&lab, B_SERVICE_V4, 5), 5);
+
+    // Stopped with --keep-on-exit: blue's table forwards on with no daemon.
+    assert!(daemon.stop().unwrap().success());
+    let before = lab.stats(&binary).unwrap();
+    assert_eq!(ping(&lab, B_SERVICE_V4, 5), 5);
+    let after = lab.stats(&binary).unwrap();
+    let d = |ifname, field| counter(&after, ifname, field) - counter(&before, ifname, field);
+    assert_eq!(d(ROUTER_C.ifname, "tx_packets"), 5);
+
+    // The next daemon, without red, takes over: blue still goes out of the second link,
+    // counters carry over, and red's route is gone with it.
+    let config = config.replace(
+        &format!(
+            "\n[[route]]\nvrf = \"red\"\nprefix = \"{B_SERVICE_V4}/32\"\ntype = \"blackhole\"\n"
+        ),
+        "",
+    );
+    let daemon = lab.start_dataplane(&binary, &config, "native").unwrap();
+    assert!(
+        daemon.log().contains("taking over the running dataplane"),
+        "{}",
+        daemon.log()
+    );
+    let before = lab.stats(&binary).unwrap();
+    assert_eq!(ping(&lab, B_SERVICE_V4, 5), 5);
+    let after = lab.stats(&binary).unwrap();
+    let d = |ifname, field| counter(&after, ifname, field) - counter(&before, ifname, field);
+    assert_eq!(d(ROUTER_C.ifname, "tx_packets"), 5);
+    assert_eq!(d(ROUTER_B.ifname, "tx_packets"), 0);
+    assert!(counter(&after, ROUTER_A.ifname, "forwarded_packets") >= 15);
+    let routes = lab.cli(&binary, &["route", "list", "--json"]).unwrap();
+    assert!(!routes.contains("\"red\""), "{routes}");
+    // Red's slot of the table maps was emptied: the default VRF's and blue's tables are
+    // all the IPv4 table map holds.
+    let fib = lab.pin_dir().join("FIB_V4");
+    let dump = std::process::Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(&fib)
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{dump:?}");
+    let slots: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap();
+    assert_eq!(slots.as_array().unwrap().len(), 2, "{slots}");
+    let out = lab
+        .cli_output(&binary, &["route", "list", "--vrf", "red"])
+        .unwrap();
+    assert!(!out.status.success());
+}
