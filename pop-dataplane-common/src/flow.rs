@@ -44,11 +44,19 @@ pub const fn flow_key_v4(vrf: u16, addr: [u8; 4]) -> FlowKeyV4 {
 #[inline(always)]
 pub fn flow_key_v6(vrf: u16, addr: [u8; 16]) -> FlowKeyV6 {
     let mut key = [0u8; 24];
+    write_flow_key_v6(&mut key, vrf, &addr);
+    key
+}
+
+/// Writes the VRF and address of a `FLOW_INDEX_V6` key in place (the program's key lives in
+/// its per-CPU scratch: the stack has no room for it). Bytes 0, 1 and 20.. are left as
+/// they are: zero.
+#[inline(always)]
+pub fn write_flow_key_v6(key: &mut FlowKeyV6, vrf: u16, addr: &[u8; 16]) {
     let [v0, v1] = vrf.to_be_bytes();
     key[2] = v0;
     key[3] = v1;
-    key[4..20].copy_from_slice(&addr);
-    key
+    key[4..20].copy_from_slice(addr);
 }
 
 /// The `FLOW_WILDCARD` index of VRF `vrf`'s flag for a family ([`WILDCARD_V4`] or

@@ -16,6 +16,7 @@ use pop_dataplane_common::{
     flow::{
         FLOW_KEY_VRF_BITS, FlowEntry, FlowKeyV4, FlowKeyV6, FlowList, FlowOp, LIST_ENTRIES,
         MAX_OPS, WILDCARD_V4, WILDCARD_V6, field, flow_key_v4, fragment, wildcard_index,
+        write_flow_key_v6,
     },
 };
 
@@ -161,10 +162,7 @@ pub(crate) fn check_v6(
         return Ok(NONE_PASSED);
     };
     search.key_v6.prefix_len = FLOW_KEY_VRF_BITS + 128;
-    let [v0, v1] = vrf.to_be_bytes();
-    search.key_v6.data[2] = v0;
-    search.key_v6.data[3] = v1;
-    search.key_v6.data[4..20].copy_from_slice(&ip.dst);
+    write_flow_key_v6(&mut search.key_v6.data, vrf, &ip.dst);
     let Some(list) = FLOW_INDEX_V6.get(&search.key_v6) else {
         return Ok(NONE_PASSED);
     };
