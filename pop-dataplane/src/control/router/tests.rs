@@ -277,6 +277,63 @@ fn cli_routes_are_all_or_nothing_and_share_next_hops() {
     );
 }
 
+/// A batch that names a prefix twice is refused at the second time, with the line of the
+/// first; of several problems, the one on the earliest line is reported; the same prefix in
+/// two VRFs is no repeat.
+#[test]
+fn a_prefix_given_twice_is_refused_at_its_first_repeat() {
+    let config = format!("{CONFIG}\n[[vrf]]\nname = \"blue\"\n");
+    let (mut router, _) = start(&config);
+    let batch = |lines: &[(usize, &str)]| -> Vec<(usize, RouteSpec)> {
+        lines
+            .iter()
+            .map(|&(line, text)| (line, RouteSpec::parse(text).unwrap()))
+            .collect()
+    };
+    let mut set = |lines: &[(usize, &str)]| {
+        router
+            .set_routes(&batch(lines), Source::Cli, Mode::Replace, &mut |_| {})
+            .map(|_| ())
+            .map_err(|err| err.to_string())
+    };
+    assert_eq!(
+        set(&[
+            (1, "198.18.7.0/24 blackhole"),
+            (2, "198.18.8.0/24 blackhole"),
+            (3, "198.18.8.0/24 kernel"),
+            (4, "198.18.7.0/24 kernel"),
+            (5, "198.18.8.0/24 blackhole"),
+        ]),
+        Err("line 3: route 198.18.8.0/24: given twice (first on line 2)".to_owned())
+    );
+    assert_eq!(
+        set(&[
+            (1, "198.18.7.0/24 blackhole"),
+            (2, "198.18.9.0/24 via 198.18.2.2 dev eth9"),
+            (3, "198.18.7.0/24 kernel"),
+        ]),
+        Err("line 2: route 198.18.9.0/24: dev \"eth9\" is not one of the dataplane's interfaces (ra, rb, rc)".to_owned())
+    );
+    assert_eq!(
+        set(&[
+            (1, "198.18.7.0/24 blackhole"),
+            (2, "vrf nowhere 198.18.7.0/24 kernel"),
+            (3, "vrf nowhere 198.18.7.0/24 kernel"),
+        ])
+        .map_err(|err| err.contains("line 2:") && err.contains("nowhere")),
+        Err(true)
+    );
+    set(&[
+        (1, "198.18.7.0/24 blackhole"),
+        (2, "vrf blue 198.18.7.0/24 kernel"),
+    ])
+    .unwrap();
+    assert_eq!(
+        router.compiled(&"198.18.7.0/24".parse().unwrap()),
+        Some(Route::Blackhole)
+    );
+}
+
 #[test]
 fn a_new_config_is_applied_whole_or_not_at_all() {
     let (mut router, _) = start(CONFIG);
