@@ -13,7 +13,7 @@ use rtnetlink::Handle;
 
 use super::{
     RunOptions, files,
-    kernel_sync::{KernelSync, install, kernel_tables_to_follow, release_free_memory},
+    kernel_sync::{KernelSync, install, kernel_tables_to_follow},
     server::Progress,
 };
 use crate::{
@@ -406,7 +406,6 @@ impl Daemon<'_> {
         self.apply_config(config).await?;
         self.sampling.reconfigure(&self.config, agent);
         self.apply_sample_rates()?;
-        release_free_memory();
         let (v4, v6) = self.router.route_counts();
         Ok(format!(
             "reloaded {} in {:.2?}: {v4} IPv4 and {v6} IPv6 routes",

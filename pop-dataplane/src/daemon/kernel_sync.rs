@@ -368,22 +368,7 @@ pub(super) fn install(
         .partition(|w| matches!(w, MapWrite::Nexthop(_, n) if *n == Nexthop::default()));
     dataplane.apply(&before)?;
     dataplane.replace_routes(router.table_routes())?;
-    dataplane.apply(&cleared)?;
-    release_free_memory();
-    Ok(())
-}
-
-/// Hands the heap's free pages back to the kernel. A rebuild frees the old tables'
-/// bookkeeping at once, a full table's worth (about 100 MiB), and glibc keeps freed memory
-/// mapped while anything above it in the heap lives: without this the daemon's resident
-/// size settles at the peak of a rebuild, old and new tables together, and climbs to it
-/// over the first few reloads.
-pub(super) fn release_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only walks and unmaps the allocator's own free chunks.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    dataplane.apply(&cleared)
 }
 
 /// The kernel tables `run` follows: its options' and the config's, the VRFs' too (see
